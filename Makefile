@@ -1,0 +1,43 @@
+# abflow: two commands do all the set-up — `make demo` and `make test`.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .abflow/tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_COMPILE_BYTECODE := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+
+.PHONY: demo test install install-dev lint typecheck bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --compile-bytecode
+	touch $@
+
+$(VENV)/.installed-dev: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --compile-bytecode --extra dev
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(VENV)/bin/abflow demo
+
+test: install-dev
+	$(VENV)/bin/pytest -n 2 --dist loadgroup
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: install-dev
+	$(VENV)/bin/python -m benchmarks.run --sizes 1000000
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .abflow/pgdata

@@ -1,0 +1,391 @@
+"""The `abflow` command line: migrate, experiments, run, backfill, promote, report, plan, serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from abflow.definitions import DefinitionError, load_experiment_files
+from abflow.settings import Settings, get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Warehouse-native A/B test analysis on Prefect.")
+experiments_app = typer.Typer(no_args_is_help=True, help="Manage experiment definitions.")
+app.add_typer(experiments_app, name="experiments")
+console = Console()
+err_console = Console(stderr=True)
+
+DEMO_AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit code 1."""
+
+
+def _prefect_defaults() -> None:
+    # The CLI is the process edge: set Prefect knobs before Prefect is imported.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from abflow.warehouse.engine import make_engine
+    return make_engine(settings)
+
+
+def _url(settings: Settings) -> str:
+    from abflow.warehouse.engine import embedded_url
+    return settings.database_url or embedded_url(settings.pgdata)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _run_guarded(fn: Any) -> Any:
+    """Turn expected failures into one-line messages and exit code 1."""
+    from sqlalchemy.exc import OperationalError
+
+    from abflow.warehouse.engine import WarehouseUnavailable
+    from abflow.warehouse.promotion import PromotionRefused
+    try:
+        return fn()
+    except (DefinitionError, CliError, PromotionRefused, ValueError) as exc:
+        _fail(str(exc).splitlines()[0])
+    except WarehouseUnavailable as exc:
+        _fail(str(exc).splitlines()[0])
+    except OperationalError as exc:
+        _fail(f"warehouse unreachable: {str(exc.orig).splitlines()[0] if exc.orig else exc}")
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the abflow schema (idempotent)."""
+    from abflow.warehouse.migrate import migrate as do_migrate
+
+    def go() -> None:
+        s = get_settings()
+        applied = do_migrate(_engine(s), s.schema_name)
+        console.print(f"schema {s.schema_name}: " + (
+            f"applied {', '.join(applied)}" if applied else "up to date"))
+    _run_guarded(go)
+
+
+@experiments_app.command("apply")
+def experiments_apply(paths: Annotated[list[Path], typer.Argument(help="YAML files or dirs")]) -> None:
+    """Validate and upsert experiment definitions (all files or none)."""
+    from abflow.warehouse.experiments_repo import upsert_experiments
+    from abflow.warehouse.migrate import migrate as do_migrate
+
+    def go() -> None:
+        exps = load_experiment_files(paths)
+        s = get_settings()
+        eng = _engine(s)
+        do_migrate(eng, s.schema_name)
+        with eng.begin() as conn:
+            upsert_experiments(conn, exps)
+        for e in exps:
+            console.print(f"applied {e.key} ({e.status}, {len(e.variants)} variants, "
+                          f"{len(e.metrics)} metrics)")
+    _run_guarded(go)
+
+
+@experiments_app.command("list")
+def experiments_list() -> None:
+    """List stored experiment definitions."""
+    from rich.table import Table
+
+    from abflow.warehouse.experiments_repo import list_experiments
+    from abflow.warehouse.migrate import migrate as do_migrate
+
+    def go() -> None:
+        s = get_settings()
+        eng = _engine(s)
+        do_migrate(eng, s.schema_name)
+        with eng.connect() as conn:
+            exps = list_experiments(conn)
+        t = Table("key", "name", "status", "start", "variants", "primary metric", "allocation")
+        for e in exps:
+            t.add_row(e.key, e.name, e.status, f"{e.start_at:%Y-%m-%d}",
+                      ", ".join(v.key + ("*" if v.control else "") for v in e.variants),
+                      e.primary_metric.key, e.allocation)
+        console.print(t)
+    _run_guarded(go)
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"--as-of: not an ISO timestamp: {value!r}") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _show(summaries: list[dict[str, Any]], keys: list[str] | None, quiet: bool,
+          as_json: bool) -> None:
+    from abflow.console import print_results
+    from abflow.warehouse.readback import latest_results
+    if as_json:
+        sys.stdout.write(json.dumps(summaries, default=str, indent=2) + "\n")
+        return
+    if quiet:
+        for s in summaries:
+            console.print(f"{s['experiment_key']}: {s['status']} {s.get('decision') or ''} "
+                          f"{s.get('variant_key') or ''}".rstrip())
+        return
+    s = get_settings()
+    with _engine(s).connect() as conn:
+        print_results(console, latest_results(conn, keys or [x["experiment_key"] for x in summaries]))
+    for x in summaries:
+        if x["status"] == "failed":
+            err_console.print(f"[red]{x['experiment_key']} failed:[/red] {x.get('message')}")
+        if x.get("promotion"):
+            console.print(f"[green]{x['experiment_key']}: {x['promotion']}[/green]")
+
+
+@app.command()
+def run(
+    experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO timestamp")] = None,
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run the analysis flow once (all running experiments, or the given keys)."""
+    _prefect_defaults()
+
+    def go() -> list[dict[str, Any]]:
+        from flows.analyze import analyze_experiments
+        ts = _parse_ts(as_of)
+        if not quiet and not as_json:
+            err_console.print("running analyze-experiments …")
+        return analyze_experiments(experiment_keys=experiment or None, as_of=ts)
+    summaries = _run_guarded(go)
+    _show(summaries, experiment, quiet, as_json)
+    if any(s["status"] == "failed" for s in summaries):
+        raise typer.Exit(2)
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option("--start", help="first day, YYYY-MM-DD")],
+    end: Annotated[str, typer.Option("--end", help="last day, YYYY-MM-DD")],
+    experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recompute the daily analysis as of the end of each day in [start, end]."""
+    _prefect_defaults()
+
+    def go() -> list[dict[str, Any]]:
+        from flows.backfill import backfill_experiments
+        try:
+            d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+        except ValueError as exc:
+            raise CliError(f"--start/--end: {exc}") from None
+        return backfill_experiments(start=d0, end=d1, experiments=experiment or None)
+    out = _run_guarded(go)
+    if as_json:
+        sys.stdout.write(json.dumps(out, default=str, indent=2) + "\n")
+    else:
+        for s in out:
+            console.print(f"{s['as_of'][:10]} {s['experiment_key']}: {s['status']} "
+                          f"{s.get('decision') or ''} {s.get('variant_key') or ''}".rstrip())
+    if any(s["status"] == "failed" for s in out):
+        raise typer.Exit(2)
+
+
+@app.command()
+def promote(
+    key: str, variant: str,
+    reason: Annotated[str, typer.Option("--reason")] = "manual promotion",
+    actor: Annotated[str, typer.Option("--actor")] = os.environ.get("USER", "cli"),
+    force: bool = typer.Option(False, "--force", help="promote even if the latest run is unhealthy"),
+) -> None:
+    """Promote a variant into experiment_config (audited)."""
+    from abflow.warehouse.migrate import migrate as do_migrate
+    from abflow.warehouse.promotion import promote as do_promote
+
+    def go() -> None:
+        s = get_settings()
+        eng = _engine(s)
+        do_migrate(eng, s.schema_name)
+        with eng.begin() as conn:
+            out = do_promote(conn, key, variant, actor=actor, reason=reason, force=force)
+        console.print(f"{key}: {out.message}")
+    _run_guarded(go)
+
+
+@app.command()
+def rollback(
+    key: str,
+    reason: Annotated[str, typer.Option("--reason")] = "manual rollback",
+    actor: Annotated[str, typer.Option("--actor")] = os.environ.get("USER", "cli"),
+) -> None:
+    """Undo the current promotion of an experiment (audited)."""
+    from abflow.warehouse.migrate import migrate as do_migrate
+    from abflow.warehouse.promotion import rollback as do_rollback
+
+    def go() -> None:
+        s = get_settings()
+        eng = _engine(s)
+        do_migrate(eng, s.schema_name)
+        with eng.begin() as conn:
+            out = do_rollback(conn, key, actor=actor, reason=reason)
+        console.print(f"{key}: {out.message}")
+    _run_guarded(go)
+
+
+@app.command()
+def plan(
+    baseline: Annotated[float, typer.Option("--baseline", help="control rate or mean")],
+    mde: Annotated[float, typer.Option("--mde", help="minimum detectable effect")],
+    relative: bool = typer.Option(False, "--relative", help="MDE is relative to baseline"),
+    power: float = typer.Option(0.8, "--power"),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    variants: int = typer.Option(2, "--variants"),
+    std: Annotated[float | None, typer.Option("--std", help="std dev for a mean metric")] = None,
+) -> None:
+    """Sample size per variant for a baseline and MDE (proportion, or mean with --std)."""
+    from abflow.stats import sample_size_per_variant
+
+    def go() -> None:
+        if not 0 < alpha < 1 or not 0 < power < 1:
+            raise CliError("--alpha and --power must be between 0 and 1")
+        if mde <= 0:
+            raise CliError("--mde must be positive")
+        if variants < 2:
+            raise CliError("--variants must be at least 2")
+        kind = "mean" if std is not None else "proportion"
+        if kind == "proportion" and not 0 < baseline < 1:
+            raise CliError("--baseline must be a rate in (0, 1) (or give --std for a mean)")
+        n = sample_size_per_variant(baseline, mde, relative=relative, alpha=alpha, power=power,
+                                    variants=variants, kind=kind, std=std)
+        effect = f"{mde * 100:g}% relative" if relative else f"{mde:g} absolute"
+        console.print(f"{n:,} units per variant ({n * variants:,} total) to detect a {effect} "
+                      f"change from {baseline:g} with power {power:g} at alpha {alpha:g}"
+                      f" over {variants} variants")
+    _run_guarded(go)
+
+
+@app.command()
+def report(
+    key: str,
+    out: Annotated[Path | None, typer.Option("--out", help="HTML file")] = None,
+) -> None:
+    """Write a self-contained HTML report of an experiment's results over time."""
+    from abflow.report import render_report
+    from abflow.warehouse.experiments_repo import get_experiment
+    from abflow.warehouse.readback import insight_history, latest_results
+
+    def go() -> None:
+        s = get_settings()
+        with _engine(s).connect() as conn:
+            exp = get_experiment(conn, key)
+            if exp is None:
+                raise CliError(f"experiment '{key}' is not defined")
+            latest = latest_results(conn, [key])
+            history = insight_history(conn, key)
+        if not latest:
+            raise CliError(f"experiment '{key}' has no analysis runs yet (run `abflow run`)")
+        target = out or Path(f"{key}.html")
+        target.write_text(render_report(exp, latest[0], history), encoding="utf-8")
+        console.print(f"wrote {target}")
+    _run_guarded(go)
+
+
+@app.command()
+def validate(
+    experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
+) -> None:
+    """Run only the data-quality and health checks and print failures."""
+    from datetime import UTC as _UTC
+
+    from abflow import health
+    from abflow.warehouse import extract
+    from abflow.warehouse.experiments_repo import list_experiments
+    from abflow.warehouse.quality import run_expectations
+
+    def go() -> int:
+        s = get_settings()
+        eng = _engine(s)
+        url = _url(s)
+        now = datetime.now(_UTC)
+        failures = 0
+        with eng.connect() as conn:
+            exps = [e for e in list_experiments(conn)
+                    if (experiment and e.key in experiment) or (not experiment and e.status == "running")]
+            for e in exps:
+                checks = run_expectations(url, s.schema_name, e, now,
+                                          assignments_source=s.assignments_source,
+                                          events_source=s.events_source)
+                exposure = extract.fetch_exposure_summary(conn, e, now,
+                                                          assignments=s.assignments_source)
+                checks += health.exposure_checks(e, exposure)
+                bad = [c for c in checks if not c.passed]
+                failures += len(health.critical_failures(checks))
+                console.print(f"[bold]{e.key}[/bold]: {len(checks)} checks, {len(bad)} failed")
+                for c in bad:
+                    obs = "" if c.observed is None else f" observed={c.observed:.4g}"
+                    console.print(f"  [{c.severity}] {c.check_name}{obs}")
+        return failures
+    if _run_guarded(go):
+        raise typer.Exit(2)
+
+
+@app.command()
+def demo(
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Embedded PostgreSQL + demo experiments + generated data + one analysis run."""
+    _prefect_defaults()
+    from abflow.demo_data import generate_demo_data, load_frames
+    from abflow.warehouse.experiments_repo import upsert_experiments
+    from abflow.warehouse.migrate import migrate as do_migrate
+
+    def go() -> list[dict[str, Any]]:
+        s = get_settings()
+        eng = _engine(s)
+        err_console.print(f"warehouse: {'embedded PostgreSQL in ' + str(s.pgdata) if not s.database_url else 'ABFLOW_DATABASE_URL'}")
+        do_migrate(eng, s.schema_name)
+        exps = load_experiment_files([Path("experiments")])
+        assignments, events = generate_demo_data(exps, as_of=DEMO_AS_OF)
+        with eng.begin() as conn:
+            upsert_experiments(conn, exps)
+            raw = conn.connection.dbapi_connection
+            n_a, n_e = load_frames(raw, s.schema_name, assignments, events,
+                                   replace_experiments=[e.key for e in exps])
+        err_console.print(f"loaded {n_a:,} assignments and {n_e:,} events with COPY; "
+                          f"{len(exps)} experiments; analysing as of {DEMO_AS_OF:%Y-%m-%d} …")
+        from flows.analyze import analyze_experiments
+        return analyze_experiments(experiment_keys=[e.key for e in exps], as_of=DEMO_AS_OF)
+    summaries = _run_guarded(go)
+    _show(summaries, None, quiet, False)
+
+
+@app.command()
+def serve() -> None:
+    """Serve the flows with their schedules in one process (needs a Prefect server)."""
+    _prefect_defaults()
+    from flows.serve import serve_all
+    serve_all()
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Experiment definitions: the YAML contract of SPEC §3.2 as frozen, validated models."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+KEY_PATTERN = r"^[a-z0-9_]+$"
+Key = Annotated[str, Field(pattern=KEY_PATTERN, min_length=1, max_length=63)]
+EventName = Annotated[str, Field(min_length=1, max_length=200)]
+
+Status = Literal["draft", "running", "stopped", "concluded"]
+MetricKind = Literal["proportion", "mean", "ratio"]
+ValueAgg = Literal["sum", "mean", "count", "max"]
+Direction = Literal["increase", "decrease"]
+Role = Literal["primary", "secondary", "guardrail", "constraint"]
+Engine = Literal["frequentist", "bayesian"]
+TestKind = Literal["welch", "z_pooled"]
+Correction = Literal["none", "holm", "benjamini_hochberg", "bonferroni"]
+Allocation = Literal["fixed", "bandit"]
+
+
+class DefinitionError(ValueError):
+    """A definition file is invalid; the message is one line naming the file and field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Variant(_Frozen):
+    """One arm: its key, traffic weight, whether it is the control and the config apps receive."""
+
+    key: Key
+    weight: float = Field(ge=0.0, le=1.0)
+    control: bool = False
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventRef(_Frozen):
+    """The event (and optional value aggregation) one side of a ratio counts."""
+
+    event: EventName
+    value: ValueAgg = "count"
+
+
+class Metric(_Frozen):
+    """A metric: what is measured per unit, which way is better and what role it plays."""
+
+    key: Key
+    kind: MetricKind
+    event: EventName | None = None
+    value: ValueAgg | None = None
+    numerator: EventRef | None = None
+    denominator: EventRef | None = None
+    window_hours: float | None = Field(default=None, gt=0)
+    direction: Direction = "increase"
+    role: Role = "secondary"
+    non_inferiority_margin: float | None = Field(default=None, ge=0)
+    max: float | None = None
+    min: float | None = None
+    mde: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> Metric:
+        if self.kind == "ratio":
+            if self.numerator is None or self.denominator is None:
+                raise ValueError("ratio metrics need 'numerator' and 'denominator'")
+            if self.event is not None:
+                raise ValueError("ratio metrics take 'numerator'/'denominator', not 'event'")
+        else:
+            if self.event is None:
+                raise ValueError(f"{self.kind} metrics need 'event'")
+            if self.numerator is not None or self.denominator is not None:
+                raise ValueError("only ratio metrics take 'numerator'/'denominator'")
+        if self.kind == "proportion" and self.value is not None:
+            raise ValueError("proportion metrics take no 'value' aggregation")
+        if self.kind == "mean" and self.value is None:
+            object.__setattr__(self, "value", "sum")
+        if self.role == "constraint" and self.max is None and self.min is None:
+            raise ValueError("constraint metrics need 'max' or 'min'")
+        return self
+
+    @property
+    def numerator_event(self) -> str:
+        """Event counted in the numerator (the metric's own event for non-ratio kinds)."""
+        return self.numerator.event if self.numerator else str(self.event)
+
+    @property
+    def numerator_agg(self) -> str:
+        """Per-unit aggregation of the numerator: 'any' for proportions."""
+        if self.kind == "proportion":
+            return "any"
+        if self.numerator is not None:
+            return self.numerator.value
+        return str(self.value)
+
+    @property
+    def denominator_event(self) -> str | None:
+        """Event counted in the denominator of a ratio metric."""
+        return self.denominator.event if self.denominator else None
+
+    @property
+    def denominator_agg(self) -> str | None:
+        """Per-unit aggregation of a ratio's denominator."""
+        return self.denominator.value if self.denominator else None
+
+
+class Cuped(_Frozen):
+    """CUPED settings: the pre-exposure lookback for the covariate."""
+
+    lookback_days: int = Field(default=14, ge=1, le=365)
+
+
+class Analysis(_Frozen):
+    """How an experiment is analysed."""
+
+    engine: Engine = "frequentist"
+    test: TestKind = "welch"
+    sequential: bool = False
+    sequential_tuning: float = Field(default=5000.0, gt=0)
+    prior: Literal["flat", "proper"] = "flat"
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    correction: Correction = "none"
+    min_sample_size: int = Field(default=150, ge=2)
+    srm_threshold: float = Field(default=0.001, gt=0, lt=1)
+    srm_warn_threshold: float = Field(default=0.01, gt=0, lt=1)
+    multiple_exposure_warn: float = Field(default=0.01, ge=0, le=1)
+    cuped: Cuped | None = None
+    segments: tuple[Key, ...] = ()
+
+
+class Decision(_Frozen):
+    """Decision and promotion policy."""
+
+    auto_promote: bool = False
+    min_runtime_days: float = Field(default=3, ge=0)
+    max_runtime_days: float | None = Field(default=None, gt=0)
+    expected_monthly_volume: float | None = Field(default=None, gt=0)
+    bandit_floor: float = Field(default=0.01, ge=0, lt=0.5)
+    bandit_min_units: int = Field(default=100, ge=1)
+    seed: int = 0
+
+
+class Experiment(_Frozen):
+    """A whole experiment definition (one YAML file)."""
+
+    key: Key
+    name: str = Field(min_length=1)
+    hypothesis: str = ""
+    status: Status = "draft"
+    start_at: datetime
+    end_at: datetime | None = None
+    variants: tuple[Variant, ...] = Field(min_length=2)
+    metrics: tuple[Metric, ...] = Field(min_length=1)
+    analysis: Analysis = Analysis()
+    decision: Decision = Decision()
+    allocation: Allocation = "fixed"
+
+    @model_validator(mode="after")
+    def _check(self) -> Experiment:
+        if self.start_at.tzinfo is None:
+            raise ValueError("start_at needs a timezone (e.g. 2026-11-01T00:00:00Z)")
+        if self.end_at is not None:
+            if self.end_at.tzinfo is None:
+                raise ValueError("end_at needs a timezone")
+            if self.end_at <= self.start_at:
+                raise ValueError("end_at must be after start_at")
+        keys = [v.key for v in self.variants]
+        if len(set(keys)) != len(keys):
+            raise ValueError("variant keys must be unique")
+        controls = [v.key for v in self.variants if v.control]
+        if len(controls) != 1:
+            raise ValueError(f"exactly one variant must have control: true (found {len(controls)})")
+        total = sum(v.weight for v in self.variants)
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"variant weights must sum to 1 (they sum to {total:g})")
+        metric_keys = [m.key for m in self.metrics]
+        if len(set(metric_keys)) != len(metric_keys):
+            raise ValueError("metric keys must be unique")
+        primaries = [m.key for m in self.metrics if m.role == "primary"]
+        if len(primaries) != 1:
+            raise ValueError(f"exactly one metric must have role: primary (found {len(primaries)})")
+        return self
+
+    @property
+    def control(self) -> Variant:
+        """The control variant."""
+        return next(v for v in self.variants if v.control)
+
+    @property
+    def treatments(self) -> tuple[Variant, ...]:
+        """All non-control variants, in definition order."""
+        return tuple(v for v in self.variants if not v.control)
+
+    @property
+    def primary_metric(self) -> Metric:
+        """The one primary metric."""
+        return next(m for m in self.metrics if m.role == "primary")
+
+    def metric(self, key: str) -> Metric:
+        """The metric with this key."""
+        return next(m for m in self.metrics if m.key == key)
+
+    def variant(self, key: str) -> Variant:
+        """The variant with this key."""
+        return next(v for v in self.variants if v.key == key)
+
+
+def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
+    """Render a pydantic error location with variant/metric keys instead of list indexes."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            label = str(item)
+            if isinstance(node, list) and 0 <= item < len(node) and isinstance(node[item], dict):
+                label = str(node[item].get("key", item))
+            parts.append(f"[{label}]")
+            node = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
+        else:
+            if item.startswith("function-") or item in {"literal", "constrained-str"}:
+                continue
+            parts.append(f".{item}" if parts else item)
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+def parse_experiment(data: Any, source: str = "<input>") -> Experiment:
+    """Validate one parsed YAML document; raise DefinitionError with a one-line message."""
+    if not isinstance(data, dict):
+        raise DefinitionError(f"{source}: expected a mapping at the top level")
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(tuple(err["loc"]), data)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "string_pattern_mismatch":
+            msg = f"must match {KEY_PATTERN} (lowercase letters, digits, underscore)"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}"
+        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise DefinitionError(f"{source}: {field}: {msg}{more}") from None
+
+
+def load_experiment_file(path: Path) -> Experiment:
+    """Read and validate one experiment YAML file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DefinitionError(f"{path}: cannot read file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise DefinitionError(f"{path}:{where}: malformed YAML: {problem}") from None
+    return parse_experiment(data, str(path))
+
+
+def load_experiment_files(paths: list[Path]) -> list[Experiment]:
+    """Load every YAML file under the given paths (files or directories); all or nothing."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise DefinitionError(f"{p}: no such file or directory")
+    if not files:
+        raise DefinitionError(f"{', '.join(map(str, paths))}: no .yaml files found")
+    experiments = [load_experiment_file(f) for f in files]
+    seen: dict[str, Path] = {}
+    for f, e in zip(files, experiments, strict=True):
+        if e.key in seen:
+            raise DefinitionError(f"{f}: key: '{e.key}' is also defined in {seen[e.key]}")
+        seen[e.key] = f
+    return experiments

@@ -1,0 +1,116 @@
+"""Experiment health checks beside the GX expectations: SRM, multiple exposure, sample, traffic."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from abflow.definitions import Experiment
+from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
+from abflow.stats import srm_p_value
+
+
+def srm_check(
+    experiment: Experiment, counts: dict[str, int], *, name: str = "srm"
+) -> CheckOutcome:
+    """Pearson chi-square SRM, tiered: warn below srm_warn_threshold, fail below srm_threshold."""
+    a = experiment.analysis
+    keys = [v.key for v in experiment.variants]
+    observed = [counts.get(k, 0) for k in keys]
+    weights = [v.weight for v in experiment.variants]
+    total = sum(observed)
+    p = srm_p_value(observed, weights) if total > 0 else 1.0
+    failed = p < a.srm_threshold
+    warned = p < a.srm_warn_threshold
+    expected = {k: round(total * w, 1) for k, w in zip(keys, weights, strict=True)}
+    return CheckOutcome(
+        check_name=name,
+        severity="critical" if failed or not warned else "warning",
+        passed=not warned,
+        observed=p,
+        threshold=a.srm_threshold if failed else a.srm_warn_threshold,
+        details={"counts": dict(zip(keys, observed, strict=True)), "expected": expected},
+    )
+
+
+def segment_srm_checks(
+    experiment: Experiment, stats: list[SufficientStats]
+) -> list[CheckOutcome]:
+    """SRM per segment level, from exposed units of the primary metric rows."""
+    primary = experiment.primary_metric.key
+    by_segment: dict[str, dict[str, int]] = defaultdict(dict)
+    for s in stats:
+        if s.metric_key == primary and s.segment != "all":
+            by_segment[s.segment][s.variant_key] = s.exposed_units
+    return [
+        srm_check(experiment, counts, name=f"srm[{segment}]")
+        for segment, counts in sorted(by_segment.items())
+    ]
+
+
+def exposure_checks(experiment: Experiment, exposure: ExposureSummary) -> list[CheckOutcome]:
+    """Multiple exposure, unknown variants, minimum sample, and SRM over first exposures."""
+    a = experiment.analysis
+    total_seen = (
+        exposure.total_units
+        + exposure.multiple_exposure_units
+        + sum(exposure.unknown_variant_units.values())
+    )
+    multi_share = exposure.multiple_exposure_units / total_seen if total_seen else 0.0
+    unknown_units = sum(exposure.unknown_variant_units.values())
+    smallest = min(exposure.units_by_variant.values()) if exposure.units_by_variant else 0
+    return [
+        srm_check(experiment, exposure.units_by_variant),
+        CheckOutcome(
+            check_name="multiple_exposure",
+            severity="warning",
+            passed=multi_share <= a.multiple_exposure_warn,
+            observed=multi_share,
+            threshold=a.multiple_exposure_warn,
+            details={
+                "units": exposure.multiple_exposure_units,
+                "sample": list(exposure.sample_multiple),
+                "note": "units seen in more than one variant are always excluded",
+            },
+        ),
+        CheckOutcome(
+            check_name="unknown_variants",
+            severity="warning",
+            passed=unknown_units == 0,
+            observed=float(unknown_units),
+            threshold=0.0,
+            details={"units_by_variant": exposure.unknown_variant_units},
+        ),
+        CheckOutcome(
+            check_name="min_sample",
+            severity="warning",
+            passed=smallest >= a.min_sample_size,
+            observed=float(smallest),
+            threshold=float(a.min_sample_size),
+            details={"units_by_variant": exposure.units_by_variant},
+        ),
+    ]
+
+
+def traffic_check(
+    experiment: Experiment, exposure: ExposureSummary, as_of: datetime
+) -> CheckOutcome:
+    """Traffic stopping: no new exposure for over 48 h while the experiment is running."""
+    last = exposure.last_exposed_at
+    window_end = min(as_of, experiment.end_at) if experiment.end_at else as_of
+    hours = (window_end - last).total_seconds() / 3600 if last else None
+    stopped = hours is None or hours > 48
+    return CheckOutcome(
+        check_name="traffic",
+        severity="critical" if last is None else "warning",
+        passed=not stopped,
+        observed=hours,
+        threshold=48.0,
+        details={"last_exposed_at": last.isoformat() if last else None,
+                 "note": "no exposures at all" if last is None else "hours since last exposure"},
+    )
+
+
+def critical_failures(checks: list[CheckOutcome]) -> list[CheckOutcome]:
+    """Checks that block decisions and promotion."""
+    return [c for c in checks if not c.passed and c.severity == "critical"]

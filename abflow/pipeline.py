@@ -1,0 +1,108 @@
+"""Assemble one run's result from warehouse aggregates and checks (pure; no I/O)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from abflow import health
+from abflow.analysis import build_insights
+from abflow.decisions import DecisionInputs, decide
+from abflow.definitions import Experiment
+from abflow.results import (
+    AnalysisRunRow,
+    CheckOutcome,
+    ExperimentResult,
+    ExposureSummary,
+    RecommendationRow,
+    SufficientStats,
+)
+
+
+def days_since_start(experiment: Experiment, as_of: datetime) -> float:
+    """Days the experiment has run by as_of (capped at end_at)."""
+    end = min(as_of, experiment.end_at) if experiment.end_at else as_of
+    return max(0.0, (end - experiment.start_at).total_seconds() / 86400)
+
+
+def assemble_result(
+    *,
+    run_id: UUID,
+    experiment: Experiment,
+    as_of: datetime,
+    flow_run_id: str | None,
+    started_at: datetime,
+    finished_at: datetime,
+    stats: list[SufficientStats],
+    exposure: ExposureSummary,
+    quality_checks: list[CheckOutcome],
+) -> ExperimentResult:
+    """Turn sufficient statistics and checks into every row one run writes."""
+    checks = [
+        *quality_checks,
+        *health.exposure_checks(experiment, exposure),
+        *health.segment_srm_checks(experiment, stats),
+        health.traffic_check(experiment, exposure, as_of),
+    ]
+    variant_rows, insights = build_insights(run_id, experiment, as_of, stats)
+    days = days_since_start(experiment, as_of)
+    rec = decide(
+        DecisionInputs(
+            experiment=experiment,
+            insights=insights,
+            variant_stats=variant_rows,
+            checks=checks,
+            days_since_start=days,
+            units_by_variant=exposure.units_by_variant,
+        )
+    )
+    critical = health.critical_failures(checks)
+    status = "unhealthy" if critical else "succeeded"
+    message = (
+        "critical checks failed: " + ", ".join(c.check_name for c in critical)
+        if critical else f"{rec.decision}" + (f" {rec.variant_key}" if rec.variant_key else "")
+    )
+    run = AnalysisRunRow(
+        run_id=run_id,
+        experiment_key=experiment.key,
+        as_of=as_of,
+        flow_run_id=flow_run_id,
+        started_at=started_at,
+        finished_at=finished_at,
+        status=status,
+        message=message,
+        units=exposure.total_units,
+        excluded_units=exposure.multiple_exposure_units
+        + sum(exposure.unknown_variant_units.values()),
+        days_since_start=round(days, 4),
+    )
+    return ExperimentResult(
+        run=run,
+        variant_stats=tuple(variant_rows),
+        insights=tuple(insights),
+        health_checks=tuple(c.to_row(run_id, experiment.key) for c in checks),
+        recommendation=RecommendationRow(
+            run_id=run_id,
+            experiment_key=experiment.key,
+            decision=rec.decision,
+            variant_key=rec.variant_key,
+            rationale=rec.rationale,
+            days_remaining=None if rec.days_remaining is None else round(rec.days_remaining, 2),
+            details=rec.details,
+        ),
+    )
+
+
+def failed_run(
+    *, run_id: UUID, experiment_key: str, as_of: datetime, flow_run_id: str | None,
+    started_at: datetime, finished_at: datetime, message: str,
+) -> ExperimentResult:
+    """A run record for an experiment whose analysis failed (no statistics written)."""
+    return ExperimentResult(
+        run=AnalysisRunRow(
+            run_id=run_id, experiment_key=experiment_key, as_of=as_of, flow_run_id=flow_run_id,
+            started_at=started_at, finished_at=finished_at, status="failed",
+            message=message[:2000],
+        ),
+        variant_stats=(), insights=(), health_checks=(), recommendation=None,
+    )

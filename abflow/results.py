@@ -1,0 +1,187 @@
+"""Result records: one frozen record maps to one row of an output table (SPEC §3.3)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+RunStatus = Literal["succeeded", "failed", "unhealthy", "skipped"]
+DecisionKind = Literal["ship", "keep_running", "stop_inconclusive", "rollback", "investigate"]
+Severity = Literal["critical", "warning"]
+
+
+class _Row:
+    def as_row(self) -> dict[str, Any]:
+        """The record as a column -> value mapping for the table insert."""
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+
+@dataclass(frozen=True)
+class SufficientStats(_Row):
+    """Warehouse output for one metric x variant x segment (also a `variant_stats` row body)."""
+
+    metric_key: str
+    variant_key: str
+    segment: str
+    exposed_units: int
+    units: int
+    sum: float
+    sum_squares: float
+    denominator_sum: float | None = None
+    denominator_sum_squares: float | None = None
+    sum_products: float | None = None
+    covariate_sum: float | None = None
+    covariate_sum_squares: float | None = None
+    covariate_sum_products: float | None = None
+
+
+@dataclass(frozen=True)
+class VariantStatRow(_Row):
+    """A `variant_stats` row."""
+
+    run_id: UUID
+    experiment_key: str
+    metric_key: str
+    variant_key: str
+    segment: str
+    units: int
+    mean: float | None
+    variance: float | None
+    sum: float
+    sum_squares: float
+    denominator_sum: float | None
+    denominator_sum_squares: float | None
+    sum_products: float | None
+    covariate_sum: float | None
+    covariate_sum_squares: float | None
+    covariate_sum_products: float | None
+
+
+@dataclass(frozen=True)
+class InsightRow(_Row):
+    """An `insights` row: one treatment vs control on one metric and segment."""
+
+    run_id: UUID
+    experiment_key: str
+    as_of: datetime
+    metric_key: str
+    metric_role: str
+    variant_key: str
+    control_key: str
+    segment: str
+    method: str
+    control_units: int
+    variant_units: int
+    control_mean: float
+    variant_mean: float
+    abs_lift: float
+    abs_ci_low: float
+    abs_ci_high: float
+    rel_lift: float
+    rel_ci_low: float
+    rel_ci_high: float
+    p_value: float
+    p_value_adjusted: float
+    significant: bool
+    chance_to_beat_control: float
+    expected_loss: float
+    error: str | None
+
+
+@dataclass(frozen=True)
+class HealthCheckRow(_Row):
+    """A `health_checks` row."""
+
+    run_id: UUID
+    experiment_key: str
+    check_name: str
+    severity: Severity
+    passed: bool
+    observed: float | None
+    threshold: float | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecommendationRow(_Row):
+    """A `recommendations` row."""
+
+    run_id: UUID
+    experiment_key: str
+    decision: DecisionKind
+    variant_key: str | None
+    rationale: str
+    days_remaining: float | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnalysisRunRow(_Row):
+    """An `analysis_runs` row."""
+
+    run_id: UUID
+    experiment_key: str
+    as_of: datetime
+    flow_run_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: RunStatus
+    message: str | None
+    units: int | None = None
+    excluded_units: int | None = None
+    days_since_start: float | None = None
+
+
+@dataclass(frozen=True)
+class ExposureSummary:
+    """Exposure counts from assignments: per configured variant, multiple-exposure and unknown."""
+
+    units_by_variant: dict[str, int]
+    multiple_exposure_units: int
+    unknown_variant_units: dict[str, int]
+    first_exposed_at: datetime | None
+    last_exposed_at: datetime | None
+    sample_multiple: tuple[str, ...] = ()
+
+    @property
+    def total_units(self) -> int:
+        """Units with exactly one configured variant (the analysed population)."""
+        return sum(self.units_by_variant.values())
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """Everything one analysis run of one experiment writes, in one transaction."""
+
+    run: AnalysisRunRow
+    variant_stats: tuple[VariantStatRow, ...]
+    insights: tuple[InsightRow, ...]
+    health_checks: tuple[HealthCheckRow, ...]
+    recommendation: RecommendationRow | None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One data-quality expectation or health check result, before it is tied to a run."""
+
+    check_name: str
+    severity: Severity
+    passed: bool
+    observed: float | None
+    threshold: float | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self, run_id: UUID, experiment_key: str) -> HealthCheckRow:
+        """Bind this outcome to a run as a `health_checks` row."""
+        return HealthCheckRow(
+            run_id=run_id,
+            experiment_key=experiment_key,
+            check_name=self.check_name,
+            severity=self.severity,
+            passed=self.passed,
+            observed=self.observed,
+            threshold=self.threshold,
+            details=self.details,
+        )

@@ -1,0 +1,216 @@
+"""compare(): one treatment vs control from sufficient statistics (GrowthBook gbstats parity)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from abflow.stats import bayesian, frequentist, sequential
+from abflow.stats.models import (
+    INVALID_INPUT,
+    N_TOO_SMALL,
+    NUMERICAL_ERROR,
+    ZERO_CONTROL_MEAN,
+    ZERO_DENOMINATOR,
+    ZERO_VARIANCE,
+    CompareResult,
+    ProportionStats,
+    RatioStats,
+    Stats,
+    neutral_result,
+)
+
+Difference = Literal["relative", "absolute"]
+Engine = Literal["frequentist", "bayesian"]
+Test = Literal["welch", "z_pooled"]
+Prior = Literal["flat", "proper"]
+
+
+def _method(control: Stats, engine: str, sequential_: bool, test: str) -> str:
+    """Short name of the method actually used (z_pooled applies to proportions only)."""
+    if engine == "bayesian":
+        return "bayesian_normal"
+    if sequential_:
+        return "sequential_cs"
+    if test == "z_pooled" and isinstance(control, ProportionStats):
+        return "z_pooled"
+    return "welch_t"
+
+
+def _validate(
+    control: Stats,
+    treatment: Stats,
+    difference: str,
+    engine: str,
+    alpha: float,
+    tuning: float,
+    test: str,
+    alternative: str,
+    prior: str,
+) -> None:
+    """Raise on programming errors (bad arguments); data problems are never raised."""
+    if type(control) is not type(treatment):
+        raise TypeError("control and treatment must be the same statistics type")
+    if difference not in ("relative", "absolute"):
+        raise ValueError(f"unknown difference {difference!r}")
+    if engine not in ("frequentist", "bayesian"):
+        raise ValueError(f"unknown engine {engine!r}")
+    if test not in ("welch", "z_pooled"):
+        raise ValueError(f"unknown test {test!r}")
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"unknown alternative {alternative!r}")
+    if prior not in ("flat", "proper"):
+        raise ValueError(f"unknown prior {prior!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError("alpha must be in (0, 1)")
+    if not (tuning > 0 and math.isfinite(tuning)):
+        raise ValueError("sequential_tuning must be positive")
+
+
+def _degenerate(control: Stats, treatment: Stats, relative: bool) -> str | None:
+    """Error code for inputs no test can use, in a fixed order of precedence."""
+    if not (control.valid and treatment.valid):
+        return INVALID_INPUT
+    if control.n <= 1 or treatment.n <= 1:
+        return N_TOO_SMALL
+    if isinstance(control, RatioStats) and isinstance(treatment, RatioStats):
+        if control.d_sum == 0 or treatment.d_sum == 0:
+            return ZERO_DENOMINATOR
+    if control.variance <= 0 and treatment.variance <= 0:
+        return ZERO_VARIANCE
+    if relative and control.unadjusted_mean == 0:
+        return ZERO_CONTROL_MEAN
+    return None
+
+
+def compare(
+    control: Stats,
+    treatment: Stats,
+    *,
+    difference: Difference = "relative",
+    engine: Engine = "frequentist",
+    alpha: float = 0.05,
+    sequential: bool = False,
+    sequential_tuning: float = 5000.0,
+    test: Test = "welch",
+    alternative: frequentist.Alternative = "two-sided",
+    prior: Prior = "flat",
+) -> CompareResult:
+    """Lift of treatment over control with CI, p-value, chance to win and risk; never NaN."""
+    _validate(
+        control, treatment, difference, engine, alpha, sequential_tuning, test, alternative, prior
+    )
+    method = _method(control, engine, sequential, test)
+    relative = difference == "relative"
+    mean_c, mean_t = float(control.unadjusted_mean), float(treatment.unadjusted_mean)
+    error = _degenerate(control, treatment, relative)
+    if error is not None:
+        return neutral_result(method, error, mean_c, mean_t)
+    try:
+        result = _compute(
+            control, treatment, method, relative, alpha, sequential_tuning, alternative, prior
+        )
+    except (ArithmeticError, ValueError):
+        result = None
+    if result is None or not all(
+        math.isfinite(v)
+        for v in (
+            result.estimate,
+            result.ci_low,
+            result.ci_high,
+            result.p_value,
+            result.std_error,
+            result.chance_to_win,
+            result.risk,
+            result.risk_control,
+            result.control_mean,
+            result.treatment_mean,
+        )
+    ):
+        return neutral_result(method, NUMERICAL_ERROR, mean_c, mean_t)
+    return result
+
+
+def _compute(
+    control: Stats,
+    treatment: Stats,
+    method: str,
+    relative: bool,
+    alpha: float,
+    tuning: float,
+    alternative: frequentist.Alternative,
+    prior: str,
+) -> CompareResult | None:
+    """The non-degenerate path; returns None if the lift variance is not positive."""
+    n_c, n_t = float(control.n), float(treatment.n)
+    var_c, var_t = float(control.variance), float(treatment.variance)
+    # CUPED: the difference uses adjusted means, the relative scale and its delta-method
+    # variance use the unadjusted control/treatment means (gbstats frequentist_diff/variance).
+    raw_c, raw_t = float(control.unadjusted_mean), float(treatment.unadjusted_mean)
+    estimate = frequentist.lift_estimate(
+        float(control.mean), float(treatment.mean), relative, raw_c
+    )
+    variance = frequentist.lift_variance(var_c, raw_c, n_c, var_t, raw_t, n_t, relative)
+    if not variance > 0:
+        return None
+    se = math.sqrt(variance)
+    df: float | None = frequentist.welch_df(var_c, n_c, var_t, n_t)
+    p_value = frequentist.t_p_value(estimate / se, df, "two-sided") if df else 1.0
+
+    if method == "bayesian_normal":
+        prior_var: float | None = None
+        prior_mean = 0.0
+        if prior == "proper":
+            # Prior N(0, 0.3²) is on the relative lift; rescale by |μC| for absolute lifts.
+            scale = 1.0 if relative else raw_c**2
+            prior_var = bayesian.PROPER_PRIOR_VARIANCE * scale
+            prior_mean = bayesian.PROPER_PRIOR_MEAN * math.sqrt(scale)
+            if not prior_var > 0:
+                prior_var = None
+        post_mean, post_var = bayesian.posterior_normal(estimate, variance, prior_mean, prior_var)
+        post_sd = math.sqrt(post_var)
+        q = frequentist.z_quantile(alpha, "two-sided")
+        estimate, se, df = post_mean, post_sd, None
+        low, high = post_mean - q * post_sd, post_mean + q * post_sd
+    elif method == "sequential_cs":
+        half = sequential.cs_half_width(variance, n_c + n_t, alpha, tuning)
+        p_value = sequential.cs_p_value(estimate, variance, n_c + n_t, alpha, tuning)
+        # One-sided: the two-sided CS is used as is (conservative); a lift in the wrong
+        # direction can never be evidence for the alternative.
+        wrong_way = estimate <= 0 if alternative == "greater" else estimate >= 0
+        if alternative != "two-sided" and wrong_way:
+            p_value = 1.0
+        df = None
+        low, high = estimate - half, estimate + half
+    elif method == "z_pooled":
+        assert isinstance(control, ProportionStats) and isinstance(treatment, ProportionStats)
+        z = frequentist.pooled_z_statistic(float(control.sum), n_c, float(treatment.sum), n_t)
+        p_value = frequentist.z_p_value(z, alternative)
+        # Pooled SE is the null-hypothesis SE; the interval uses the unpooled (Wald) SE.
+        q = frequentist.z_quantile(alpha, alternative)
+        df = None
+        low, high = estimate - q * se, estimate + q * se
+    else:
+        assert df is not None
+        p_value = frequentist.t_p_value(estimate / se, df, alternative)
+        q = frequentist.t_quantile(alpha, df, alternative)
+        low, high = estimate - q * se, estimate + q * se
+
+    # Frequentist engines also report the normal-approximation chance to win and risk (flat prior).
+    ctw = bayesian.chance_to_win(estimate, se)
+    risk_t, risk_c = bayesian.expected_losses(estimate, se)
+    return CompareResult(
+        estimate=estimate,
+        ci_low=low,
+        ci_high=high,
+        p_value=p_value,
+        std_error=se,
+        chance_to_win=ctw,
+        risk=risk_t,
+        risk_control=risk_c,
+        method=method,
+        df=df,
+        error=None,
+        control_mean=raw_c,
+        treatment_mean=raw_t,
+    )

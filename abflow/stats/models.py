@@ -1,0 +1,259 @@
+"""Sufficient-statistic containers and the comparison result (GrowthBook gbstats conventions)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+# Error codes carried in CompareResult.error; strings so they can be written to the warehouse as is.
+N_TOO_SMALL: Final = "n_too_small"
+ZERO_VARIANCE: Final = "zero_variance"
+ZERO_CONTROL_MEAN: Final = "zero_control_mean"
+ZERO_DENOMINATOR: Final = "zero_denominator"
+INVALID_INPUT: Final = "invalid_input"
+NUMERICAL_ERROR: Final = "numerical_error"
+
+
+def _finite(*values: float) -> bool:
+    """True when every value is a finite real number."""
+    return all(math.isfinite(v) for v in values)
+
+
+def sample_variance(n: float, total: float, total_squares: float) -> float:
+    """Sample variance (Σy² − (Σy)²/n)/(n−1); 0 when undefined (GrowthBook gbstats)."""
+    if n <= 1:
+        return 0.0
+    # Clamp: the textbook one-pass formula can go slightly negative through cancellation.
+    return max((total_squares - total * total / n) / (n - 1), 0.0)
+
+
+def sample_covariance(n: float, sum_x: float, sum_y: float, sum_xy: float) -> float:
+    """Sample covariance (Σxy − ΣxΣy/n)/(n−1); 0 when undefined (gbstats compute_covar)."""
+    if n <= 1:
+        return 0.0
+    return (sum_xy - sum_x * sum_y / n) / (n - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class MeanStats:
+    """Per-variant sufficient statistics of a numeric metric: n, Σy, Σy²."""
+
+    n: int
+    sum: float
+    sum_squares: float
+
+    @property
+    def valid(self) -> bool:
+        """True when the sums are finite and n is non-negative."""
+        return _finite(float(self.n), float(self.sum), float(self.sum_squares)) and self.n >= 0
+
+    @property
+    def mean(self) -> float:
+        """Sample mean Σy/n (0 when n = 0)."""
+        return float(self.sum) / self.n if self.n > 0 else 0.0
+
+    @property
+    def unadjusted_mean(self) -> float:
+        """Mean before any covariate adjustment (same as mean here)."""
+        return self.mean
+
+    @property
+    def variance(self) -> float:
+        """Sample variance with n−1 denominator (SPEC §4)."""
+        return sample_variance(float(self.n), float(self.sum), float(self.sum_squares))
+
+    @property
+    def std_error(self) -> float:
+        """Standard error of the mean, sqrt(variance/n)."""
+        return math.sqrt(self.variance / self.n) if self.n > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProportionStats:
+    """Per-variant sufficient statistics of a binary metric: n units, sum conversions."""
+
+    n: int
+    sum: float
+
+    @property
+    def valid(self) -> bool:
+        """True when 0 ≤ conversions ≤ n and both are finite."""
+        return _finite(float(self.n), float(self.sum)) and 0 <= self.sum <= self.n
+
+    @property
+    def mean(self) -> float:
+        """Conversion rate sum/n (0 when n = 0)."""
+        return float(self.sum) / self.n if self.n > 0 else 0.0
+
+    @property
+    def unadjusted_mean(self) -> float:
+        """Mean before any covariate adjustment (same as mean here)."""
+        return self.mean
+
+    @property
+    def variance(self) -> float:
+        """Bernoulli variance p(1−p), GrowthBook gbstats ProportionStatistic convention."""
+        p = self.mean
+        return max(p * (1.0 - p), 0.0)
+
+    @property
+    def std_error(self) -> float:
+        """Standard error of the rate, sqrt(p(1−p)/n)."""
+        return math.sqrt(self.variance / self.n) if self.n > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RatioStats:
+    """Per-variant sums of a ratio metric M/D (e.g. revenue per session) over n units."""
+
+    n: int
+    m_sum: float
+    m_sum_squares: float
+    d_sum: float
+    d_sum_squares: float
+    m_d_sum_of_products: float
+
+    @property
+    def valid(self) -> bool:
+        """True when all sums are finite and n is non-negative."""
+        values = (self.n, self.m_sum, self.m_sum_squares, self.d_sum, self.d_sum_squares)
+        return _finite(*map(float, values), float(self.m_d_sum_of_products)) and self.n >= 0
+
+    @property
+    def mean(self) -> float:
+        """Ratio of sums Σm/Σd (0 when Σd = 0)."""
+        return float(self.m_sum) / float(self.d_sum) if self.d_sum != 0 else 0.0
+
+    @property
+    def unadjusted_mean(self) -> float:
+        """Mean before any covariate adjustment (same as mean here)."""
+        return self.mean
+
+    @property
+    def variance(self) -> float:
+        """Per-unit delta-method variance of Σm/Σd (GrowthBook gbstats RatioStatistic)."""
+        n = float(self.n)
+        if n <= 1 or self.d_sum == 0:
+            return 0.0
+        mean_m = float(self.m_sum) / n
+        mean_d = float(self.d_sum) / n
+        var_m = sample_variance(n, float(self.m_sum), float(self.m_sum_squares))
+        var_d = sample_variance(n, float(self.d_sum), float(self.d_sum_squares))
+        cov = sample_covariance(
+            n, float(self.m_sum), float(self.d_sum), float(self.m_d_sum_of_products)
+        )
+        v = var_m / mean_d**2 - 2.0 * cov * mean_m / mean_d**3 + mean_m**2 * var_d / mean_d**4
+        return max(v, 0.0)
+
+    @property
+    def std_error(self) -> float:
+        """Standard error of the ratio, sqrt(variance/n)."""
+        return math.sqrt(self.variance / self.n) if self.n > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegressionAdjustedStats:
+    """CUPED sums: post metric y, pre-exposure covariate x, Σxy and θ (Deng et al. 2013)."""
+
+    n: int
+    sum: float
+    sum_squares: float
+    pre_sum: float
+    pre_sum_squares: float
+    post_pre_sum_of_products: float
+    theta: float = 0.0
+
+    @property
+    def valid(self) -> bool:
+        """True when all sums and θ are finite and n is non-negative."""
+        values = (self.n, self.sum, self.sum_squares, self.pre_sum, self.pre_sum_squares)
+        extra = (float(self.post_pre_sum_of_products), float(self.theta))
+        return _finite(*map(float, values), *extra) and self.n >= 0
+
+    @property
+    def unadjusted_mean(self) -> float:
+        """Post-period mean ȳ before adjustment."""
+        return float(self.sum) / self.n if self.n > 0 else 0.0
+
+    @property
+    def pre_mean(self) -> float:
+        """Pre-period covariate mean x̄."""
+        return float(self.pre_sum) / self.n if self.n > 0 else 0.0
+
+    @property
+    def mean(self) -> float:
+        """Adjusted mean ȳ − θx̄ (gbstats RegressionAdjustedStatistic)."""
+        return self.unadjusted_mean - float(self.theta) * self.pre_mean
+
+    @property
+    def post_variance(self) -> float:
+        """Sample variance of y."""
+        return sample_variance(float(self.n), float(self.sum), float(self.sum_squares))
+
+    @property
+    def pre_variance(self) -> float:
+        """Sample variance of x."""
+        return sample_variance(float(self.n), float(self.pre_sum), float(self.pre_sum_squares))
+
+    @property
+    def covariance(self) -> float:
+        """Sample covariance of y and x."""
+        products = float(self.post_pre_sum_of_products)
+        return sample_covariance(float(self.n), float(self.sum), float(self.pre_sum), products)
+
+    @property
+    def variance(self) -> float:
+        """Per-unit variance of y − θx: σy² + θ²σx² − 2θσxy (Deng et al. 2013 CUPED)."""
+        t = float(self.theta)
+        return max(self.post_variance + t * t * self.pre_variance - 2.0 * t * self.covariance, 0.0)
+
+    @property
+    def std_error(self) -> float:
+        """Standard error of the adjusted mean, sqrt(variance/n)."""
+        return math.sqrt(self.variance / self.n) if self.n > 0 else 0.0
+
+
+Stats = MeanStats | ProportionStats | RatioStats | RegressionAdjustedStats
+
+
+@dataclass(frozen=True, slots=True)
+class CompareResult:
+    """Treatment-vs-control comparison; neutral values and an error code when degenerate."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    std_error: float
+    chance_to_win: float
+    risk: float  # expected loss of choosing treatment, E[max(0, −lift)]
+    risk_control: float  # expected loss of keeping control, E[max(0, lift)]
+    method: str
+    df: float | None = None
+    error: str | None = None
+    control_mean: float = 0.0
+    treatment_mean: float = 0.0
+
+
+def neutral_result(
+    method: str, error: str, control_mean: float = 0.0, treatment_mean: float = 0.0
+) -> CompareResult:
+    """Neutral result for degenerate inputs: estimate 0, CI 0..0, p 1, chance 0.5, risk 0."""
+    safe_c = control_mean if math.isfinite(control_mean) else 0.0
+    safe_t = treatment_mean if math.isfinite(treatment_mean) else 0.0
+    return CompareResult(
+        estimate=0.0,
+        ci_low=0.0,
+        ci_high=0.0,
+        p_value=1.0,
+        std_error=0.0,
+        chance_to_win=0.5,
+        risk=0.0,
+        risk_control=0.0,
+        method=method,
+        df=None,
+        error=error,
+        control_mean=safe_c,
+        treatment_mean=safe_t,
+    )

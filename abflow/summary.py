@@ -1,0 +1,84 @@
+"""Human-readable renderings of a run: JSON-safe table records and a markdown summary."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from abflow.results import ExperimentResult
+
+
+def artifact_key(experiment_key: str, kind: str) -> str:
+    """Prefect artifact key: lowercase letters, digits and dashes, stable per experiment."""
+    return re.sub(r"[^a-z0-9-]", "-", f"abflow-{experiment_key}-{kind}".lower())
+
+
+def _r(x: float | None, digits: int = 6) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def table_records(result: ExperimentResult) -> list[dict[str, Any]]:
+    """Overall-segment insights as JSON-safe records (no pandas types, no datetimes)."""
+    return [
+        {
+            "metric": i.metric_key,
+            "role": i.metric_role,
+            "variant": i.variant_key,
+            "control_mean": _r(i.control_mean),
+            "variant_mean": _r(i.variant_mean),
+            "rel_lift": _r(i.rel_lift),
+            "rel_ci_low": _r(i.rel_ci_low),
+            "rel_ci_high": _r(i.rel_ci_high),
+            "p_value": _r(i.p_value_adjusted),
+            "significant": i.significant,
+            "chance_to_beat_control": _r(i.chance_to_beat_control, 4),
+            "units": f"{i.control_units}/{i.variant_units}",
+            "error": i.error or "",
+        }
+        for i in result.insights
+        if i.segment == "all"
+    ]
+
+
+def failed_checks_lines(result: ExperimentResult) -> list[str]:
+    """One line per failed check: what, severity, observed vs threshold, a sample."""
+    lines = []
+    for c in result.health_checks:
+        if c.passed:
+            continue
+        obs = "" if c.observed is None else f" observed={c.observed:.4g}"
+        thr = "" if c.threshold is None else f" threshold={c.threshold:.4g}"
+        sample = c.details.get("sample") if isinstance(c.details, dict) else None
+        extra = f" sample={sample}" if sample else ""
+        lines.append(f"[{c.severity}] {c.check_name}:{obs}{thr}{extra}")
+    return lines
+
+
+def markdown_summary(result: ExperimentResult, promotion_message: str | None = None) -> str:
+    """Markdown with the recommendation, failed checks and the main results table."""
+    run, rec = result.run, result.recommendation
+    out = [f"# {run.experiment_key} — as of {run.as_of.isoformat()}", ""]
+    out.append(f"**Run status:** {run.status} · units analysed: {run.units} · "
+               f"excluded: {run.excluded_units}")
+    if rec is not None:
+        target = f" `{rec.variant_key}`" if rec.variant_key else ""
+        out += ["", f"## Recommendation: **{rec.decision}**{target}", "", rec.rationale]
+        if rec.days_remaining:
+            out.append(f"\nDays remaining (estimate): {rec.days_remaining:.1f}")
+    if promotion_message:
+        out += ["", f"**Promotion:** {promotion_message}"]
+    failed = failed_checks_lines(result)
+    out += ["", "## Health", ""]
+    out += [f"- {line}" for line in failed] if failed else ["All checks passed."]
+    out += ["", "## Results (all units)", "",
+            "| metric | variant | control | variant | rel. lift | 95% CI | p | significant |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in table_records(result):
+        out.append(
+            f"| {r['metric']} | {r['variant']} | {r['control_mean']:.4g} | "
+            f"{r['variant_mean']:.4g} | {r['rel_lift'] * 100:+.2f}% | "
+            f"[{r['rel_ci_low'] * 100:+.2f}%, {r['rel_ci_high'] * 100:+.2f}%] | "
+            f"{r['p_value']:.3g} | {'yes' if r['significant'] else 'no'} |"
+        )
+    out += ["", f"Report: `abflow report {run.experiment_key} --out {run.experiment_key}.html`"]
+    return "\n".join(out)

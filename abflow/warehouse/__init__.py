@@ -1,0 +1,1 @@
+"""Warehouse I/O: engine, migrations, extraction queries and transactional writes."""

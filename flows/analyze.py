@@ -1,0 +1,102 @@
+"""The analysis flow: every running experiment (or the given keys) as of one instant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from abflow.definitions import Experiment
+from abflow.pipeline import failed_run
+from abflow.settings import Settings, get_settings
+from abflow.warehouse.engine import embedded_url
+from tasks.analysis import compute_statistics, validate_data
+from tasks.artifacts import publish_artifacts
+from tasks.warehouse import (
+    extract_aggregates,
+    load_experiments,
+    prepare_warehouse,
+    record_failure,
+    write_results,
+)
+
+
+def resolve_url(settings: Settings) -> str:
+    """The configured warehouse URL, or the embedded server's."""
+    return settings.database_url or embedded_url(settings.pgdata)
+
+
+def _analyze_one(settings: Settings, url: str, experiment: Experiment, as_of: datetime,
+                 flow_run_id: str | None) -> dict[str, Any]:
+    run_id = uuid4()
+    started = datetime.now(UTC)
+    extracted = extract_aggregates.submit(settings, url, experiment, as_of)
+    checks = validate_data.submit(settings, url, experiment, as_of)
+    stats, exposure = extracted.result()
+    result = compute_statistics(
+        run_id, experiment, as_of, flow_run_id, started, datetime.now(UTC), stats, exposure,
+        checks.result(),
+    )
+    promo = write_results(
+        settings, url, result, experiment.decision.auto_promote
+    )
+    publish_artifacts(result, promo)
+    rec = result.recommendation
+    return {
+        "experiment_key": experiment.key,
+        "status": result.run.status,
+        "decision": rec.decision if rec else None,
+        "variant_key": rec.variant_key if rec else None,
+        "promotion": promo,
+        "run_id": str(run_id),
+    }
+
+
+def analyze_all(settings: Settings, url: str, experiments: list[Experiment],
+                as_of: datetime) -> list[dict[str, Any]]:
+    """Analyse each experiment; one failure is recorded and never stops the others."""
+    logger = get_run_logger()
+    fr_id = flow_run.get_id()
+    summaries = []
+    for e in experiments:
+        try:
+            summaries.append(_analyze_one(settings, url, e, as_of, fr_id))
+        except Exception as exc:  # noqa: BLE001 - log and skip, as jetstream does
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            logger.error("experiment %s failed: %s", e.key, message)
+            now = datetime.now(UTC)
+            try:
+                record_failure(settings, url, failed_run(
+                    run_id=uuid4(), experiment_key=e.key, as_of=as_of, flow_run_id=fr_id,
+                    started_at=now, finished_at=now, message=message,
+                ))
+            except Exception as rec_exc:  # noqa: BLE001 - the warehouse itself may be gone
+                logger.error("could not record the failure of %s: %s", e.key, rec_exc)
+            summaries.append({"experiment_key": e.key, "status": "failed", "decision": None,
+                              "variant_key": None, "promotion": None, "message": message})
+    return summaries
+
+
+@flow(name="analyze-experiments", task_runner=ThreadPoolTaskRunner(max_workers=4),
+      log_prints=True)
+def analyze_experiments(
+    experiment_keys: list[str] | None = None,
+    as_of: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Analyse running experiments (or the given keys) with data up to as_of (default: now)."""
+    settings = get_settings()
+    url = resolve_url(settings)
+    prepare_warehouse(settings, url)
+    when = as_of or datetime.now(UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    experiments = load_experiments(settings, url, experiment_keys)
+    summaries = analyze_all(settings, url, experiments, when)
+    failed = [s["experiment_key"] for s in summaries if s["status"] == "failed"]
+    if failed:
+        get_run_logger().warning("failed experiments: %s", ", ".join(failed))
+    return summaries

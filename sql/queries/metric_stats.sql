@@ -1,0 +1,180 @@
+-- Sufficient statistics per metric x variant x segment for one experiment, in one pass over events.
+-- Identifiers {assignments} and {events} are composed with psycopg.sql.Identifier; every value is
+-- a bound parameter. Metric definitions arrive as one jsonb parameter, so no SQL is generated
+-- from user input.
+
+with
+
+-- import CTEs ----------------------------------------------------------------
+metric_defs as (
+    select *
+    from jsonb_to_recordset(cast(%(metrics)s as jsonb)) as m (
+        metric_key text,
+        kind text,
+        num_event text,
+        num_agg text,
+        den_event text,
+        den_agg text,
+        window_hours double precision
+    )
+),
+
+segment_dims as (
+    select unnest(cast(%(segments)s as text[])) as dimension
+),
+
+raw_exposures as (
+    select unit_id, variant_key, assigned_at, attributes
+    from {assignments}
+    where experiment_key = %(experiment_key)s
+      and assigned_at >= %(start_at)s
+      and assigned_at <= %(as_of)s
+),
+
+-- logic CTEs -----------------------------------------------------------------
+first_exposures as (
+    -- the first exposure counts; a unit seen in more than one variant is excluded
+    select
+        unit_id,
+        min(assigned_at) as first_exposed_at,
+        min(variant_key) as variant_key,
+        count(distinct variant_key) as variant_count,
+        (array_agg(attributes order by assigned_at))[1] as attributes
+    from raw_exposures
+    group by unit_id
+),
+
+units as (
+    select unit_id, first_exposed_at, variant_key, attributes
+    from first_exposures
+    where variant_count = 1
+      and variant_key = any(cast(%(variants)s as text[]))
+),
+
+unit_events as (
+    -- the single scan of events: every metric (and its CUPED pre-period) at once
+    select
+        u.unit_id,
+        m.metric_key,
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
+            as num_count,
+        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
+            as num_sum,
+        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
+            as num_mean,
+        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
+            as num_max,
+        count(*) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
+            as den_count,
+        sum(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
+            as den_sum,
+        avg(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
+            as den_mean,
+        max(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
+            as den_max,
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+            as pre_count,
+        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+            as pre_sum,
+        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+            as pre_mean,
+        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+            as pre_max
+    from units as u
+    inner join {events} as e
+        on e.unit_id = u.unit_id
+        and e.occurred_at <= %(as_of)s
+        and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s)
+    inner join metric_defs as m
+        on e.event_name in (m.num_event, m.den_event)
+        and (
+            m.window_hours is null
+            or e.occurred_at < u.first_exposed_at + m.window_hours * interval '1 hour'
+        )
+    where e.event_name = any(cast(%(event_names)s as text[]))
+    group by u.unit_id, m.metric_key
+),
+
+unit_values as (
+    select
+        u.unit_id,
+        u.variant_key,
+        m.metric_key,
+        case
+            when m.kind = 'proportion' then case when coalesce(ue.num_count, 0) > 0 then 1.0 else 0.0 end
+            when m.num_agg = 'sum' then coalesce(ue.num_sum, 0.0)
+            when m.num_agg = 'count' then coalesce(ue.num_count, 0)::double precision
+            when m.num_agg = 'mean' then ue.num_mean
+            when m.num_agg = 'max' then ue.num_max
+        end as y,
+        case
+            when m.kind <> 'ratio' then null
+            when m.den_agg = 'sum' then coalesce(ue.den_sum, 0.0)
+            when m.den_agg = 'count' then coalesce(ue.den_count, 0)::double precision
+            when m.den_agg = 'mean' then ue.den_mean
+            when m.den_agg = 'max' then ue.den_max
+        end as x,
+        case
+            when %(lookback_days)s = 0 or m.kind = 'ratio' then null
+            when m.kind = 'proportion' then case when coalesce(ue.pre_count, 0) > 0 then 1.0 else 0.0 end
+            when m.num_agg = 'sum' then coalesce(ue.pre_sum, 0.0)
+            when m.num_agg = 'count' then coalesce(ue.pre_count, 0)::double precision
+            when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
+            when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
+        end as c
+    from units as u
+    cross join metric_defs as m
+    left join unit_events as ue
+        on ue.unit_id = u.unit_id
+        and ue.metric_key = m.metric_key
+),
+
+segment_levels as (
+    -- top 20 levels per dimension by units; the rest fold into '(other)'
+    select
+        d.dimension,
+        coalesce(u.attributes ->> d.dimension, '(missing)') as level,
+        row_number() over (
+            partition by d.dimension order by count(*) desc, coalesce(u.attributes ->> d.dimension, '(missing)')
+        ) as level_rank
+    from units as u
+    cross join segment_dims as d
+    group by d.dimension, coalesce(u.attributes ->> d.dimension, '(missing)')
+),
+
+unit_segments as (
+    select unit_id, 'all' as segment
+    from units
+    union all
+    select
+        u.unit_id,
+        d.dimension || '=' || case when l.level_rank <= 20 then l.level else '(other)' end as segment
+    from units as u
+    cross join segment_dims as d
+    inner join segment_levels as l
+        on l.dimension = d.dimension
+        and l.level = coalesce(u.attributes ->> d.dimension, '(missing)')
+),
+
+final as (
+    select
+        uv.metric_key,
+        uv.variant_key,
+        us.segment,
+        count(*) as exposed_units,
+        count(uv.y) as units,
+        coalesce(sum(uv.y), 0.0) as sum,
+        coalesce(sum(uv.y * uv.y), 0.0) as sum_squares,
+        sum(uv.x) as denominator_sum,
+        sum(uv.x * uv.x) as denominator_sum_squares,
+        sum(uv.x * uv.y) as sum_products,
+        sum(uv.c) filter (where uv.y is not null) as covariate_sum,
+        sum(uv.c * uv.c) filter (where uv.y is not null) as covariate_sum_squares,
+        sum(uv.c * uv.y) as covariate_sum_products
+    from unit_values as uv
+    inner join unit_segments as us on us.unit_id = uv.unit_id
+    group by uv.metric_key, uv.variant_key, us.segment
+)
+
+select * from final
+order by metric_key, variant_key, segment

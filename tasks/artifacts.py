@@ -1,0 +1,27 @@
+"""Prefect artifacts: a results table and a markdown summary per experiment."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from abflow.summary import artifact_key, markdown_summary, table_records
+from abflow.results import ExperimentResult
+
+
+@task(name="publish-artifacts", cache_policy=NO_CACHE,
+      task_run_name="artifacts-{result.run.experiment_key}")
+def publish_artifacts(result: ExperimentResult, promotion_message: str | None) -> None:
+    """Publish the insights table and the recommendation summary (stable keys per experiment)."""
+    key = result.run.experiment_key
+    create_table_artifact(
+        table=table_records(result),
+        key=artifact_key(key, "results"),
+        description=f"abflow insights for {key} as of {result.run.as_of.isoformat()}",
+    )
+    create_markdown_artifact(
+        markdown=markdown_summary(result, promotion_message),
+        key=artifact_key(key, "summary"),
+        description=f"abflow recommendation for {key}",
+    )

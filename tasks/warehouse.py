@@ -1,0 +1,94 @@
+"""Warehouse tasks: migrate, load definitions, extract aggregates, write results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine
+
+from abflow.definitions import Experiment
+from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
+from abflow.settings import Settings
+from abflow.warehouse import extract, experiments_repo, promotion, writer
+from abflow.warehouse.engine import make_engine
+from abflow.warehouse.migrate import migrate
+from tasks.retry import RETRY_DELAYS, retry_transient
+
+
+@lru_cache(maxsize=8)
+def engine_for(settings: Settings, url: str) -> Engine:
+    """One pooled engine per process and URL, shared by the task threads."""
+    return make_engine(settings, url=url)
+
+
+@task(name="prepare-warehouse", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def prepare_warehouse(settings: Settings, url: str) -> list[str]:
+    """Apply pending migrations (a no-op when up to date)."""
+    return migrate(engine_for(settings, url), settings.schema_name)
+
+
+@task(name="load-experiments", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def load_experiments(settings: Settings, url: str, keys: list[str] | None) -> list[Experiment]:
+    """Running experiments, or exactly the given keys (any status); unknown keys raise."""
+    with engine_for(settings, url).connect() as conn:
+        if not keys:
+            return experiments_repo.list_experiments(conn, status="running")
+        found = {e.key: e for e in experiments_repo.list_experiments(conn)}
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise ValueError(f"unknown experiment key(s): {', '.join(missing)}")
+    return [found[k] for k in keys]
+
+
+@task(name="extract-aggregates", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
+      task_run_name="extract-{experiment.key}")
+def extract_aggregates(
+    settings: Settings, url: str, experiment: Experiment, as_of: datetime
+) -> tuple[list[SufficientStats], ExposureSummary]:
+    """One pass over events (sufficient statistics) plus the exposure summary, in one snapshot."""
+    with engine_for(settings, url).connect() as conn:
+        # Repeatable read: both queries see the same snapshot of a table being appended to.
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            stats = extract.fetch_sufficient_stats(
+                conn, experiment, as_of,
+                assignments=settings.assignments_source, events=settings.events_source,
+            )
+            exposure = extract.fetch_exposure_summary(
+                conn, experiment, as_of, assignments=settings.assignments_source
+            )
+    return stats, exposure
+
+
+@task(name="write-results", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
+      task_run_name="write-{result.run.experiment_key}")
+def write_results(settings: Settings, url: str, result: ExperimentResult,
+                  auto_promote: bool) -> str | None:
+    """Replace this (experiment, as_of) in one transaction; auto-promote a healthy ship."""
+    with engine_for(settings, url).begin() as conn:
+        writer.lock_experiment(conn, result.run.experiment_key, settings.lock_timeout_seconds)
+        writer.write_result(conn, result)
+        rec = result.recommendation
+        if (auto_promote and rec is not None and rec.decision == "ship" and rec.variant_key
+                and result.run.status == "succeeded"):
+            out = promotion.promote(
+                conn, result.run.experiment_key, rec.variant_key, actor="auto",
+                reason=rec.rationale, run_id=result.run.run_id,
+            )
+            return out.message
+    return None
+
+
+@task(name="record-failure", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def record_failure(settings: Settings, url: str, result: ExperimentResult) -> None:
+    """Record a failed run without replacing a good earlier result for the same as_of."""
+    with engine_for(settings, url).begin() as conn:
+        writer.record_failed_run(conn, result)
