@@ -12,7 +12,7 @@ from abflow import stats as st
 from abflow.definitions import Experiment, Metric
 from abflow.results import InsightRow, SufficientStats, VariantStatRow
 
-StatsObject = st.MeanStats | st.ProportionStats | st.RatioStats
+StatsObject = st.MeanStats | st.ProportionStats | st.RatioStats | st.RegressionAdjustedStats
 
 
 @dataclass(frozen=True)
@@ -75,35 +75,40 @@ def variant_stat_row(
 
 def _cuped_inputs(
     experiment: Experiment, metric: Metric, arms: dict[str, SufficientStats]
-) -> dict[str, StatsObject] | None:
-    """CUPED-adjusted inputs with θ pooled over all arms; None when CUPED does not apply."""
-    if experiment.analysis.cuped is None or metric.kind == "ratio":
-        return None
+) -> tuple[dict[str, StatsObject] | None, str | None]:
+    """CUPED inputs with θ pooled over all arms, or (None, reason) when CUPED does not apply."""
+    if experiment.analysis.cuped is None:
+        return None, None
+    if metric.kind == "ratio":
+        return None, "cuped_not_applied_ratio"
     rows = list(arms.values())
     if any(r.covariate_sum is None for r in rows):
-        return None
-    adjusted = st.cuped_from_sums(
-        [
-            (
-                r.units, r.sum, r.sum_squares, r.covariate_sum or 0.0,
-                r.covariate_sum_squares or 0.0, r.covariate_sum_products or 0.0,
-            )
-            for r in rows
-        ]
-    )
-    if adjusted is None:
-        return None
-    return dict(zip(arms.keys(), adjusted, strict=True))
+        return None, "cuped_no_covariate"
+    reg = [
+        st.RegressionAdjustedStats(
+            n=r.units, sum=r.sum, sum_squares=r.sum_squares, pre_sum=r.covariate_sum or 0.0,
+            pre_sum_squares=r.covariate_sum_squares or 0.0,
+            post_pre_sum_of_products=r.covariate_sum_products or 0.0,
+        )
+        for r in rows
+    ]
+    theta = st.cuped_theta(reg)
+    if theta is None:
+        # Zero pre-period variance (e.g. no pre-exposure activity): fall back, say why.
+        return None, "cuped_theta_undefined"
+    adjusted = st.cuped_adjust(reg, theta)
+    return dict(zip(arms.keys(), adjusted, strict=True)), None
 
 
 def compare_arms(
-    experiment: Experiment, metric: Metric, control: StatsObject, treatment: StatsObject
+    experiment: Experiment, metric: Metric, control: StatsObject, treatment: StatsObject,
+    alpha: float | None = None,
 ) -> Comparison:
     """Relative and absolute comparisons under the experiment's analysis settings."""
     a = experiment.analysis
     test = a.test if metric.kind == "proportion" else "welch"
     kwargs = dict(
-        engine=a.engine, alpha=a.alpha, sequential=a.sequential,
+        engine=a.engine, alpha=a.alpha if alpha is None else alpha, sequential=a.sequential,
         sequential_tuning=a.sequential_tuning, test=test, prior=a.prior,
     )
     rel = st.compare(control, treatment, difference="relative", **kwargs)  # type: ignore[arg-type]
@@ -124,6 +129,7 @@ def build_insights(
     control_key = experiment.control.key
     variant_rows: list[VariantStatRow] = []
     insights: list[InsightRow] = []
+    inputs: list[tuple[Metric, StatsObject, StatsObject]] = []
     for metric in experiment.metrics:
         segments = sorted(
             {seg for (mk, seg) in grouped if mk == metric.key}, key=lambda x: (x != "all", x)
@@ -135,7 +141,7 @@ def build_insights(
                     variant_rows.append(variant_stat_row(run_id, experiment, metric, arms[v.key]))
             if control_key not in arms:
                 continue
-            cuped = _cuped_inputs(experiment, metric, arms)
+            cuped, cuped_note = _cuped_inputs(experiment, metric, arms)
             for t in experiment.treatments:
                 if t.key not in arms:
                     continue
@@ -143,11 +149,16 @@ def build_insights(
                 c_in = cuped[control_key] if cuped else c_raw
                 t_in = cuped[t.key] if cuped else t_raw
                 cmp = compare_arms(experiment, metric, c_in, t_in)
-                insights.append(_insight_row(
+                row = _insight_row(
                     run_id, experiment, as_of, metric, segment, t.key,
                     arms[control_key], arms[t.key], c_raw, t_raw, cmp, cuped is not None,
-                ))
-    return variant_rows, adjust_insights(experiment, insights)
+                )
+                if cuped_note and row.error is None and segment == "all":
+                    # Recorded, not fatal: the comparison itself is the unadjusted one.
+                    row = replace(row, method=f"{row.method}({cuped_note})")
+                insights.append(row)
+                inputs.append((metric, c_in, t_in))
+    return variant_rows, adjust_insights(experiment, insights, inputs)
 
 
 def _insight_row(
@@ -195,14 +206,21 @@ def _insight_row(
     )
 
 
-def adjust_insights(experiment: Experiment, insights: list[InsightRow]) -> list[InsightRow]:
-    """Apply the configured correction over treatments x non-guardrail metrics x segments."""
+def adjust_insights(
+    experiment: Experiment,
+    insights: list[InsightRow],
+    inputs: list[tuple[Metric, StatsObject, StatsObject]] | None = None,
+) -> list[InsightRow]:
+    """Apply the correction over treatments x non-guardrail metrics x segments, CIs included."""
     a = experiment.analysis
     family = [i for i, r in enumerate(insights) if r.metric_role != "guardrail"]
     adjusted = {i: r.p_value for i, r in enumerate(insights)}
+    ci_alpha = a.alpha
     if a.correction != "none" and family:
-        ps = st.adjust_p_values([insights[i].p_value for i in family], a.correction)
+        family_p = [insights[i].p_value for i in family]
+        ps = st.adjust_p_values(family_p, a.correction)
         adjusted.update({i: _finite(p, 1.0) for i, p in zip(family, ps, strict=True)})
+        ci_alpha = st.adjusted_ci_alpha(a.alpha, family_p, a.correction)
     out = []
     for i, r in enumerate(insights):
         p_adj = min(1.0, max(0.0, adjusted[i]))
@@ -213,5 +231,15 @@ def adjust_insights(experiment: Experiment, insights: list[InsightRow]) -> list[
             )
         else:
             significant = r.error is None and p_adj < a.alpha
-        out.append(replace(r, p_value_adjusted=p_adj, significant=significant))
+        r = replace(r, p_value_adjusted=p_adj, significant=significant)
+        if inputs is not None and ci_alpha != a.alpha and i in set(family):
+            # Matching adjusted CIs: the same comparison at the family-wise alpha'.
+            metric, c_in, t_in = inputs[i]
+            cmp = compare_arms(experiment, metric, c_in, t_in, alpha=ci_alpha)
+            r = replace(
+                r,
+                abs_ci_low=_finite(cmp.absolute.ci_low), abs_ci_high=_finite(cmp.absolute.ci_high),
+                rel_ci_low=_finite(cmp.relative.ci_low), rel_ci_high=_finite(cmp.relative.ci_high),
+            )
+        out.append(r)
     return out

@@ -183,6 +183,7 @@ def decide(inp: DecisionInputs) -> Recommendation:
 
     qualified: list[tuple[str, InsightRow, list[str]]] = []
     harmed: dict[str, list[str]] = {}
+    guards_by_variant: dict[str, bool] = {}
     notes: list[str] = []
     for t in e.treatments:
         p = by_metric.get((primary.key, t.key))
@@ -203,6 +204,7 @@ def decide(inp: DecisionInputs) -> Recommendation:
             harms.append(f"{primary.key} worse by {_pct(p.rel_lift)} (p={p.p_value_adjusted:.3g})")
         if harms:
             harmed[t.key] = harms
+        guards_by_variant[t.key] = guards_ok
         cons_ok = constraints[t.key]["met"]
         if _better(primary, p) and guards_ok and cons_ok:
             qualified.append((t.key, p, guard_texts))
@@ -247,6 +249,16 @@ def decide(inp: DecisionInputs) -> Recommendation:
             remaining, details,
         )
 
+    budget = _constrained_choice(e, inp, constraints, guards_by_variant, by_metric)
+    if budget is not None:
+        best, text = budget
+        if sample_ok and runtime_ok:
+            return Recommendation("ship", best, text + f" Ship {best}.", 0.0, details)
+        return Recommendation(
+            "keep_running", best, text + " Keep running until the minimum sample and runtime "
+            "are reached.", days_remaining, details,
+        )
+
     treatments = [t.key for t in e.treatments]
     if treatments and all(k in harmed for k in treatments):
         harms_txt = "; ".join(f"{k}: {', '.join(h)}" for k, h in harmed.items())
@@ -285,6 +297,64 @@ def decide(inp: DecisionInputs) -> Recommendation:
         f"Keep running: {days_txt} (needed to detect a {mde * 100:.0f}% relative change).",
         days_remaining, details,
     )
+
+
+def _constrained_choice(
+    e: Experiment, inp: DecisionInputs, constraints: dict[str, dict[str, Any]],
+    guards_ok: dict[str, bool], by_metric: dict[tuple[str, str], InsightRow],
+) -> tuple[str, str] | None:
+    """When the control itself breaks a constraint: the best variant within the constraints."""
+    cons = [m for m in e.metrics if m.role == "constraint"]
+    if not cons or constraints[e.control.key]["met"]:
+        return None
+    feasible = [t.key for t in e.treatments if constraints[t.key]["met"] and guards_ok.get(t.key, True)]
+    if not feasible:
+        return None
+    primary = e.primary_metric
+    sign = 1 if primary.direction == "increase" else -1
+    ranked = sorted(
+        (k for k in feasible if (primary.key, k) in by_metric),
+        key=lambda k: sign * by_metric[(primary.key, k)].variant_mean, reverse=True,
+    )
+    if not ranked:
+        return None
+    best = ranked[0]
+    row = by_metric[(primary.key, best)]
+    broken = [
+        f"{mk} {info['mean']:.4g} vs limit {info['max'] if info.get('max') is not None else info.get('min'):g}"
+        for mk, info in constraints[e.control.key]["metrics"].items()
+        if not info.get("met") and info.get("mean") is not None
+    ]
+    text = (
+        f"The control {e.control.key} breaks its constraint ({'; '.join(broken)}), so it is not an "
+        f"option. Among variants within the constraints, {best} is best on {primary.key}: "
+        f"{_fmt(row.variant_mean)} vs {_fmt(row.control_mean)} for {e.control.key} "
+        f"({_pct(row.rel_lift)}, CI {_pct(row.rel_ci_low)} to {_pct(row.rel_ci_high)})."
+    )
+    for other in ranked[1:]:
+        o = by_metric[(primary.key, other)]
+        cost_bits = [
+            f"{mk} {constraints[other]['metrics'][mk]['mean']:.4g} vs "
+            f"{constraints[best]['metrics'][mk]['mean']:.4g}"
+            for mk in constraints[other]["metrics"]
+            if constraints[other]["metrics"][mk].get("mean") is not None
+            and constraints[best]["metrics"].get(mk, {}).get("mean") is not None
+        ]
+        text += (
+            f" Alternative {other}: {primary.key} {_fmt(o.variant_mean)} "
+            f"({', '.join(cost_bits)})."
+        )
+    front = _pareto(e, inp.variant_stats)
+    text += f" Pareto-optimal on {primary.key} and cost: {', '.join(front)}."
+    volume = e.decision.expected_monthly_volume
+    if volume:
+        for mk, info in constraints[best]["metrics"].items():
+            if info.get("mean") is not None:
+                text += (
+                    f" Projected monthly {mk} at {volume:,.0f} units: {info['mean'] * volume:,.2f}"
+                    f" (upper bound {info['upper'] * volume:,.2f})."
+                )
+    return best, text
 
 
 def _fmt(x: float) -> str:

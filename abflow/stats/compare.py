@@ -111,8 +111,10 @@ def compare(
             control, treatment, method, relative, alpha, sequential_tuning, alternative, prior
         )
     except (ArithmeticError, ValueError):
-        result = None
-    if result is None or not all(
+        result = NUMERICAL_ERROR
+    if isinstance(result, str):
+        return neutral_result(method, result, mean_c, mean_t)
+    if not all(
         math.isfinite(v)
         for v in (
             result.estimate,
@@ -140,8 +142,8 @@ def _compute(
     tuning: float,
     alternative: frequentist.Alternative,
     prior: str,
-) -> CompareResult | None:
-    """The non-degenerate path; returns None if the lift variance is not positive."""
+) -> CompareResult | str:
+    """The non-degenerate path; an error code instead when the lift variance vanishes."""
     n_c, n_t = float(control.n), float(treatment.n)
     var_c, var_t = float(control.variance), float(treatment.variance)
     # CUPED: the difference uses adjusted means, the relative scale and its delta-method
@@ -151,8 +153,13 @@ def _compute(
         float(control.mean), float(treatment.mean), relative, raw_c
     )
     variance = frequentist.lift_variance(var_c, raw_c, n_c, var_t, raw_t, n_t, relative)
+    if relative and not variance > 0:
+        # Treatment outcomes all zero (σT = μT = 0, σC > 0): the delta-method variance collapses
+        # to 0 although the lift is uncertain. Keep the leading term var_abs/μC² (control mean
+        # treated as known) so a real −100% drop is still tested rather than reported neutral.
+        variance = frequentist.lift_variance(var_c, raw_c, n_c, var_t, raw_t, n_t, False) / raw_c**2
     if not variance > 0:
-        return None
+        return ZERO_VARIANCE
     se = math.sqrt(variance)
     df: float | None = frequentist.welch_df(var_c, n_c, var_t, n_t)
     p_value = frequentist.t_p_value(estimate / se, df, "two-sided") if df else 1.0
@@ -183,7 +190,8 @@ def _compute(
         df = None
         low, high = estimate - half, estimate + half
     elif method == "z_pooled":
-        assert isinstance(control, ProportionStats) and isinstance(treatment, ProportionStats)
+        if not (isinstance(control, ProportionStats) and isinstance(treatment, ProportionStats)):
+            return NUMERICAL_ERROR  # unreachable: _method picks z_pooled for proportions only
         z = frequentist.pooled_z_statistic(float(control.sum), n_c, float(treatment.sum), n_t)
         p_value = frequentist.z_p_value(z, alternative)
         # Pooled SE is the null-hypothesis SE; the interval uses the unpooled (Wald) SE.
@@ -191,7 +199,7 @@ def _compute(
         df = None
         low, high = estimate - q * se, estimate + q * se
     else:
-        assert df is not None
+        df = float(df or 1.0)
         p_value = frequentist.t_p_value(estimate / se, df, alternative)
         q = frequentist.t_quantile(alpha, df, alternative)
         low, high = estimate - q * se, estimate + q * se

@@ -55,7 +55,10 @@ def fetch_sufficient_stats(
     assignments: str,
     events: str,
 ) -> list[SufficientStats]:
-    """One pass over the experiment's events -> sufficient statistics per metric/variant/segment."""
+    """One pass over the experiment's events -> sufficient statistics per metric/variant/segment.
+
+    Must run inside a transaction: the unit tables are temporary and dropped on commit.
+    """
     lookback = experiment.analysis.cuped.lookback_days if experiment.analysis.cuped else 0
     event_names = sorted(
         {m.numerator_event for m in experiment.metrics}
@@ -71,10 +74,12 @@ def fetch_sufficient_stats(
         "event_names": event_names,
         "lookback_days": lookback,
     }
-    cur = _execute(
-        conn, read_sql("queries/metric_stats.sql"), params,
-        {"assignments": assignments, "events": events},
-    )
+    # Units first (temporary tables, analysed), then the single pass over events.
+    for step in ("queries/units.sql", "queries/unit_segments.sql"):
+        _execute(conn, read_sql(step), params, {"assignments": assignments}).close()
+    for table in ("abflow_units", "abflow_unit_segments"):
+        _execute(conn, f"analyze {table}", {}, {}).close()
+    cur = _execute(conn, read_sql("queries/metric_stats.sql"), params, {"events": events})
     cols = [d.name for d in cur.description or ()]
     rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     cur.close()

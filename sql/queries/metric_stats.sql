@@ -1,7 +1,8 @@
 -- Sufficient statistics per metric x variant x segment for one experiment, in one pass over events.
--- Identifiers {assignments} and {events} are composed with psycopg.sql.Identifier; every value is
--- a bound parameter. Metric definitions arrive as one jsonb parameter, so no SQL is generated
--- from user input.
+-- Reads the session's temporary tables abflow_units / abflow_unit_segments (units.sql), so the
+-- planner has real row counts. The identifier {events} is composed with psycopg.sql.Identifier;
+-- every value is a bound parameter. Metric definitions arrive as one jsonb parameter, so no SQL
+-- is generated from user input.
 
 with
 
@@ -17,38 +18,6 @@ metric_defs as (
         den_agg text,
         window_hours double precision
     )
-),
-
-segment_dims as (
-    select unnest(cast(%(segments)s as text[])) as dimension
-),
-
-raw_exposures as (
-    select unit_id, variant_key, assigned_at, attributes
-    from {assignments}
-    where experiment_key = %(experiment_key)s
-      and assigned_at >= %(start_at)s
-      and assigned_at <= %(as_of)s
-),
-
--- logic CTEs -----------------------------------------------------------------
-first_exposures as (
-    -- the first exposure counts; a unit seen in more than one variant is excluded
-    select
-        unit_id,
-        min(assigned_at) as first_exposed_at,
-        min(variant_key) as variant_key,
-        count(distinct variant_key) as variant_count,
-        (array_agg(attributes order by assigned_at))[1] as attributes
-    from raw_exposures
-    group by unit_id
-),
-
-units as (
-    select unit_id, first_exposed_at, variant_key, attributes
-    from first_exposures
-    where variant_count = 1
-      and variant_key = any(cast(%(variants)s as text[]))
 ),
 
 unit_events as (
@@ -80,7 +49,7 @@ unit_events as (
             as pre_mean,
         max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
             as pre_max
-    from units as u
+    from abflow_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id
         and e.occurred_at <= %(as_of)s
@@ -122,38 +91,11 @@ unit_values as (
             when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
             when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
         end as c
-    from units as u
+    from abflow_units as u
     cross join metric_defs as m
     left join unit_events as ue
         on ue.unit_id = u.unit_id
         and ue.metric_key = m.metric_key
-),
-
-segment_levels as (
-    -- top 20 levels per dimension by units; the rest fold into '(other)'
-    select
-        d.dimension,
-        coalesce(u.attributes ->> d.dimension, '(missing)') as level,
-        row_number() over (
-            partition by d.dimension order by count(*) desc, coalesce(u.attributes ->> d.dimension, '(missing)')
-        ) as level_rank
-    from units as u
-    cross join segment_dims as d
-    group by d.dimension, coalesce(u.attributes ->> d.dimension, '(missing)')
-),
-
-unit_segments as (
-    select unit_id, 'all' as segment
-    from units
-    union all
-    select
-        u.unit_id,
-        d.dimension || '=' || case when l.level_rank <= 20 then l.level else '(other)' end as segment
-    from units as u
-    cross join segment_dims as d
-    inner join segment_levels as l
-        on l.dimension = d.dimension
-        and l.level = coalesce(u.attributes ->> d.dimension, '(missing)')
 ),
 
 final as (
@@ -172,7 +114,7 @@ final as (
         sum(uv.c * uv.c) filter (where uv.y is not null) as covariate_sum_squares,
         sum(uv.c * uv.y) as covariate_sum_products
     from unit_values as uv
-    inner join unit_segments as us on us.unit_id = uv.unit_id
+    inner join abflow_unit_segments as us on us.unit_id = uv.unit_id
     group by uv.metric_key, uv.variant_key, us.segment
 )
 

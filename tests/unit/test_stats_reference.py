@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,9 +53,8 @@ def test_welch_means_match_scipy_ttest_ind(
     c = _raw(kind, n_c, seed=n_c + 7)
     t = _raw(kind, n_t, seed=n_t + 11) + shift
     ref = stats.ttest_ind(t, c, equal_var=False, alternative=alternative)
-    r = compare(
-        _mean_stats(c), _mean_stats(t), difference="absolute", alternative=alternative  # type: ignore[arg-type]
-    )
+    kwargs: dict[str, Any] = {"difference": "absolute", "alternative": alternative}
+    r = compare(_mean_stats(c), _mean_stats(t), **kwargs)
     assert r.error is None and r.method == "welch_t"
     assert r.estimate == pytest.approx(t.mean() - c.mean(), rel=RTOL, abs=1e-12)
     assert r.p_value == pytest.approx(float(ref.pvalue), rel=RTOL, abs=1e-300)
@@ -90,7 +90,9 @@ def _welch_df(v_c: float, n_c: int, v_t: float, n_t: int) -> float:
 
 
 @pytest.mark.parametrize(("x_c", "n_c", "x_t", "n_t"), PROP_CASES)
-def test_welch_proportions_match_ttest_ind_from_stats(x_c: int, n_c: int, x_t: int, n_t: int) -> None:
+def test_welch_proportions_match_ttest_ind_from_stats(
+    x_c: int, n_c: int, x_t: int, n_t: int
+) -> None:
     p_c, p_t = x_c / n_c, x_t / n_t
     v_c, v_t = p_c * (1 - p_c), p_t * (1 - p_t)
     ref = stats.ttest_ind_from_stats(
@@ -124,7 +126,9 @@ def test_relative_delta_method_matches_hand_computation(
 
 
 @pytest.mark.parametrize(("x_c", "n_c", "x_t", "n_t"), PROP_CASES)
-def test_z_pooled_matches_chi2_and_proportions_ztest(x_c: int, n_c: int, x_t: int, n_t: int) -> None:
+def test_z_pooled_matches_chi2_and_proportions_ztest(
+    x_c: int, n_c: int, x_t: int, n_t: int
+) -> None:
     c, t = ProportionStats(n_c, x_c), ProportionStats(n_t, x_t)
     r = compare(c, t, difference="absolute", test="z_pooled")
     table = np.array([[x_t, n_t - x_t], [x_c, n_c - x_c]])
@@ -136,7 +140,8 @@ def test_z_pooled_matches_chi2_and_proportions_ztest(x_c: int, n_c: int, x_t: in
     lo, hi = confint_proportions_2indep(x_t, n_t, x_c, n_c, method="wald", compare="diff")
     assert (r.ci_low, r.ci_high) == pytest.approx((lo, hi), rel=RTOL, abs=1e-12)
     for alternative, sm_alt in (("greater", "larger"), ("less", "smaller")):
-        one = compare(c, t, difference="absolute", test="z_pooled", alternative=alternative)  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {"alternative": alternative, "test": "z_pooled"}
+        one = compare(c, t, difference="absolute", **kwargs)
         _, p_one = proportions_ztest([x_t, x_c], [n_t, n_c], alternative=sm_alt)
         assert one.p_value == pytest.approx(float(p_one), rel=RTOL)
     # Relative lift: same null, same pooled p-value.
@@ -164,9 +169,7 @@ def test_ratio_delta_method_matches_hand_computation() -> None:
     def ratio_var(m: np.ndarray, d: np.ndarray) -> float:
         cov = np.cov(m, d, ddof=1)
         mm, md = m.mean(), d.mean()
-        return (
-            cov[0, 0] / md**2 - 2 * cov[0, 1] * mm / md**3 + mm**2 * cov[1, 1] / md**4
-        ) / m.size
+        return (cov[0, 0] / md**2 - 2 * cov[0, 1] * mm / md**3 + mm**2 * cov[1, 1] / md**4) / m.size
 
     (mc, dc), (mt, dt) = arms
     rc, rt = mc.sum() / dc.sum(), mt.sum() / dt.sum()

@@ -11,11 +11,13 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower
 
 from abflow.stats import (
+    MeanStats,
     ProportionStats,
     adjust_p_values,
     adjusted_ci_alpha,
     beta_binomial_chance_to_win,
     chi_square_omnibus,
+    compare,
     days_remaining,
     minimum_detectable_effect,
     sample_size_per_variant,
@@ -95,6 +97,7 @@ BETA_CASES = [
     (10, 10, 9, 10),
     (0, 50, 2, 50),
     (30_000, 100_000, 30_300, 100_000),
+    (240_000, 480_000, 240_900, 480_000),
     (500_000, 10_000_000, 501_000, 10_000_000),
     (9_000_000, 10_000_000, 8_999_000, 10_000_000),
 ]
@@ -134,6 +137,29 @@ def test_adjust_p_values_match_multipletests(
     got = adjust_p_values(p_values, method)  # type: ignore[arg-type]
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     assert adjust_p_values(p_values, "none") == pytest.approx(p_values)
+
+
+def test_three_treatments_bonferroni_p_and_ci_match_scipy() -> None:
+    rng = np.random.default_rng(42)
+    control = rng.normal(0.0, 1.0, 400)
+    arms = [rng.normal(shift, 1.2, 380 + 10 * i) for i, shift in enumerate((0.05, 0.2, 0.3))]
+    c = MeanStats(control.size, float(control.sum()), float((control**2).sum()))
+    results = [
+        compare(c, MeanStats(a.size, float(a.sum()), float((a**2).sum())), difference="absolute")
+        for a in arms
+    ]
+    raw = [r.p_value for r in results]
+    refs = [stats.ttest_ind(a, control, equal_var=False) for a in arms]
+    np.testing.assert_allclose(raw, [float(r.pvalue) for r in refs], rtol=RTOL)
+    np.testing.assert_allclose(
+        adjust_p_values(raw, "holm"), multipletests(raw, method="holm")[1], rtol=RTOL
+    )
+    ci_alpha = adjusted_ci_alpha(0.05, raw, "bonferroni")
+    for a, ref in zip(arms, refs, strict=True):
+        a_stats = MeanStats(a.size, float(a.sum()), float((a**2).sum()))
+        r = compare(c, a_stats, difference="absolute", alpha=ci_alpha)
+        lo, hi = ref.confidence_interval(1 - 0.05 / 3)
+        assert (r.ci_low, r.ci_high) == pytest.approx((lo, hi), rel=RTOL)
 
 
 def test_adjusted_ci_alpha_conventions() -> None:

@@ -1,0 +1,34 @@
+-- Analysed units of one experiment as a session temporary table: first exposure per unit, units
+-- seen in more than one variant or in an unknown variant excluded. Built once per extraction and
+-- ANALYZEd so the one pass over events gets a plan based on real row counts.
+create temporary table abflow_units on commit drop as
+
+with
+
+raw_exposures as (
+    select unit_id, variant_key, assigned_at, attributes
+    from {assignments}
+    where experiment_key = %(experiment_key)s
+      and assigned_at >= %(start_at)s
+      and assigned_at <= %(as_of)s
+),
+
+first_exposures as (
+    select
+        unit_id,
+        min(assigned_at) as first_exposed_at,
+        min(variant_key) as variant_key,
+        count(distinct variant_key) as variant_count,
+        (array_agg(attributes order by assigned_at))[1] as attributes
+    from raw_exposures
+    group by unit_id
+),
+
+final as (
+    select unit_id, first_exposed_at, variant_key, attributes
+    from first_exposures
+    where variant_count = 1
+      and variant_key = any(cast(%(variants)s as text[]))
+)
+
+select * from final
