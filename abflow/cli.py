@@ -19,8 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Warehouse-native A/B test analysis on Prefect.")
 experiments_app = typer.Typer(no_args_is_help=True, help="Manage experiment definitions.")
 app.add_typer(experiments_app, name="experiments")
-console = Console()
-err_console = Console(stderr=True)
+# Pipes and `make` get no terminal width; results tables need room, so never go below 150.
+console = Console(width=None if Console().is_terminal else 150)
+err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 150)
 
 DEMO_AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
 

@@ -25,7 +25,8 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
     table = Table(expand=True, show_lines=False)
     for col in ("metric", "role", "variant", "control", "variant mean", "lift (rel)",
                 "95% CI", "p", "P(beat)"):
-        table.add_column(col, justify="right" if col not in {"metric", "role", "variant"} else "left")
+        table.add_column(col, no_wrap=True,
+                         justify="right" if col not in {"metric", "role", "variant"} else "left")
     for i in res["insights"]:
         style = "green" if i["significant"] and i["chance_to_beat_control"] > 0.5 else (
             "red" if i["significant"] else "")

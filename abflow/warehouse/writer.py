@@ -13,6 +13,20 @@ from abflow.results import ExperimentResult
 _RESULT_TABLES = ("variant_stats", "insights", "health_checks", "recommendations")
 
 
+def _json_default(value: Any) -> Any:
+    """numpy scalars and other stragglers in details dicts become plain JSON values."""
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    """JSON text for a jsonb column."""
+    return json.dumps(value, default=_json_default)
+
+
 def _insert(conn: Connection, table: str, rows: Iterable[dict[str, Any]], json_cols=()) -> None:  # type: ignore[no-untyped-def]
     rows = list(rows)
     if not rows:
@@ -24,7 +38,7 @@ def _insert(conn: Connection, table: str, rows: Iterable[dict[str, Any]], json_c
     )
     stmt = text(f"insert into {table} ({', '.join(cols)}) values ({values})")  # noqa: S608
     params = [
-        {c: (json.dumps(r[c]) if c in json_cols else r[c]) for c in cols} for r in rows
+        {c: (to_json(r[c]) if c in json_cols else r[c]) for c in cols} for r in rows
     ]
     conn.execute(stmt, params)
 
