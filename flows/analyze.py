@@ -20,6 +20,7 @@ from tasks.warehouse import (
     extract_aggregates,
     load_experiments,
     prepare_warehouse,
+    previous_units,
     record_failure,
     write_results,
 )
@@ -35,7 +36,8 @@ def _analyze_one(settings: Settings, url: str, experiment: Experiment, as_of: da
     run_id = uuid4()
     started = datetime.now(UTC)
     extracted = extract_aggregates.submit(settings, url, experiment, as_of)
-    checks = validate_data.submit(settings, url, experiment, as_of)
+    before = previous_units(settings, url, experiment.key, as_of)
+    checks = validate_data.submit(settings, url, experiment, as_of, before)
     stats, exposure = extracted.result()
     result = compute_statistics(
         run_id, experiment, as_of, flow_run_id, started, datetime.now(UTC), stats, exposure,
@@ -56,29 +58,37 @@ def _analyze_one(settings: Settings, url: str, experiment: Experiment, as_of: da
     }
 
 
-def analyze_all(settings: Settings, url: str, experiments: list[Experiment],
-                as_of: datetime) -> list[dict[str, Any]]:
-    """Analyse each experiment; one failure is recorded and never stops the others."""
+def _record_failure(settings: Settings, url: str, key: str, as_of: datetime,
+                    fr_id: str | None, message: str) -> dict[str, Any]:
     logger = get_run_logger()
+    logger.error("experiment %s failed: %s", key, message)
+    now = datetime.now(UTC)
+    try:
+        record_failure(settings, url, failed_run(
+            run_id=uuid4(), experiment_key=key, as_of=as_of, flow_run_id=fr_id,
+            started_at=now, finished_at=now, message=message,
+        ))
+    except Exception as rec_exc:  # noqa: BLE001 - the warehouse itself may be gone
+        logger.error("could not record the failure of %s: %s", key, rec_exc)
+    return {"experiment_key": key, "status": "failed", "decision": None,
+            "variant_key": None, "promotion": None, "message": message}
+
+
+def analyze_all(settings: Settings, url: str, experiments: list[Experiment],
+                as_of: datetime, broken: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Analyse each experiment; one failure is recorded and never stops the others."""
     fr_id = flow_run.get_id()
-    summaries = []
+    summaries = [
+        _record_failure(settings, url, key, as_of, fr_id, f"invalid definition: {msg}")
+        for key, msg in sorted((broken or {}).items())
+    ]
     for e in experiments:
         try:
             summaries.append(_analyze_one(settings, url, e, as_of, fr_id))
         except Exception as exc:  # noqa: BLE001 - log and skip, as jetstream does
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            logger.error("experiment %s failed: %s", e.key, message)
-            now = datetime.now(UTC)
-            try:
-                record_failure(settings, url, failed_run(
-                    run_id=uuid4(), experiment_key=e.key, as_of=as_of, flow_run_id=fr_id,
-                    started_at=now, finished_at=now, message=message,
-                ))
-            except Exception as rec_exc:  # noqa: BLE001 - the warehouse itself may be gone
-                logger.error("could not record the failure of %s: %s", e.key, rec_exc)
-            summaries.append({"experiment_key": e.key, "status": "failed", "decision": None,
-                              "variant_key": None, "promotion": None, "message": message})
-    return summaries
+            summaries.append(_record_failure(settings, url, e.key, as_of, fr_id, message))
+    return sorted(summaries, key=lambda s: s["experiment_key"])
 
 
 @flow(name="analyze-experiments", task_runner=ThreadPoolTaskRunner(max_workers=4),
@@ -94,8 +104,8 @@ def analyze_experiments(
     when = as_of or datetime.now(UTC)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    experiments = load_experiments(settings, url, experiment_keys)
-    summaries = analyze_all(settings, url, experiments, when)
+    experiments, broken = load_experiments(settings, url, experiment_keys)
+    summaries = analyze_all(settings, url, experiments, when, broken)
     failed = [s["experiment_key"] for s in summaries if s["status"] == "failed"]
     if failed:
         get_run_logger().warning("failed experiments: %s", ", ".join(failed))

@@ -32,13 +32,13 @@ def backfill_experiments(
     settings = get_settings()
     url = resolve_url(settings)
     prepare_warehouse(settings, url)
-    chosen = load_experiments(settings, url, experiments)
+    chosen, broken = load_experiments(settings, url, experiments)
     logger = get_run_logger()
     out: list[dict[str, Any]] = []
     for as_of in day_ends(start, end):
         # Only experiments already started by that day have anything to analyse.
         active = [e for e in chosen if e.start_at < as_of]
         logger.info("as of %s: %d experiment(s)", as_of.isoformat(), len(active))
-        for s in analyze_all(settings, url, active, as_of):
+        for s in analyze_all(settings, url, active, as_of, broken):
             out.append({**s, "as_of": as_of.isoformat()})
     return out

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from abflow.definitions import Experiment
 from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
-from abflow.warehouse import extract, experiments_repo, promotion, writer
+from abflow.warehouse import experiments_repo, extract, promotion, readback, writer
 from abflow.warehouse.engine import make_engine
 from abflow.warehouse.migrate import migrate
 from tasks.retry import RETRY_DELAYS, retry_transient
@@ -33,16 +33,27 @@ def prepare_warehouse(settings: Settings, url: str) -> list[str]:
 
 @task(name="load-experiments", retries=3, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def load_experiments(settings: Settings, url: str, keys: list[str] | None) -> list[Experiment]:
-    """Running experiments, or exactly the given keys (any status); unknown keys raise."""
+def load_experiments(
+    settings: Settings, url: str, keys: list[str] | None
+) -> tuple[list[Experiment], dict[str, str]]:
+    """Running experiments (or exactly the given keys) and {key: error} for invalid ones."""
     with engine_for(settings, url).connect() as conn:
-        if not keys:
-            return experiments_repo.list_experiments(conn, status="running")
-        found = {e.key: e for e in experiments_repo.list_experiments(conn)}
-    missing = [k for k in keys if k not in found]
-    if missing:
-        raise ValueError(f"unknown experiment key(s): {', '.join(missing)}")
-    return [found[k] for k in keys]
+        good, broken = experiments_repo.list_experiments_checked(
+            conn, status=None if keys else "running", keys=keys or None
+        )
+    if keys:
+        missing = [k for k in keys if k not in broken and k not in {e.key for e in good}]
+        if missing:
+            raise ValueError(f"unknown experiment key(s): {', '.join(missing)}")
+    return good, broken
+
+
+@task(name="previous-units", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def previous_units(settings: Settings, url: str, key: str, as_of: datetime) -> int | None:
+    """Units analysed by the latest earlier successful run (for the traffic-drop check)."""
+    with engine_for(settings, url).connect() as conn:
+        return readback.previous_units(conn, key, as_of)
 
 
 @task(name="extract-aggregates", retries=3, retry_delay_seconds=RETRY_DELAYS,

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from abflow.definitions import Experiment, parse_experiment
+from abflow.definitions import DefinitionError, Experiment, parse_experiment
 
 
 def variants_config(experiment: Experiment) -> list[dict[str, Any]]:
@@ -74,6 +74,29 @@ def list_experiments(conn: Connection, *, status: str | None = None) -> list[Exp
         {"s": status},
     ).all()
     return [parse_experiment(r.definition, f"experiments[{r.experiment_key}]") for r in rows]
+
+
+def list_experiments_checked(
+    conn: Connection, *, status: str | None = None, keys: list[str] | None = None
+) -> tuple[list[Experiment], dict[str, str]]:
+    """Valid stored definitions, plus {key: one-line error} for those that no longer validate."""
+    rows = conn.execute(
+        text(
+            "select experiment_key, definition from experiments"
+            " where (cast(:s as text) is null or status = :s)"
+            " and (cast(:keys as text[]) is null or experiment_key = any(cast(:keys as text[])))"
+            " order by experiment_key"
+        ),
+        {"s": status, "keys": keys},
+    ).all()
+    good: list[Experiment] = []
+    broken: dict[str, str] = {}
+    for r in rows:
+        try:
+            good.append(parse_experiment(r.definition, f"experiments[{r.experiment_key}]"))
+        except DefinitionError as exc:
+            broken[r.experiment_key] = str(exc)
+    return good, broken
 
 
 def get_experiment(conn: Connection, key: str) -> Experiment | None:

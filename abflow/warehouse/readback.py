@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -66,3 +67,14 @@ def insight_history(conn: Connection, key: str) -> list[dict[str, Any]]:
         {"k": key},
     ).mappings().all()
     return [dict(r) for r in rows]
+
+
+def previous_units(conn: Connection, key: str, as_of: datetime) -> int | None:
+    """Units of the newest earlier healthy run of an experiment, if any."""
+    return conn.execute(
+        text(
+            "select units from analysis_runs where experiment_key = :k and as_of < :a"
+            " and status in ('succeeded', 'unhealthy') order by as_of desc limit 1"
+        ),
+        {"k": key, "a": as_of},
+    ).scalar()
