@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from abflow.definitions import DefinitionError, load_experiment_files
 from abflow.settings import Settings, get_settings
@@ -49,7 +50,10 @@ def _url(settings: Settings) -> str:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # Text, not markup: messages quote user input such as "metrics[m].kind".
+    line = Text("error: ", style="red")
+    line.append(message)
+    err_console.print(line, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -151,7 +155,9 @@ def _show(summaries: list[dict[str, Any]], keys: list[str] | None, quiet: bool,
         print_results(console, latest_results(conn, keys or [x["experiment_key"] for x in summaries]))
     for x in summaries:
         if x["status"] == "failed":
-            err_console.print(f"[red]{x['experiment_key']} failed:[/red] {x.get('message')}")
+            line = Text(f"{x['experiment_key']} failed: ", style="red")
+            line.append(str(x.get("message")))
+            err_console.print(line)
         if x.get("promotion"):
             console.print(f"[green]{x['experiment_key']}: {x['promotion']}[/green]")
 

@@ -132,6 +132,7 @@ class Analysis(_Frozen):
     srm_threshold: float = Field(default=0.001, gt=0, lt=1)
     srm_warn_threshold: float = Field(default=0.01, gt=0, lt=1)
     multiple_exposure_warn: float = Field(default=0.01, ge=0, le=1)
+    contamination_warn: float = Field(default=0.25, ge=0, le=1)
     cuped: Cuped | None = None
     segments: tuple[Key, ...] = ()
 

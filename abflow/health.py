@@ -48,6 +48,29 @@ def segment_srm_checks(
     ]
 
 
+def contamination_check(experiment: Experiment, stats: list[SufficientStats]) -> CheckOutcome:
+    """Share of analysed units with the primary metric's event after the start, before exposure."""
+    primary = experiment.primary_metric.key
+    rows = [s for s in stats if s.metric_key == primary and s.segment == "all"]
+    units = sum(s.exposed_units for s in rows)
+    dirty = sum(s.contaminated_units for s in rows)
+    share = dirty / units if units else 0.0
+    limit = experiment.analysis.contamination_warn
+    return CheckOutcome(
+        check_name="contamination",
+        severity="warning",
+        passed=share <= limit,
+        observed=share,
+        threshold=limit,
+        details={
+            "units": dirty,
+            "by_variant": {s.variant_key: s.contaminated_units for s in rows},
+            "note": f"units with '{experiment.primary_metric.numerator_event}' before their "
+                    "first exposure; those events are never counted in the metric",
+        },
+    )
+
+
 def exposure_checks(experiment: Experiment, exposure: ExposureSummary) -> list[CheckOutcome]:
     """Multiple exposure, unknown variants, minimum sample, and SRM over first exposures."""
     a = experiment.analysis

@@ -42,6 +42,7 @@ def assemble_result(
         *quality_checks,
         *health.exposure_checks(experiment, exposure),
         *health.segment_srm_checks(experiment, stats),
+        health.contamination_check(experiment, stats),
         health.traffic_check(experiment, exposure, as_of),
     ]
     variant_rows, insights = build_insights(run_id, experiment, as_of, stats)

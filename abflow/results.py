@@ -35,6 +35,7 @@ class SufficientStats(_Row):
     covariate_sum: float | None = None
     covariate_sum_squares: float | None = None
     covariate_sum_products: float | None = None
+    contaminated_units: int = 0
 
 
 @dataclass(frozen=True)

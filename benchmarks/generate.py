@@ -152,13 +152,15 @@ with placed as (
     from generate_series(1::bigint, %(events)s::bigint) as i
 )
 select 'n' || u, {name}, {value},
-       %(lo)s::timestamptz + rt * extract(epoch from %(end)s::timestamptz - %(lo)s) * interval '1 second'
+       %(lo)s::timestamptz
+           + rt * extract(epoch from %(end)s::timestamptz - %(lo)s) * interval '1 second'
 from placed
 """
 
 # Same definitions as sql/migrations/001_tables.sql: dropped for the bulk load, then rebuilt.
 _INDEXES = (
-    ("events_unit_time_idx", "create index events_unit_time_idx on {schema}.events (unit_id, occurred_at)"),
+    ("events_unit_time_idx",
+     "create index events_unit_time_idx on {schema}.events (unit_id, occurred_at)"),
     ("events_time_idx", "create index events_time_idx on {schema}.events (occurred_at)"),
     ("assignments_experiment_unit_idx",
      "create index assignments_experiment_unit_idx"
@@ -233,7 +235,9 @@ def _existing(conn: Connection, schema: str, events: int) -> tuple[int, int] | N
         meta = cur.fetchone()
         if meta is None:
             return None
-        cur.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "assignments")))
+        cur.execute(
+            sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "assignments"))
+        )
         count = cur.fetchone()
     return int(meta[0]), int(count[0]) if count else 0
 

@@ -98,6 +98,7 @@ def fetch_sufficient_stats(
             covariate_sum=_opt(r["covariate_sum"]),
             covariate_sum_squares=_opt(r["covariate_sum_squares"]),
             covariate_sum_products=_opt(r["covariate_sum_products"]),
+            contaminated_units=int(r["contaminated_units"]),
         )
         for r in rows
     ]

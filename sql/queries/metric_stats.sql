@@ -41,19 +41,28 @@ unit_events as (
             as den_mean,
         max(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
             as den_max,
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
             as pre_count,
-        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
             as pre_sum,
-        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
             as pre_mean,
-        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
-            as pre_max
+        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
+            as pre_max,
+        -- contamination: the metric's own event after the start but before this unit's exposure
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= %(start_at)s) as contaminated_count
     from abflow_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id
         and e.occurred_at <= %(as_of)s
-        and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s)
+        and e.occurred_at >= least(
+            u.first_exposed_at - make_interval(days => %(lookback_days)s), %(start_at)s
+        )
     inner join metric_defs as m
         on e.event_name in (m.num_event, m.den_event)
         and (
@@ -90,7 +99,8 @@ unit_values as (
             when m.num_agg = 'count' then coalesce(ue.pre_count, 0)::double precision
             when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
             when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
-        end as c
+        end as c,
+        coalesce(ue.contaminated_count, 0) > 0 as contaminated
     from abflow_units as u
     cross join metric_defs as m
     left join unit_events as ue
@@ -112,7 +122,8 @@ final as (
         sum(uv.x * uv.y) as sum_products,
         sum(uv.c) filter (where uv.y is not null) as covariate_sum,
         sum(uv.c * uv.c) filter (where uv.y is not null) as covariate_sum_squares,
-        sum(uv.c * uv.y) as covariate_sum_products
+        sum(uv.c * uv.y) as covariate_sum_products,
+        count(*) filter (where uv.contaminated) as contaminated_units
     from unit_values as uv
     inner join abflow_unit_segments as us on us.unit_id = uv.unit_id
     group by uv.metric_key, uv.variant_key, us.segment

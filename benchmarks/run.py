@@ -1,0 +1,790 @@
+"""Benchmark runner: reference query vs abflow's metric step vs `abflow run`, per data size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Connection, Engine
+
+from abflow.definitions import Experiment
+from abflow.results import SufficientStats
+from abflow.settings import Settings
+from abflow.warehouse.engine import embedded_url, make_engine
+from abflow.warehouse.extract import fetch_sufficient_stats, metric_definitions, relation
+from abflow.warehouse.sqlfiles import read_sql
+from benchmarks import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "benchmarks" / ".data"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+ABFLOW_BIN = Path(sys.executable).with_name("abflow")
+REL_TOL = 1e-9
+RSS_POLL_SECONDS = 0.02
+STAT_FIELDS = (
+    "exposed_units", "units", "sum", "sum_squares", "denominator_sum", "denominator_sum_squares",
+    "sum_products", "covariate_sum", "covariate_sum_squares", "covariate_sum_products",
+)
+_SETTING = re.compile(r"^([a-z_]+)=([A-Za-z0-9_.]+)$")
+console = Console(width=None if Console().is_terminal else 160)
+
+# (a) The hand-written reference: first exposure per unit, joined to events once, every metric
+# (and its CUPED pre-period value) in one GROUP BY per unit, then per variant. Written for the
+# benchmark experiment only (event names and the 168 h conversion window are literals).
+REFERENCE_SQL = """
+with
+
+exposed as (
+    select unit_id, min(assigned_at) as t0, min(variant_key) as variant_key
+    from {assignments}
+    where experiment_key = %(experiment_key)s
+      and assigned_at >= %(start_at)s
+      and assigned_at <= %(as_of)s
+    group by unit_id
+    having min(variant_key) = max(variant_key)
+       and min(variant_key) = any(%(variants)s)
+),
+
+per_unit as (
+    select
+        x.variant_key,
+        case when count(*) filter (where e.event_name = 'purchase' and e.occurred_at >= x.t0
+                  and e.occurred_at < x.t0 + interval '168 hours') > 0 then 1.0 else 0.0 end
+            as conv_y,
+        case when count(*) filter (where e.event_name = 'purchase' and e.occurred_at < x.t0) > 0
+            then 1.0 else 0.0 end as conv_c,
+        coalesce(sum(e.value) filter (where e.event_name = 'purchase' and e.occurred_at >= x.t0),
+                 0.0) as rev_y,
+        coalesce(sum(e.value) filter (where e.event_name = 'purchase' and e.occurred_at < x.t0),
+                 0.0) as rev_c,
+        count(*) filter (where e.event_name = 'click' and e.occurred_at >= x.t0)::float8
+            as clicks,
+        count(*) filter (where e.event_name = 'impression' and e.occurred_at >= x.t0)::float8
+            as impressions,
+        avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at >= x.t0)
+            as lat_y,
+        coalesce(avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at < x.t0),
+                 0.0) as lat_c,
+        count(*) filter (where e.event_name = 'session_start' and e.occurred_at >= x.t0)::float8
+            as sess_y,
+        count(*) filter (where e.event_name = 'session_start' and e.occurred_at < x.t0)::float8
+            as sess_c
+    from exposed as x
+    left join {events} as e
+        on e.unit_id = x.unit_id
+        and e.event_name in ('purchase', 'click', 'impression', 'page_load', 'session_start')
+        and e.occurred_at >= x.t0 - %(lookback_days)s * interval '1 day'
+        and e.occurred_at <= %(as_of)s
+    group by x.unit_id, x.variant_key
+)
+
+select
+    variant_key,
+    count(*) as n,
+    sum(conv_y) as conversion__sum, sum(conv_y * conv_y) as conversion__sum_squares,
+    sum(conv_c) as conversion__covariate_sum,
+    sum(conv_c * conv_c) as conversion__covariate_sum_squares,
+    sum(conv_c * conv_y) as conversion__covariate_sum_products,
+    sum(rev_y) as revenue__sum, sum(rev_y * rev_y) as revenue__sum_squares,
+    sum(rev_c) as revenue__covariate_sum, sum(rev_c * rev_c) as revenue__covariate_sum_squares,
+    sum(rev_c * rev_y) as revenue__covariate_sum_products,
+    sum(clicks) as ctr__sum, sum(clicks * clicks) as ctr__sum_squares,
+    sum(impressions) as ctr__denominator_sum,
+    sum(impressions * impressions) as ctr__denominator_sum_squares,
+    sum(impressions * clicks) as ctr__sum_products,
+    count(lat_y) as latency_ms__units,
+    sum(lat_y) as latency_ms__sum, sum(lat_y * lat_y) as latency_ms__sum_squares,
+    sum(lat_c) filter (where lat_y is not null) as latency_ms__covariate_sum,
+    sum(lat_c * lat_c) filter (where lat_y is not null) as latency_ms__covariate_sum_squares,
+    sum(lat_c * lat_y) as latency_ms__covariate_sum_products,
+    sum(sess_y) as sessions__sum, sum(sess_y * sess_y) as sessions__sum_squares,
+    sum(sess_c) as sessions__covariate_sum, sum(sess_c * sess_c) as sessions__covariate_sum_squares,
+    sum(sess_c * sess_y) as sessions__covariate_sum_products
+from per_unit
+group by variant_key
+order by variant_key
+"""
+
+# (b') Proposed sql/queries/metric_stats.sql. The scan of events and its per-unit aggregates are
+# unchanged; what changes is everything after it. A unit with no event of a metric has y = 0 (or
+# NULL for mean/max), x = 0 and c = 0, so it adds nothing to any sum: only the per-(unit, metric)
+# rows that exist are joined to segments, and exposed units (and units for kinds whose y is never
+# NULL) are counted once from abflow_units. The abflow_units x metric_defs cross join and its
+# left join back to unit_events disappear. Metric sides join events by hash on event_name.
+PROPOSED_METRIC_STATS_SQL = """
+with
+
+metric_defs as (
+    select *
+    from jsonb_to_recordset(cast(%(metrics)s as jsonb)) as m (
+        metric_key text,
+        kind text,
+        num_event text,
+        num_agg text,
+        den_event text,
+        den_agg text,
+        window_hours double precision
+    )
+),
+
+metric_events as (
+    -- one row per (metric, event it reads): an equality join on event_name the planner can hash
+    select metric_key, num_event as event_name, window_hours from metric_defs
+    union
+    select metric_key, den_event, window_hours from metric_defs where den_event is not null
+),
+
+unit_events as (
+    select
+        u.unit_id,
+        u.variant_key,
+        me.metric_key,
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
+            as num_count,
+        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
+            as num_sum,
+        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
+            as num_mean,
+        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
+            as num_max,
+        count(*) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
+            as den_count,
+        sum(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
+            as den_sum,
+        avg(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
+            as den_mean,
+        max(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
+            as den_max,
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+            as pre_count,
+        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+            as pre_sum,
+        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+            as pre_mean,
+        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+            as pre_max
+    from abflow_units as u
+    inner join {events} as e
+        on e.unit_id = u.unit_id
+        and e.occurred_at <= %(as_of)s
+        and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s)
+    inner join metric_events as me
+        on me.event_name = e.event_name
+        and (
+            me.window_hours is null
+            or e.occurred_at < u.first_exposed_at + me.window_hours * interval '1 hour'
+        )
+    inner join metric_defs as m on m.metric_key = me.metric_key
+    where e.event_name = any(cast(%(event_names)s as text[]))
+    group by u.unit_id, u.variant_key, me.metric_key
+),
+
+unit_values as (
+    -- only (unit, metric) pairs with events; the others add 0 (or NULL) to every sum below
+    select
+        ue.unit_id,
+        ue.variant_key,
+        m.metric_key,
+        case
+            when m.kind = 'proportion' then case when ue.num_count > 0 then 1.0 else 0.0 end
+            when m.num_agg = 'sum' then coalesce(ue.num_sum, 0.0)
+            when m.num_agg = 'count' then ue.num_count::double precision
+            when m.num_agg = 'mean' then ue.num_mean
+            when m.num_agg = 'max' then ue.num_max
+        end as y,
+        case
+            when m.kind <> 'ratio' then null
+            when m.den_agg = 'sum' then coalesce(ue.den_sum, 0.0)
+            when m.den_agg = 'count' then ue.den_count::double precision
+            when m.den_agg = 'mean' then ue.den_mean
+            when m.den_agg = 'max' then ue.den_max
+        end as x,
+        case
+            when %(lookback_days)s = 0 or m.kind = 'ratio' then null
+            when m.kind = 'proportion' then case when ue.pre_count > 0 then 1.0 else 0.0 end
+            when m.num_agg = 'sum' then coalesce(ue.pre_sum, 0.0)
+            when m.num_agg = 'count' then ue.pre_count::double precision
+            when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
+            when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
+        end as c
+    from unit_events as ue
+    inner join metric_defs as m on m.metric_key = ue.metric_key
+),
+
+value_sums as (
+    select
+        uv.metric_key,
+        uv.variant_key,
+        us.segment,
+        count(uv.y) as units,
+        sum(uv.y) as sum,
+        sum(uv.y * uv.y) as sum_squares,
+        sum(uv.x) as denominator_sum,
+        sum(uv.x * uv.x) as denominator_sum_squares,
+        sum(uv.x * uv.y) as sum_products,
+        sum(uv.c) filter (where uv.y is not null) as covariate_sum,
+        sum(uv.c * uv.c) filter (where uv.y is not null) as covariate_sum_squares,
+        sum(uv.c * uv.y) as covariate_sum_products
+    from unit_values as uv
+    inner join abflow_unit_segments as us on us.unit_id = uv.unit_id
+    group by uv.metric_key, uv.variant_key, us.segment
+),
+
+exposed as (
+    select u.variant_key, us.segment, count(*) as exposed_units
+    from abflow_units as u
+    inner join abflow_unit_segments as us on us.unit_id = u.unit_id
+    group by u.variant_key, us.segment
+),
+
+metric_nulls as (
+    -- what a unit without events of the metric holds: is its y, x, c NULL or 0?
+    select
+        metric_key,
+        kind,
+        kind = 'proportion' or num_agg in ('sum', 'count') as y_zero,
+        kind = 'ratio' and den_agg in ('sum', 'count') as x_zero,
+        %(lookback_days)s <> 0 and kind <> 'ratio' as c_zero
+    from metric_defs
+),
+
+final as (
+    select
+        m.metric_key,
+        ex.variant_key,
+        ex.segment,
+        ex.exposed_units,
+        case when m.y_zero then ex.exposed_units else coalesce(vs.units, 0) end as units,
+        coalesce(vs.sum, 0.0) as sum,
+        coalesce(vs.sum_squares, 0.0) as sum_squares,
+        coalesce(vs.denominator_sum, case when m.x_zero then 0.0 end) as denominator_sum,
+        coalesce(vs.denominator_sum_squares, case when m.x_zero then 0.0 end)
+            as denominator_sum_squares,
+        coalesce(vs.sum_products, case when m.x_zero and m.y_zero then 0.0 end) as sum_products,
+        coalesce(vs.covariate_sum, case when m.c_zero and m.y_zero then 0.0 end) as covariate_sum,
+        coalesce(vs.covariate_sum_squares, case when m.c_zero and m.y_zero then 0.0 end)
+            as covariate_sum_squares,
+        coalesce(vs.covariate_sum_products, case when m.c_zero and m.y_zero then 0.0 end)
+            as covariate_sum_products
+    from exposed as ex
+    cross join metric_nulls as m
+    left join value_sums as vs
+        on vs.metric_key = m.metric_key
+        and vs.variant_key = ex.variant_key
+        and vs.segment = ex.segment
+)
+
+select * from final
+order by metric_key, variant_key, segment
+"""  # noqa: E501 - kept line for line comparable with sql/queries/metric_stats.sql
+
+StatKey = tuple[str, str]  # (metric_key, variant_key)
+StatValues = dict[str, float | None]
+
+
+@dataclass
+class Timing:
+    """Wall times (seconds) of the measured repeats; the warm-up is not included."""
+
+    runs: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """Median of the measured runs."""
+        return statistics.median(self.runs)
+
+
+@dataclass
+class EndToEnd:
+    """One `abflow run` subprocess: wall time, exit code and peak memory."""
+
+    seconds: float
+    exit_code: int
+    peak_rss_mb: float
+    peak_tree_rss_mb: float
+    ru_maxrss_children_mb: float
+    command: str
+    log: str
+
+
+@dataclass
+class SizeResult:
+    """Everything measured for one data size."""
+
+    events: int
+    schema: str
+    units: int
+    assignments_rows: int
+    data_reused: bool
+    generate_seconds: float
+    reference: Timing
+    abflow: Timing
+    proposed: Timing | None
+    match_abflow: bool
+    match_proposed: bool | None
+    mismatches: list[str]
+    e2e: EndToEnd | None
+
+    @property
+    def ratio_abflow(self) -> float:
+        """(b) / (a): abflow's metric step over the reference query."""
+        return self.abflow.median / self.reference.median
+
+    @property
+    def ratio_proposed(self) -> float | None:
+        """(b') / (a): the proposed metric_stats.sql over the reference query."""
+        return self.proposed.median / self.reference.median if self.proposed else None
+
+    @property
+    def e2e_budget(self) -> float:
+        """End-to-end target: 2 x reference + 10 s."""
+        return 2 * self.reference.median + 10.0
+
+
+# --- session settings ---------------------------------------------------------------------------
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, str]:
+    """`name=value` pairs (e.g. work_mem=64MB) applied with SET LOCAL to (a), (b), (b')."""
+    out: dict[str, str] = {}
+    for item in items:
+        m = _SETTING.match(item)
+        if not m:
+            raise SystemExit(f"--set {item!r}: expected name=value, e.g. work_mem=64MB")
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def apply_settings(conn: Connection, settings: dict[str, str]) -> None:
+    """SET LOCAL each session parameter inside the current transaction."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        for name, value in settings.items():
+            cur.execute(sql.SQL("set local {} = {}").format(sql.Identifier(name),
+                                                             sql.Literal(value)))
+
+
+def pgoptions(settings: dict[str, str]) -> str:
+    """The same parameters for the abflow subprocess, through libpq's PGOPTIONS."""
+    return " ".join(f"-c {k}={v}" for k, v in settings.items())
+
+
+# --- the measured queries -----------------------------------------------------------------------
+
+
+def query_params(experiment: Experiment) -> dict[str, Any]:
+    """Bound parameters of the reference query (and of the proposed metric query)."""
+    lookback = experiment.analysis.cuped.lookback_days if experiment.analysis.cuped else 0
+    return {
+        "experiment_key": experiment.key,
+        "start_at": experiment.start_at,
+        "as_of": generate.AS_OF,
+        "variants": [v.key for v in experiment.variants],
+        "lookback_days": lookback,
+        "metrics": json.dumps(metric_definitions(experiment)),
+        "segments": list(experiment.analysis.segments),
+        "event_names": sorted(
+            {m.numerator_event for m in experiment.metrics}
+            | {m.denominator_event for m in experiment.metrics if m.denominator_event}
+        ),
+    }
+
+
+def _cursor_execute(conn: Connection, query: sql.Composable, params: dict[str, Any]) -> Any:
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cur = raw.cursor()
+    cur.execute(query, params)
+    return cur
+
+
+def reference_query() -> sql.Composed:
+    """The reference query with the source tables composed in."""
+    return sql.SQL(REFERENCE_SQL).format(assignments=relation("assignments"),
+                                         events=relation("events"))
+
+
+def run_reference(conn: Connection, experiment: Experiment) -> dict[StatKey, StatValues]:
+    """(a) Run the reference query; reshape its wide rows to (metric, variant) -> statistics."""
+    cur = _cursor_execute(conn, reference_query(), query_params(experiment))
+    cols = [d.name for d in cur.description or ()]
+    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    cur.close()
+    out: dict[StatKey, StatValues] = {}
+    for row in rows:
+        n = float(row["n"])
+        for metric in experiment.metrics:
+            values: StatValues = {f: None for f in STAT_FIELDS}
+            values["exposed_units"] = n
+            values["units"] = n
+            for col, value in row.items():
+                prefix, _, stat = col.partition("__")
+                if prefix == metric.key and stat:
+                    values[stat] = None if value is None else float(value)
+            out[(metric.key, row["variant_key"])] = values
+    return out
+
+
+def from_stats(stats: list[SufficientStats]) -> dict[StatKey, StatValues]:
+    """abflow's SufficientStats (segment 'all') as (metric, variant) -> statistics."""
+    out: dict[StatKey, StatValues] = {}
+    for s in stats:
+        if s.segment != "all":
+            continue
+        row = asdict(s)
+        out[(s.metric_key, s.variant_key)] = {
+            f: None if row[f] is None else float(row[f]) for f in STAT_FIELDS
+        }
+    return out
+
+
+def run_abflow(conn: Connection, experiment: Experiment) -> dict[StatKey, StatValues]:
+    """(b) abflow's metric step, exactly as the flow calls it."""
+    stats = fetch_sufficient_stats(conn, experiment, generate.AS_OF,
+                                   assignments="assignments", events="events")
+    return from_stats(stats)
+
+
+def run_proposed(conn: Connection, experiment: Experiment) -> dict[StatKey, StatValues]:
+    """(b') abflow's units.sql and unit_segments.sql, then the proposed metric_stats.sql."""
+    params = query_params(experiment)
+    for step in ("queries/units.sql", "queries/unit_segments.sql"):
+        query = sql.SQL(read_sql(step)).format(assignments=relation("assignments"))
+        _cursor_execute(conn, query, params).close()
+    for table in ("abflow_units", "abflow_unit_segments"):
+        _cursor_execute(conn, sql.SQL("analyze {}").format(sql.Identifier(table)), {}).close()
+    cur = _cursor_execute(conn, proposed_query(), params)
+    cols = [d.name for d in cur.description or ()]
+    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    cur.close()
+    return from_stats([_stats_row(r) for r in rows])
+
+
+def _stats_row(row: dict[str, Any]) -> SufficientStats:
+    """One metric_stats.sql row as SufficientStats (the same conversion extract.py does)."""
+    labels = ("metric_key", "variant_key", "segment")
+    counts = ("exposed_units", "units")
+    return SufficientStats(**{
+        k: v if k in labels or v is None else int(v) if k in counts else float(v)
+        for k, v in row.items()
+    })
+
+
+def proposed_query() -> sql.Composed:
+    """The proposed metric_stats.sql with the events relation composed in."""
+    return sql.SQL(PROPOSED_METRIC_STATS_SQL).format(events=relation("events"))
+
+
+def compare(expected: dict[StatKey, StatValues], got: dict[StatKey, StatValues]) -> list[str]:
+    """Differences beyond REL_TOL (relative) between two result sets, as readable lines."""
+    problems: list[str] = []
+    for key in sorted(set(expected) | set(got)):
+        if key not in expected or key not in got:
+            problems.append(f"{key}: missing on one side")
+            continue
+        for f in STAT_FIELDS:
+            a, b = expected[key][f], got[key][f]
+            if a is None or b is None:
+                if a is not b:
+                    problems.append(f"{key} {f}: {a} vs {b}")
+            elif not math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-12):
+                problems.append(f"{key} {f}: {a!r} vs {b!r}")
+    return problems
+
+
+Candidate = Callable[[Connection], dict[StatKey, StatValues]]
+
+
+def timed(engine: Engine, settings: dict[str, str],
+          fn: Candidate) -> tuple[float, dict[StatKey, StatValues]]:
+    """Wall time of one transaction (SET LOCAL, the query, commit) and its result."""
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        apply_settings(conn, settings)
+        result = fn(conn)
+    return time.perf_counter() - started, result
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+def _tree_rss(proc: psutil.Process) -> tuple[int, int]:
+    """(RSS of proc, RSS of proc plus all its descendants) in bytes; 0 for vanished processes."""
+    try:
+        own = proc.memory_info().rss
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        return 0, 0
+    total = own
+    for child in children:
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            continue
+    return own, total
+
+
+def run_end_to_end(url: str, schema: str, settings: dict[str, str], log_path: Path) -> EndToEnd:
+    """(c)+(d) `abflow run` as a subprocess; peak RSS by psutil polling every 20 ms."""
+    cmd = [str(ABFLOW_BIN), "run", "--experiment", generate.EXPERIMENT_KEY,
+           "--as-of", generate.AS_OF.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    env = {**os.environ, "ABFLOW_DATABASE_URL": url, "ABFLOW_SCHEMA": schema,
+           "PREFECT_HOME": str(DATA_DIR / "prefect")}
+    if settings:
+        env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + pgoptions(settings)).strip()
+    peak = [0, 0]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        started = time.perf_counter()
+        child = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = psutil.Process(child.pid)
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                own, total = _tree_rss(proc)
+                peak[0], peak[1] = max(peak[0], own), max(peak[1], total)
+                done.wait(RSS_POLL_SECONDS)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        code = child.wait()
+        seconds = time.perf_counter() - started
+        done.set()
+        poller.join()
+    # Linux: ru_maxrss in KiB; the largest RSS of any waited-for descendant so far.
+    children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return EndToEnd(seconds, code, peak[0] / 2**20, peak[1] / 2**20, children_max,
+                    " ".join(cmd), str(log_path.relative_to(ROOT)))
+
+
+# --- one size -----------------------------------------------------------------------------------
+
+
+def measure_size(url: str, events: int, args: argparse.Namespace, settings: dict[str, str],
+                 stamp: str) -> SizeResult:
+    """Generate (or reuse) one size, then time (a), (b), (b') and run (c)/(d)."""
+    schema = generate.schema_for(events)
+    engine = make_engine(Settings(ABFLOW_SCHEMA=schema, home=DATA_DIR), url=url)
+    try:
+        console.print(f"[bold]{events:,} events[/bold] in schema {schema}: generating or reusing …")
+        data = generate.ensure_data(engine, schema, events, force=args.regenerate)
+        console.print(f"  data {'reused' if data.reused else f'generated in {data.seconds:.1f} s'}"
+                      f": {data.units:,} units, {data.assignments_rows:,} assignment rows")
+        experiment = generate.experiment()
+        candidates: dict[str, Candidate] = {
+            "reference": lambda c: run_reference(c, experiment),
+            "abflow": lambda c: run_abflow(c, experiment),
+        }
+        if args.proposed:
+            candidates["proposed"] = lambda c: run_proposed(c, experiment)
+        timings = {name: Timing() for name in candidates}
+        results: dict[str, dict[StatKey, StatValues]] = {}
+        for name, fn in candidates.items():  # warm-up: equal caches for every candidate
+            _, results[name] = timed(engine, settings, fn)
+        for i in range(args.repeat):  # interleaved, so drift hits every candidate alike
+            for name, fn in candidates.items():
+                seconds, results[name] = timed(engine, settings, fn)
+                timings[name].runs.append(seconds)
+            console.print(f"  repeat {i + 1}: " + ", ".join(
+                f"{n} {t.runs[-1]:.2f} s" for n, t in timings.items()))
+        mismatches = compare(results["reference"], results["abflow"])
+        mismatches_proposed = (compare(results["reference"], results["proposed"])
+                               if "proposed" in results else None)
+        e2e = None
+        if not args.skip_e2e:
+            console.print("  abflow run (end to end) …")
+            e2e = run_end_to_end(url, schema, settings,
+                                 RESULTS_DIR / f"bench-{stamp}-{schema}-abflow-run.log")
+        return SizeResult(
+            events=events, schema=schema, units=data.units,
+            assignments_rows=data.assignments_rows, data_reused=data.reused,
+            generate_seconds=data.seconds, reference=timings["reference"],
+            abflow=timings["abflow"], proposed=timings.get("proposed"),
+            match_abflow=not mismatches,
+            match_proposed=None if mismatches_proposed is None else not mismatches_proposed,
+            mismatches=mismatches[:20] + (mismatches_proposed or [])[:20],
+            e2e=e2e,
+        )
+    finally:
+        engine.dispose()
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def server_info(url: str) -> dict[str, str]:
+    """PostgreSQL version and the planner/memory settings that shape these numbers."""
+    engine = make_engine(Settings(home=DATA_DIR), url=url)
+    names = ("server_version", "max_parallel_workers_per_gather", "max_parallel_workers",
+             "work_mem", "shared_buffers", "effective_cache_size", "jit")
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            with raw.cursor() as cur:
+                cur.execute("select version()")
+                row = cur.fetchone()
+                info = {"version": str(row[0]) if row else "?"}
+                for name in names:
+                    cur.execute(sql.SQL("show {}").format(sql.Identifier(name)))
+                    row = cur.fetchone()
+                    info[name] = str(row[0]) if row else "?"
+    finally:
+        engine.dispose()
+    return info
+
+
+def scaling(results: list[SizeResult], pick: Callable[[SizeResult], float | None]) -> float | None:
+    """Exponent k in time ~ events^k between the smallest and largest size (1.0 = linear)."""
+    pts = [(r.events, pick(r)) for r in results]
+    pts = [(e, v) for e, v in pts if v]
+    if len(pts) < 2 or pts[0][0] == pts[-1][0]:
+        return None
+    (e0, v0), (e1, v1) = pts[0], pts[-1]
+    assert v0 is not None and v1 is not None
+    return math.log(v1 / v0) / math.log(e1 / e0)
+
+
+def summary(results: list[SizeResult]) -> dict[str, Any]:
+    """Targets from benchmarks/README.md, evaluated on these results."""
+    out: dict[str, Any] = {}
+    at5 = next((r for r in results if r.events == 5_000_000), None)
+    out["metric_step_ratio_at_5m"] = at5.ratio_abflow if at5 else None
+    out["metric_step_target_met"] = at5.ratio_abflow <= 1.3 if at5 else None
+    out["proposed_ratio_at_5m"] = at5.ratio_proposed if at5 else None
+    e2e = [r for r in results if r.e2e]
+    out["e2e_target_met"] = (all(r.e2e.seconds <= r.e2e_budget for r in e2e if r.e2e)
+                             if e2e else None)
+    rss = [r.e2e.peak_rss_mb for r in e2e if r.e2e]
+    out["peak_rss_spread"] = (max(rss) / min(rss) - 1) if len(rss) > 1 else None
+    out["peak_rss_target_met"] = (max(rss) <= 1.1 * min(rss)) if len(rss) > 1 else None
+    out["scaling_exponent_reference"] = scaling(results, lambda r: r.reference.median)
+    out["scaling_exponent_abflow"] = scaling(results, lambda r: r.abflow.median)
+    out["scaling_exponent_proposed"] = scaling(
+        results, lambda r: r.proposed.median if r.proposed else None)
+    out["scaling_exponent_e2e"] = scaling(results, lambda r: r.e2e.seconds if r.e2e else None)
+    return out
+
+
+def print_table(results: list[SizeResult]) -> None:
+    """One row per size: medians, ratios, end-to-end time against its budget, peak RSS."""
+    t = Table(title="abflow benchmark (median of the repeats; seconds)")
+    for col in ("events", "units", "(a) ref", "(b) abflow", "b/a", "(b') proposed", "b'/a",
+                "same numbers", "(c) e2e", "2a+10", "(d) peak RSS MB", "tree RSS MB"):
+        t.add_column(col, justify="right")
+    for r in results:
+        same = "yes" if r.match_abflow else "NO"
+        if r.match_proposed is not None:
+            same += " / " + ("yes" if r.match_proposed else "NO")
+        t.add_row(
+            f"{r.events:,}", f"{r.units:,}", f"{r.reference.median:.2f}", f"{r.abflow.median:.2f}",
+            f"{r.ratio_abflow:.2f}",
+            f"{r.proposed.median:.2f}" if r.proposed else "-",
+            f"{r.ratio_proposed:.2f}" if r.ratio_proposed is not None else "-",
+            same,
+            f"{r.e2e.seconds:.1f}" + ("" if r.e2e.exit_code == 0 else f" (exit {r.e2e.exit_code})")
+            if r.e2e else "-",
+            f"{r.e2e_budget:.1f}",
+            f"{r.e2e.peak_rss_mb:.0f}" if r.e2e else "-",
+            f"{r.e2e.peak_tree_rss_mb:.0f}" if r.e2e else "-",
+        )
+    console.print(t)
+
+
+def to_json(r: SizeResult) -> dict[str, Any]:
+    """A size's result as plain JSON (medians, every run, ratios and the budget)."""
+    out = asdict(r)
+    out["reference"]["median"] = r.reference.median
+    out["abflow"]["median"] = r.abflow.median
+    if r.proposed and out["proposed"] is not None:
+        out["proposed"]["median"] = r.proposed.median
+    out["ratio_abflow_vs_reference"] = r.ratio_abflow
+    out["ratio_proposed_vs_reference"] = r.ratio_proposed
+    out["e2e_budget_seconds"] = r.e2e_budget
+    out["e2e_over_budget"] = (r.e2e.seconds / r.e2e_budget) if r.e2e else None
+    return out
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000],
+                   help="event counts, e.g. 1000000 5000000 20000000")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs after one warm-up")
+    p.add_argument("--database-url", default=None,
+                   help="PostgreSQL URL; default: embedded server in benchmarks/.data/pgdata")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                   help="session parameter for every measured query, e.g. work_mem=64MB")
+    p.add_argument("--proposed", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the proposed metric_stats.sql (b')")
+    p.add_argument("--skip-e2e", action="store_true", help="skip the `abflow run` subprocess")
+    p.add_argument("--regenerate", action="store_true", help="regenerate data even if present")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark for every size; print the table and write results JSON."""
+    args = parse_args(argv)
+    settings = parse_settings(args.settings)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    url = args.database_url or embedded_url(DATA_DIR / "pgdata")
+    info = server_info(url)
+    console.print(f"PostgreSQL {info['server_version']}, max_parallel_workers_per_gather="
+                  f"{info['max_parallel_workers_per_gather']}, work_mem={info['work_mem']}, "
+                  f"session settings: {settings or 'none'}")
+    results = [measure_size(url, n, args, settings, stamp) for n in sorted(args.sizes)]
+    print_table(results)
+    for r in results:
+        for line in r.mismatches:
+            console.print(f"[red]mismatch at {r.events:,}:[/red] {line}")
+    targets = summary(results)
+    console.print(targets)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"bench-{stamp}.json"
+    out.write_text(json.dumps({
+        "timestamp": stamp,
+        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run",
+                             *(argv if argv is not None else sys.argv[1:])]),
+        "repeat": args.repeat,
+        "session_settings": settings,
+        "server": info,
+        "machine": {"cpus": os.cpu_count(),
+                    "memory_gb": round(psutil.virtual_memory().total / 2**30),
+                    "python": platform.python_version()},
+        "rss_method": "psutil polling every 20 ms of the `abflow run` process (peak_rss_mb) and "
+                      "of it plus its descendants (peak_tree_rss_mb); ru_maxrss_children_mb is "
+                      "getrusage(RUSAGE_CHILDREN).ru_maxrss after the run (max over all children)",
+        "sizes": [to_json(r) for r in results],
+        "targets": targets,
+    }, indent=2, default=str) + "\n", encoding="utf-8")
+    console.print(f"wrote {out.relative_to(ROOT)}")
+    ok = all(r.match_abflow and r.match_proposed is not False for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""prefect.yaml deployments load, point at real flows, and their parameter schemas validate."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.conftest import repo_root
+
+
+def _deployments() -> list[dict]:
+    return yaml.safe_load((repo_root() / "prefect.yaml").read_text())["deployments"]
+
+
+def _flow(entrypoint: str):  # type: ignore[no-untyped-def]
+    path, name = entrypoint.split(":")
+    module = importlib.import_module(Path(path).with_suffix("").as_posix().replace("/", "."))
+    return getattr(module, name)
+
+
+def test_every_deployment_has_a_flow_and_a_valid_schema() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    names = {d["name"] for d in _deployments()}
+    assert names == {"analyze", "backfill", "promote", "rollback"}
+    for d in _deployments():
+        schema = parameter_schema(_flow(d["entrypoint"])).model_dump_for_openapi()
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert d["enforce_parameter_schema"] is True
+
+
+def test_backfill_form_has_date_pickers_and_rejects_bad_input() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    d = next(x for x in _deployments() if x["name"] == "backfill")
+    schema = parameter_schema(_flow(d["entrypoint"])).model_dump_for_openapi()
+    props = schema["properties"]
+    assert props["start"]["format"] == "date" and props["end"]["format"] == "date"
+    assert set(schema["required"]) == {"start", "end"}
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.validate({"start": "2026-11-01", "end": "2026-11-05", "experiments": ["a_b"]})
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({"start": "2026-11-01"})
+
+
+def test_analyze_is_scheduled_daily() -> None:
+    d = next(x for x in _deployments() if x["name"] == "analyze")
+    assert d["schedules"][0]["cron"] == "15 6 * * *"
+    from flows.serve import ANALYZE_CRON, deployments
+
+    assert ANALYZE_CRON == d["schedules"][0]["cron"]
+    assert {x.name for x in deployments()} == {x["name"] for x in _deployments()}
