@@ -86,7 +86,10 @@ def _cuped_inputs(
         return None, "cuped_no_covariate"
     reg = [
         st.RegressionAdjustedStats(
-            n=r.units, sum=r.sum, sum_squares=r.sum_squares, pre_sum=r.covariate_sum or 0.0,
+            n=r.units,
+            sum=r.sum,
+            sum_squares=r.sum_squares,
+            pre_sum=r.covariate_sum or 0.0,
             pre_sum_squares=r.covariate_sum_squares or 0.0,
             post_pre_sum_of_products=r.covariate_sum_products or 0.0,
         )
@@ -101,15 +104,22 @@ def _cuped_inputs(
 
 
 def compare_arms(
-    experiment: Experiment, metric: Metric, control: StatsObject, treatment: StatsObject,
+    experiment: Experiment,
+    metric: Metric,
+    control: StatsObject,
+    treatment: StatsObject,
     alpha: float | None = None,
 ) -> Comparison:
     """Relative and absolute comparisons under the experiment's analysis settings."""
     a = experiment.analysis
     test = a.test if metric.kind == "proportion" else "welch"
     kwargs = dict(
-        engine=a.engine, alpha=a.alpha if alpha is None else alpha, sequential=a.sequential,
-        sequential_tuning=a.sequential_tuning, test=test, prior=a.prior,
+        engine=a.engine,
+        alpha=a.alpha if alpha is None else alpha,
+        sequential=a.sequential,
+        sequential_tuning=a.sequential_tuning,
+        test=test,
+        prior=a.prior,
     )
     rel = st.compare(control, treatment, difference="relative", **kwargs)  # type: ignore[arg-type]
     abs_ = st.compare(control, treatment, difference="absolute", **kwargs)  # type: ignore[arg-type]
@@ -150,8 +160,18 @@ def build_insights(
                 t_in = cuped[t.key] if cuped else t_raw
                 cmp = compare_arms(experiment, metric, c_in, t_in)
                 row = _insight_row(
-                    run_id, experiment, as_of, metric, segment, t.key,
-                    arms[control_key], arms[t.key], c_raw, t_raw, cmp, cuped is not None,
+                    run_id,
+                    experiment,
+                    as_of,
+                    metric,
+                    segment,
+                    t.key,
+                    arms[control_key],
+                    arms[t.key],
+                    c_raw,
+                    t_raw,
+                    cmp,
+                    cuped is not None,
                 )
                 if cuped_note and row.error is None and segment == "all":
                     # Recorded, not fatal: the comparison itself is the unadjusted one.
@@ -162,9 +182,18 @@ def build_insights(
 
 
 def _insight_row(
-    run_id: UUID, experiment: Experiment, as_of: datetime, metric: Metric, segment: str,
-    variant_key: str, c_s: SufficientStats, t_s: SufficientStats,
-    c: StatsObject, t: StatsObject, cmp: Comparison, cuped: bool,
+    run_id: UUID,
+    experiment: Experiment,
+    as_of: datetime,
+    metric: Metric,
+    segment: str,
+    variant_key: str,
+    c_s: SufficientStats,
+    t_s: SufficientStats,
+    c: StatsObject,
+    t: StatsObject,
+    cmp: Comparison,
+    cuped: bool,
 ) -> InsightRow:
     rel, abs_ = cmp.relative, cmp.absolute
     # p-value and significance follow GrowthBook: the relative comparison, unless the control
@@ -238,8 +267,10 @@ def adjust_insights(
             cmp = compare_arms(experiment, metric, c_in, t_in, alpha=ci_alpha)
             r = replace(
                 r,
-                abs_ci_low=_finite(cmp.absolute.ci_low), abs_ci_high=_finite(cmp.absolute.ci_high),
-                rel_ci_low=_finite(cmp.relative.ci_low), rel_ci_high=_finite(cmp.relative.ci_high),
+                abs_ci_low=_finite(cmp.absolute.ci_low),
+                abs_ci_high=_finite(cmp.absolute.ci_high),
+                rel_ci_low=_finite(cmp.relative.ci_low),
+                rel_ci_high=_finite(cmp.relative.ci_high),
             )
         out.append(r)
     return out

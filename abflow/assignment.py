@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from fractions import Fraction
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 TWO_64 = 2**64

@@ -7,7 +7,7 @@ import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -16,8 +16,12 @@ from rich.text import Text
 from abflow.definitions import DefinitionError, load_experiment_files
 from abflow.settings import Settings, get_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Warehouse-native A/B test analysis on Prefect.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Warehouse-native A/B test analysis on Prefect.",
+)
 experiments_app = typer.Typer(no_args_is_help=True, help="Manage experiment definitions.")
 app.add_typer(experiments_app, name="experiments")
 # Pipes and `make` get no terminal width; results tables need room, so never go below 150.
@@ -39,13 +43,15 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
 
 
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+def _engine(settings: Settings):
     from abflow.warehouse.engine import make_engine
+
     return make_engine(settings)
 
 
 def _url(settings: Settings) -> str:
     from abflow.warehouse.engine import embedded_url
+
     return settings.database_url or embedded_url(settings.pgdata)
 
 
@@ -63,6 +69,7 @@ def _run_guarded(fn: Any) -> Any:
 
     from abflow.warehouse.engine import WarehouseUnavailable
     from abflow.warehouse.promotion import PromotionRefused
+
     try:
         return fn()
     except (DefinitionError, CliError, PromotionRefused, ValueError) as exc:
@@ -81,13 +88,18 @@ def migrate() -> None:
     def go() -> None:
         s = get_settings()
         applied = do_migrate(_engine(s), s.schema_name)
-        console.print(f"schema {s.schema_name}: " + (
-            f"applied {', '.join(applied)}" if applied else "up to date"))
+        console.print(
+            f"schema {s.schema_name}: "
+            + (f"applied {', '.join(applied)}" if applied else "up to date")
+        )
+
     _run_guarded(go)
 
 
 @experiments_app.command("apply")
-def experiments_apply(paths: Annotated[list[Path], typer.Argument(help="YAML files or dirs")]) -> None:
+def experiments_apply(
+    paths: Annotated[list[Path], typer.Argument(help="YAML files or dirs")],
+) -> None:
     """Validate and upsert experiment definitions (all files or none)."""
     from abflow.warehouse.experiments_repo import upsert_experiments
     from abflow.warehouse.migrate import migrate as do_migrate
@@ -100,8 +112,11 @@ def experiments_apply(paths: Annotated[list[Path], typer.Argument(help="YAML fil
         with eng.begin() as conn:
             upsert_experiments(conn, exps)
         for e in exps:
-            console.print(f"applied {e.key} ({e.status}, {len(e.variants)} variants, "
-                          f"{len(e.metrics)} metrics)")
+            console.print(
+                f"applied {e.key} ({e.status}, {len(e.variants)} variants, "
+                f"{len(e.metrics)} metrics)"
+            )
+
     _run_guarded(go)
 
 
@@ -110,7 +125,7 @@ def experiments_list() -> None:
     """List stored experiment definitions."""
     from rich.table import Table
 
-    from abflow.warehouse.experiments_repo import list_experiments
+    from abflow.warehouse.experiments_repo import list_experiments_checked
     from abflow.warehouse.migrate import migrate as do_migrate
 
     def go() -> None:
@@ -118,13 +133,24 @@ def experiments_list() -> None:
         eng = _engine(s)
         do_migrate(eng, s.schema_name)
         with eng.connect() as conn:
-            exps = list_experiments(conn)
+            exps, broken = list_experiments_checked(conn)
         t = Table("key", "name", "status", "start", "variants", "primary metric", "allocation")
         for e in exps:
-            t.add_row(e.key, e.name, e.status, f"{e.start_at:%Y-%m-%d}",
-                      ", ".join(v.key + ("*" if v.control else "") for v in e.variants),
-                      e.primary_metric.key, e.allocation)
+            t.add_row(
+                e.key,
+                e.name,
+                e.status,
+                f"{e.start_at:%Y-%m-%d}",
+                ", ".join(v.key + ("*" if v.control else "") for v in e.variants),
+                e.primary_metric.key,
+                e.allocation,
+            )
+        for key, msg in broken.items():
+            t.add_row(
+                key, Text(f"invalid stored definition: {msg}", style="red"), "", "", "", "", ""
+            )
         console.print(t)
+
     _run_guarded(go)
 
 
@@ -138,21 +164,27 @@ def _parse_ts(value: str | None) -> datetime | None:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def _show(summaries: list[dict[str, Any]], keys: list[str] | None, quiet: bool,
-          as_json: bool) -> None:
+def _show(
+    summaries: list[dict[str, Any]], keys: list[str] | None, quiet: bool, as_json: bool
+) -> None:
     from abflow.console import print_results
     from abflow.warehouse.readback import latest_results
+
     if as_json:
         sys.stdout.write(json.dumps(summaries, default=str, indent=2) + "\n")
         return
     if quiet:
         for s in summaries:
-            console.print(f"{s['experiment_key']}: {s['status']} {s.get('decision') or ''} "
-                          f"{s.get('variant_key') or ''}".rstrip())
+            console.print(
+                f"{s['experiment_key']}: {s['status']} {s.get('decision') or ''} "
+                f"{s.get('variant_key') or ''}".rstrip()
+            )
         return
-    s = get_settings()
-    with _engine(s).connect() as conn:
-        print_results(console, latest_results(conn, keys or [x["experiment_key"] for x in summaries]))
+    settings = get_settings()
+    with _engine(settings).connect() as conn:
+        print_results(
+            console, latest_results(conn, keys or [x["experiment_key"] for x in summaries])
+        )
     for x in summaries:
         if x["status"] == "failed":
             line = Text(f"{x['experiment_key']} failed: ", style="red")
@@ -174,10 +206,12 @@ def run(
 
     def go() -> list[dict[str, Any]]:
         from flows.analyze import analyze_experiments
+
         ts = _parse_ts(as_of)
         if not quiet and not as_json:
             err_console.print("running analyze-experiments …")
         return analyze_experiments(experiment_keys=experiment or None, as_of=ts)
+
     summaries = _run_guarded(go)
     _show(summaries, experiment, quiet, as_json)
     if any(s["status"] == "failed" for s in summaries):
@@ -197,28 +231,35 @@ def backfill(
 
     def go() -> list[dict[str, Any]]:
         from flows.backfill import backfill_experiments
+
         try:
             d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
         except ValueError as exc:
             raise CliError(f"--start/--end: {exc}") from None
         return backfill_experiments(start=d0, end=d1, experiments=experiment or None)
+
     out = _run_guarded(go)
     if as_json:
         sys.stdout.write(json.dumps(out, default=str, indent=2) + "\n")
     else:
         for s in out:
-            console.print(f"{s['as_of'][:10]} {s['experiment_key']}: {s['status']} "
-                          f"{s.get('decision') or ''} {s.get('variant_key') or ''}".rstrip())
+            console.print(
+                f"{s['as_of'][:10]} {s['experiment_key']}: {s['status']} "
+                f"{s.get('decision') or ''} {s.get('variant_key') or ''}".rstrip()
+            )
     if any(s["status"] == "failed" for s in out):
         raise typer.Exit(2)
 
 
 @app.command()
 def promote(
-    key: str, variant: str,
+    key: str,
+    variant: str,
     reason: Annotated[str, typer.Option("--reason")] = "manual promotion",
     actor: Annotated[str, typer.Option("--actor")] = os.environ.get("USER", "cli"),
-    force: bool = typer.Option(False, "--force", help="promote even if the latest run is unhealthy"),
+    force: bool = typer.Option(
+        False, "--force", help="promote even if the latest run is unhealthy"
+    ),
 ) -> None:
     """Promote a variant into experiment_config (audited)."""
     from abflow.warehouse.migrate import migrate as do_migrate
@@ -231,6 +272,7 @@ def promote(
         with eng.begin() as conn:
             out = do_promote(conn, key, variant, actor=actor, reason=reason, force=force)
         console.print(f"{key}: {out.message}")
+
     _run_guarded(go)
 
 
@@ -251,6 +293,7 @@ def rollback(
         with eng.begin() as conn:
             out = do_rollback(conn, key, actor=actor, reason=reason)
         console.print(f"{key}: {out.message}")
+
     _run_guarded(go)
 
 
@@ -274,15 +317,26 @@ def plan(
             raise CliError("--mde must be positive")
         if variants < 2:
             raise CliError("--variants must be at least 2")
-        kind = "mean" if std is not None else "proportion"
+        kind: Literal["proportion", "mean"] = "mean" if std is not None else "proportion"
         if kind == "proportion" and not 0 < baseline < 1:
             raise CliError("--baseline must be a rate in (0, 1) (or give --std for a mean)")
-        n = sample_size_per_variant(baseline, mde, relative=relative, alpha=alpha, power=power,
-                                    variants=variants, kind=kind, std=std)
+        n = sample_size_per_variant(
+            baseline,
+            mde,
+            relative=relative,
+            alpha=alpha,
+            power=power,
+            variants=variants,
+            kind=kind,
+            std=std,
+        )
         effect = f"{mde * 100:g}% relative" if relative else f"{mde:g} absolute"
-        console.print(f"{n:,} units per variant ({n * variants:,} total) to detect a {effect} "
-                      f"change from {baseline:g} with power {power:g} at alpha {alpha:g}"
-                      f" over {variants} variants")
+        console.print(
+            f"{n:,} units per variant ({n * variants:,} total) to detect a {effect} "
+            f"change from {baseline:g} with power {power:g} at alpha {alpha:g}"
+            f" over {variants} variants"
+        )
+
     _run_guarded(go)
 
 
@@ -309,6 +363,7 @@ def report(
         target = out or Path(f"{key}.html")
         target.write_text(render_report(exp, latest[0], history), encoding="utf-8")
         console.print(f"wrote {target}")
+
     _run_guarded(go)
 
 
@@ -331,14 +386,24 @@ def validate(
         now = datetime.now(_UTC)
         failures = 0
         with eng.connect() as conn:
-            exps = [e for e in list_experiments(conn)
-                    if (experiment and e.key in experiment) or (not experiment and e.status == "running")]
+            exps = [
+                e
+                for e in list_experiments(conn)
+                if (experiment and e.key in experiment)
+                or (not experiment and e.status == "running")
+            ]
             for e in exps:
-                checks = run_expectations(url, s.schema_name, e, now,
-                                          assignments_source=s.assignments_source,
-                                          events_source=s.events_source)
-                exposure = extract.fetch_exposure_summary(conn, e, now,
-                                                          assignments=s.assignments_source)
+                checks = run_expectations(
+                    url,
+                    s.schema_name,
+                    e,
+                    now,
+                    assignments_source=s.assignments_source,
+                    events_source=s.events_source,
+                )
+                exposure = extract.fetch_exposure_summary(
+                    conn, e, now, assignments=s.assignments_source
+                )
                 checks += health.exposure_checks(e, exposure)
                 bad = [c for c in checks if not c.passed]
                 failures += len(health.critical_failures(checks))
@@ -347,6 +412,7 @@ def validate(
                     obs = "" if c.observed is None else f" observed={c.observed:.4g}"
                     console.print(f"  [{c.severity}] {c.check_name}{obs}")
         return failures
+
     if _run_guarded(go):
         raise typer.Exit(2)
 
@@ -364,19 +430,27 @@ def demo(
     def go() -> list[dict[str, Any]]:
         s = get_settings()
         eng = _engine(s)
-        err_console.print(f"warehouse: {'embedded PostgreSQL in ' + str(s.pgdata) if not s.database_url else 'ABFLOW_DATABASE_URL'}")
+        err_console.print(
+            "warehouse: "
+            + ("ABFLOW_DATABASE_URL" if s.database_url else f"embedded PostgreSQL in {s.pgdata}")
+        )
         do_migrate(eng, s.schema_name)
         exps = load_experiment_files([Path("experiments")])
         assignments, events = generate_demo_data(exps, as_of=DEMO_AS_OF)
         with eng.begin() as conn:
             upsert_experiments(conn, exps)
             raw = conn.connection.dbapi_connection
-            n_a, n_e = load_frames(raw, s.schema_name, assignments, events,
-                                   replace_experiments=[e.key for e in exps])
-        err_console.print(f"loaded {n_a:,} assignments and {n_e:,} events with COPY; "
-                          f"{len(exps)} experiments; analysing as of {DEMO_AS_OF:%Y-%m-%d} …")
+            n_a, n_e = load_frames(
+                raw, s.schema_name, assignments, events, replace_experiments=[e.key for e in exps]
+            )
+        err_console.print(
+            f"loaded {n_a:,} assignments and {n_e:,} events with COPY; "
+            f"{len(exps)} experiments; analysing as of {DEMO_AS_OF:%Y-%m-%d} …"
+        )
         from flows.analyze import analyze_experiments
+
         return analyze_experiments(experiment_keys=[e.key for e in exps], as_of=DEMO_AS_OF)
+
     summaries = _run_guarded(go)
     _show(summaries, None, quiet, False)
 
@@ -386,6 +460,7 @@ def serve() -> None:
     """Serve the flows with their schedules in one process (needs a Prefect server)."""
     _prefect_defaults()
     from flows.serve import serve_all
+
     serve_all()
 
 

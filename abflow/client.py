@@ -37,14 +37,25 @@ class AbflowClient:
         if hit and time.monotonic() - hit[0] < self._ttl:
             return hit[1]
         with self._engine.connect() as conn:
-            row = conn.execute(
-                text("select * from experiment_config where experiment_key = :k"),
-                {"k": experiment_key},
-            ).mappings().first()
-        cfg = None if row is None else ExperimentConfig(
-            experiment_key=row["experiment_key"], status=row["status"],
-            variants=tuple(row["variants"]), promoted_variant_key=row["promoted_variant_key"],
-            promoted_config=row["promoted_config"], version=row["version"],
+            row = (
+                conn.execute(
+                    text("select * from experiment_config where experiment_key = :k"),
+                    {"k": experiment_key},
+                )
+                .mappings()
+                .first()
+            )
+        cfg = (
+            None
+            if row is None
+            else ExperimentConfig(
+                experiment_key=row["experiment_key"],
+                status=row["status"],
+                variants=tuple(row["variants"]),
+                promoted_variant_key=row["promoted_variant_key"],
+                promoted_config=row["promoted_config"],
+                version=row["version"],
+            )
         )
         self._cache[experiment_key] = (time.monotonic(), cfg)
         return cfg
@@ -54,8 +65,13 @@ class AbflowClient:
         cfg = self.config(experiment_key)
         if cfg is None:
             return None
-        return pick_variant(experiment_key, unit_id, cfg.variants, status=cfg.status,
-                            promoted_variant_key=cfg.promoted_variant_key)
+        return pick_variant(
+            experiment_key,
+            unit_id,
+            cfg.variants,
+            status=cfg.status,
+            promoted_variant_key=cfg.promoted_variant_key,
+        )
 
     def variant_config(self, experiment_key: str, unit_id: str) -> dict[str, Any]:
         """The config dict the unit should see."""

@@ -10,8 +10,11 @@ from rich.table import Table
 from rich.text import Text
 
 DECISION_STYLE = {
-    "ship": "bold green", "keep_running": "yellow", "stop_inconclusive": "cyan",
-    "rollback": "bold red", "investigate": "bold magenta",
+    "ship": "bold green",
+    "keep_running": "yellow",
+    "stop_inconclusive": "cyan",
+    "rollback": "bold red",
+    "investigate": "bold magenta",
 }
 
 
@@ -23,19 +26,38 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
     """One experiment: units per variant, metric table, health and the recommendation."""
     run, rec = res["run"], res["recommendation"]
     table = Table(expand=True, show_lines=False)
-    for col in ("metric", "role", "variant", "control", "variant mean", "lift (rel)",
-                "95% CI", "p", "P(beat)"):
-        table.add_column(col, no_wrap=True,
-                         justify="right" if col not in {"metric", "role", "variant"} else "left")
+    for col in (
+        "metric",
+        "role",
+        "variant",
+        "control",
+        "variant mean",
+        "lift (rel)",
+        "95% CI",
+        "p",
+        "P(beat)",
+    ):
+        table.add_column(
+            col,
+            no_wrap=True,
+            justify="right" if col not in {"metric", "role", "variant"} else "left",
+        )
     for i in res["insights"]:
-        style = "green" if i["significant"] and i["chance_to_beat_control"] > 0.5 else (
-            "red" if i["significant"] else "")
+        style = (
+            "green"
+            if i["significant"] and i["chance_to_beat_control"] > 0.5
+            else ("red" if i["significant"] else "")
+        )
         table.add_row(
-            i["metric_key"], i["metric_role"], i["variant_key"],
-            f"{i['control_mean']:.4g}", f"{i['variant_mean']:.4g}",
+            i["metric_key"],
+            i["metric_role"],
+            i["variant_key"],
+            f"{i['control_mean']:.4g}",
+            f"{i['variant_mean']:.4g}",
             Text(_pct(i["rel_lift"]), style=style),
             f"[{_pct(i['rel_ci_low'])}, {_pct(i['rel_ci_high'])}]",
-            f"{i['p_value_adjusted']:.3g}", f"{i['chance_to_beat_control'] * 100:.1f}%",
+            f"{i['p_value_adjusted']:.3g}",
+            f"{i['chance_to_beat_control'] * 100:.1f}%",
         )
     units = ", ".join(f"{k}: {v:,}" for k, v in res["units"].items())
     failed = [c for c in res["checks"] if not c["passed"]]
@@ -47,19 +69,28 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
         obs = "" if c["observed"] is None else f" ({c['observed']:.3g})"
         health.append(f"{c['check_name']}{obs} ", style=style)
     parts: list[Any] = [
-        Text(f"as of {run['as_of']:%Y-%m-%d %H:%M %Z} · status {run['status']} · units {units}"
-             f" · excluded {run['excluded_units'] or 0}"),
-        table, health,
+        Text(
+            f"as of {run['as_of']:%Y-%m-%d %H:%M %Z} · status {run['status']} · units {units}"
+            f" · excluded {run['excluded_units'] or 0}"
+        ),
+        table,
+        health,
     ]
     if rec:
         head = Text("recommendation: ")
-        head.append(rec["decision"] + (f" {rec['variant_key']}" if rec["variant_key"] else ""),
-                    style=DECISION_STYLE.get(rec["decision"], ""))
+        head.append(
+            rec["decision"] + (f" {rec['variant_key']}" if rec["variant_key"] else ""),
+            style=DECISION_STYLE.get(rec["decision"], ""),
+        )
         parts += [head, Text(rec["rationale"], style="dim")]
     cfg = res.get("config")
     if cfg and cfg.get("promoted_variant_key"):
-        parts.append(Text(f"promoted: {cfg['promoted_variant_key']} (config v{cfg['version']})",
-                          style="bold green"))
+        parts.append(
+            Text(
+                f"promoted: {cfg['promoted_variant_key']} (config v{cfg['version']})",
+                style="bold green",
+            )
+        )
     return Panel(Group(*parts), title=f"[bold]{run['experiment_key']}[/bold]", expand=True)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from scipy.stats import norm
 
@@ -53,7 +53,7 @@ def _worse(metric: Metric, r: InsightRow) -> bool:
 
 
 def guardrail_ok(metric: Metric, r: InsightRow, alpha: float) -> tuple[bool, str]:
-    """Non-inferiority by a one-sided test: the harmful-side (1-2α) bound stays within the margin."""
+    """Non-inferiority, one-sided at α: the harmful-side (1-2α) bound stays within the margin."""
     margin = metric.non_inferiority_margin or 0.0
     # Stored CIs are two-sided at 1-α; rebuild the one-sided bound at α from the same std error.
     half = (r.rel_ci_high - r.rel_ci_low) / 2
@@ -75,7 +75,9 @@ def constraint_status(
     experiment: Experiment, rows: list[VariantStatRow], alpha: float
 ) -> dict[str, dict[str, Any]]:
     """Per variant: each constraint metric's mean, its one-sided bound and whether it is met."""
-    out: dict[str, dict[str, Any]] = {v.key: {"met": True, "metrics": {}} for v in experiment.variants}
+    out: dict[str, dict[str, Any]] = {
+        v.key: {"met": True, "metrics": {}} for v in experiment.variants
+    }
     z = norm.ppf(1 - alpha)
     for m in experiment.metrics:
         if m.role != "constraint":
@@ -92,7 +94,11 @@ def constraint_status(
             met = bool((m.max is None or upper <= m.max) and (m.min is None or lower >= m.min))
             upper, lower = float(upper), float(lower)
             out[r.variant_key]["metrics"][m.key] = {
-                "mean": r.mean, "upper": upper, "lower": lower, "max": m.max, "min": m.min,
+                "mean": r.mean,
+                "upper": upper,
+                "lower": lower,
+                "max": m.max,
+                "min": m.min,
                 "met": met,
             }
             out[r.variant_key]["met"] = out[r.variant_key]["met"] and met
@@ -103,20 +109,32 @@ def required_sample(experiment: Experiment, rows: list[VariantStatRow]) -> int |
     """Units per variant needed to detect the primary metric's MDE at the configured power."""
     m = experiment.primary_metric
     control = next(
-        (r for r in rows if r.metric_key == m.key and r.segment == "all"
-         and r.variant_key == experiment.control.key), None,
+        (
+            r
+            for r in rows
+            if r.metric_key == m.key
+            and r.segment == "all"
+            and r.variant_key == experiment.control.key
+        ),
+        None,
     )
     if control is None or not control.mean:
         return None
     a = experiment.analysis
     mde = m.mde or DEFAULT_RELATIVE_MDE
-    kind = "proportion" if m.kind == "proportion" else "mean"
+    kind: Literal["proportion", "mean"] = "proportion" if m.kind == "proportion" else "mean"
     std = math.sqrt(control.variance) if control.variance else None
     if kind == "mean" and not std:
         return None
     n = st.sample_size_per_variant(
-        abs(control.mean), mde, relative=True, alpha=a.alpha, power=a.power,
-        variants=len(experiment.variants), kind=kind, std=std,
+        abs(control.mean),
+        mde,
+        relative=True,
+        alpha=a.alpha,
+        power=a.power,
+        variants=len(experiment.variants),
+        kind=kind,
+        std=std,
     )
     return max(int(n), a.min_sample_size)
 
@@ -141,7 +159,8 @@ def _pareto(experiment: Experiment, rows: list[VariantStatRow]) -> list[str]:
         dominated = any(
             all(score(b, m) >= score(a, m) for m in metrics)
             and any(score(b, m) > score(a, m) for m in metrics)
-            for b in keys if b != a
+            for b in keys
+            if b != a
         )
         if not dominated:
             front.append(a)
@@ -154,25 +173,27 @@ def decide(inp: DecisionInputs) -> Recommendation:
     a = e.analysis
     primary = e.primary_metric
     overall = [r for r in inp.insights if r.segment == "all"]
-    by_metric: dict[tuple[str, str], InsightRow] = {(r.metric_key, r.variant_key): r for r in overall}
+    by_metric: dict[tuple[str, str], InsightRow] = {
+        (r.metric_key, r.variant_key): r for r in overall
+    }
     details: dict[str, Any] = {"days_since_start": round(inp.days_since_start, 2)}
 
     failed = [c for c in inp.checks if not c.passed and c.severity == "critical"]
     if failed:
         reasons = "; ".join(_check_reason(c) for c in failed)
         return Recommendation(
-            "investigate", None,
+            "investigate",
+            None,
             f"Health checks failed, so no decision is safe: {reasons}. Fix the data before acting.",
-            None, {**details, "failed_checks": [c.check_name for c in failed]},
+            None,
+            {**details, "failed_checks": [c.check_name for c in failed]},
         )
 
     smallest = min(inp.units_by_variant.values()) if inp.units_by_variant else 0
     needed = required_sample(e, inp.variant_stats)
     target = needed or a.min_sample_size
     rate_per_day = smallest / inp.days_since_start if inp.days_since_start > 0 else 0.0
-    days_remaining = (
-        max(0.0, (target - smallest) / rate_per_day) if rate_per_day > 0 else None
-    )
+    days_remaining = max(0.0, (target - smallest) / rate_per_day) if rate_per_day > 0 else None
     details.update({"units_per_variant_min": smallest, "required_per_variant": needed})
     sample_ok = smallest >= a.min_sample_size
     runtime_ok = inp.days_since_start >= e.decision.min_runtime_days
@@ -210,7 +231,11 @@ def decide(inp: DecisionInputs) -> Recommendation:
         if _better(primary, p) and guards_ok and cons_ok:
             qualified.append((t.key, p, guard_texts))
         elif _better(primary, p):
-            why = "a guardrail is not shown non-inferior" if not guards_ok else "a constraint is not met"
+            why = (
+                "a guardrail is not shown non-inferior"
+                if not guards_ok
+                else "a constraint is not met"
+            )
             notes.append(f"{t.key} wins on {primary.key} ({_pct(p.rel_lift)}) but {why}")
 
     if qualified:
@@ -231,12 +256,17 @@ def decide(inp: DecisionInputs) -> Recommendation:
         text += _constraint_text(e, constraints, best)
         if sample_ok and runtime_ok:
             return Recommendation(
-                "ship", best, text + ". Ship it.", 0.0,
+                "ship",
+                best,
+                text + ". Ship it.",
+                0.0,
                 {**details, "qualified": [q[0] for q in qualified]},
             )
         wait = []
         if not sample_ok:
-            wait.append(f"the smallest arm has {smallest} units of the {a.min_sample_size} required")
+            wait.append(
+                f"the smallest arm has {smallest} units of the {a.min_sample_size} required"
+            )
         if not runtime_ok:
             wait.append(
                 f"it has run {inp.days_since_start:.1f} of the {e.decision.min_runtime_days:g} "
@@ -246,8 +276,11 @@ def decide(inp: DecisionInputs) -> Recommendation:
             days_remaining or 0.0, max(0.0, e.decision.min_runtime_days - inp.days_since_start)
         )
         return Recommendation(
-            "keep_running", best, text + ", but " + " and ".join(wait) + ". Keep running.",
-            remaining, details,
+            "keep_running",
+            best,
+            text + ", but " + " and ".join(wait) + ". Keep running.",
+            remaining,
+            details,
         )
 
     budget = _constrained_choice(e, inp, constraints, guards_by_variant, by_metric)
@@ -256,18 +289,23 @@ def decide(inp: DecisionInputs) -> Recommendation:
         if sample_ok and runtime_ok:
             return Recommendation("ship", best, text + f" Ship {best}.", 0.0, details)
         return Recommendation(
-            "keep_running", best, text + " Keep running until the minimum sample and runtime "
-            "are reached.", days_remaining, details,
+            "keep_running",
+            best,
+            text + " Keep running until the minimum sample and runtime are reached.",
+            days_remaining,
+            details,
         )
 
     treatments = [t.key for t in e.treatments]
     if treatments and all(k in harmed for k in treatments):
         harms_txt = "; ".join(f"{k}: {', '.join(h)}" for k, h in harmed.items())
         return Recommendation(
-            "rollback", e.control.key,
+            "rollback",
+            e.control.key,
             f"Every treatment is worse than {e.control.key}: {harms_txt}. Roll back to "
             f"{e.control.key}.",
-            None, details,
+            None,
+            details,
         )
 
     summary = _primary_summary(e, by_metric)
@@ -275,54 +313,68 @@ def decide(inp: DecisionInputs) -> Recommendation:
     cons_txt = _constraint_text(e, constraints, None)
     max_days = e.decision.max_runtime_days
     planned_reached = needed is not None and smallest >= needed
-    if (planned_reached or (max_days is not None and inp.days_since_start >= max_days)) and runtime_ok:
+    if (
+        planned_reached or (max_days is not None and inp.days_since_start >= max_days)
+    ) and runtime_ok:
         why = (
             f"the planned sample of {needed} units per variant is reached"
-            if planned_reached else f"the maximum runtime of {max_days:g} days is reached"
+            if planned_reached
+            else f"the maximum runtime of {max_days:g} days is reached"
         )
         return Recommendation(
-            "stop_inconclusive", None,
+            "stop_inconclusive",
+            None,
             f"No treatment shows a significant improvement on {primary.key} and {why}: "
             f"{summary}{extra}{cons_txt}. Stop the test and keep {e.control.key}.",
-            0.0, details,
+            0.0,
+            details,
         )
     days_txt = (
         f"about {days_remaining:.0f} more days at the current {rate_per_day:.0f} units/day "
         f"per variant to reach {target} units per variant"
-        if days_remaining is not None else "no traffic yet to estimate the remaining time"
+        if days_remaining is not None
+        else "no traffic yet to estimate the remaining time"
     )
     mde = primary.mde or DEFAULT_RELATIVE_MDE
     return Recommendation(
-        "keep_running", None,
+        "keep_running",
+        None,
         f"No significant difference on {primary.key} yet: {summary}{extra}{cons_txt}. "
         f"Keep running: {days_txt} (needed to detect a {mde * 100:.0f}% relative change).",
-        days_remaining, details,
+        days_remaining,
+        details,
     )
 
 
 def _constrained_choice(
-    e: Experiment, inp: DecisionInputs, constraints: dict[str, dict[str, Any]],
-    guards_ok: dict[str, bool], by_metric: dict[tuple[str, str], InsightRow],
+    e: Experiment,
+    inp: DecisionInputs,
+    constraints: dict[str, dict[str, Any]],
+    guards_ok: dict[str, bool],
+    by_metric: dict[tuple[str, str], InsightRow],
 ) -> tuple[str, str] | None:
     """When the control itself breaks a constraint: the best variant within the constraints."""
     cons = [m for m in e.metrics if m.role == "constraint"]
     if not cons or constraints[e.control.key]["met"]:
         return None
-    feasible = [t.key for t in e.treatments if constraints[t.key]["met"] and guards_ok.get(t.key, True)]
+    feasible = [
+        t.key for t in e.treatments if constraints[t.key]["met"] and guards_ok.get(t.key, True)
+    ]
     if not feasible:
         return None
     primary = e.primary_metric
     sign = 1 if primary.direction == "increase" else -1
     ranked = sorted(
         (k for k in feasible if (primary.key, k) in by_metric),
-        key=lambda k: sign * by_metric[(primary.key, k)].variant_mean, reverse=True,
+        key=lambda k: sign * by_metric[(primary.key, k)].variant_mean,
+        reverse=True,
     )
     if not ranked:
         return None
     best = ranked[0]
     row = by_metric[(primary.key, best)]
     broken = [
-        f"{mk} {info['mean']:.4g} vs limit {info['max'] if info.get('max') is not None else info.get('min'):g}"
+        f"{mk} {info['mean']:.4g} vs limit {_limit(info):g}"
         for mk, info in constraints[e.control.key]["metrics"].items()
         if not info.get("met") and info.get("mean") is not None
     ]
@@ -342,8 +394,7 @@ def _constrained_choice(
             and constraints[best]["metrics"].get(mk, {}).get("mean") is not None
         ]
         text += (
-            f" Alternative {other}: {primary.key} {_fmt(o.variant_mean)} "
-            f"({', '.join(cost_bits)})."
+            f" Alternative {other}: {primary.key} {_fmt(o.variant_mean)} ({', '.join(cost_bits)})."
         )
     front = _pareto(e, inp.variant_stats)
     text += f" Pareto-optimal on {primary.key} and cost: {', '.join(front)}."
@@ -356,6 +407,10 @@ def _constrained_choice(
                     f" (upper bound {info['upper'] * volume:,.2f})."
                 )
     return best, text
+
+
+def _limit(info: dict[str, Any]) -> float:
+    return float(info["max"] if info.get("max") is not None else info.get("min") or 0.0)
 
 
 def _fmt(x: float) -> str:

@@ -10,9 +10,7 @@ from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
 from abflow.stats import srm_p_value
 
 
-def srm_check(
-    experiment: Experiment, counts: dict[str, int], *, name: str = "srm"
-) -> CheckOutcome:
+def srm_check(experiment: Experiment, counts: dict[str, int], *, name: str = "srm") -> CheckOutcome:
     """Pearson chi-square SRM, tiered: warn below srm_warn_threshold, fail below srm_threshold."""
     a = experiment.analysis
     keys = [v.key for v in experiment.variants]
@@ -33,9 +31,7 @@ def srm_check(
     )
 
 
-def segment_srm_checks(
-    experiment: Experiment, stats: list[SufficientStats]
-) -> list[CheckOutcome]:
+def segment_srm_checks(experiment: Experiment, stats: list[SufficientStats]) -> list[CheckOutcome]:
     """SRM per segment level, from exposed units of the primary metric rows."""
     primary = experiment.primary_metric.key
     by_segment: dict[str, dict[str, int]] = defaultdict(dict)
@@ -66,7 +62,7 @@ def contamination_check(experiment: Experiment, stats: list[SufficientStats]) ->
             "units": dirty,
             "by_variant": {s.variant_key: s.contaminated_units for s in rows},
             "note": f"units with '{experiment.primary_metric.numerator_event}' before their "
-                    "first exposure; those events are never counted in the metric",
+            "first exposure; those events are never counted in the metric",
         },
     )
 
@@ -129,8 +125,10 @@ def traffic_check(
         passed=not stopped,
         observed=hours,
         threshold=48.0,
-        details={"last_exposed_at": last.isoformat() if last else None,
-                 "note": "no exposures at all" if last is None else "hours since last exposure"},
+        details={
+            "last_exposed_at": last.isoformat() if last else None,
+            "note": "no exposures at all" if last is None else "hours since last exposure",
+        },
     )
 
 

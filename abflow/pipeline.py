@@ -15,6 +15,7 @@ from abflow.results import (
     ExperimentResult,
     ExposureSummary,
     RecommendationRow,
+    RunStatus,
     SufficientStats,
 )
 
@@ -58,10 +59,11 @@ def assemble_result(
         )
     )
     critical = health.critical_failures(checks)
-    status = "unhealthy" if critical else "succeeded"
+    status: RunStatus = "unhealthy" if critical else "succeeded"
     message = (
         "critical checks failed: " + ", ".join(c.check_name for c in critical)
-        if critical else f"{rec.decision}" + (f" {rec.variant_key}" if rec.variant_key else "")
+        if critical
+        else f"{rec.decision}" + (f" {rec.variant_key}" if rec.variant_key else "")
     )
     run = AnalysisRunRow(
         run_id=run_id,
@@ -95,15 +97,29 @@ def assemble_result(
 
 
 def failed_run(
-    *, run_id: UUID, experiment_key: str, as_of: datetime, flow_run_id: str | None,
-    started_at: datetime, finished_at: datetime, message: str,
+    *,
+    run_id: UUID,
+    experiment_key: str,
+    as_of: datetime,
+    flow_run_id: str | None,
+    started_at: datetime,
+    finished_at: datetime,
+    message: str,
 ) -> ExperimentResult:
     """A run record for an experiment whose analysis failed (no statistics written)."""
     return ExperimentResult(
         run=AnalysisRunRow(
-            run_id=run_id, experiment_key=experiment_key, as_of=as_of, flow_run_id=flow_run_id,
-            started_at=started_at, finished_at=finished_at, status="failed",
+            run_id=run_id,
+            experiment_key=experiment_key,
+            as_of=as_of,
+            flow_run_id=flow_run_id,
+            started_at=started_at,
+            finished_at=finished_at,
+            status="failed",
             message=message[:2000],
         ),
-        variant_stats=(), insights=(), health_checks=(), recommendation=None,
+        variant_stats=(),
+        insights=(),
+        health_checks=(),
+        recommendation=None,
     )

@@ -15,7 +15,7 @@ Severity = Literal["critical", "warning"]
 class _Row:
     def as_row(self) -> dict[str, Any]:
         """The record as a column -> value mapping for the table insert."""
-        return asdict(self)  # type: ignore[call-overload, no-any-return]
+        return asdict(self)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; unset means the embedded PostgreSQL"
     )
-    schema_name: str = Field(
-        default="abflow", alias="ABFLOW_SCHEMA", pattern=r"^[a-z_][a-z0-9_]*$"
-    )
+    schema_name: str = Field(default="abflow", alias="ABFLOW_SCHEMA", pattern=r"^[a-z_][a-z0-9_]*$")
     assignments_source: str = "assignments"
     events_source: str = "events"
     home: Path = Field(default=Path(".abflow"), description="local state (embedded pgdata)")

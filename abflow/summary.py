@@ -58,8 +58,10 @@ def markdown_summary(result: ExperimentResult, promotion_message: str | None = N
     """Markdown with the recommendation, failed checks and the main results table."""
     run, rec = result.run, result.recommendation
     out = [f"# {run.experiment_key} — as of {run.as_of.isoformat()}", ""]
-    out.append(f"**Run status:** {run.status} · units analysed: {run.units} · "
-               f"excluded: {run.excluded_units}")
+    out.append(
+        f"**Run status:** {run.status} · units analysed: {run.units} · "
+        f"excluded: {run.excluded_units}"
+    )
     if rec is not None:
         target = f" `{rec.variant_key}`" if rec.variant_key else ""
         out += ["", f"## Recommendation: **{rec.decision}**{target}", "", rec.rationale]
@@ -70,9 +72,13 @@ def markdown_summary(result: ExperimentResult, promotion_message: str | None = N
     failed = failed_checks_lines(result)
     out += ["", "## Health", ""]
     out += [f"- {line}" for line in failed] if failed else ["All checks passed."]
-    out += ["", "## Results (all units)", "",
-            "| metric | variant | control | variant | rel. lift | 95% CI | p | significant |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += [
+        "",
+        "## Results (all units)",
+        "",
+        "| metric | variant | control | variant | rel. lift | 95% CI | p | significant |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in table_records(result):
         out.append(
             f"| {r['metric']} | {r['variant']} | {r['control_mean']:.4g} | "

@@ -43,6 +43,7 @@ RSS_POLL_SECONDS = 0.02
 STAT_FIELDS = (
     "exposed_units", "units", "sum", "sum_squares", "denominator_sum", "denominator_sum_squares",
     "sum_products", "covariate_sum", "covariate_sum_squares", "covariate_sum_products",
+    "contaminated_units",
 )
 _SETTING = re.compile(r"^([a-z_]+)=([A-Za-z0-9_.]+)$")
 console = Console(width=None if Console().is_terminal else 160)
@@ -54,50 +55,68 @@ REFERENCE_SQL = """
 with
 
 exposed as (
-    select unit_id, min(assigned_at) as t0, min(variant_key) as variant_key
+    -- the exclusion is a column, not a HAVING: the planner estimates a HAVING on aggregates at a
+    -- few dozen rows and then picks a nested loop of index probes into events (10x slower)
+    select
+        unit_id,
+        min(assigned_at) as t0,
+        min(assigned_at) - %(lookback_days)s * interval '1 day' as pre,
+        min(variant_key) as variant_key,
+        min(variant_key) = max(variant_key) and min(variant_key) = any(%(variants)s) as analysed
     from {assignments}
     where experiment_key = %(experiment_key)s
       and assigned_at >= %(start_at)s
       and assigned_at <= %(as_of)s
     group by unit_id
-    having min(variant_key) = max(variant_key)
-       and min(variant_key) = any(%(variants)s)
 ),
 
 per_unit as (
+    -- post: after exposure; pre: the CUPED lookback before it; early: after the start, before
+    -- exposure (contamination)
     select
         x.variant_key,
+        x.analysed,
         case when count(*) filter (where e.event_name = 'purchase' and e.occurred_at >= x.t0
-                  and e.occurred_at < x.t0 + interval '168 hours') > 0 then 1.0 else 0.0 end
-            as conv_y,
-        case when count(*) filter (where e.event_name = 'purchase' and e.occurred_at < x.t0) > 0
+                                     and e.occurred_at < x.t0 + interval '168 hours') > 0
+            then 1.0 else 0.0 end as conv_y,
+        case when count(*) filter (where e.event_name = 'purchase' and e.occurred_at < x.t0
+                                     and e.occurred_at >= x.pre) > 0
             then 1.0 else 0.0 end as conv_c,
         coalesce(sum(e.value) filter (where e.event_name = 'purchase' and e.occurred_at >= x.t0),
                  0.0) as rev_y,
-        coalesce(sum(e.value) filter (where e.event_name = 'purchase' and e.occurred_at < x.t0),
-                 0.0) as rev_c,
+        coalesce(sum(e.value) filter (where e.event_name = 'purchase' and e.occurred_at < x.t0
+                                        and e.occurred_at >= x.pre), 0.0) as rev_c,
         count(*) filter (where e.event_name = 'click' and e.occurred_at >= x.t0)::float8
             as clicks,
         count(*) filter (where e.event_name = 'impression' and e.occurred_at >= x.t0)::float8
             as impressions,
         avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at >= x.t0)
             as lat_y,
-        coalesce(avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at < x.t0),
-                 0.0) as lat_c,
+        coalesce(avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at < x.t0
+                                        and e.occurred_at >= x.pre), 0.0) as lat_c,
         count(*) filter (where e.event_name = 'session_start' and e.occurred_at >= x.t0)::float8
             as sess_y,
-        count(*) filter (where e.event_name = 'session_start' and e.occurred_at < x.t0)::float8
-            as sess_c
+        count(*) filter (where e.event_name = 'session_start' and e.occurred_at < x.t0
+                           and e.occurred_at >= x.pre)::float8 as sess_c,
+        bool_or(e.event_name = 'purchase' and e.occurred_at < x.t0
+                and e.occurred_at >= %(start_at)s) as purchase_early,
+        bool_or(e.event_name = 'click' and e.occurred_at < x.t0
+                and e.occurred_at >= %(start_at)s) as click_early,
+        bool_or(e.event_name = 'page_load' and e.occurred_at < x.t0
+                and e.occurred_at >= %(start_at)s) as page_load_early,
+        bool_or(e.event_name = 'session_start' and e.occurred_at < x.t0
+                and e.occurred_at >= %(start_at)s) as session_start_early
     from exposed as x
     left join {events} as e
         on e.unit_id = x.unit_id
         and e.event_name in ('purchase', 'click', 'impression', 'page_load', 'session_start')
-        and e.occurred_at >= x.t0 - %(lookback_days)s * interval '1 day'
+        and e.occurred_at >= least(x.pre, %(start_at)s)
         and e.occurred_at <= %(as_of)s
-    group by x.unit_id, x.variant_key
+    group by x.unit_id, x.variant_key, x.analysed
 )
 
 select
+    analysed,
     variant_key,
     count(*) as n,
     sum(conv_y) as conversion__sum, sum(conv_y * conv_y) as conversion__sum_squares,
@@ -118,10 +137,15 @@ select
     sum(lat_c * lat_y) as latency_ms__covariate_sum_products,
     sum(sess_y) as sessions__sum, sum(sess_y * sess_y) as sessions__sum_squares,
     sum(sess_c) as sessions__covariate_sum, sum(sess_c * sess_c) as sessions__covariate_sum_squares,
-    sum(sess_c * sess_y) as sessions__covariate_sum_products
+    sum(sess_c * sess_y) as sessions__covariate_sum_products,
+    count(*) filter (where purchase_early) as conversion__contaminated_units,
+    count(*) filter (where purchase_early) as revenue__contaminated_units,
+    count(*) filter (where click_early) as ctr__contaminated_units,
+    count(*) filter (where page_load_early) as latency_ms__contaminated_units,
+    count(*) filter (where session_start_early) as sessions__contaminated_units
 from per_unit
-group by variant_key
-order by variant_key
+group by analysed, variant_key  -- not WHERE analysed: it would be pushed down into a HAVING
+order by analysed, variant_key
 """
 
 # (b') Proposed sql/queries/metric_stats.sql. The scan of events and its per-unit aggregates are
@@ -148,16 +172,16 @@ metric_defs as (
 
 metric_events as (
     -- one row per (metric, event it reads): an equality join on event_name the planner can hash
-    select metric_key, num_event as event_name, window_hours from metric_defs
+    select metric_key, num_event as event_name from metric_defs
     union
-    select metric_key, den_event, window_hours from metric_defs where den_event is not null
+    select metric_key, den_event from metric_defs where den_event is not null
 ),
 
 unit_events as (
     select
         u.unit_id,
         u.variant_key,
-        me.metric_key,
+        m.metric_key,
         count(*) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
             as num_count,
         sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
@@ -174,28 +198,38 @@ unit_events as (
             as den_mean,
         max(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
             as den_max,
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
             as pre_count,
-        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
             as pre_sum,
-        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
+        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
             as pre_mean,
-        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at)
-            as pre_max
+        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
+            as pre_max,
+        -- contamination: the metric's own event after the start but before this unit's exposure
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= %(start_at)s) as contaminated_count
     from abflow_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id
         and e.occurred_at <= %(as_of)s
-        and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s)
+        and e.occurred_at >= least(
+            u.first_exposed_at - make_interval(days => %(lookback_days)s), %(start_at)s
+        )
     inner join metric_events as me
         on me.event_name = e.event_name
+    inner join metric_defs as m
+        on m.metric_key = me.metric_key
         and (
-            me.window_hours is null
-            or e.occurred_at < u.first_exposed_at + me.window_hours * interval '1 hour'
+            m.window_hours is null
+            or e.occurred_at < u.first_exposed_at + m.window_hours * interval '1 hour'
         )
-    inner join metric_defs as m on m.metric_key = me.metric_key
     where e.event_name = any(cast(%(event_names)s as text[]))
-    group by u.unit_id, u.variant_key, me.metric_key
+    group by u.unit_id, u.variant_key, m.metric_key
 ),
 
 unit_values as (
@@ -225,7 +259,8 @@ unit_values as (
             when m.num_agg = 'count' then ue.pre_count::double precision
             when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
             when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
-        end as c
+        end as c,
+        ue.contaminated_count > 0 as contaminated
     from unit_events as ue
     inner join metric_defs as m on m.metric_key = ue.metric_key
 ),
@@ -243,7 +278,8 @@ value_sums as (
         sum(uv.x * uv.y) as sum_products,
         sum(uv.c) filter (where uv.y is not null) as covariate_sum,
         sum(uv.c * uv.c) filter (where uv.y is not null) as covariate_sum_squares,
-        sum(uv.c * uv.y) as covariate_sum_products
+        sum(uv.c * uv.y) as covariate_sum_products,
+        count(*) filter (where uv.contaminated) as contaminated_units
     from unit_values as uv
     inner join abflow_unit_segments as us on us.unit_id = uv.unit_id
     group by uv.metric_key, uv.variant_key, us.segment
@@ -284,7 +320,8 @@ final as (
         coalesce(vs.covariate_sum_squares, case when m.c_zero and m.y_zero then 0.0 end)
             as covariate_sum_squares,
         coalesce(vs.covariate_sum_products, case when m.c_zero and m.y_zero then 0.0 end)
-            as covariate_sum_products
+            as covariate_sum_products,
+        coalesce(vs.contaminated_units, 0) as contaminated_units
     from exposed as ex
     cross join metric_nulls as m
     left join value_sums as vs
@@ -432,6 +469,8 @@ def run_reference(conn: Connection, experiment: Experiment) -> dict[StatKey, Sta
     cur.close()
     out: dict[StatKey, StatValues] = {}
     for row in rows:
+        if not row.pop("analysed"):  # units in several variants or unknown ones: excluded
+            continue
         n = float(row["n"])
         for metric in experiment.metrics:
             values: StatValues = {f: None for f in STAT_FIELDS}

@@ -31,8 +31,9 @@ def resolve_url(settings: Settings) -> str:
     return settings.database_url or embedded_url(settings.pgdata)
 
 
-def _analyze_one(settings: Settings, url: str, experiment: Experiment, as_of: datetime,
-                 flow_run_id: str | None) -> dict[str, Any]:
+def _analyze_one(
+    settings: Settings, url: str, experiment: Experiment, as_of: datetime, flow_run_id: str | None
+) -> dict[str, Any]:
     run_id = uuid4()
     started = datetime.now(UTC)
     extracted = extract_aggregates.submit(settings, url, experiment, as_of)
@@ -40,12 +41,17 @@ def _analyze_one(settings: Settings, url: str, experiment: Experiment, as_of: da
     checks = validate_data.submit(settings, url, experiment, as_of, before)
     stats, exposure = extracted.result()
     result = compute_statistics(
-        run_id, experiment, as_of, flow_run_id, started, datetime.now(UTC), stats, exposure,
+        run_id,
+        experiment,
+        as_of,
+        flow_run_id,
+        started,
+        datetime.now(UTC),
+        stats,
+        exposure,
         checks.result(),
     )
-    promo = write_results(
-        settings, url, result, experiment.decision.auto_promote
-    )
+    promo = write_results(settings, url, result, experiment.decision.auto_promote)
     publish_artifacts(result, promo)
     rec = result.recommendation
     return {
@@ -58,24 +64,45 @@ def _analyze_one(settings: Settings, url: str, experiment: Experiment, as_of: da
     }
 
 
-def _record_failure(settings: Settings, url: str, key: str, as_of: datetime,
-                    fr_id: str | None, message: str) -> dict[str, Any]:
+def _record_failure(
+    settings: Settings, url: str, key: str, as_of: datetime, fr_id: str | None, message: str
+) -> dict[str, Any]:
     logger = get_run_logger()
     logger.error("experiment %s failed: %s", key, message)
     now = datetime.now(UTC)
     try:
-        record_failure(settings, url, failed_run(
-            run_id=uuid4(), experiment_key=key, as_of=as_of, flow_run_id=fr_id,
-            started_at=now, finished_at=now, message=message,
-        ))
-    except Exception as rec_exc:  # noqa: BLE001 - the warehouse itself may be gone
+        record_failure(
+            settings,
+            url,
+            failed_run(
+                run_id=uuid4(),
+                experiment_key=key,
+                as_of=as_of,
+                flow_run_id=fr_id,
+                started_at=now,
+                finished_at=now,
+                message=message,
+            ),
+        )
+    except Exception as rec_exc:
         logger.error("could not record the failure of %s: %s", key, rec_exc)
-    return {"experiment_key": key, "status": "failed", "decision": None,
-            "variant_key": None, "promotion": None, "message": message}
+    return {
+        "experiment_key": key,
+        "status": "failed",
+        "decision": None,
+        "variant_key": None,
+        "promotion": None,
+        "message": message,
+    }
 
 
-def analyze_all(settings: Settings, url: str, experiments: list[Experiment],
-                as_of: datetime, broken: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def analyze_all(
+    settings: Settings,
+    url: str,
+    experiments: list[Experiment],
+    as_of: datetime,
+    broken: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Analyse each experiment; one failure is recorded and never stops the others."""
     fr_id = flow_run.get_id()
     summaries = [
@@ -85,14 +112,17 @@ def analyze_all(settings: Settings, url: str, experiments: list[Experiment],
     for e in experiments:
         try:
             summaries.append(_analyze_one(settings, url, e, as_of, fr_id))
-        except Exception as exc:  # noqa: BLE001 - log and skip, as jetstream does
+        except Exception as exc:
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             summaries.append(_record_failure(settings, url, e.key, as_of, fr_id, message))
     return sorted(summaries, key=lambda s: s["experiment_key"])
 
 
-@flow(name="analyze-experiments", task_runner=ThreadPoolTaskRunner(max_workers=4),
-      log_prints=True)
+@flow(
+    name="analyze-experiments",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
+    log_prints=True,
+)
 def analyze_experiments(
     experiment_keys: list[str] | None = None,
     as_of: datetime | None = None,

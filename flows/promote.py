@@ -11,8 +11,13 @@ from tasks.warehouse import prepare_warehouse
 
 
 @flow(name="promote-variant")
-def promote_flow(experiment_key: str, variant_key: str, reason: str, actor: str = "prefect-ui",
-                 force: bool = False) -> str:
+def promote_flow(
+    experiment_key: str,
+    variant_key: str,
+    reason: str,
+    actor: str = "prefect-ui",
+    force: bool = False,
+) -> str:
     """Promote a variant into experiment_config (refused when the latest run is unhealthy)."""
     settings = get_settings()
     url = resolve_url(settings)
@@ -23,8 +28,9 @@ def promote_flow(experiment_key: str, variant_key: str, reason: str, actor: str 
 
 
 @flow(name="rollback-variant")
-def rollback_flow(experiment_key: str, reason: str = "manual rollback",
-                  actor: str = "prefect-ui") -> str:
+def rollback_flow(
+    experiment_key: str, reason: str = "manual rollback", actor: str = "prefect-ui"
+) -> str:
     """Roll back the current promotion of an experiment."""
     settings = get_settings()
     url = resolve_url(settings)

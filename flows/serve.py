@@ -11,11 +11,12 @@ from flows.promote import promote_flow, rollback_flow
 ANALYZE_CRON = "15 6 * * *"
 
 
-def deployments() -> list:  # type: ignore[type-arg]
+def deployments() -> list:
     """Runner deployments mirroring prefect.yaml (schedule, names, parameter schemas)."""
     return [
-        analyze_experiments.to_deployment(name="analyze", cron=ANALYZE_CRON,
-                                          tags=["abflow", "scheduled"]),
+        analyze_experiments.to_deployment(
+            name="analyze", cron=ANALYZE_CRON, tags=["abflow", "scheduled"]
+        ),
         backfill_experiments.to_deployment(name="backfill", tags=["abflow", "backfill"]),
         promote_flow.to_deployment(name="promote", tags=["abflow", "manual"]),
         rollback_flow.to_deployment(name="rollback", tags=["abflow", "manual"]),

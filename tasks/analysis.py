@@ -15,31 +15,52 @@ from abflow.settings import Settings
 from abflow.warehouse.quality import run_expectations
 
 
-@task(name="validate-data", retries=0, cache_policy=NO_CACHE,
-      task_run_name="validate-{experiment.key}")
+@task(
+    name="validate-data",
+    retries=0,
+    cache_policy=NO_CACHE,
+    task_run_name="validate-{experiment.key}",
+)
 def validate_data(
-    settings: Settings, url: str, experiment: Experiment, as_of: datetime,
+    settings: Settings,
+    url: str,
+    experiment: Experiment,
+    as_of: datetime,
     previous_units: int | None = None,
 ) -> list[CheckOutcome]:
     """Great Expectations suites inside the warehouse; failures are data, never retried."""
     return run_expectations(
-        url, settings.schema_name, experiment, as_of,
+        url,
+        settings.schema_name,
+        experiment,
+        as_of,
         assignments_source=settings.assignments_source,
         events_source=settings.events_source,
         previous_units=previous_units,
     )
 
 
-@task(name="compute-statistics", cache_policy=NO_CACHE,
-      task_run_name="statistics-{experiment.key}")
+@task(name="compute-statistics", cache_policy=NO_CACHE, task_run_name="statistics-{experiment.key}")
 def compute_statistics(
-    run_id: UUID, experiment: Experiment, as_of: datetime, flow_run_id: str | None,
-    started_at: datetime, finished_at: datetime, stats: list[SufficientStats],
-    exposure: ExposureSummary, quality_checks: list[CheckOutcome],
+    run_id: UUID,
+    experiment: Experiment,
+    as_of: datetime,
+    flow_run_id: str | None,
+    started_at: datetime,
+    finished_at: datetime,
+    stats: list[SufficientStats],
+    exposure: ExposureSummary,
+    quality_checks: list[CheckOutcome],
 ) -> ExperimentResult:
     """Inference, health checks and the recommendation (pure, in Python)."""
     return assemble_result(
-        run_id=run_id, experiment=experiment, as_of=as_of, flow_run_id=flow_run_id,
-        started_at=started_at, finished_at=finished_at, stats=stats, exposure=exposure,
+        run_id=run_id,
+        experiment=experiment,
+        as_of=as_of,
+        flow_run_id=flow_run_id,
+        started_at=started_at,
+        finished_at=finished_at,
+        stats=stats,
+        exposure=exposure,
         quality_checks=quality_checks,
     )

@@ -6,12 +6,15 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from abflow.summary import artifact_key, markdown_summary, table_records
 from abflow.results import ExperimentResult
+from abflow.summary import artifact_key, markdown_summary, table_records
 
 
-@task(name="publish-artifacts", cache_policy=NO_CACHE,
-      task_run_name="artifacts-{result.run.experiment_key}")
+@task(
+    name="publish-artifacts",
+    cache_policy=NO_CACHE,
+    task_run_name="artifacts-{result.run.experiment_key}",
+)
 def publish_artifacts(result: ExperimentResult, promotion_message: str | None) -> None:
     """Publish the insights table and the recommendation summary (stable keys per experiment)."""
     key = result.run.experiment_key

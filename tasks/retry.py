@@ -17,7 +17,7 @@ TRANSIENT = (
     TimeoutError,
 )
 
-RETRY_DELAYS = [2, 10, 30]
+RETRY_DELAYS: list[float] = [2.0, 10.0, 30.0]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -29,6 +29,6 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry_condition_fn: continue to the retry policy only for transient errors."""
     try:
         state.result()
-    except Exception as exc:  # noqa: BLE001 - classification is the point
+    except Exception as exc:
         return is_transient(exc)
     return False

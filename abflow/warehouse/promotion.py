@@ -22,12 +22,18 @@ class PromotionOutcome:
     message: str
 
 
-def _locked_config(conn: Connection, key: str):  # type: ignore[no-untyped-def]
-    row = conn.execute(
-        text("select * from experiment_config where experiment_key = :k for update"), {"k": key}
-    ).mappings().first()
+def _locked_config(conn: Connection, key: str):
+    row = (
+        conn.execute(
+            text("select * from experiment_config where experiment_key = :k for update"), {"k": key}
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
-        raise PromotionRefused(f"experiment '{key}' is not defined (run `abflow experiments apply`)")
+        raise PromotionRefused(
+            f"experiment '{key}' is not defined (run `abflow experiments apply`)"
+        )
     return row
 
 
@@ -40,8 +46,14 @@ def latest_run_health(conn: Connection, key: str) -> tuple[str | None, str | Non
 
 
 def promote(
-    conn: Connection, key: str, variant: str, *, actor: str, reason: str | None,
-    run_id: UUID | None = None, force: bool = False,
+    conn: Connection,
+    key: str,
+    variant: str,
+    *,
+    actor: str,
+    reason: str | None,
+    run_id: UUID | None = None,
+    force: bool = False,
 ) -> PromotionOutcome:
     """Promote a variant: config override, version + 1, audit row; a no-op if already promoted."""
     cfg = _locked_config(conn, key)
@@ -64,8 +76,12 @@ def promote(
             " promoted_config = cast(:c as jsonb), version = :ver, updated_at = now()"
             " where experiment_key = :k"
         ),
-        {"v": variant, "c": json.dumps(variants[variant].get("config", {})), "ver": new_version,
-         "k": key},
+        {
+            "v": variant,
+            "c": json.dumps(variants[variant].get("config", {})),
+            "ver": new_version,
+            "k": key,
+        },
     )
     _audit(conn, key, variant, "promote", actor, run_id, reason, cfg)
     return PromotionOutcome(True, new_version, f"promoted '{variant}' (config v{new_version})")
@@ -94,8 +110,12 @@ def rollback(
             " promoted_config = cast(:c as jsonb), version = :ver, updated_at = now()"
             " where experiment_key = :k"
         ),
-        {"v": prev_variant, "c": None if prev_config is None else json.dumps(prev_config),
-         "ver": new_version, "k": key},
+        {
+            "v": prev_variant,
+            "c": None if prev_config is None else json.dumps(prev_config),
+            "ver": new_version,
+            "k": key,
+        },
     )
     _audit(conn, key, cfg["promoted_variant_key"], "rollback", actor, run_id, reason, cfg)
     restored = f"'{prev_variant}'" if prev_variant else "the weighted split"
@@ -103,7 +123,12 @@ def rollback(
 
 
 def reweight(
-    conn: Connection, key: str, weights: dict[str, float], *, actor: str, reason: str | None,
+    conn: Connection,
+    key: str,
+    weights: dict[str, float],
+    *,
+    actor: str,
+    reason: str | None,
     run_id: UUID | None = None,
 ) -> PromotionOutcome:
     """Write new traffic weights (bandit) into experiment_config; a no-op if unchanged."""
@@ -127,8 +152,16 @@ def reweight(
     return PromotionOutcome(True, new_version, f"reweighted (config v{new_version})")
 
 
-def _audit(conn: Connection, key: str, variant: str | None, action: str, actor: str,
-           run_id: UUID | None, reason: str | None, cfg) -> None:  # type: ignore[no-untyped-def]
+def _audit(
+    conn: Connection,
+    key: str,
+    variant: str | None,
+    action: str,
+    actor: str,
+    run_id: UUID | None,
+    reason: str | None,
+    cfg,
+) -> None:
     previous = {
         "promoted_variant_key": cfg["promoted_variant_key"],
         "promoted_config": cfg["promoted_config"],
@@ -140,6 +173,13 @@ def _audit(conn: Connection, key: str, variant: str | None, action: str, actor: 
             "insert into promotions (experiment_key, variant_key, action, actor, run_id, reason,"
             " previous_config) values (:k, :v, :a, :actor, :run, :reason, cast(:prev as jsonb))"
         ),
-        {"k": key, "v": variant, "a": action, "actor": actor, "run": run_id, "reason": reason,
-         "prev": json.dumps(previous)},
+        {
+            "k": key,
+            "v": variant,
+            "a": action,
+            "actor": actor,
+            "run": run_id,
+            "reason": reason,
+            "prev": json.dumps(previous),
+        },
     )

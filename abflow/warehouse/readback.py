@@ -9,63 +9,91 @@ from sqlalchemy import Connection, text
 
 
 def latest_results(conn: Connection, keys: list[str] | None = None) -> list[dict[str, Any]]:
-    """Per experiment: latest run, recommendation, overall insights, variant units, failed checks."""
-    runs = conn.execute(
-        text(
-            "select * from latest_runs where (cast(:keys as text[]) is null"
-            " or experiment_key = any(cast(:keys as text[]))) order by experiment_key"
-        ),
-        {"keys": keys},
-    ).mappings().all()
+    """Per experiment: latest run, recommendation, overall insights, units, checks, config."""
+    runs = (
+        conn.execute(
+            text(
+                "select * from latest_runs where (cast(:keys as text[]) is null"
+                " or experiment_key = any(cast(:keys as text[]))) order by experiment_key"
+            ),
+            {"keys": keys},
+        )
+        .mappings()
+        .all()
+    )
     out = []
     for run in runs:
         rid = run["run_id"]
-        rec = conn.execute(
-            text("select * from recommendations where run_id = :r"), {"r": rid}
-        ).mappings().first()
-        insights = conn.execute(
-            text(
-                "select * from insights where run_id = :r and segment = 'all'"
-                " order by metric_role = 'primary' desc, metric_key, variant_key"
-            ),
-            {"r": rid},
-        ).mappings().all()
-        units = conn.execute(
-            text(
-                "select variant_key, max(units) as units from variant_stats where run_id = :r"
-                " and segment = 'all' group by variant_key order by variant_key"
-            ),
-            {"r": rid},
-        ).mappings().all()
-        checks = conn.execute(
-            text("select * from health_checks where run_id = :r order by check_name"),
-            {"r": rid},
-        ).mappings().all()
-        config = conn.execute(
-            text("select * from experiment_config where experiment_key = :k"),
-            {"k": run["experiment_key"]},
-        ).mappings().first()
-        out.append({
-            "run": dict(run),
-            "recommendation": dict(rec) if rec else None,
-            "insights": [dict(i) for i in insights],
-            "units": {u["variant_key"]: u["units"] for u in units},
-            "checks": [dict(c) for c in checks],
-            "config": dict(config) if config else None,
-        })
+        rec = (
+            conn.execute(text("select * from recommendations where run_id = :r"), {"r": rid})
+            .mappings()
+            .first()
+        )
+        insights = (
+            conn.execute(
+                text(
+                    "select * from insights where run_id = :r and segment = 'all'"
+                    " order by metric_role = 'primary' desc, metric_key, variant_key"
+                ),
+                {"r": rid},
+            )
+            .mappings()
+            .all()
+        )
+        units = (
+            conn.execute(
+                text(
+                    "select variant_key, max(units) as units from variant_stats where run_id = :r"
+                    " and segment = 'all' group by variant_key order by variant_key"
+                ),
+                {"r": rid},
+            )
+            .mappings()
+            .all()
+        )
+        checks = (
+            conn.execute(
+                text("select * from health_checks where run_id = :r order by check_name"),
+                {"r": rid},
+            )
+            .mappings()
+            .all()
+        )
+        config = (
+            conn.execute(
+                text("select * from experiment_config where experiment_key = :k"),
+                {"k": run["experiment_key"]},
+            )
+            .mappings()
+            .first()
+        )
+        out.append(
+            {
+                "run": dict(run),
+                "recommendation": dict(rec) if rec else None,
+                "insights": [dict(i) for i in insights],
+                "units": {u["variant_key"]: u["units"] for u in units},
+                "checks": [dict(c) for c in checks],
+                "config": dict(config) if config else None,
+            }
+        )
     return out
 
 
 def insight_history(conn: Connection, key: str) -> list[dict[str, Any]]:
     """All insights of an experiment over as_of (the time series for reports)."""
-    rows = conn.execute(
-        text(
-            "select i.*, r.status as run_status from insights i join analysis_runs r"
-            " using (run_id) where i.experiment_key = :k order by i.as_of, i.metric_key,"
-            " i.variant_key, i.segment"
-        ),
-        {"k": key},
-    ).mappings().all()
+    rows = (
+        conn.execute(
+            text(
+                "select i.*, r.status as run_status from insights i join analysis_runs r"
+                " using (run_id) where i.experiment_key = :k order by i.as_of, i.metric_key,"
+                " i.variant_key, i.segment"
+            ),
+            {"k": key},
+        )
+        .mappings()
+        .all()
+    )
     return [dict(r) for r in rows]
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_sql(relative: str) -> str:
     """Return the text of sql/<relative>."""
     return (SQL_DIR / relative).read_text(encoding="utf-8")

@@ -27,19 +27,15 @@ def to_json(value: Any) -> str:
     return json.dumps(value, default=_json_default)
 
 
-def _insert(conn: Connection, table: str, rows: Iterable[dict[str, Any]], json_cols=()) -> None:  # type: ignore[no-untyped-def]
+def _insert(conn: Connection, table: str, rows: Iterable[dict[str, Any]], json_cols=()) -> None:
     rows = list(rows)
     if not rows:
         return
     cols = list(rows[0])
     # Table and column names come from our own frozen records, never from user input.
-    values = ", ".join(
-        f"cast(:{c} as jsonb)" if c in json_cols else f":{c}" for c in cols
-    )
+    values = ", ".join(f"cast(:{c} as jsonb)" if c in json_cols else f":{c}" for c in cols)
     stmt = text(f"insert into {table} ({', '.join(cols)}) values ({values})")  # noqa: S608
-    params = [
-        {c: (to_json(r[c]) if c in json_cols else r[c]) for c in cols} for r in rows
-    ]
+    params = [{c: (to_json(r[c]) if c in json_cols else r[c]) for c in cols} for r in rows]
     conn.execute(stmt, params)
 
 

@@ -28,12 +28,20 @@ def test_analyze_flow_writes_results_and_artifacts(
     assert by_key["enrichment_strategy"]["decision"] == "ship"
     assert by_key["enrichment_strategy"]["variant_key"] == "hybrid"
     with engine.connect() as conn:
-        runs = conn.execute(text(
-            "select experiment_key, status, flow_run_id from analysis_runs where as_of = :a"
-            " and experiment_key = any(:k)"), {"a": DEMO_AS_OF, "k": keys}).all()
-        checks = conn.execute(text(
-            "select count(*) from health_checks h join analysis_runs r using (run_id)"
-            " where r.as_of = :a and h.check_name like 'gx_%'"), {"a": DEMO_AS_OF}).scalar()
+        runs = conn.execute(
+            text(
+                "select experiment_key, status, flow_run_id from analysis_runs where as_of = :a"
+                " and experiment_key = any(:k)"
+            ),
+            {"a": DEMO_AS_OF, "k": keys},
+        ).all()
+        checks = conn.execute(
+            text(
+                "select count(*) from health_checks h join analysis_runs r using (run_id)"
+                " where r.as_of = :a and h.check_name like 'gx_%'"
+            ),
+            {"a": DEMO_AS_OF},
+        ).scalar()
     assert len(runs) == 3 and all(r.flow_run_id for r in runs)
     assert checks > 0  # the Great Expectations gate ran inside the flow
 
@@ -57,19 +65,24 @@ def test_backfill_flow_writes_one_as_of_per_day_and_reruns_replace(
 
     def count() -> list[Any]:
         with engine.connect() as conn:
-            return conn.execute(text(
-                "select as_of, count(*) from analysis_runs where experiment_key = 'followup_timing'"
-                " and as_of between '2026-11-10' and '2026-11-14' group by as_of order by as_of"
-            )).all()
+            return conn.execute(
+                text(
+                    "select as_of, count(*) from analysis_runs"
+                    " where experiment_key = 'followup_timing'"
+                    " and as_of between '2026-11-11' and '2026-11-13' group by as_of order by as_of"
+                )
+            ).all()
 
-    out = backfill_experiments(start=date(2026, 11, 10), end=date(2026, 11, 12),
-                               experiments=["followup_timing"])
+    out = backfill_experiments(
+        start=date(2026, 11, 10), end=date(2026, 11, 12), experiments=["followup_timing"]
+    )
     assert [s["status"] for s in out] == ["succeeded"] * 3
     first = count()
     assert [c for _, c in first] == [1, 1, 1]
     assert [a.day for a, _ in first] == [11, 12, 13]  # end of each day = next midnight
-    backfill_experiments(start=date(2026, 11, 10), end=date(2026, 11, 12),
-                         experiments=["followup_timing"])
+    backfill_experiments(
+        start=date(2026, 11, 10), end=date(2026, 11, 12), experiments=["followup_timing"]
+    )
     assert count() == first
 
 
@@ -81,17 +94,25 @@ def test_one_broken_experiment_does_not_stop_the_others(
     from abflow.warehouse.experiments_repo import upsert_experiments
     from flows.analyze import analyze_experiments
 
-    broken = parse_experiment({
-        "key": "broken_metric", "name": "broken", "status": "running",
-        "start_at": "2026-11-01T00:00:00Z",
-        "variants": [{"key": "a", "weight": 0.5, "control": True}, {"key": "b", "weight": 0.5}],
-        "metrics": [{"key": "m", "kind": "proportion", "event": "x", "role": "primary"}],
-    })
+    broken = parse_experiment(
+        {
+            "key": "broken_metric",
+            "name": "broken",
+            "status": "running",
+            "start_at": "2026-11-01T00:00:00Z",
+            "variants": [{"key": "a", "weight": 0.5, "control": True}, {"key": "b", "weight": 0.5}],
+            "metrics": [{"key": "m", "kind": "proportion", "event": "x", "role": "primary"}],
+        }
+    )
     with engine.begin() as conn:
         upsert_experiments(conn, [broken])
         # Corrupt the stored definition so loading it fails the way a bad hand edit would.
-        conn.execute(text("update experiments set definition = definition - 'variants'"
-                          " where experiment_key = 'broken_metric'"))
+        conn.execute(
+            text(
+                "update experiments set definition = definition - 'variants'"
+                " where experiment_key = 'broken_metric'"
+            )
+        )
     summaries = analyze_experiments(experiment_keys=None, as_of=DEMO_AS_OF)
     # load_experiments validates definitions: a broken one must be reported, not crash the run
     statuses = {s["experiment_key"]: s["status"] for s in summaries}

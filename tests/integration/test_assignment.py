@@ -16,7 +16,10 @@ N_UNITS = 100_000
 def _experiment(key: str, weights: list[float], status: str = "running") -> dict:
     names = ["control", "b", "c"][: len(weights)]
     return {
-        "key": key, "name": key, "status": status, "start_at": "2026-11-01T00:00:00Z",
+        "key": key,
+        "name": key,
+        "status": status,
+        "start_at": "2026-11-01T00:00:00Z",
         "variants": [
             {"key": n, "weight": w, "control": n == "control", "config": {"arm": n}}
             for n, w in zip(names, weights, strict=True)
@@ -31,8 +34,10 @@ def test_sql_and_python_agree_on_100k_units(engine: Engine) -> None:
     with engine.begin() as conn:
         upsert_experiments(conn, [exp])
         rows = conn.execute(
-            text("select 'u' || g as unit_id, assign_variant('assign_split', 'u' || g)"
-                 " from generate_series(1, :n) g"),
+            text(
+                "select 'u' || g as unit_id, assign_variant('assign_split', 'u' || g)"
+                " from generate_series(1, :n) g"
+            ),
             {"n": N_UNITS},
         ).all()
     client = AbflowClient(engine)
@@ -52,17 +57,23 @@ def test_promotion_overrides_and_stopped_returns_control(engine: Engine) -> None
     client = AbflowClient(engine, ttl_seconds=0)
     units = [f"x{i}" for i in range(200)]
     with engine.connect() as conn:
-        sql_side = [conn.execute(text("select assign_variant('assign_promo', :u)"), {"u": u}).scalar()
-                    for u in units]
+        sql_side = [
+            conn.execute(text("select assign_variant('assign_promo', :u)"), {"u": u}).scalar()
+            for u in units
+        ]
     assert set(sql_side) == {"b"}
     assert {client.assign_variant("assign_promo", u) for u in units} == {"b"}
     assert client.variant_config("assign_promo", "x1") == {"arm": "b"}
     with engine.begin() as conn:
         rollback(conn, "assign_promo", actor="test", reason="undo")
-        upsert_experiments(conn, [parse_experiment(_experiment("assign_promo", [0.5, 0.5], "stopped"))])
+        upsert_experiments(
+            conn, [parse_experiment(_experiment("assign_promo", [0.5, 0.5], "stopped"))]
+        )
     with engine.connect() as conn:
-        stopped = {conn.execute(text("select assign_variant('assign_promo', :u)"), {"u": u}).scalar()
-                   for u in units}
+        stopped = {
+            conn.execute(text("select assign_variant('assign_promo', :u)"), {"u": u}).scalar()
+            for u in units
+        }
     assert stopped == {"control"}
     assert {client.assign_variant("assign_promo", u) for u in units} == {"control"}
 

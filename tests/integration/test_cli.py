@@ -26,8 +26,9 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, engine: Engine)
 
 def _definitions(engine: Engine) -> dict[str, str]:
     with engine.connect() as conn:
-        return dict(conn.execute(text(
-            "select experiment_key, definition::text from experiments")).all())
+        return dict(
+            conn.execute(text("select experiment_key, definition::text from experiments")).all()
+        )
 
 
 def test_apply_and_list_round_trip(cli_env: None, engine: Engine) -> None:

@@ -8,8 +8,16 @@ from abflow.settings import Settings
 from abflow.warehouse.migrate import migrate
 
 TABLES = {
-    "assignments", "events", "experiments", "analysis_runs", "variant_stats", "insights",
-    "health_checks", "recommendations", "experiment_config", "promotions",
+    "assignments",
+    "events",
+    "experiments",
+    "analysis_runs",
+    "variant_stats",
+    "insights",
+    "health_checks",
+    "recommendations",
+    "experiment_config",
+    "promotions",
 }
 VIEWS = {"latest_insights", "latest_recommendations", "latest_runs"}
 
@@ -41,30 +49,75 @@ def test_every_relation_exists_with_a_comment(engine: Engine, settings: Settings
 def test_result_columns_match_the_contract(engine: Engine, settings: Settings) -> None:
     required = {
         "insights": {
-            "run_id", "experiment_key", "as_of", "metric_key", "variant_key", "control_key",
-            "segment", "method", "control_mean", "variant_mean", "abs_lift", "abs_ci_low",
-            "abs_ci_high", "rel_lift", "rel_ci_low", "rel_ci_high", "p_value",
-            "p_value_adjusted", "significant", "chance_to_beat_control", "expected_loss", "error",
+            "run_id",
+            "experiment_key",
+            "as_of",
+            "metric_key",
+            "variant_key",
+            "control_key",
+            "segment",
+            "method",
+            "control_mean",
+            "variant_mean",
+            "abs_lift",
+            "abs_ci_low",
+            "abs_ci_high",
+            "rel_lift",
+            "rel_ci_low",
+            "rel_ci_high",
+            "p_value",
+            "p_value_adjusted",
+            "significant",
+            "chance_to_beat_control",
+            "expected_loss",
+            "error",
         },
         "experiment_config": {
-            "experiment_key", "status", "variants", "promoted_variant_key", "promoted_config",
-            "version", "updated_at",
+            "experiment_key",
+            "status",
+            "variants",
+            "promoted_variant_key",
+            "promoted_config",
+            "version",
+            "updated_at",
         },
-        "promotions": {"id", "experiment_key", "variant_key", "action", "actor", "run_id",
-                       "reason", "at"},
-        "recommendations": {"run_id", "experiment_key", "decision", "variant_key", "rationale",
-                            "days_remaining", "details", "created_at"},
+        "promotions": {
+            "id",
+            "experiment_key",
+            "variant_key",
+            "action",
+            "actor",
+            "run_id",
+            "reason",
+            "at",
+        },
+        "recommendations": {
+            "run_id",
+            "experiment_key",
+            "decision",
+            "variant_key",
+            "rationale",
+            "days_remaining",
+            "details",
+            "created_at",
+        },
     }
     with engine.connect() as conn:
         for table, cols in required.items():
-            have = set(conn.execute(
-                text("select column_name from information_schema.columns"
-                     " where table_schema = :s and table_name = :t"),
-                {"s": settings.schema_name, "t": table},
-            ).scalars())
+            have = set(
+                conn.execute(
+                    text(
+                        "select column_name from information_schema.columns"
+                        " where table_schema = :s and table_name = :t"
+                    ),
+                    {"s": settings.schema_name, "t": table},
+                ).scalars()
+            )
             assert cols <= have, (table, cols - have)
 
 
 def test_assign_variant_function_exists(engine: Engine) -> None:
     with engine.connect() as conn:
-        assert conn.execute(text("select assign_variant('no_such_experiment', 'u1')")).scalar() is None
+        assert (
+            conn.execute(text("select assign_variant('no_such_experiment', 'u1')")).scalar() is None
+        )

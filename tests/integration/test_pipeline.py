@@ -14,7 +14,6 @@ from sqlalchemy import Engine, text
 
 from abflow.definitions import Experiment, Metric
 from abflow.pipeline import assemble_result
-from abflow.settings import Settings
 from abflow.warehouse import extract
 from abflow.warehouse.writer import write_result
 from tests.integration.conftest import DEMO_AS_OF
@@ -23,8 +22,10 @@ from tests.integration.conftest import DEMO_AS_OF
 def _agg(frame: pd.DataFrame, how: str, units: pd.Index, fill: bool) -> pd.Series:
     grouped = frame.groupby("unit_id")["value"]
     series = {
-        "sum": grouped.sum(min_count=1), "count": frame.groupby("unit_id").size().astype(float),
-        "mean": grouped.mean(), "max": grouped.max(),
+        "sum": grouped.sum(min_count=1),
+        "count": frame.groupby("unit_id").size().astype(float),
+        "mean": grouped.mean(),
+        "max": grouped.max(),
     }[how].reindex(units)
     return series.fillna(0.0) if fill else series
 
@@ -33,19 +34,27 @@ def reference_stats(
     experiment: Experiment, assignments: pd.DataFrame, events: pd.DataFrame
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Sufficient statistics computed in pandas from the raw frames (the test oracle)."""
-    a = assignments[(assignments.experiment_key == experiment.key)
-                    & (assignments.assigned_at >= experiment.start_at)
-                    & (assignments.assigned_at <= DEMO_AS_OF)].sort_values("assigned_at")
+    a = assignments[
+        (assignments.experiment_key == experiment.key)
+        & (assignments.assigned_at >= experiment.start_at)
+        & (assignments.assigned_at <= DEMO_AS_OF)
+    ].sort_values("assigned_at")
     per_unit = a.groupby("unit_id").agg(
-        first_at=("assigned_at", "min"), variant=("variant_key", "first"),
-        n_variants=("variant_key", "nunique"), attributes=("attributes", "first"),
+        first_at=("assigned_at", "min"),
+        variant=("variant_key", "first"),
+        n_variants=("variant_key", "nunique"),
+        attributes=("attributes", "first"),
     )
     keys = {v.key for v in experiment.variants}
     units = per_unit[(per_unit.n_variants == 1) & per_unit.variant.isin(keys)]
     ev = events[events.unit_id.isin(units.index) & (events.occurred_at <= DEMO_AS_OF)].merge(
         units[["first_at"]], left_on="unit_id", right_index=True
     )
-    lookback = timedelta(days=experiment.analysis.cuped.lookback_days) if experiment.analysis.cuped else None
+    lookback = (
+        timedelta(days=experiment.analysis.cuped.lookback_days)
+        if experiment.analysis.cuped
+        else None
+    )
     seg = pd.Series("all", index=units.index)
     segments = {"all": units.index}
     for dim in experiment.analysis.segments:
@@ -55,11 +64,13 @@ def reference_stats(
     del seg
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
     for m in experiment.metrics:
+
         def window(name: str, m: Metric = m) -> pd.DataFrame:
             e = ev[(ev.event_name == name) & (ev.occurred_at >= ev.first_at)]
             if m.window_hours:
                 e = e[e.occurred_at < e.first_at + timedelta(hours=m.window_hours)]
             return e
+
         post = window(m.numerator_event)
         if m.kind == "proportion":
             y = pd.Series(units.index.isin(post.unit_id).astype(float), index=units.index)
@@ -68,12 +79,19 @@ def reference_stats(
         x = None
         if m.kind == "ratio":
             assert m.denominator_event and m.denominator_agg
-            x = _agg(window(m.denominator_event), m.denominator_agg, units.index,
-                     fill=m.denominator_agg in ("sum", "count"))
+            x = _agg(
+                window(m.denominator_event),
+                m.denominator_agg,
+                units.index,
+                fill=m.denominator_agg in ("sum", "count"),
+            )
         c = None
         if lookback is not None and m.kind != "ratio":
-            pre = ev[(ev.event_name == m.numerator_event) & (ev.occurred_at < ev.first_at)
-                     & (ev.occurred_at >= ev.first_at - lookback)]
+            pre = ev[
+                (ev.event_name == m.numerator_event)
+                & (ev.occurred_at < ev.first_at)
+                & (ev.occurred_at >= ev.first_at - lookback)
+            ]
             if m.kind == "proportion":
                 c = pd.Series(units.index.isin(pre.unit_id).astype(float), index=units.index)
             else:
@@ -85,23 +103,32 @@ def reference_stats(
                     continue
                 yy = y.loc[members]
                 ok = yy.notna()
-                row = {"units": int(ok.sum()), "sum": float(yy[ok].sum()),
-                       "sum_squares": float((yy[ok] ** 2).sum())}
+                row = {
+                    "units": int(ok.sum()),
+                    "sum": float(yy[ok].sum()),
+                    "sum_squares": float((yy[ok] ** 2).sum()),
+                }
                 if x is not None:
                     xx = x.loc[members]
-                    row |= {"denominator_sum": float(xx.sum()),
-                            "sum_products": float((xx * yy).sum())}
+                    row |= {
+                        "denominator_sum": float(xx.sum()),
+                        "sum_products": float((xx * yy).sum()),
+                    }
                 if c is not None:
                     cc = c.loc[members][ok]
-                    row |= {"covariate_sum": float(cc.sum()),
-                            "covariate_sum_products": float((cc * yy[ok]).sum())}
+                    row |= {
+                        "covariate_sum": float(cc.sum()),
+                        "covariate_sum_products": float((cc * yy[ok]).sum()),
+                    }
                 out[(m.key, v, name)] = row
     return out
 
 
 @pytest.mark.parametrize("key", ["checkout_button", "followup_timing", "enrichment_strategy"])
 def test_sufficient_stats_match_pandas(
-    key: str, engine: Engine, demo_loaded: dict[str, Any],
+    key: str,
+    engine: Engine,
+    demo_loaded: dict[str, Any],
     demo_frames: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
     experiment = demo_loaded["experiments"][key]
@@ -115,15 +142,20 @@ def test_sufficient_stats_match_pandas(
     for k, expected in ref.items():
         for field, value in expected.items():
             assert math.isclose(getattr(got[k], field), value, rel_tol=1e-9, abs_tol=1e-9), (
-                k, field, getattr(got[k], field), value)
+                k,
+                field,
+                getattr(got[k], field),
+                value,
+            )
 
 
 def test_no_raw_rows_come_back(engine: Engine, demo_loaded: dict[str, Any]) -> None:
     """Rows fetched are O(metrics x variants x segments), not O(events)."""
     e = demo_loaded["experiments"]["checkout_button"]
     with engine.begin() as conn:
-        rows = extract.fetch_sufficient_stats(conn, e, DEMO_AS_OF, assignments="assignments",
-                                              events="events")
+        rows = extract.fetch_sufficient_stats(
+            conn, e, DEMO_AS_OF, assignments="assignments", events="events"
+        )
     segments = {r.segment for r in rows}
     assert len(rows) == len(e.metrics) * len(e.variants) * len(segments)
     assert len(rows) < 100
@@ -132,10 +164,17 @@ def test_no_raw_rows_come_back(engine: Engine, demo_loaded: dict[str, Any]) -> N
 def _counts(engine: Engine, key: str) -> dict[str, int]:
     with engine.connect() as conn:
         return {
-            t: conn.execute(text(f"select count(*) from {t} where experiment_key = :k"),  # noqa: S608
-                            {"k": key}).scalar_one()
-            for t in ("analysis_runs", "variant_stats", "insights", "health_checks",
-                      "recommendations")
+            t: conn.execute(
+                text(f"select count(*) from {t} where experiment_key = :k"),  # noqa: S608
+                {"k": key},
+            ).scalar_one()
+            for t in (
+                "analysis_runs",
+                "variant_stats",
+                "insights",
+                "health_checks",
+                "recommendations",
+            )
         }
 
 
@@ -143,12 +182,19 @@ def test_rerun_replaces_rows(engine: Engine, demo_loaded: dict[str, Any]) -> Non
     e = demo_loaded["experiments"]["followup_timing"]
     for _ in range(2):
         with engine.begin() as conn:
-            stats = extract.fetch_sufficient_stats(conn, e, DEMO_AS_OF, assignments="assignments",
-                                                   events="events")
+            stats = extract.fetch_sufficient_stats(
+                conn, e, DEMO_AS_OF, assignments="assignments", events="events"
+            )
             expo = extract.fetch_exposure_summary(conn, e, DEMO_AS_OF, assignments="assignments")
         result = assemble_result(
-            run_id=uuid.uuid4(), experiment=e, as_of=DEMO_AS_OF, flow_run_id=None,
-            started_at=DEMO_AS_OF, finished_at=DEMO_AS_OF, stats=stats, exposure=expo,
+            run_id=uuid.uuid4(),
+            experiment=e,
+            as_of=DEMO_AS_OF,
+            flow_run_id=None,
+            started_at=DEMO_AS_OF,
+            finished_at=DEMO_AS_OF,
+            stats=stats,
+            exposure=expo,
             quality_checks=[],
         )
         with engine.begin() as conn:
@@ -167,12 +213,19 @@ def test_crash_mid_write_keeps_previous_results(
     e = demo_loaded["experiments"]["followup_timing"]
     before = _counts(engine, e.key)
     with engine.begin() as conn:
-        stats = extract.fetch_sufficient_stats(conn, e, DEMO_AS_OF, assignments="assignments",
-                                               events="events")
+        stats = extract.fetch_sufficient_stats(
+            conn, e, DEMO_AS_OF, assignments="assignments", events="events"
+        )
         expo = extract.fetch_exposure_summary(conn, e, DEMO_AS_OF, assignments="assignments")
     result = assemble_result(
-        run_id=uuid.uuid4(), experiment=e, as_of=DEMO_AS_OF, flow_run_id=None,
-        started_at=DEMO_AS_OF, finished_at=DEMO_AS_OF, stats=stats, exposure=expo,
+        run_id=uuid.uuid4(),
+        experiment=e,
+        as_of=DEMO_AS_OF,
+        flow_run_id=None,
+        started_at=DEMO_AS_OF,
+        finished_at=DEMO_AS_OF,
+        stats=stats,
+        exposure=expo,
         quality_checks=[],
     )
     with pytest.raises(RuntimeError), engine.begin() as conn:

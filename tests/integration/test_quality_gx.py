@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from abflow.warehouse.quality import (
     value_event_names,
 )
 
-SCHEMA = "gx_test"
+SCHEMA = f"gx_{uuid.uuid4().hex[:10]}"
 NOW = datetime.now(UTC).replace(microsecond=0)
 START = NOW - timedelta(days=3)
 UNITS = 40
@@ -64,16 +64,17 @@ class Warehouse:
 
 
 @pytest.fixture(scope="module")
-def warehouse() -> Iterator[Warehouse]:
-    """Embedded PostgreSQL (own home dir), migrated `gx_test` schema, dropped afterwards."""
+def warehouse(pg_url: str) -> Iterator[Warehouse]:
+    """The session's PostgreSQL, a migrated schema of this module's own, dropped afterwards."""
     from abflow.settings import Settings
     from abflow.warehouse.engine import make_engine
     from abflow.warehouse.migrate import migrate
 
-    settings = Settings(home=Path("/tmp/gx_helper_home"), ABFLOW_SCHEMA=SCHEMA)
+    # Own schema: these tests truncate the raw tables, which the shared demo schema must keep.
+    settings = Settings(database_url=pg_url, ABFLOW_SCHEMA=SCHEMA)
     engine = make_engine(settings)
     migrate(engine, settings.schema_name)
-    yield Warehouse(engine, engine.url.render_as_string(hide_password=False), SCHEMA)
+    yield Warehouse(engine, pg_url, SCHEMA)
     with engine.begin() as conn:
         conn.execute(text(f'drop schema if exists "{SCHEMA}" cascade'))
     engine.dispose()

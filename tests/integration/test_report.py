@@ -19,7 +19,12 @@ from abflow.report import nice_ticks, pct, render_report
 from abflow.settings import Settings
 from tests.conftest import repo_root
 
-KEY = "checkout_button"
+# followup_timing is the cheapest demo experiment to backfill daily and it has segments.
+# Asks --dist loadgroup to run the module on one worker so its fixtures are built once.
+pytestmark = pytest.mark.xdist_group("report")
+
+KEY = "followup_timing"
+METRIC = "meeting_booked_rate"
 FIRST_DAY = datetime(2026, 11, 3, tzinfo=UTC)
 LAST_DAY = datetime(2026, 11, 21, tzinfo=UTC)
 REPORT_PATH = Path("/tmp/abflow_report.html")
@@ -50,7 +55,7 @@ def backfill(engine: Engine, experiment: Experiment, days: list[datetime]) -> No
 
 @pytest.fixture(scope="module")
 def report_data(engine: Engine, demo_loaded: dict[str, Any]) -> dict[str, Any]:
-    """checkout_button backfilled daily (Nov 3..21) and read back the way the CLI does."""
+    """followup_timing backfilled daily (Nov 3..21) and read back the way the CLI does."""
     from abflow.warehouse.readback import insight_history, latest_results
 
     experiment: Experiment = demo_loaded["experiments"][KEY]
@@ -73,9 +78,11 @@ def report_html(report_data: dict[str, Any]) -> str:
 def test_backfill_gives_a_daily_series(report_data: dict[str, Any]) -> None:
     """The fixture really produced one overall row per day for the primary metric."""
     rows = [r for r in report_data["history"]
-            if r["metric_key"] == "purchase_rate" and r["segment"] == "all"]
-    assert len({r["as_of"] for r in rows}) == (LAST_DAY - FIRST_DAY).days + 1
-    assert report_data["latest"]["run"]["as_of"] == LAST_DAY
+            if r["metric_key"] == METRIC and r["segment"] == "all"]
+    days = {r["as_of"] for r in rows}
+    # >= because other tests in the session may add runs of their own to the shared schema
+    assert len(days) >= (LAST_DAY - FIRST_DAY).days + 1
+    assert report_data["latest"]["run"]["as_of"] >= LAST_DAY
 
 
 def test_report_has_charts(report_html: str, report_data: dict[str, Any]) -> None:
@@ -106,7 +113,7 @@ def test_report_shows_the_numbers(report_html: str, report_data: dict[str, Any])
     for variant, units in latest["units"].items():
         assert f"{variant}" in report_html and f"{units:,}" in report_html
     assert "Segment breakdown" in report_html
-    assert "country=DE" in report_html
+    assert "segment=enterprise" in report_html
 
 
 def test_report_health_panel(report_html: str, report_data: dict[str, Any]) -> None:
@@ -145,8 +152,10 @@ def test_report_handles_missing_data(report_data: dict[str, Any]) -> None:
     experiment = report_data["experiment"]
     latest, history = report_data["latest"], report_data["history"]
     assert "No history" in render_report(experiment, latest, [])
-    single = [r for r in history if r["as_of"] == LAST_DAY]
-    assert render_report(experiment, latest, single).count('<svg class="lift"') == 4
+    single = [r for r in history if r["as_of"] == latest["run"]["as_of"]]
+    assert render_report(experiment, latest, single).count('<svg class="lift"') == len(
+        experiment.metrics
+    )
     broken = copy.deepcopy(latest)
     broken["recommendation"] = None
     broken["insights"][0]["error"] = "zero variance in control"
@@ -156,13 +165,32 @@ def test_report_handles_missing_data(report_data: dict[str, Any]) -> None:
     assert "No metric results" in bare and "No health checks" in bare
 
 
+def test_direction_aware_colours(engine: Engine, demo_loaded: dict[str, Any]) -> None:
+    """A significant drop in a lower-is-better metric is good (green), a rise is bad (red)."""
+    from abflow.warehouse.readback import insight_history, latest_results
+
+    experiment: Experiment = demo_loaded["experiments"]["enrichment_strategy"]
+    backfill(engine, experiment, [LAST_DAY])  # one run only: charts show single points
+    with engine.connect() as conn:
+        latest = latest_results(conn, [experiment.key])[0]
+        history = insight_history(conn, experiment.key)
+    out = render_report(experiment, latest, history)
+    cost = next(i for i in latest["insights"] if i["metric_key"] == "cost_per_enrichment"
+                and i["significant"] and i["rel_lift"] < 0)
+    edits = next(i for i in latest["insights"] if i["metric_key"] == "user_edit_rate"
+                 and i["significant"] and i["rel_lift"] > 0)
+    assert f'<td class="good">{pct(cost["rel_lift"])}' in out
+    assert f'<td class="bad">{pct(edits["rel_lift"])}' in out
+    assert out.count('<svg class="lift"') == len(experiment.metrics)
+
+
 def test_formatting_helpers() -> None:
     """Percentages keep tiny effects visible; ticks cover the range in round steps."""
     assert pct(0.18433) == "+18.4%"
     assert pct(-0.0004) == "-0.040%"
     assert pct(None) == "—"
     ticks = nice_ticks(-7.3, 31.0, 5)
-    assert ticks[0] <= -7.3 and ticks[-1] >= 31.0 and 0.0 in ticks
+    assert ticks == [-10.0, 0.0, 10.0, 20.0, 30.0]
 
 
 # Grafana dashboard --------------------------------------------------------------------------
@@ -183,7 +211,7 @@ def _dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 def _bind(sql: str, schema: str) -> str:
     """Substitute the Grafana macros and variables the way Grafana would for our demo data."""
     sql = re.sub(r"\$__timeFilter\([^)]*\)", "true", sql)
-    sql = sql.replace("$experiment", KEY).replace("$metric", "purchase_rate")
+    sql = sql.replace("$experiment", KEY).replace("$metric", METRIC)
     return re.sub(r"\babflow\.", f'"{schema}".', sql)
 
 
