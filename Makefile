@@ -30,7 +30,7 @@ demo: install
 	$(VENV)/bin/abflow demo
 
 test: install-dev
-	$(VENV)/bin/pytest -n 2 --dist loadgroup
+	$(VENV)/bin/pytest -n 2
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

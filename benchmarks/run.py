@@ -177,42 +177,21 @@ metric_events as (
     select metric_key, den_event from metric_defs where den_event is not null
 ),
 
-unit_events as (
+event_rows as (
+    -- the single scan of events: one narrow row per (event, metric it feeds), its phase decided
+    -- here once, so the aggregation below sorts ~60-byte rows instead of ~140-byte ones
     select
         u.unit_id,
         u.variant_key,
         m.metric_key,
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
-            as num_count,
-        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
-            as num_sum,
-        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
-            as num_mean,
-        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
-            as num_max,
-        count(*) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
-            as den_count,
-        sum(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
-            as den_sum,
-        avg(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
-            as den_mean,
-        max(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
-            as den_max,
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_count,
-        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_sum,
-        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_mean,
-        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_max,
-        -- contamination: the metric's own event after the start but before this unit's exposure
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= %(start_at)s) as contaminated_count
+        e.event_name = m.num_event as is_num,
+        e.event_name = m.den_event as is_den,
+        e.occurred_at >= u.first_exposed_at as post,
+        e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s)
+            as pre,
+        e.occurred_at < u.first_exposed_at and e.occurred_at >= %(start_at)s as early,
+        e.value
     from abflow_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id
@@ -229,7 +208,28 @@ unit_events as (
             or e.occurred_at < u.first_exposed_at + m.window_hours * interval '1 hour'
         )
     where e.event_name = any(cast(%(event_names)s as text[]))
-    group by u.unit_id, u.variant_key, m.metric_key
+),
+
+unit_events as (
+    select
+        unit_id,
+        variant_key,
+        metric_key,
+        count(*) filter (where is_num and post) as num_count,
+        sum(value) filter (where is_num and post) as num_sum,
+        avg(value) filter (where is_num and post) as num_mean,
+        max(value) filter (where is_num and post) as num_max,
+        count(*) filter (where is_den and post) as den_count,
+        sum(value) filter (where is_den and post) as den_sum,
+        avg(value) filter (where is_den and post) as den_mean,
+        max(value) filter (where is_den and post) as den_max,
+        count(*) filter (where is_num and pre) as pre_count,
+        sum(value) filter (where is_num and pre) as pre_sum,
+        avg(value) filter (where is_num and pre) as pre_mean,
+        max(value) filter (where is_num and pre) as pre_max,
+        count(*) filter (where is_num and early) as contaminated_count
+    from event_rows
+    group by unit_id, variant_key, metric_key
 ),
 
 unit_values as (
@@ -332,7 +332,7 @@ final as (
 
 select * from final
 order by metric_key, variant_key, segment
-"""  # noqa: E501 - kept line for line comparable with sql/queries/metric_stats.sql
+"""
 
 StatKey = tuple[str, str]  # (metric_key, variant_key)
 StatValues = dict[str, float | None]
@@ -380,6 +380,7 @@ class SizeResult:
     match_proposed: bool | None
     mismatches: list[str]
     e2e: EndToEnd | None
+    load_average: list[float]  # 1-minute load average before and after this size (2 cores)
 
     @property
     def ratio_abflow(self) -> float:
@@ -626,6 +627,7 @@ def measure_size(url: str, events: int, args: argparse.Namespace, settings: dict
     schema = generate.schema_for(events)
     engine = make_engine(Settings(ABFLOW_SCHEMA=schema, home=DATA_DIR), url=url)
     try:
+        load_before = os.getloadavg()[0]
         console.print(f"[bold]{events:,} events[/bold] in schema {schema}: generating or reusing …")
         data = generate.ensure_data(engine, schema, events, force=args.regenerate)
         console.print(f"  data {'reused' if data.reused else f'generated in {data.seconds:.1f} s'}"
@@ -663,7 +665,7 @@ def measure_size(url: str, events: int, args: argparse.Namespace, settings: dict
             match_abflow=not mismatches,
             match_proposed=None if mismatches_proposed is None else not mismatches_proposed,
             mismatches=mismatches[:20] + (mismatches_proposed or [])[:20],
-            e2e=e2e,
+            e2e=e2e, load_average=[load_before, os.getloadavg()[0]],
         )
     finally:
         engine.dispose()

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
 from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from abflow.definitions import Experiment
 from abflow.pipeline import failed_run
+from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
 from abflow.settings import Settings, get_settings
 from abflow.warehouse.engine import embedded_url
 from tasks.analysis import compute_statistics, validate_data
 from tasks.artifacts import publish_artifacts
+from tasks.metrics import push_metrics
 from tasks.warehouse import (
     extract_aggregates,
     load_experiments,
@@ -31,36 +35,53 @@ def resolve_url(settings: Settings) -> str:
     return settings.database_url or embedded_url(settings.pgdata)
 
 
-def _analyze_one(
-    settings: Settings, url: str, experiment: Experiment, as_of: datetime, flow_run_id: str | None
-) -> dict[str, Any]:
-    run_id = uuid4()
-    started = datetime.now(UTC)
-    extracted = extract_aggregates.submit(settings, url, experiment, as_of)
+@dataclass(frozen=True)
+class _Pending:
+    """The in-flight warehouse work of one experiment."""
+
+    experiment: Experiment
+    started: datetime
+    extracted: PrefectFuture[tuple[list[SufficientStats], ExposureSummary]]
+    checks: PrefectFuture[list[CheckOutcome]]
+
+
+def _submit(settings: Settings, url: str, experiment: Experiment, as_of: datetime) -> _Pending:
+    """Start extraction and validation; both run on the task runner's worker threads."""
     before = previous_units(settings, url, experiment.key, as_of)
-    checks = validate_data.submit(settings, url, experiment, as_of, before)
-    stats, exposure = extracted.result()
+    return _Pending(
+        experiment=experiment,
+        started=datetime.now(UTC),
+        extracted=extract_aggregates.submit(settings, url, experiment, as_of),
+        checks=validate_data.submit(settings, url, experiment, as_of, before),
+    )
+
+
+def _finish(
+    settings: Settings, url: str, p: _Pending, as_of: datetime, flow_run_id: str | None
+) -> dict[str, Any]:
+    """Statistics, the transactional write (with auto-promotion) and artifacts."""
+    stats, exposure = p.extracted.result()
     result = compute_statistics(
-        run_id,
-        experiment,
+        uuid4(),
+        p.experiment,
         as_of,
         flow_run_id,
-        started,
+        p.started,
         datetime.now(UTC),
         stats,
         exposure,
-        checks.result(),
+        p.checks.result(),
     )
-    promo = write_results(settings, url, result, experiment.decision.auto_promote)
+    promo = write_results(settings, url, result, p.experiment)
     publish_artifacts(result, promo)
     rec = result.recommendation
     return {
-        "experiment_key": experiment.key,
+        "experiment_key": p.experiment.key,
         "status": result.run.status,
         "decision": rec.decision if rec else None,
         "variant_key": rec.variant_key if rec else None,
         "promotion": promo,
-        "run_id": str(run_id),
+        "run_id": str(result.run.run_id),
     }
 
 
@@ -109,12 +130,26 @@ def analyze_all(
         _record_failure(settings, url, key, as_of, fr_id, f"invalid definition: {msg}")
         for key, msg in sorted((broken or {}).items())
     ]
-    for e in experiments:
-        try:
-            summaries.append(_analyze_one(settings, url, e, as_of, fr_id))
-        except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            summaries.append(_record_failure(settings, url, e.key, as_of, fr_id, message))
+    # Bounded concurrency: at most max_concurrency experiments' queries in flight at once.
+    size = settings.max_concurrency
+    for batch in (experiments[i : i + size] for i in range(0, len(experiments), size)):
+        pending: list[_Pending | tuple[Experiment, str]] = []
+        for e in batch:
+            try:
+                pending.append(_submit(settings, url, e, as_of))
+            except Exception as exc:  # log and skip, as jetstream does
+                pending.append((e, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+        for p in pending:
+            if isinstance(p, tuple):
+                summaries.append(_record_failure(settings, url, p[0].key, as_of, fr_id, p[1]))
+                continue
+            try:
+                summaries.append(_finish(settings, url, p, as_of, fr_id))
+            except Exception as exc:  # one experiment never stops the others
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                summaries.append(
+                    _record_failure(settings, url, p.experiment.key, as_of, fr_id, message)
+                )
     return sorted(summaries, key=lambda s: s["experiment_key"])
 
 
@@ -136,6 +171,7 @@ def analyze_experiments(
         when = when.replace(tzinfo=UTC)
     experiments, broken = load_experiments(settings, url, experiment_keys)
     summaries = analyze_all(settings, url, experiments, when, broken)
+    push_metrics(settings, url, experiments)
     failed = [s["experiment_key"] for s in summaries if s["status"] == "failed"]
     if failed:
         get_run_logger().warning("failed experiments: %s", ", ".join(failed))

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 
 from abflow.settings import get_settings
 from flows.analyze import analyze_all, resolve_url
+from tasks.metrics import push_metrics
 from tasks.warehouse import load_experiments, prepare_warehouse
 
 
@@ -41,4 +42,5 @@ def backfill_experiments(
         logger.info("as of %s: %d experiment(s)", as_of.isoformat(), len(active))
         for s in analyze_all(settings, url, active, as_of, broken):
             out.append({**s, "as_of": as_of.isoformat()})
+    push_metrics(settings, url, chosen)
     return out

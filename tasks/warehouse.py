@@ -109,7 +109,7 @@ def extract_aggregates(
     task_run_name="write-{result.run.experiment_key}",
 )
 def write_results(
-    settings: Settings, url: str, result: ExperimentResult, auto_promote: bool
+    settings: Settings, url: str, result: ExperimentResult, experiment: Experiment
 ) -> str | None:
     """Replace this (experiment, as_of) in one transaction; auto-promote a healthy ship."""
     with engine_for(settings, url).begin() as conn:
@@ -117,7 +117,8 @@ def write_results(
         writer.write_result(conn, result)
         rec = result.recommendation
         if (
-            auto_promote
+            experiment.decision.auto_promote
+            and experiment.allocation == "fixed"
             and rec is not None
             and rec.decision == "ship"
             and rec.variant_key

@@ -1,0 +1,184 @@
+"""Thompson-sampling traffic allocation on the primary metric (pure: no database, no Prefect)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats as sps
+
+from abflow.stats import MeanStats, ProportionStats, RatioStats
+
+BanditStats = ProportionStats | MeanStats | RatioStats
+Direction = Literal["increase", "decrease"]
+
+# Weights are written to experiment_config rounded to 6 decimals (promotion.reweight); producing
+# them already on that grid keeps reruns with unchanged data a no-op there.
+_WEIGHT_UNITS = 1_000_000
+# Each arm's posterior is gridded over its central 1 - 2e-12 mass; the rest cannot move P(best).
+_TAIL = 1e-12
+_GRID_POINTS = 4001
+# Quadrature that misses total mass by more than this falls back to seeded Monte Carlo.
+_QUAD_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class BanditDecision:
+    """New traffic weights, each arm's chance of being best, and why."""
+
+    weights: dict[str, float]
+    probabilities: dict[str, float]
+    reweighted: bool
+    reason: str
+
+
+def _posterior(s: BanditStats) -> sps.rv_continuous:
+    """Beta(1+conversions, 1+failures) for proportions; N(mean, var/n) for means and ratios."""
+    if isinstance(s, ProportionStats):
+        conversions = min(max(float(s.sum), 0.0), float(s.n))
+        return sps.beta(1.0 + conversions, 1.0 + float(s.n) - conversions)
+    n = max(int(s.n), 1)
+    sd = math.sqrt(max(float(s.variance), 0.0) / n)
+    # A zero-variance arm is a point mass; a tiny positive scale keeps the maths finite and
+    # still splits exact ties evenly.
+    sd = max(sd, 1e-12 * max(1.0, abs(float(s.mean))))
+    return sps.norm(float(s.mean), sd)
+
+
+def probability_best(
+    arms: Sequence[tuple[str, BanditStats]], *, direction: Direction = "increase"
+) -> dict[str, float]:
+    """P(arm is best) by quadrature of ∫ f_i(x) Π_{j≠i} F_j(x) dx (1 - F_j for 'decrease')."""
+    if not arms:
+        return {}
+    if len(arms) == 1:
+        return {arms[0][0]: 1.0}
+    dists = [_posterior(s) for _, s in arms]
+    # One grid per arm over its own bulk, merged: a narrow posterior's cdf step is then resolved
+    # even inside a wide posterior's range.
+    grid = np.unique(
+        np.concatenate([np.linspace(d.ppf(_TAIL), d.isf(_TAIL), _GRID_POINTS) for d in dists])
+    )
+    log_pdf = np.array([d.logpdf(grid) for d in dists])
+    log_beaten = np.array(
+        [d.logcdf(grid) if direction == "increase" else d.logsf(grid) for d in dists]
+    )
+    out: dict[str, float] = {}
+    for i, (key, _) in enumerate(arms):
+        others = np.delete(log_beaten, i, axis=0).sum(axis=0)
+        integrand = np.exp(np.where(np.isfinite(log_pdf[i]), log_pdf[i] + others, -np.inf))
+        out[key] = float(np.trapezoid(integrand, grid))
+    return out
+
+
+def monte_carlo_probability_best(
+    arms: Sequence[tuple[str, BanditStats]],
+    *,
+    direction: Direction = "increase",
+    seed: int = 0,
+    draws: int = 200_000,
+) -> dict[str, float]:
+    """P(arm is best) as the share of seeded posterior draws in which the arm wins."""
+    rng = np.random.default_rng(seed)
+    dists = [_posterior(s) for _, s in arms]
+    wins = np.zeros(len(arms), dtype=np.int64)
+    done = 0
+    # Chunks bound memory at O(arms x 250k) whatever the number of draws.
+    while done < draws:
+        size = min(250_000, draws - done)
+        sample = np.array([d.rvs(size=size, random_state=rng) for d in dists])
+        best = sample.argmax(axis=0) if direction == "increase" else sample.argmin(axis=0)
+        wins += np.bincount(best, minlength=len(arms))
+        done += size
+    return {key: float(w) / draws for (key, _), w in zip(arms, wins, strict=True)}
+
+
+def floored_weights(probabilities: Mapping[str, float], floor: float) -> dict[str, float]:
+    """Probabilities with every arm at least `floor`, summing to 1, on a 1e-6 grid."""
+    keys = list(probabilities)
+    if not keys:
+        return {}
+    # An unattainable floor (k x floor > 1) degrades to the equal split it implies.
+    floor_units = min(round(floor * _WEIGHT_UNITS), _WEIGHT_UNITS // len(keys))
+    p = {k: max(float(probabilities[k]), 0.0) for k in keys}
+    pinned: set[str] = set()
+    # Water-filling: arms whose share falls under the floor are pinned to it; the remaining mass
+    # is split over the others in proportion to their probabilities, until no arm falls under.
+    # It terminates with a free arm left: the free shares average at least the floor.
+    while True:
+        free = [k for k in keys if k not in pinned]
+        mass = _WEIGHT_UNITS - floor_units * len(pinned)
+        total = sum(p[k] for k in free)
+        share = {k: mass * (p[k] / total if total > 0 else 1.0 / len(free)) for k in free}
+        low = {k for k, v in share.items() if v < floor_units}
+        if not low:
+            break
+        pinned |= low
+    raw = {**{k: float(floor_units) for k in pinned}, **share}
+    # Largest remainder: integer micro-units that sum exactly to 10^6 and keep every floor.
+    units = {k: math.floor(v) for k, v in raw.items()}
+    short = _WEIGHT_UNITS - sum(units.values())
+    for k in sorted(keys, key=lambda k: (units[k] - raw[k], keys.index(k)))[:short]:
+        units[k] += 1
+    return {k: units[k] / _WEIGHT_UNITS for k in keys}
+
+
+def thompson_weights(
+    arms: list[tuple[str, BanditStats]],
+    *,
+    floor: float = 0.01,
+    min_units: int = 100,
+    direction: Direction = "increase",
+    seed: int = 0,
+    draws: int = 200_000,
+    current: Mapping[str, float] | None = None,
+) -> BanditDecision:
+    """Thompson-sampling weights: P(arm is best) with a per-arm floor; unchanged while data is thin.
+
+    `current` are the weights in force (equal split when omitted); they are returned as they are
+    when any arm has fewer than `min_units` units. `seed`/`draws` drive the Monte Carlo fallback
+    used only if quadrature loses mass.
+    """
+    keys = [k for k, _ in arms]
+    if len(set(keys)) != len(keys) or len(keys) < 2:
+        raise ValueError("thompson_weights needs at least two arms with distinct keys")
+    kept = dict(current) if current is not None else {k: 1.0 / len(keys) for k in keys}
+    probs = probability_best(arms, direction=direction)
+    method = "quadrature"
+    if not all(math.isfinite(v) for v in probs.values()) or (
+        abs(sum(probs.values()) - 1.0) > _QUAD_TOLERANCE
+    ):
+        probs = monte_carlo_probability_best(arms, direction=direction, seed=seed, draws=draws)
+        method = f"Monte Carlo ({draws} draws, seed {seed})"
+    else:
+        # Remove the (tiny) quadrature error so the probabilities are a distribution.
+        total = sum(probs.values())
+        probs = {k: v / total for k, v in probs.items()}
+    probs_txt = ", ".join(f"{k} {v * 100:.1f}%" for k, v in probs.items())
+    thin = [(k, int(s.n)) for k, s in arms if int(s.n) < min_units]
+    if thin:
+        which = ", ".join(f"{k} has {n}" for k, n in thin)
+        return BanditDecision(
+            weights=kept,
+            probabilities=probs,
+            reweighted=False,
+            reason=(
+                f"weights unchanged: {which} units, fewer than the {min_units} required per arm "
+                f"before reweighting (P(best) so far: {probs_txt})"
+            ),
+        )
+    weights = floored_weights(probs, floor)
+    weights_txt = ", ".join(f"{k} {v * 100:.1f}%" for k, v in weights.items())
+    better = "highest" if direction == "increase" else "lowest"
+    return BanditDecision(
+        weights=weights,
+        probabilities=probs,
+        reweighted=True,
+        reason=(
+            f"Thompson sampling: P({better} primary metric) {probs_txt} by {method}; "
+            f"weights {weights_txt} (floor {floor * 100:g}% per arm)"
+        ),
+    )
