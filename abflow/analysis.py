@@ -274,3 +274,35 @@ def adjust_insights(
             )
         out.append(r)
     return out
+
+
+def extra_statistics(experiment: Experiment, stats: list[SufficientStats]) -> dict[str, object]:
+    """Omnibus χ² over k>2 proportion arms and the exact Beta-Binomial P(beat control)."""
+    out: dict[str, object] = {}
+    overall = {(s.metric_key, s.variant_key): s for s in stats if s.segment == "all"}
+    keys = [v.key for v in experiment.variants]
+    control = experiment.control.key
+    for m in experiment.metrics:
+        if m.kind != "proportion" or any((m.key, k) not in overall for k in keys):
+            continue
+        arms = [overall[(m.key, k)] for k in keys]
+        if len(keys) > 2 and all(a.units > 0 for a in arms):
+            stat, p, df = st.chi_square_omnibus([a.sum for a in arms], [a.units for a in arms])
+            out.setdefault("omnibus_chi_square", {})[m.key] = {  # type: ignore[index]
+                "statistic": _finite(stat),
+                "p_value": _finite(p, 1.0),
+                "df": df,
+            }
+        c = overall[(m.key, control)]
+        exact = {}
+        for t in experiment.treatments:
+            s = overall[(m.key, t.key)]
+            if c.units and s.units:
+                p_beat = st.beta_binomial_chance_to_win(
+                    st.ProportionStats(n=c.units, sum=c.sum),
+                    st.ProportionStats(n=s.units, sum=s.sum),
+                )
+                exact[t.key] = _finite(p_beat if m.direction == "increase" else 1 - p_beat, 0.5)
+        if exact:
+            out.setdefault("exact_chance_to_beat_control", {})[m.key] = exact  # type: ignore[index]
+    return out

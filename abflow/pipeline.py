@@ -6,7 +6,7 @@ from datetime import datetime
 from uuid import UUID
 
 from abflow import health
-from abflow.analysis import build_insights
+from abflow.analysis import build_insights, extra_statistics
 from abflow.decisions import DecisionInputs, decide
 from abflow.definitions import Experiment
 from abflow.results import (
@@ -91,7 +91,7 @@ def assemble_result(
             variant_key=rec.variant_key,
             rationale=rec.rationale,
             days_remaining=None if rec.days_remaining is None else round(rec.days_remaining, 2),
-            details=rec.details,
+            details={**rec.details, **extra_statistics(experiment, stats)},
         ),
     )
 

@@ -239,3 +239,46 @@ def test_pandas_reference_sanity(demo_frames: tuple[pd.DataFrame, pd.DataFrame])
     _, events = demo_frames
     assert (events.occurred_at <= DEMO_AS_OF).all()
     assert np.isfinite(events.value.dropna()).all()
+
+
+def test_omnibus_and_exact_bayes_reach_the_recommendation(
+    engine: Engine, demo_loaded: dict[str, Any]
+) -> None:
+    """k>2 proportion arms get an omnibus χ² (vs scipy) and the exact Beta-Binomial P(beat)."""
+    from scipy.stats import chi2_contingency
+
+    e = demo_loaded["experiments"]["enrichment_strategy"]
+    with engine.begin() as conn:
+        stats = extract.fetch_sufficient_stats(
+            conn, e, DEMO_AS_OF, assignments="assignments", events="events"
+        )
+        expo = extract.fetch_exposure_summary(conn, e, DEMO_AS_OF, assignments="assignments")
+    result = assemble_result(
+        run_id=uuid.uuid4(),
+        experiment=e,
+        as_of=DEMO_AS_OF,
+        flow_run_id=None,
+        started_at=DEMO_AS_OF,
+        finished_at=DEMO_AS_OF,
+        stats=stats,
+        exposure=expo,
+        quality_checks=[],
+    )
+    details = result.recommendation.details
+    arms = [
+        next(
+            s
+            for s in stats
+            if s.metric_key == "user_edit_rate" and s.segment == "all" and s.variant_key == v.key
+        )
+        for v in e.variants
+    ]
+    table = [[a.sum, a.units - a.sum] for a in arms]
+    chi2, p, dof, _ = chi2_contingency(table, correction=False)
+    got = details["omnibus_chi_square"]["user_edit_rate"]
+    assert math.isclose(got["statistic"], chi2, rel_tol=1e-9)
+    assert math.isclose(got["p_value"], p, rel_tol=1e-9, abs_tol=1e-300) and got["df"] == dof
+    exact = details["exact_chance_to_beat_control"]["user_edit_rate"]
+    assert set(exact) == {"free_only", "hybrid"} and all(0 <= x <= 1 for x in exact.values())
+    # free_only edits far more often and lower is better: almost no chance to beat control
+    assert exact["free_only"] < 0.001
