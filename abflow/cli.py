@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -194,6 +196,49 @@ def _show(
             console.print(f"[green]{x['experiment_key']}: {x['promotion']}[/green]")
 
 
+@contextmanager
+def _progress(silent: bool, label: str, total: int | None = None) -> Iterator[Any]:
+    """Rich progress on stderr fed by abflow.progress events (days, then experiments)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from abflow import progress as events
+
+    if silent:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+    task_id = bar.add_task(label, total=total)
+
+    days_started = 0
+
+    def on_event(event: str, data: dict[str, Any]) -> None:
+        nonlocal days_started
+        if event == "day_started":
+            # The previous day is complete once the next one starts.
+            bar.update(
+                task_id,
+                completed=days_started,
+                description=f"{label} as of {data['as_of']:%Y-%m-%d}",
+            )
+            days_started += 1
+        elif event == "experiment_done":
+            line = f"{data['experiment_key']}: {data['status']} {data.get('decision') or ''}"
+            bar.console.print(Text(line.rstrip(), style="dim"))
+            if total is None:
+                bar.advance(task_id)
+
+    with bar, events.listening(on_event):
+        yield on_event
+        bar.update(task_id, completed=total if total is not None else bar.tasks[0].completed)
+
+
 @app.command()
 def run(
     experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
@@ -208,9 +253,8 @@ def run(
         from flows.analyze import analyze_experiments
 
         ts = _parse_ts(as_of)
-        if not quiet and not as_json:
-            err_console.print("running analyze-experiments …")
-        return analyze_experiments(experiment_keys=experiment or None, as_of=ts)
+        with _progress(quiet or as_json, "analysing"):
+            return analyze_experiments(experiment_keys=experiment or None, as_of=ts)
 
     summaries = _run_guarded(go)
     _show(summaries, experiment, quiet, as_json)
@@ -236,7 +280,8 @@ def backfill(
             d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
         except ValueError as exc:
             raise CliError(f"--start/--end: {exc}") from None
-        return backfill_experiments(start=d0, end=d1, experiments=experiment or None)
+        with _progress(quiet or as_json, "backfilling", total=(d1 - d0).days + 1):
+            return backfill_experiments(start=d0, end=d1, experiments=experiment or None)
 
     out = _run_guarded(go)
     if as_json:

@@ -12,6 +12,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from abflow import progress
 from abflow.definitions import Experiment
 from abflow.pipeline import failed_run
 from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
@@ -145,6 +146,7 @@ def analyze_all(
                 continue
             try:
                 summaries.append(_finish(settings, url, p, as_of, fr_id))
+                progress.emit("experiment_done", **summaries[-1])
             except Exception as exc:  # one experiment never stops the others
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 summaries.append(

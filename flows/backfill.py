@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from abflow import progress
 from abflow.settings import get_settings
 from flows.analyze import analyze_all, resolve_url
 from tasks.metrics import push_metrics
@@ -40,6 +41,7 @@ def backfill_experiments(
         # Only experiments already started by that day have anything to analyse.
         active = [e for e in chosen if e.start_at < as_of]
         logger.info("as of %s: %d experiment(s)", as_of.isoformat(), len(active))
+        progress.emit("day_started", as_of=as_of, experiments=len(active))
         for s in analyze_all(settings, url, active, as_of, broken):
             out.append({**s, "as_of": as_of.isoformat()})
     push_metrics(settings, url, chosen)

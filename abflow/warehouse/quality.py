@@ -272,6 +272,9 @@ def _datasource(connection_string: str) -> SQLDatasource:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # After the import: GX configures its loggers on import; one INFO line per context is noise.
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     url = connection_string
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
