@@ -254,9 +254,9 @@ def adjust_insights(
     for i, r in enumerate(insights):
         p_adj = min(1.0, max(0.0, adjusted[i]))
         if a.engine == "bayesian":
+            # GrowthBook's decision rule: chance to beat control ≥ 1-α (95%) or ≤ α.
             significant = r.error is None and (
-                r.chance_to_beat_control >= 1 - a.alpha / 2
-                or r.chance_to_beat_control <= a.alpha / 2
+                r.chance_to_beat_control >= 1 - a.alpha or r.chance_to_beat_control <= a.alpha
             )
         else:
             significant = r.error is None and p_adj < a.alpha
