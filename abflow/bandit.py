@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from scipy import stats as sps
 
+from abflow.definitions import Experiment
+from abflow.results import VariantStatRow
 from abflow.stats import MeanStats, ProportionStats, RatioStats
 
 BanditStats = ProportionStats | MeanStats | RatioStats
@@ -127,7 +129,7 @@ def floored_weights(probabilities: Mapping[str, float], floor: float) -> dict[st
 
 
 def thompson_weights(
-    arms: list[tuple[str, BanditStats]],
+    arms: Sequence[tuple[str, BanditStats]],
     *,
     floor: float = 0.01,
     min_units: int = 100,
@@ -181,4 +183,53 @@ def thompson_weights(
             f"Thompson sampling: P({better} primary metric) {probs_txt} by {method}; "
             f"weights {weights_txt} (floor {floor * 100:g}% per arm)"
         ),
+    )
+
+
+def primary_arms(
+    experiment: Experiment, rows: Iterable[VariantStatRow]
+) -> list[tuple[str, BanditStats]]:
+    """The primary metric's overall-segment statistics per variant, in definition order."""
+    m = experiment.primary_metric
+    by_variant = {r.variant_key: r for r in rows if r.metric_key == m.key and r.segment == "all"}
+    arms: list[tuple[str, BanditStats]] = []
+    for v in experiment.variants:
+        r = by_variant.get(v.key)
+        # An arm without rows has no units yet, which holds the weights (min_units).
+        n, total, squares = (r.units, r.sum, r.sum_squares) if r else (0, 0.0, 0.0)
+        if m.kind == "proportion":
+            arms.append((v.key, ProportionStats(n=n, sum=total)))
+        elif m.kind == "ratio" and r is not None:
+            arms.append(
+                (
+                    v.key,
+                    RatioStats(
+                        n=n,
+                        m_sum=total,
+                        m_sum_squares=squares,
+                        d_sum=r.denominator_sum or 0.0,
+                        d_sum_squares=r.denominator_sum_squares or 0.0,
+                        m_d_sum_of_products=r.sum_products or 0.0,
+                    ),
+                )
+            )
+        else:
+            arms.append((v.key, MeanStats(n=n, sum=total, sum_squares=squares)))
+    return arms
+
+
+def allocate(
+    experiment: Experiment,
+    rows: Iterable[VariantStatRow],
+    current: Mapping[str, float] | None = None,
+) -> BanditDecision:
+    """thompson_weights on the experiment's primary metric with its bandit settings."""
+    d = experiment.decision
+    return thompson_weights(
+        primary_arms(experiment, rows),
+        floor=d.bandit_floor,
+        min_units=d.bandit_min_units,
+        direction=experiment.primary_metric.direction,
+        seed=d.seed,
+        current=current if current is not None else {v.key: v.weight for v in experiment.variants},
     )

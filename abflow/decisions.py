@@ -272,9 +272,11 @@ def decide(inp: DecisionInputs) -> Recommendation:
                 f"it has run {inp.days_since_start:.1f} of the {e.decision.min_runtime_days:g} "
                 "minimum days"
             )
-        remaining = max(
-            days_remaining or 0.0, max(0.0, e.decision.min_runtime_days - inp.days_since_start)
+        # A promising treatment ships at min_sample_size and min runtime, not at the MDE sample.
+        to_min = (
+            max(0.0, (a.min_sample_size - smallest) / rate_per_day) if rate_per_day > 0 else None
         )
+        remaining = max(to_min or 0.0, max(0.0, e.decision.min_runtime_days - inp.days_since_start))
         return Recommendation(
             "keep_running",
             best,
@@ -434,7 +436,7 @@ def _primary_summary(e: Experiment, by_metric: dict[tuple[str, str], InsightRow]
         else:
             parts.append(
                 f"{t.key} {_pct(r.rel_lift)} (CI {_pct(r.rel_ci_low)} to {_pct(r.rel_ci_high)}, "
-                f"p={r.p_value_adjusted:.3g})"
+                f"{_evidence(e.analysis.engine, r)})"
             )
     return ", ".join(parts) or "no comparable data"
 

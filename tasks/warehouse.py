@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
+from abflow import bandit
 from abflow.definitions import Experiment
 from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
@@ -133,6 +134,19 @@ def write_results(
                 run_id=result.run.run_id,
             )
             return out.message
+        if experiment.allocation == "bandit" and result.run.status == "succeeded":
+            # Bandits never declare a winner: Thompson sampling moves traffic instead.
+            alloc = bandit.allocate(experiment, list(result.variant_stats))
+            if not alloc.reweighted:
+                return alloc.reason
+            return promotion.reweight(
+                conn,
+                experiment.key,
+                alloc.weights,
+                actor="auto",
+                reason=alloc.reason,
+                run_id=result.run.run_id,
+            ).message
     return None
 
 

@@ -6,6 +6,7 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
@@ -16,6 +17,7 @@ from abflow.definitions import Experiment, parse_experiment
 from abflow.settings import Settings
 from abflow.warehouse import extract
 from abflow.warehouse.experiments_repo import upsert_experiments
+from abflow.warehouse.migrate import migrate
 
 KEY = "roles_exp"
 AS_OF = datetime(2026, 11, 5, tzinfo=UTC)
@@ -64,20 +66,23 @@ def seeded(engine: Engine) -> Experiment:
     return e
 
 
-def _login(engine: Engine, settings: Settings, group: str | None) -> Iterator[Engine]:
+def _login(
+    engine: Engine, settings: Settings, group: str | None, *, schema_usage: bool = False
+) -> Iterator[Engine]:
     """A throwaway LOGIN role (member of `group`) and an engine connected as it."""
     name = f"t_{group or 'nobody'}_{uuid.uuid4().hex[:8]}"
     password = secrets.token_hex(16)  # ignored under trust auth, needed elsewhere
     membership = f" in role {group}" if group else ""
     with engine.begin() as conn:
         conn.execute(text(f"create role {name} login password '{password}'{membership}"))
+        if schema_usage:
+            conn.execute(text(f'grant usage on schema "{settings.schema_name}" to {name}'))
     url = make_url(engine.url.render_as_string(hide_password=False)).set(
         username=name, password=password
     )
     user_engine = create_engine(
         url,
         poolclass=NullPool,
-        isolation_level="AUTOCOMMIT",
         connect_args={"options": f"-c search_path={settings.schema_name}"},
     )
     try:
@@ -85,7 +90,9 @@ def _login(engine: Engine, settings: Settings, group: str | None) -> Iterator[En
     finally:
         user_engine.dispose()
         with engine.begin() as conn:
-            conn.execute(text(f"drop role if exists {name}"))
+            # drop owned also revokes what was granted to the role, which drop role requires.
+            conn.execute(text(f"drop owned by {name}"))
+            conn.execute(text(f"drop role {name}"))
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +109,13 @@ def writer_engine(engine: Engine, settings: Settings, seeded: Experiment) -> Ite
 
 @pytest.fixture(scope="module")
 def nobody_engine(engine: Engine, settings: Settings, seeded: Experiment) -> Iterator[Engine]:
-    """Connected as a login role in no abflow role (PUBLIC rights only)."""
-    yield from _login(engine, settings, None)
+    """A login in no abflow role that can see the schema: PUBLIC rights plus USAGE."""
+    yield from _login(engine, settings, None, schema_usage=True)
 
 
-def _denied(eng: Engine, sql: str) -> None:
+def _denied(eng: Engine, sql: str, params: dict[str, str] | None = None) -> None:
     with eng.connect() as conn, pytest.raises(ProgrammingError, match="permission denied"):
-        conn.execute(text(sql))
+        conn.execute(text(sql), params or {})
 
 
 def test_roles_exist_as_nologin_groups(engine: Engine) -> None:
@@ -124,7 +131,7 @@ def test_roles_exist_as_nologin_groups(engine: Engine) -> None:
 
 def test_app_reads_config_and_latest_views_and_assigns(app_engine: Engine) -> None:
     with app_engine.connect() as conn:
-        cfg = conn.execute(
+        cfg: list[dict[str, Any]] = conn.execute(
             text("select variants from experiment_config where experiment_key = :k"), {"k": KEY}
         ).scalar_one()
         assert [v["key"] for v in cfg] == ["control", "b"]
@@ -170,41 +177,44 @@ def test_app_sees_view_rows_through_the_owners_rights(
             conn.execute(text("delete from analysis_runs where run_id = :r"), {"r": run_id})
 
 
-@pytest.mark.parametrize(
-    "relation",
-    [
-        "events",
-        "assignments",
-        "insights",
-        "promotions",
-        "analysis_runs",
-        "variant_stats",
-        "health_checks",
-        "experiments",
-        "latest_runs",
-    ],
-)
-def test_app_cannot_read_raw_or_result_tables(app_engine: Engine, relation: str) -> None:
-    _denied(app_engine, f"select 1 from {relation} limit 1")
+DENIED_READS = [
+    "select 1 from events",
+    "select 1 from assignments",
+    "select 1 from insights",
+    "select 1 from promotions",
+    "select 1 from analysis_runs",
+    "select 1 from variant_stats",
+    "select 1 from health_checks",
+    "select 1 from recommendations",
+    "select 1 from experiments",
+    "select 1 from latest_runs",
+]
+
+
+@pytest.mark.parametrize("sql", DENIED_READS)
+def test_app_cannot_read_raw_or_result_tables(app_engine: Engine, sql: str) -> None:
+    _denied(app_engine, sql)
 
 
 def test_app_cannot_write(app_engine: Engine) -> None:
+    k = {"k": KEY}
+    _denied(app_engine, "update experiment_config set version = 99 where experiment_key = :k", k)
+    _denied(app_engine, "delete from experiment_config where experiment_key = :k", k)
     _denied(
-        app_engine, f"update experiment_config set version = version where experiment_key = '{KEY}'"
+        app_engine,
+        "insert into promotions (experiment_key, action, actor) values (:k, 'promote', 'app')",
+        k,
     )
     _denied(
         app_engine,
-        "insert into promotions (experiment_key, action, actor) values ('x', 'promote', 'app')",
-    )
-    _denied(app_engine, f"delete from experiment_config where experiment_key = '{KEY}'")
-    _denied(
-        app_engine,
-        "insert into events (unit_id, event_name, occurred_at) values ('x', 'y', now())",
+        "insert into events (unit_id, event_name, occurred_at) values (:k, 'x', now())",
+        k,
     )
 
 
 def test_public_may_not_call_assign_variant(nobody_engine: Engine) -> None:
-    _denied(nobody_engine, f"select assign_variant('{KEY}', 'u1')")
+    """EXECUTE was revoked from PUBLIC: seeing the schema is not enough to assign."""
+    _denied(nobody_engine, "select assign_variant(:k, 'u1')", {"k": KEY})
     _denied(nobody_engine, "select 1 from experiment_config limit 1")
 
 
@@ -216,16 +226,18 @@ def test_writer_has_the_pipeline_grants(engine: Engine, settings: Settings) -> N
             sql = f"select has_{check}_privilege('abflow_writer', :o, :p)"
             return bool(conn.execute(text(sql), {"o": obj, "p": priv}).scalar())
 
-        tables = conn.execute(
-            text("select tablename from pg_tables where schemaname = :s"), {"s": s}
-        ).scalars()
+        tables: list[str] = list(
+            conn.execute(
+                text("select tablename from pg_tables where schemaname = :s"), {"s": s}
+            ).scalars()
+        )
         for t in tables:
             for priv in ("select", "insert", "update", "delete"):
                 assert has("table", f"{s}.{t}", priv), (t, priv)
         assert has("sequence", f"{s}.promotions_id_seq", "usage")
         assert has("schema", s, "usage")
         assert not has("schema", s, "create")  # DDL stays with the migrating owner
-        db = conn.execute(text("select current_database()")).scalar_one()
+        db: str = conn.execute(text("select current_database()")).scalar_one()
         assert has("database", db, "temporary")
         for view in ("latest_insights", "latest_recommendations"):
             assert conn.execute(
@@ -259,7 +271,7 @@ def _write_and_undo(conn: Connection, run_id: uuid.UUID) -> None:
             ),
             {"r": run_id, "k": KEY, "t": datetime(2026, 11, 6, tzinfo=UTC)},
         )
-        pid = conn.execute(
+        pid: int = conn.execute(
             text(
                 "insert into promotions (experiment_key, action, actor, run_id)"
                 " values (:k, 'reweight', 'writer-test', :r) returning id"
@@ -273,3 +285,42 @@ def _write_and_undo(conn: Connection, run_id: uuid.UUID) -> None:
         assert pid > 0
         conn.execute(text("delete from promotions where id = :i"), {"i": pid})
         conn.execute(text("delete from analysis_runs where run_id = :r"), {"r": run_id})
+
+
+def test_a_migrator_without_createrole_still_migrates(engine: Engine, settings: Settings) -> None:
+    """Managed warehouses: a schema owner without CREATEROLE reuses the existing roles."""
+    name = f"t_migrator_{uuid.uuid4().hex[:8]}"
+    schema = f"{settings.schema_name}_m"
+    password = secrets.token_hex(16)
+    with engine.begin() as conn:
+        db: str = conn.execute(text("select current_database()")).scalar_one()
+        conn.execute(text(f"create role {name} login nocreaterole password '{password}'"))
+        conn.execute(text(f'grant create on database "{db}" to {name}'))
+    url = make_url(engine.url.render_as_string(hide_password=False)).set(
+        username=name, password=password
+    )
+    mig_engine = create_engine(url, poolclass=NullPool)
+    try:
+        applied = migrate(mig_engine, schema)
+        assert "003_roles" in applied
+        with engine.connect() as conn:
+            ok = conn.execute(
+                text(
+                    "select has_table_privilege('abflow_app', :c, 'select'),"
+                    " has_table_privilege('abflow_app', :e, 'select'),"
+                    " has_function_privilege('abflow_app', :f, 'execute'),"
+                    " has_table_privilege('abflow_writer', :e, 'insert')"
+                ),
+                {
+                    "c": f"{schema}.experiment_config",
+                    "e": f"{schema}.events",
+                    "f": f"{schema}.assign_variant(text, text)",
+                },
+            ).one()
+        assert tuple(ok) == (True, False, True, True)
+    finally:
+        mig_engine.dispose()
+        with engine.begin() as conn:
+            conn.execute(text(f'drop schema if exists "{schema}" cascade'))
+            conn.execute(text(f"drop owned by {name}"))
+            conn.execute(text(f"drop role {name}"))

@@ -8,6 +8,7 @@ import pytest
 
 from abflow.bandit import (
     BanditStats,
+    Direction,
     floored_weights,
     monte_carlo_probability_best,
     probability_best,
@@ -21,7 +22,7 @@ def _mean(n: int, mean: float, sd: float) -> MeanStats:
     return MeanStats(n=n, sum=n * mean, sum_squares=(n - 1) * sd**2 + n * mean**2)
 
 
-THREE = [
+THREE: list[tuple[str, BanditStats]] = [
     ("control", ProportionStats(n=2000, sum=200)),
     ("b", ProportionStats(n=2000, sum=260)),
     ("c", ProportionStats(n=2000, sum=215)),
@@ -29,7 +30,7 @@ THREE = [
 
 # Posterior shapes the quadrature must get right: close races, very different widths, a rate
 # near zero (Beta mode at the boundary), means, and the 'decrease' direction.
-REFERENCE_CASES: list[tuple[str, list[tuple[str, BanditStats]], str]] = [
+REFERENCE_CASES: list[tuple[str, list[tuple[str, BanditStats]], Direction]] = [
     ("three_proportions", THREE, "increase"),
     (
         "close_race",
@@ -116,12 +117,12 @@ def test_equal_arms_get_equal_weights() -> None:
 
 @pytest.mark.parametrize(("name", "arms", "direction"), REFERENCE_CASES, ids=lambda x: x)
 def test_quadrature_matches_monte_carlo_reference(
-    name: str, arms: list[tuple[str, BanditStats]], direction: str
+    name: str, arms: list[tuple[str, BanditStats]], direction: Direction
 ) -> None:
-    quad = probability_best(arms, direction=direction)  # type: ignore[arg-type]
+    quad = probability_best(arms, direction=direction)
     mc = monte_carlo_probability_best(
         arms,
-        direction=direction,  # type: ignore[arg-type]
+        direction=direction,
         seed=20261101,
         draws=1_000_000,
     )

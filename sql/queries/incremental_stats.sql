@@ -1,0 +1,270 @@
+-- Incremental refresh: sufficient statistics per metric x variant x segment for one experiment,
+-- from its sealed per-unit partials (unit_metric_partials) plus one read of the events that are
+-- not sealed yet; the part of that read now older than the late-arrival lookback is sealed into
+-- unit_metric_partials by the same statement.
+--
+-- Reads the session's temporary tables abflow_units / abflow_unit_segments (units.sql) and
+-- abflow_refresh_units (incremental_refresh.sql: refresh_units). Events are read for
+--   * 'new' / 'moved' units (all units on the full path): all their events up to as_of, because
+--     their pre-period and contamination events may be old (gated by %(read_changed)s);
+--   * 'same' units: only events in [%(read_from)s, %(as_of)s], the days not sealed yet, which
+--     include late arrivals within the lookback (gated by %(read_same)s).
+-- Events are classified exactly as in metric_stats.sql; unit_values and final below are
+-- metric_stats.sql's verbatim, so keep the two in step (the integration tests compare them).
+-- {events} is composed with psycopg.sql.Identifier; every value is a bound parameter.
+
+with
+
+-- import CTEs ----------------------------------------------------------------
+metric_defs as (
+    select *
+    from jsonb_to_recordset(cast(%(metrics)s as jsonb)) as m (
+        metric_key text,
+        kind text,
+        num_event text,
+        num_agg text,
+        den_event text,
+        den_agg text,
+        window_hours double precision
+    )
+),
+
+changed_unit_events as (
+    select u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
+    from abflow_refresh_units as u
+    inner join {events} as e
+        on e.unit_id = u.unit_id
+        and e.occurred_at <= %(as_of)s
+        and e.occurred_at >= least(
+            u.first_exposed_at - make_interval(days => %(lookback_days)s), %(start_at)s
+        )
+    where %(read_changed)s
+      and u.status in ('new', 'moved')
+      and e.event_name = any(cast(%(event_names)s as text[]))
+),
+
+same_unit_events as (
+    select u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
+    from abflow_refresh_units as u
+    inner join {events} as e
+        on e.unit_id = u.unit_id
+        -- constant bounds: the planner range-scans events by time, reading only the open days
+        and e.occurred_at >= %(read_from)s
+        and e.occurred_at <= %(as_of)s
+        and e.occurred_at >= least(
+            u.first_exposed_at - make_interval(days => %(lookback_days)s), %(start_at)s
+        )
+    where %(read_same)s
+      and u.status = 'same'
+      and e.event_name = any(cast(%(event_names)s as text[]))
+),
+
+sealed_partials as (
+    select *
+    from unit_metric_partials
+    where experiment_key = %(experiment_key)s
+),
+
+-- logic ----------------------------------------------------------------------
+classified_events as (
+    -- one row per (event, metric) with the event's place relative to the unit's exposure
+    select
+        ue.unit_id,
+        m.metric_key,
+        ue.occurred_at < %(sealed_before)s as sealed,
+        ue.value,
+        ue.event_name = m.num_event and ue.occurred_at >= ue.first_exposed_at as is_num,
+        ue.event_name = m.den_event and ue.occurred_at >= ue.first_exposed_at as is_den,
+        ue.event_name = m.num_event and ue.occurred_at < ue.first_exposed_at
+            and ue.occurred_at >= ue.first_exposed_at - make_interval(days => %(lookback_days)s)
+            as is_pre,
+        -- contamination: the metric's own event after the start but before this unit's exposure
+        ue.event_name = m.num_event and ue.occurred_at < ue.first_exposed_at
+            and ue.occurred_at >= %(start_at)s as is_contaminated
+    from (
+        select * from changed_unit_events
+        union all
+        select * from same_unit_events
+    ) as ue
+    inner join metric_defs as m
+        on ue.event_name in (m.num_event, m.den_event)
+        and (
+            m.window_hours is null
+            or ue.occurred_at < ue.first_exposed_at + m.window_hours * interval '1 hour'
+        )
+),
+
+read_partials as (
+    -- the events just read, as mergeable aggregates; sealed = older than the new lookback
+    select
+        unit_id,
+        metric_key,
+        sealed,
+        count(*) filter (where is_num) as num_count,
+        count(value) filter (where is_num) as num_value_count,
+        coalesce(sum(value) filter (where is_num), 0.0) as num_sum,
+        max(value) filter (where is_num) as num_max,
+        count(*) filter (where is_den) as den_count,
+        count(value) filter (where is_den) as den_value_count,
+        coalesce(sum(value) filter (where is_den), 0.0) as den_sum,
+        max(value) filter (where is_den) as den_max,
+        count(*) filter (where is_pre) as pre_count,
+        count(value) filter (where is_pre) as pre_value_count,
+        coalesce(sum(value) filter (where is_pre), 0.0) as pre_sum,
+        max(value) filter (where is_pre) as pre_max,
+        count(*) filter (where is_contaminated) as contaminated_count
+    from classified_events
+    group by unit_id, metric_key, sealed
+),
+
+newly_sealed as (
+    -- runs once whatever reads it; the rest of this statement still sees the partials as they
+    -- were before (one snapshot), so nothing is counted twice
+    insert into unit_metric_partials as p (
+        experiment_key, unit_id, metric_key,
+        num_count, num_value_count, num_sum, num_max,
+        den_count, den_value_count, den_sum, den_max,
+        pre_count, pre_value_count, pre_sum, pre_max,
+        contaminated_count
+    )
+    select
+        %(experiment_key)s, unit_id, metric_key,
+        num_count, num_value_count, num_sum, num_max,
+        den_count, den_value_count, den_sum, den_max,
+        pre_count, pre_value_count, pre_sum, pre_max,
+        contaminated_count
+    from read_partials
+    -- rows of events in none of the classes (a denominator event before exposure) change nothing
+    where sealed
+      and num_count + den_count + pre_count + contaminated_count > 0
+    on conflict (experiment_key, unit_id, metric_key) do update set
+        num_count = p.num_count + excluded.num_count,
+        num_value_count = p.num_value_count + excluded.num_value_count,
+        num_sum = p.num_sum + excluded.num_sum,
+        num_max = greatest(p.num_max, excluded.num_max),
+        den_count = p.den_count + excluded.den_count,
+        den_value_count = p.den_value_count + excluded.den_value_count,
+        den_sum = p.den_sum + excluded.den_sum,
+        den_max = greatest(p.den_max, excluded.den_max),
+        pre_count = p.pre_count + excluded.pre_count,
+        pre_value_count = p.pre_value_count + excluded.pre_value_count,
+        pre_sum = p.pre_sum + excluded.pre_sum,
+        pre_max = greatest(p.pre_max, excluded.pre_max),
+        contaminated_count = p.contaminated_count + excluded.contaminated_count
+    returning 1
+),
+
+read_unit_partials as (
+    -- the events just read per unit and metric, sealed part or not
+    select
+        unit_id,
+        metric_key,
+        sum(num_count) as num_count,
+        sum(num_value_count) as num_value_count,
+        sum(num_sum) as num_sum,
+        max(num_max) as num_max,
+        sum(den_count) as den_count,
+        sum(den_value_count) as den_value_count,
+        sum(den_sum) as den_sum,
+        max(den_max) as den_max,
+        sum(pre_count) as pre_count,
+        sum(pre_value_count) as pre_value_count,
+        sum(pre_sum) as pre_sum,
+        max(pre_max) as pre_max,
+        sum(contaminated_count) as contaminated_count
+    from read_partials
+    group by unit_id, metric_key
+),
+
+unit_events as (
+    -- sealed partials (one row per unit and metric) merged with what was just read: counts and
+    -- sums add up, maxima take the maximum, mean = sum / count of values. A join, not a GROUP
+    -- BY over both, so the large sealed side is never sorted or hashed into groups.
+    select
+        coalesce(s.unit_id, r.unit_id) as unit_id,
+        coalesce(s.metric_key, r.metric_key) as metric_key,
+        coalesce(s.num_count, 0) + coalesce(r.num_count, 0) as num_count,
+        coalesce(s.num_sum, 0.0) + coalesce(r.num_sum, 0.0) as num_sum,
+        (coalesce(s.num_sum, 0.0) + coalesce(r.num_sum, 0.0))
+            / nullif(coalesce(s.num_value_count, 0) + coalesce(r.num_value_count, 0), 0)
+            as num_mean,
+        greatest(s.num_max, r.num_max) as num_max,
+        coalesce(s.den_count, 0) + coalesce(r.den_count, 0) as den_count,
+        coalesce(s.den_sum, 0.0) + coalesce(r.den_sum, 0.0) as den_sum,
+        (coalesce(s.den_sum, 0.0) + coalesce(r.den_sum, 0.0))
+            / nullif(coalesce(s.den_value_count, 0) + coalesce(r.den_value_count, 0), 0)
+            as den_mean,
+        greatest(s.den_max, r.den_max) as den_max,
+        coalesce(s.pre_count, 0) + coalesce(r.pre_count, 0) as pre_count,
+        coalesce(s.pre_sum, 0.0) + coalesce(r.pre_sum, 0.0) as pre_sum,
+        (coalesce(s.pre_sum, 0.0) + coalesce(r.pre_sum, 0.0))
+            / nullif(coalesce(s.pre_value_count, 0) + coalesce(r.pre_value_count, 0), 0)
+            as pre_mean,
+        greatest(s.pre_max, r.pre_max) as pre_max,
+        coalesce(s.contaminated_count, 0) + coalesce(r.contaminated_count, 0)
+            as contaminated_count
+    from sealed_partials as s
+    full outer join read_unit_partials as r
+        on r.unit_id = s.unit_id
+        and r.metric_key = s.metric_key
+),
+
+unit_values as (
+    select
+        u.unit_id,
+        u.variant_key,
+        m.metric_key,
+        case
+            when m.kind = 'proportion' then case when coalesce(ue.num_count, 0) > 0 then 1.0 else 0.0 end
+            when m.num_agg = 'sum' then coalesce(ue.num_sum, 0.0)
+            when m.num_agg = 'count' then coalesce(ue.num_count, 0)::double precision
+            when m.num_agg = 'mean' then ue.num_mean
+            when m.num_agg = 'max' then ue.num_max
+        end as y,
+        case
+            when m.kind <> 'ratio' then null
+            when m.den_agg = 'sum' then coalesce(ue.den_sum, 0.0)
+            when m.den_agg = 'count' then coalesce(ue.den_count, 0)::double precision
+            when m.den_agg = 'mean' then ue.den_mean
+            when m.den_agg = 'max' then ue.den_max
+        end as x,
+        case
+            when %(lookback_days)s = 0 or m.kind = 'ratio' then null
+            when m.kind = 'proportion' then case when coalesce(ue.pre_count, 0) > 0 then 1.0 else 0.0 end
+            when m.num_agg = 'sum' then coalesce(ue.pre_sum, 0.0)
+            when m.num_agg = 'count' then coalesce(ue.pre_count, 0)::double precision
+            when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
+            when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
+        end as c,
+        coalesce(ue.contaminated_count, 0) > 0 as contaminated
+    from abflow_units as u
+    cross join metric_defs as m
+    left join unit_events as ue
+        on ue.unit_id = u.unit_id
+        and ue.metric_key = m.metric_key
+),
+
+final as (
+    select
+        uv.metric_key,
+        uv.variant_key,
+        us.segment,
+        count(*) as exposed_units,
+        count(uv.y) as units,
+        coalesce(sum(uv.y), 0.0) as sum,
+        coalesce(sum(uv.y * uv.y), 0.0) as sum_squares,
+        sum(uv.x) as denominator_sum,
+        sum(uv.x * uv.x) as denominator_sum_squares,
+        sum(uv.x * uv.y) as sum_products,
+        sum(uv.c) filter (where uv.y is not null) as covariate_sum,
+        sum(uv.c * uv.c) filter (where uv.y is not null) as covariate_sum_squares,
+        sum(uv.c * uv.y) as covariate_sum_products,
+        count(*) filter (where uv.contaminated) as contaminated_units
+    from unit_values as uv
+    inner join abflow_unit_segments as us on us.unit_id = uv.unit_id
+    group by uv.metric_key, uv.variant_key, us.segment
+)
+
+select final.*, (select count(*) from newly_sealed) as partial_rows_sealed
+from final
+order by metric_key, variant_key, segment
