@@ -189,7 +189,8 @@ def decide(inp: DecisionInputs) -> Recommendation:
             {**details, "failed_checks": [c.check_name for c in failed]},
         )
 
-    smallest = min(inp.units_by_variant.values()) if inp.units_by_variant else 0
+    configured = [inp.units_by_variant.get(v.key, 0) for v in e.variants]
+    smallest = min(configured) if configured else 0
     needed = required_sample(e, inp.variant_stats)
     target = needed or a.min_sample_size
     rate_per_day = smallest / inp.days_since_start if inp.days_since_start > 0 else 0.0
@@ -473,7 +474,12 @@ def _constraint_text(
 def _check_reason(c: CheckOutcome) -> str:
     if c.check_name.startswith("srm"):
         return f"sample ratio mismatch ({c.check_name}, p={c.observed:.2g} < {c.threshold:g})"
-    obs = "" if c.observed is None else f" (observed {c.observed:g}"
-    obs += "" if not obs or c.threshold is None else f", threshold {c.threshold:g})"
-    obs += ")" if obs and c.threshold is None else ""
-    return f"{c.check_name} failed{obs}"
+    parts = []
+    if c.observed is not None:
+        parts.append(f"observed {c.observed:g}")
+    if c.threshold is not None and c.observed is not None:
+        parts.append(f"threshold {c.threshold:g}")
+    why = c.details.get("note") or c.details.get("error") if isinstance(c.details, dict) else None
+    if why:
+        parts.append(str(why).splitlines()[0][:200])
+    return f"{c.check_name} failed" + (f" ({', '.join(parts)})" if parts else "")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from abflow import progress
 from abflow.settings import get_settings
@@ -24,10 +25,15 @@ def day_ends(start: date, end: date) -> list[datetime]:
     ]
 
 
+# Prefect's server ignores JSON Schema `format` when it checks parameters; a pattern makes
+# enforce_parameter_schema reject non-dates (the UI keeps its date picker from `format`).
+Day = Annotated[date, Field(json_schema_extra={"pattern": r"^\d{4}-\d{2}-\d{2}$"})]
+
+
 @flow(name="backfill-experiments", log_prints=True)
 def backfill_experiments(
-    start: date,
-    end: date,
+    start: Day,
+    end: Day,
     experiments: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Recompute each day's cumulative analysis in [start, end]; reruns replace, never duplicate."""

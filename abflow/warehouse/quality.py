@@ -229,9 +229,10 @@ def variant_units_query(
     variants = sql.SQL(", ").join(sql.Literal(v.key) for v in experiment.variants)
     return sql.SQL(
         "select variant_key, count(*) as units from ("
-        "select unit_id, min(variant_key) as variant_key, "
-        "count(distinct variant_key) as variant_count from {src} "
-        "where experiment_key = {key} and assigned_at >= {start} and assigned_at <= {end} "
+        "select unit_id, min(coalesce(variant_key, '(null)')) as variant_key, "
+        "count(distinct coalesce(variant_key, '(null)')) as variant_count from {src} "
+        "where experiment_key = {key} and unit_id is not null "
+        "and assigned_at >= {start} and assigned_at <= {end} "
         "group by unit_id) as per_unit "
         "where variant_count = 1 and variant_key in ({variants}) "
         "group by variant_key"

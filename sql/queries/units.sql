@@ -6,9 +6,11 @@ create temporary table abflow_units on commit drop as
 with
 
 raw_exposures as (
-    select unit_id, variant_key, assigned_at, attributes
+    -- a NULL variant is an unknown variant; a NULL unit id is no unit at all (GX counts both)
+    select unit_id, coalesce(variant_key, '(null)') as variant_key, assigned_at, attributes
     from {assignments}
     where experiment_key = %(experiment_key)s
+      and unit_id is not null
       and assigned_at >= %(start_at)s
       and assigned_at <= %(as_of)s
 ),

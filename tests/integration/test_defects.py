@@ -13,7 +13,6 @@ reported and do not block: those tests assert the promotion did happen.
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from abflow.definitions import Experiment, parse_experiment
 from abflow.pipeline import assemble_result
-from abflow.results import ExperimentResult
+from abflow.results import CheckOutcome, ExperimentResult
 from abflow.settings import Settings
 from abflow.warehouse import extract, readback, writer
 from abflow.warehouse.experiments_repo import upsert_experiments
@@ -86,15 +85,21 @@ def _seed(
     treatment_buys: str = TREATMENT_BUYS,
     attributes: str = "null",
     value: str = "10 + g % 7",
+    keep: str = "true",
+    at: str | None = None,
 ) -> None:
-    """n units alternating control (even g) / treatment (odd g), with 'buy' 1 h after exposure."""
-    at = _exposure_at(n)
+    """n units alternating control (even g) / treatment (odd g), with 'buy' 1 h after exposure.
+
+    `keep` (SQL on g) leaves units out; `at` overrides the exposure time expression.
+    """
+    at = at or _exposure_at(n)
     with engine.begin() as conn:
         conn.execute(
             text(
                 f"insert into {assignments} (experiment_key, unit_id, variant_key, assigned_at,"  # noqa: S608
                 f" attributes) select :k, :p || g, case when g % 2 = 0 then 'control'"
                 f" else 'treatment' end, {at}, {attributes} from generate_series(1, :n) g"
+                f" where {keep}"
             ),
             {"k": key, "p": prefix, "n": n},
         )
@@ -103,7 +108,8 @@ def _seed(
                 f"insert into {events} (unit_id, event_name, value, occurred_at)"  # noqa: S608
                 f" select :p || g, 'buy', {value}, {at} + interval '1 hour'"
                 f" from generate_series(1, :n) g"
-                f" where (g % 2 = 0 and {CONTROL_BUYS}) or (g % 2 = 1 and {treatment_buys})"
+                f" where ({keep}) and ((g % 2 = 0 and {CONTROL_BUYS})"
+                f" or (g % 2 = 1 and {treatment_buys}))"
             ),
             {"p": prefix, "n": n},
         )
@@ -155,34 +161,22 @@ class Run:
         }
 
 
-def _analyze(
+def _assemble(
     engine: Engine,
-    pg_url: str,
-    settings: Settings,
     e: Experiment,
+    quality: list[CheckOutcome],
     *,
     as_of: datetime = AS_OF,
     assignments: str = "assignments",
     events: str = "events",
-) -> Run:
-    """What flows.analyze does for one experiment (without Prefect): extract, GX, assemble, write."""
-    with engine.connect() as conn:
-        before = readback.previous_units(conn, e.key, as_of)
+) -> ExperimentResult:
+    """Extraction in one transaction (as the flow's task does), then assembly."""
     with engine.begin() as conn:
         stats = extract.fetch_sufficient_stats(
             conn, e, as_of, assignments=assignments, events=events
         )
         exposure = extract.fetch_exposure_summary(conn, e, as_of, assignments=assignments)
-    quality = run_expectations(
-        pg_url,
-        settings.schema_name,
-        e,
-        as_of,
-        assignments_source=assignments,
-        events_source=events,
-        previous_units=before,
-    )
-    result = assemble_result(
+    return assemble_result(
         run_id=uuid.uuid4(),
         experiment=e,
         as_of=as_of,
@@ -193,6 +187,31 @@ def _analyze(
         exposure=exposure,
         quality_checks=quality,
     )
+
+
+def _analyze(
+    engine: Engine,
+    pg_url: str,
+    settings: Settings,
+    e: Experiment,
+    *,
+    as_of: datetime = AS_OF,
+    assignments: str = "assignments",
+    events: str = "events",
+) -> Run:
+    """What flows.analyze does for one experiment, without Prefect: extract, GX, assemble, write."""
+    with engine.connect() as conn:
+        before = readback.previous_units(conn, e.key, as_of)
+    quality = run_expectations(
+        pg_url,
+        settings.schema_name,
+        e,
+        as_of,
+        assignments_source=assignments,
+        events_source=events,
+        previous_units=before,
+    )
+    result = _assemble(engine, e, quality, as_of=as_of, assignments=assignments, events=events)
     promotion = _write_and_promote(engine, result, e.decision.auto_promote)
     with engine.connect() as conn:
         rows = conn.execute(
@@ -336,7 +355,6 @@ def test_multiple_exposure_warns_above_one_percent_and_is_excluded(
     assert run.units() == {"control": 980, "treatment": 980}
     assert run.sums() == {"control": 98.0, "treatment": 196.0}
     assert (run.result.run.units, run.result.run.excluded_units) == (1960, 40)
-    assert run.checks["gx_variant_stats_units_not_dropped"] if False else True  # no previous run
     _assert_promoted(engine, run, e.key)
 
 
@@ -372,7 +390,7 @@ def test_pre_exposure_contamination_is_counted_and_never_analysed(
     # g % 10 in (0, 4) are control (400 units), g % 10 = 3 treatment (200 units)
     _sql(
         engine,
-        "insert into events (unit_id, event_name, value, occurred_at)"
+        "insert into events (unit_id, event_name, value, occurred_at)"  # noqa: S608
         f" select 'dqx' || g, 'buy', null, {_exposure_at(2000)} - interval '2 hours'"
         " from generate_series(1, 2000) g where g % 10 in (0, 3, 4)",
     )
@@ -469,14 +487,9 @@ def test_srm_between_the_tiers_warns(engine: Engine, pg_url: str, settings: Sett
     """1,000 vs 880 on a 50/50 split: 0.001 <= p < 0.01 is a warning and does not block."""
     e = _experiment("dq_srm_warn")
     _define(engine, e)
-    _seed(engine, e.key, "dqsw")
     # 120 treatment units lose their exposure by being stamped before the start
-    _sql(
-        engine,
-        "update assignments set assigned_at = timestamptz '2026-10-15'"
-        " where experiment_key = 'dq_srm_warn'"
-        " and unit_id in (select 'dqsw' || g from generate_series(1, 239, 2) g)",
-    )
+    early = "case when g < 240 and g % 2 = 1 then timestamptz '2026-10-15' else {} end"
+    _seed(engine, e.key, "dqsw", at=early.format(_exposure_at(2000)))
     run = _analyze(engine, pg_url, settings, e)
     expected_p = chisquare([1000, 880]).pvalue
     srm = run.checks["srm"]
@@ -517,13 +530,9 @@ def test_traffic_stopping_warns(engine: Engine, pg_url: str, settings: Settings)
     """The last exposure 120 h before as_of (> 48 h): a warning with the hours since."""
     e = _experiment("dq_traffic")
     _define(engine, e)
-    _seed(engine, e.key, "dqt")
     # traffic stops: nobody exposed after 2026-11-16, the exposures since are pulled back there
-    _sql(
-        engine,
-        "update assignments set assigned_at = timestamptz '2026-11-16'"
-        " where experiment_key = 'dq_traffic' and assigned_at > timestamptz '2026-11-16'",
-    )
+    stopped = f"least({_exposure_at(2000)}, timestamptz '2026-11-16')"
+    _seed(engine, e.key, "dqt", at=stopped)
     run = _analyze(engine, pg_url, settings, e)
     traffic = run.checks["traffic"]
     assert (traffic["severity"], traffic["passed"]) == ("warning", False)
@@ -574,12 +583,7 @@ def test_srm_below_one_in_a_thousand_blocks(
     """1,000 vs 850 on a 50/50 split: p < 0.001 fails critically."""
     e = _experiment("dq_srm")
     _define(engine, e)
-    _seed(engine, e.key, "dqs")
-    _sql(
-        engine,
-        "delete from assignments where experiment_key = 'dq_srm'"
-        " and unit_id in (select 'dqs' || g from generate_series(1, 299, 2) g)",
-    )
+    _seed(engine, e.key, "dqs", keep="g >= 300 or g % 2 = 0")  # 150 treatment units lost
     run = _analyze(engine, pg_url, settings, e)
     expected_p = chisquare([1000, 850]).pvalue
     srm = run.checks["srm"]
@@ -612,7 +616,9 @@ def test_srm_inside_one_segment_blocks(engine: Engine, pg_url: str, settings: Se
         check = run.checks[f"srm[platform={segment}]"]
         assert check["observed"] == pytest.approx(p, rel=1e-9)
         assert (check["severity"], check["passed"]) == ("critical", False)
-        assert check["details"]["counts"] == dict(zip(["control", "treatment"], counts, strict=True))
+        assert check["details"]["counts"] == dict(
+            zip(["control", "treatment"], counts, strict=True)
+        )
     critical = ["srm[platform=android]", "srm[platform=ios]"]
     assert run.failed() == dict.fromkeys(critical, "critical")
     _assert_blocked(engine, run, e.key, critical)
@@ -648,50 +654,57 @@ def test_unknown_variant_names_block(engine: Engine, pg_url: str, settings: Sett
     assert run.units() == {"control": 1000, "treatment": 1000}
     assert (run.result.run.units, run.result.run.excluded_units) == (2000, 30)
     _assert_blocked(engine, run, e.key, ["gx_assignments_variant_key_in_set"])
-    assert (
-        "gx_assignments_variant_key_in_set failed (observed 30, threshold 0)" in run.rationale
-    )
+    assert "gx_assignments_variant_key_in_set failed (observed 30, threshold 0)" in run.rationale
 
 
-def test_null_keys_block(engine: Engine, pg_url: str, settings: Settings) -> None:
-    """A source view with NULL unit ids, variants, timestamps and event names (GX counts each)."""
-    e = _experiment("dq_nullkeys")
+@pytest.fixture(scope="module")
+def null_keys_run(engine: Engine, pg_url: str, settings: Settings) -> Run:
+    """Clean data plus NULL unit ids, variants, timestamps and event names in source tables."""
+    key = "dq_nullkeys"
+    e = _experiment(key)
     _define(engine, e)
     # The raw tables are NOT NULL; a configured source relation need not be.
     for table in ("assignments", "events"):
-        _sql(engine, f"create table dq_null_{table} as select * from {table} where false")
-    _seed(engine, e.key, "dqk", assignments="dq_null_assignments", events="dq_null_events")
+        _sql(engine, f"create table {key}_{table} as select * from {table} where false")  # noqa: S608
+    sources = {"assignments": f"{key}_assignments", "events": f"{key}_events"}
+    prefix = f"{key}_"
+    _seed(engine, e.key, prefix, **sources)
+    # g 1-3: NULL unit id (control); g 4-5: NULL variant (new units); g 6-9: NULL timestamp
     _sql(
         engine,
-        "insert into dq_null_assignments (experiment_key, unit_id, variant_key, assigned_at)"
-        " select 'dq_nullkeys', case when g <= 3 then null else 'dqk_n' || g end,"
+        f"insert into {key}_assignments (experiment_key, unit_id, variant_key, assigned_at)"  # noqa: S608
+        " select :k, case when g <= 3 then null else :p || 'n' || g end,"
         " case when g between 4 and 5 then null else 'control' end,"
         " case when g >= 6 then null else timestamptz '2026-11-10' end"
         " from generate_series(1, 9) g",
+        k=key,
+        p=prefix,
     )
+    # g 1-6: NULL event name; g 7-13: NULL timestamp (events of analysed units)
     _sql(
         engine,
-        "insert into dq_null_events (unit_id, event_name, value, occurred_at)"
-        " select 'dqk' || g, case when g <= 6 then null else 'buy' end, null,"
+        f"insert into {key}_events (unit_id, event_name, value, occurred_at)"  # noqa: S608
+        " select :p || g, case when g <= 6 then null else 'buy' end, null,"
         " case when g > 6 then null else timestamptz '2026-11-15' end"
         " from generate_series(1, 13) g",
+        p=prefix,
     )
-    run = _analyze(
-        engine,
-        pg_url,
-        settings,
-        e,
-        assignments="dq_null_assignments",
-        events="dq_null_events",
-    )
-    expected = {
-        "gx_assignments_unit_id_not_null": 3,
-        "gx_assignments_variant_key_not_null": 2,
-        "gx_assignments_assigned_at_not_null": 4,
-        "gx_events_event_name_not_null": 6,
-        "gx_events_occurred_at_not_null": 7,
-    }
-    for name, count in expected.items():
+    return _analyze(engine, pg_url, settings, e, **sources)
+
+
+NULL_KEY_CHECKS = {
+    "gx_assignments_unit_id_not_null": 3,
+    "gx_assignments_variant_key_not_null": 2,
+    "gx_assignments_assigned_at_not_null": 4,
+    "gx_events_event_name_not_null": 6,
+    "gx_events_occurred_at_not_null": 7,
+}
+
+
+def test_null_keys_block(engine: Engine, null_keys_run: Run) -> None:
+    """GX counts every NULL key exactly; each is critical, so the run is blocked."""
+    run = null_keys_run
+    for name, count in NULL_KEY_CHECKS.items():
         check = run.checks[name]
         assert (check["severity"], check["passed"], check["observed"]) == (
             "critical",
@@ -699,8 +712,27 @@ def test_null_keys_block(engine: Engine, pg_url: str, settings: Settings) -> Non
             count,
         ), name
         assert check["details"]["sample"] == [None]
-    assert run.failed() == dict.fromkeys(expected, "critical")
-    _assert_blocked(engine, run, e.key, list(expected))
+    assert {n for n, s in run.failed().items() if s == "critical"} == set(NULL_KEY_CHECKS)
+    # the metric pass never sees the NULL-keyed rows
+    assert run.units() == {"control": 1000, "treatment": 1000}
+    assert run.sums() == {"control": 100.0, "treatment": 200.0}
+    _assert_blocked(engine, run, "dq_nullkeys", list(NULL_KEY_CHECKS))
+
+
+def test_null_keys_are_excluded_from_the_exposure_counts(null_keys_run: Run) -> None:
+    """NULL-unit rows are no unit at all; NULL-variant units are unknown-variant exclusions."""
+    run = null_keys_run
+    assert (run.result.run.units, run.result.run.excluded_units) == (2000, 2)
+    assert run.checks["min_sample"]["details"]["units_by_variant"] == {
+        "control": 1000,
+        "treatment": 1000,
+    }
+    assert run.checks["srm"]["details"]["counts"] == {"control": 1000, "treatment": 1000}
+    assert run.checks["unknown_variants"]["observed"] == 2
+    assert run.failed() == {
+        **dict.fromkeys(NULL_KEY_CHECKS, "critical"),
+        "unknown_variants": "warning",
+    }
 
 
 def test_null_values_of_a_value_metric_block(
@@ -760,7 +792,10 @@ def test_empty_window_blocks(engine: Engine, pg_url: str, settings: Settings) ->
     }
     assert (run.result.run.units, run.result.run.excluded_units) == (0, 0)
     _assert_blocked(engine, run, e.key, ["gx_assignments_window_not_empty", "traffic"])
-    assert "traffic failed)" in run.rationale
+    assert run.rationale == (
+        "Health checks failed, so no decision is safe: gx_assignments_window_not_empty failed"
+        " (observed 0, threshold 1); traffic failed (no exposures at all). Fix the data before acting."
+    )
 
 
 # --- the database going away mid-write -----------------------------------------------------------
@@ -801,17 +836,7 @@ def test_a_write_dying_midway_leaves_the_previous_run_intact(
     before = counts()
     assert before == (1, 2, 1, len(good.result.health_checks))
     # A second run for the same as_of (same data, new run id) whose write dies half-way.
-    rerun = assemble_result(
-        run_id=uuid.uuid4(),
-        experiment=e,
-        as_of=AS_OF,
-        flow_run_id=None,
-        started_at=AS_OF,
-        finished_at=AS_OF,
-        stats=[],
-        exposure=extract.ExposureSummary({"control": 0, "treatment": 0}, 0, {}, None, None),
-        quality_checks=[],
-    )
+    rerun = _assemble(engine, e, [])
     original_insert = writer._insert
     calls: list[str] = []
     writing = make_engine(settings)  # its own pool: the killed connection dies there
@@ -824,9 +849,7 @@ def test_a_write_dying_midway_leaves_the_previous_run_intact(
                 raise RuntimeError("simulated crash mid-write")
             with engine.begin() as killer:
                 pid = conn.connection.dbapi_connection.info.backend_pid
-                assert killer.execute(
-                    text("select pg_terminate_backend(:p)"), {"p": pid}
-                ).scalar()
+                assert killer.execute(text("select pg_terminate_backend(:p)"), {"p": pid}).scalar()
         original_insert(conn, table, rows, json_cols)
 
     monkeypatch.setattr(writer, "_insert", dying_insert)
@@ -849,6 +872,8 @@ def test_a_write_dying_midway_leaves_the_previous_run_intact(
             {"k": key},
         ).one()
     assert tuple(latest) == (good.result.run.run_id, "ship", "treatment", "succeeded", AS_OF)
-    assert math.isclose(
-        readback.latest_results_units(engine, key) if False else 2000, good.result.run.units
-    )
+    with engine.connect() as conn:
+        (shown,) = readback.latest_results(conn, [key])
+    assert shown["run"]["run_id"] == good.result.run.run_id
+    assert shown["units"] == {"control": 1000, "treatment": 1000}
+    assert len(shown["checks"]) == len(good.result.health_checks)
