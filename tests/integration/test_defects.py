@@ -794,7 +794,8 @@ def test_empty_window_blocks(engine: Engine, pg_url: str, settings: Settings) ->
     _assert_blocked(engine, run, e.key, ["gx_assignments_window_not_empty", "traffic"])
     assert run.rationale == (
         "Health checks failed, so no decision is safe: gx_assignments_window_not_empty failed"
-        " (observed 0, threshold 1); traffic failed (no exposures at all). Fix the data before acting."
+        " (observed 0, threshold 1); traffic failed (no exposures at all)."
+        " Fix the data before acting."
     )
 
 
