@@ -243,6 +243,9 @@ def _progress(silent: bool, label: str, total: int | None = None) -> Iterator[An
 def run(
     experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO timestamp")] = None,
+    full_refresh: bool = typer.Option(
+        False, "--full-refresh", help="recompute from all events, not only the new ones"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -254,7 +257,9 @@ def run(
 
         ts = _parse_ts(as_of)
         with _progress(quiet or as_json, "analysing"):
-            return analyze_experiments(experiment_keys=experiment or None, as_of=ts)
+            return analyze_experiments(
+                experiment_keys=experiment or None, as_of=ts, full_refresh=full_refresh
+            )
 
     summaries = _run_guarded(go)
     _show(summaries, experiment, quiet, as_json)

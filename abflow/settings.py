@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     schema_name: str = Field(default="abflow", alias="ABFLOW_SCHEMA", pattern=r"^[a-z_][a-z0-9_]*$")
     assignments_source: str = "assignments"
     events_source: str = "events"
+    # Incremental refresh (abflow.warehouse.incremental): read only events since the last run
+    # plus this lookback for late arrivals; `abflow run --full-refresh` recomputes everything.
+    incremental: bool = False
+    late_lookback_hours: float = Field(default=48.0, ge=0)
     home: Path = Field(default=Path(".abflow"), description="local state (embedded pgdata)")
     max_concurrency: int = Field(default=4, ge=1, le=64)
     lock_timeout_seconds: float = Field(default=300.0, gt=0)

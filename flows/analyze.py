@@ -46,13 +46,15 @@ class _Pending:
     checks: PrefectFuture[list[CheckOutcome]]
 
 
-def _submit(settings: Settings, url: str, experiment: Experiment, as_of: datetime) -> _Pending:
+def _submit(
+    settings: Settings, url: str, experiment: Experiment, as_of: datetime, full_refresh: bool
+) -> _Pending:
     """Start extraction and validation; both run on the task runner's worker threads."""
     before = previous_units(settings, url, experiment.key, as_of)
     return _Pending(
         experiment=experiment,
         started=datetime.now(UTC),
-        extracted=extract_aggregates.submit(settings, url, experiment, as_of),
+        extracted=extract_aggregates.submit(settings, url, experiment, as_of, full_refresh),
         checks=validate_data.submit(settings, url, experiment, as_of, before),
     )
 
@@ -124,6 +126,7 @@ def analyze_all(
     experiments: list[Experiment],
     as_of: datetime,
     broken: dict[str, str] | None = None,
+    full_refresh: bool = False,
 ) -> list[dict[str, Any]]:
     """Analyse each experiment; one failure is recorded and never stops the others."""
     fr_id = flow_run.get_id()
@@ -137,7 +140,7 @@ def analyze_all(
         pending: list[_Pending | tuple[Experiment, str]] = []
         for e in batch:
             try:
-                pending.append(_submit(settings, url, e, as_of))
+                pending.append(_submit(settings, url, e, as_of, full_refresh))
             except Exception as exc:  # log and skip, as jetstream does
                 pending.append((e, f"{type(exc).__name__}: {exc}".splitlines()[0]))
         for p in pending:
@@ -163,8 +166,12 @@ def analyze_all(
 def analyze_experiments(
     experiment_keys: list[str] | None = None,
     as_of: datetime | None = None,
+    full_refresh: bool = False,
 ) -> list[dict[str, Any]]:
-    """Analyse running experiments (or the given keys) with data up to as_of (default: now)."""
+    """Analyse running experiments (or the given keys) with data up to as_of (default: now).
+
+    full_refresh recomputes the incremental partials from all events (late arrivals included).
+    """
     settings = get_settings()
     url = resolve_url(settings)
     prepare_warehouse(settings, url)
@@ -172,7 +179,7 @@ def analyze_experiments(
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     experiments, broken = load_experiments(settings, url, experiment_keys)
-    summaries = analyze_all(settings, url, experiments, when, broken)
+    summaries = analyze_all(settings, url, experiments, when, broken, full_refresh)
     push_metrics(settings, url, experiments)
     failed = [s["experiment_key"] for s in summaries if s["status"] == "failed"]
     if failed:

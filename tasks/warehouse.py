@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
@@ -13,7 +13,7 @@ from abflow import bandit
 from abflow.definitions import Experiment
 from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
-from abflow.warehouse import experiments_repo, extract, promotion, readback, writer
+from abflow.warehouse import experiments_repo, extract, incremental, promotion, readback, writer
 from abflow.warehouse.engine import make_engine
 from abflow.warehouse.migrate import migrate
 from tasks.retry import RETRY_DELAYS, retry_transient
@@ -81,20 +81,44 @@ def previous_units(settings: Settings, url: str, key: str, as_of: datetime) -> i
     task_run_name="extract-{experiment.key}",
 )
 def extract_aggregates(
-    settings: Settings, url: str, experiment: Experiment, as_of: datetime
+    settings: Settings,
+    url: str,
+    experiment: Experiment,
+    as_of: datetime,
+    full_refresh: bool = False,
 ) -> tuple[list[SufficientStats], ExposureSummary]:
-    """One pass over events (sufficient statistics) plus the exposure summary, in one snapshot."""
+    """Sufficient statistics (incremental refresh or one full pass) and the exposure summary."""
     with engine_for(settings, url).connect() as conn:
         # Repeatable read: both queries see the same snapshot of a table being appended to.
+        # A refresh racing another one of the same experiment fails to serialise and is retried.
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            stats = extract.fetch_sufficient_stats(
-                conn,
-                experiment,
-                as_of,
-                assignments=settings.assignments_source,
-                events=settings.events_source,
-            )
+            if settings.incremental:
+                stats, info = incremental.fetch_sufficient_stats_incremental(
+                    conn,
+                    experiment,
+                    as_of,
+                    assignments=settings.assignments_source,
+                    events=settings.events_source,
+                    late_lookback_hours=settings.late_lookback_hours,
+                    full_refresh=full_refresh,
+                )
+                get_run_logger().info(
+                    "%s: %s refresh (%s), events from %s, %d unit(s) recomputed",
+                    experiment.key,
+                    info.mode,
+                    info.reason,
+                    info.events_from.isoformat(),
+                    info.units_recomputed,
+                )
+            else:
+                stats = extract.fetch_sufficient_stats(
+                    conn,
+                    experiment,
+                    as_of,
+                    assignments=settings.assignments_source,
+                    events=settings.events_source,
+                )
             exposure = extract.fetch_exposure_summary(
                 conn, experiment, as_of, assignments=settings.assignments_source
             )

@@ -18,8 +18,8 @@ metric_stats.sql, and in the same statement seals what has become older than the
 Known trade-off: an event that arrives later than the lookback (occurred_at before the stored
 ``sealed_before``) is not seen by an incremental refresh; ``full_refresh=True`` picks it up.
 The full path runs when asked, on the first refresh, when the definition (or a source relation)
-changed, when ``as_of`` moves back before the watermark (a backfill into the past), or when the
-lookback was widened beyond what the partials still hold per day.
+changed, when ``as_of`` moves back before the watermark (a backfill into the past), or when a
+wider lookback would need events that are already sealed.
 """
 
 from __future__ import annotations
@@ -126,16 +126,15 @@ def fetch_sufficient_stats_incremental(
     _run(conn, _statement("lock"), key)
     state = _fetchone(conn, _statement("read_state"), key)
     previous_watermark = state[0] if state else None
-    reason = _full_refresh_reason(
-        state, digest, as_of, late_lookback_hours, requested=full_refresh
-    )
+    reason = _full_refresh_reason(state, digest, as_of, late_lookback_hours, requested=full_refresh)
     mode: RefreshMode = "full" if reason else "incremental"
     full = mode == "full"
     # Full: every event that can matter to any unit (none precedes start - lookback, as no unit
     # is exposed before the start). Incremental: the events not sealed by the last refresh.
-    events_from = (
-        experiment.start_at - timedelta(days=lookback_days) if full else state[1]  # type: ignore[index]
-    )
+    if full or state is None:
+        events_from = experiment.start_at - timedelta(days=lookback_days)
+    else:
+        events_from = state[1]
 
     # The analysed units exactly as extract.fetch_sufficient_stats builds them.
     _run(conn, _statement("drop_temp_tables"), {})
@@ -171,8 +170,13 @@ def fetch_sufficient_stats_incremental(
     _run(
         conn,
         _statement("write_state"),
-        {**key, "as_of": as_of, "sealed_before": params["sealed_before"],
-         "definition_hash": digest, "mode": mode},
+        {
+            **key,
+            "as_of": as_of,
+            "sealed_before": params["sealed_before"],
+            "definition_hash": digest,
+            "mode": mode,
+        },
     )
     info = RefreshInfo(
         mode=mode,

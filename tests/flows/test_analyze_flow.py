@@ -118,3 +118,48 @@ def test_one_broken_experiment_does_not_stop_the_others(
     statuses = {s["experiment_key"]: s["status"] for s in summaries}
     assert statuses["broken_metric"] == "failed"
     assert statuses["checkout_button"] == "succeeded"
+
+
+def test_incremental_flow_matches_full_recompute(
+    prefect_harness: None,
+    abflow_env: Settings,
+    engine: Engine,
+    demo_loaded: dict[str, Any],
+    monkeypatch: Any,
+) -> None:
+    """ABFLOW_INCREMENTAL=true: day-2 results from the refreshed partials equal a full pass."""
+    from datetime import UTC, datetime
+
+    from abflow.settings import get_settings
+    from flows.analyze import analyze_experiments
+
+    day1, day2 = datetime(2026, 11, 19, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
+    key = ["checkout_button"]
+
+    def stats() -> list[Any]:
+        with engine.connect() as conn:
+            return conn.execute(
+                text(
+                    "select v.metric_key, v.variant_key, v.segment, v.units, v.sum,"
+                    " v.sum_squares, v.denominator_sum, v.covariate_sum,"
+                    " v.covariate_sum_products from variant_stats v join analysis_runs r"
+                    " using (run_id) where r.experiment_key = 'checkout_button'"
+                    " and r.as_of = :a order by 1, 2, 3"
+                ),
+                {"a": day2},
+            ).all()
+
+    monkeypatch.setenv("ABFLOW_INCREMENTAL", "true")
+    get_settings.cache_clear()
+    analyze_experiments(experiment_keys=key, as_of=day1)  # first refresh: full, builds partials
+    analyze_experiments(experiment_keys=key, as_of=day2)  # incremental
+    incremental = stats()
+    monkeypatch.setenv("ABFLOW_INCREMENTAL", "false")
+    get_settings.cache_clear()
+    analyze_experiments(experiment_keys=key, as_of=day2)
+    full = stats()
+    assert len(full) > 0
+    assert [r[:4] for r in incremental] == [r[:4] for r in full]
+    for a, b in zip(incremental, full, strict=True):
+        for x, y in zip(a[4:], b[4:], strict=True):
+            assert (x is None and y is None) or abs(x - y) <= 1e-9 * max(1.0, abs(y))

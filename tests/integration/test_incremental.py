@@ -43,17 +43,36 @@ def _definition(key: str, **changes: Any) -> dict[str, Any]:
             {"key": "c", "weight": 0.33},
         ],
         "metrics": [
-            {"key": "conversion", "kind": "proportion", "event": "purchase", "window_hours": 72,
-             "role": "primary"},
+            {
+                "key": "conversion",
+                "kind": "proportion",
+                "event": "purchase",
+                "window_hours": 72,
+                "role": "primary",
+            },
             {"key": "revenue", "kind": "mean", "event": "purchase", "value": "sum"},
             {"key": "order_value", "kind": "mean", "event": "purchase", "value": "mean"},
-            {"key": "max_order", "kind": "mean", "event": "purchase", "value": "max",
-             "window_hours": 240},
+            {
+                "key": "max_order",
+                "kind": "mean",
+                "event": "purchase",
+                "value": "max",
+                "window_hours": 240,
+            },
             {"key": "sessions", "kind": "mean", "event": "session_start", "value": "count"},
-            {"key": "ctr", "kind": "ratio", "numerator": {"event": "click"},
-             "denominator": {"event": "impression"}},
-            {"key": "latency", "kind": "ratio", "numerator": {"event": "page_load", "value": "sum"},
-             "denominator": {"event": "page_load", "value": "count"}, "window_hours": 168},
+            {
+                "key": "ctr",
+                "kind": "ratio",
+                "numerator": {"event": "click"},
+                "denominator": {"event": "impression"},
+            },
+            {
+                "key": "latency",
+                "kind": "ratio",
+                "numerator": {"event": "page_load", "value": "sum"},
+                "denominator": {"event": "page_load", "value": "count"},
+                "window_hours": 168,
+            },
         ],
         "analysis": {"cuped": {"lookback_days": 7}, "segments": ["country"]},
     }
@@ -234,11 +253,15 @@ def test_late_events_inside_lookback_are_picked_up(engine: Engine, own: OwnData)
     before = _full(engine, own.experiment, d2, **own.sources())
     with engine.begin() as conn:
         # Arrives after the d1 refresh but happened before it, within the 48 h lookback.
-        _insert_events(conn, own.events, [
-            ("iu11", "purchase", 1000.0, d1 - timedelta(hours=30)),
-            ("iu12", "click", None, d1 - timedelta(hours=2)),
-            ("iu13", "page_load", 50.0, d1 + timedelta(hours=3)),
-        ])
+        _insert_events(
+            conn,
+            own.events,
+            [
+                ("iu11", "purchase", 1000.0, d1 - timedelta(hours=30)),
+                ("iu12", "click", None, d1 - timedelta(hours=2)),
+                ("iu13", "page_load", 50.0, d1 + timedelta(hours=3)),
+            ],
+        )
     want = _full(engine, own.experiment, d2, **own.sources())
     assert _differences(before, want), "the late events should change the statistics"
     stats, info = _refresh(engine, own.experiment, d2, **own.sources())
@@ -284,21 +307,23 @@ def test_changed_exposures_are_recomputed(engine: Engine, own: OwnData) -> None:
             ),
             {"k": key, "moved": START + timedelta(hours=1), "t": START + timedelta(days=3)},
         )
-        _insert_events(conn, own.events, [
-            # before the new exposure of iu31: now post-exposure (was pre-period/contamination)
-            ("iu31", "purchase", 70.0, START + timedelta(hours=2)),
-            ("iu_late", "purchase", 9.0, START + timedelta(days=1)),  # pre-period, 3 weeks old
-            ("iu_late", "purchase", 40.0, START + timedelta(days=3, hours=1)),
-        ])
+        _insert_events(
+            conn,
+            own.events,
+            [
+                # before the new exposure of iu31: now post-exposure (was pre-period/contamination)
+                ("iu31", "purchase", 70.0, START + timedelta(hours=2)),
+                ("iu_late", "purchase", 9.0, START + timedelta(days=1)),  # pre-period, 3 weeks old
+                ("iu_late", "purchase", 40.0, START + timedelta(days=3, hours=1)),
+            ],
+        )
     stats, info = _refresh(engine, own.experiment, d2, **own.sources())
     assert info.mode == "incremental"
     assert info.units_recomputed == 2  # iu31 (moved) and iu_late (new)
     assert _differences(stats, _full(engine, own.experiment, d2, **own.sources())) == []
 
 
-def test_full_path_when_definition_changes_or_as_of_goes_back(
-    engine: Engine, own: OwnData
-) -> None:
+def test_full_path_when_definition_changes_or_as_of_goes_back(engine: Engine, own: OwnData) -> None:
     d1 = START + timedelta(days=25)
     _refresh(engine, own.experiment, d1, **own.sources())
     _, info = _refresh(engine, own.experiment, d1 + timedelta(days=1), **own.sources())
@@ -317,17 +342,19 @@ def test_full_path_when_definition_changes_or_as_of_goes_back(
     assert (info.mode, info.reason) == ("full", "as_of before the watermark")
     assert _differences(stats, _full(engine, changed, back, **own.sources())) == []
 
-    _, info = _refresh(engine, changed, back + timedelta(days=1), late_lookback_hours=96,
-                       **own.sources())
+    _, info = _refresh(
+        engine, changed, back + timedelta(days=1), late_lookback_hours=96, **own.sources()
+    )
     assert (info.mode, info.reason) == ("full", "late-arrival lookback widened")
 
     capped = changed.model_copy(update={"end_at": back + timedelta(days=1, hours=12)})
-    stats, info = _refresh(engine, capped, back + timedelta(days=5), late_lookback_hours=96,
-                           **own.sources())
+    stats, info = _refresh(
+        engine, capped, back + timedelta(days=5), late_lookback_hours=96, **own.sources()
+    )
     assert info.mode == "incremental" and info.as_of == capped.end_at
-    assert _differences(
-        stats, _full(engine, capped, back + timedelta(days=5), **own.sources())
-    ) == []
+    assert (
+        _differences(stats, _full(engine, capped, back + timedelta(days=5), **own.sources())) == []
+    )
 
 
 def test_incremental_refresh_reads_only_the_open_days(engine: Engine, own: OwnData) -> None:
@@ -349,8 +376,9 @@ def test_incremental_refresh_reads_only_the_open_days(engine: Engine, own: OwnDa
         _, info = fetch_sufficient_stats_incremental(
             conn, own.experiment, d2, assignments=own.assignments, events=own.events
         )
-        seq_read, idx_fetched = (x - y for x, y in zip(_reads(conn, own.events), before,
-                                                       strict=True))
+        seq_read, idx_fetched = (
+            x - y for x, y in zip(_reads(conn, own.events), before, strict=True)
+        )
     assert info.mode == "incremental" and info.units_recomputed == 0
     assert info.events_from == utc_midnight(d1 - timedelta(hours=48))
     assert in_window < total / 8
