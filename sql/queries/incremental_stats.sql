@@ -30,7 +30,8 @@ metric_defs as (
 ),
 
 changed_unit_events as (
-    select u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
+    -- exact duplicate rows count once, as in metric_stats.sql
+    select distinct u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
     from abflow_refresh_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id
@@ -44,7 +45,7 @@ changed_unit_events as (
 ),
 
 same_unit_events as (
-    select u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
+    select distinct u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
     from abflow_refresh_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id

@@ -20,42 +20,10 @@ metric_defs as (
     )
 ),
 
-unit_events as (
-    -- the single scan of events: every metric (and its CUPED pre-period) at once
-    select
-        u.unit_id,
-        m.metric_key,
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
-            as num_count,
-        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
-            as num_sum,
-        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
-            as num_mean,
-        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= u.first_exposed_at)
-            as num_max,
-        count(*) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
-            as den_count,
-        sum(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
-            as den_sum,
-        avg(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
-            as den_mean,
-        max(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= u.first_exposed_at)
-            as den_max,
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_count,
-        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_sum,
-        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_mean,
-        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_max,
-        -- contamination: the metric's own event after the start but before this unit's exposure
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= %(start_at)s) as contaminated_count
+unit_event_rows as (
+    -- the single scan of events, joined to first exposures once; exact duplicate rows (same
+    -- unit, event, value and time) count once: GX reports them, the analysis excludes them
+    select distinct u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
     from abflow_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id
@@ -63,14 +31,53 @@ unit_events as (
         and e.occurred_at >= least(
             u.first_exposed_at - make_interval(days => %(lookback_days)s), %(start_at)s
         )
+    where e.event_name = any(cast(%(event_names)s as text[]))
+),
+
+unit_events as (
+    -- every metric (and its CUPED pre-period and contamination) per unit at once
+    select
+        e.unit_id,
+        m.metric_key,
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at >= e.first_exposed_at)
+            as num_count,
+        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= e.first_exposed_at)
+            as num_sum,
+        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= e.first_exposed_at)
+            as num_mean,
+        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= e.first_exposed_at)
+            as num_max,
+        count(*) filter (where e.event_name = m.den_event and e.occurred_at >= e.first_exposed_at)
+            as den_count,
+        sum(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= e.first_exposed_at)
+            as den_sum,
+        avg(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= e.first_exposed_at)
+            as den_mean,
+        max(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= e.first_exposed_at)
+            as den_max,
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
+            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s))
+            as pre_count,
+        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
+            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s))
+            as pre_sum,
+        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
+            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s))
+            as pre_mean,
+        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
+            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s))
+            as pre_max,
+        -- contamination: the metric's own event after the start but before this unit's exposure
+        count(*) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
+            and e.occurred_at >= %(start_at)s) as contaminated_count
+    from unit_event_rows as e
     inner join metric_defs as m
         on e.event_name in (m.num_event, m.den_event)
         and (
             m.window_hours is null
-            or e.occurred_at < u.first_exposed_at + m.window_hours * interval '1 hour'
+            or e.occurred_at < e.first_exposed_at + m.window_hours * interval '1 hour'
         )
-    where e.event_name = any(cast(%(event_names)s as text[]))
-    group by u.unit_id, m.metric_key
+    group by e.unit_id, m.metric_key
 ),
 
 unit_values as (

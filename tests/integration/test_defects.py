@@ -477,9 +477,9 @@ def test_duplicated_event_rows_warn(engine: Engine, pg_url: str, settings: Setti
     assert len(sample) == 5
     assert all(s.startswith("dqd") and s.split(" | ")[1:2] == ["buy"] for s in sample)
     assert run.failed() == {"gx_events_no_duplicate_rows": "warning"}
-    # a proportion is immune; a value sum sees the repeats (counted, reported, not removed)
+    # counted and reported by GX, excluded from the analysis: sums are those without repeats
     assert run.sums() == {"control": 100.0, "treatment": 200.0}
-    assert run.sums("revenue") == {"control": 1500.0, "treatment": 2000.0}
+    assert run.sums("revenue") == {"control": 1000.0, "treatment": 2000.0}
     _assert_promoted(engine, run, e.key)
 
 
