@@ -9,8 +9,8 @@
 --     their pre-period and contamination events may be old (gated by %(read_changed)s);
 --   * 'same' units: only events in [%(read_from)s, %(as_of)s], the days not sealed yet, which
 --     include late arrivals within the lookback (gated by %(read_same)s).
--- Events are classified exactly as in metric_stats.sql; unit_values and final below are
--- metric_stats.sql's verbatim, so keep the two in step (the integration tests compare them).
+-- Events are classified exactly as in metric_stats.sql; the per-unit and final steps give the
+-- same numbers (tests compare them field by field), so change the two together.
 -- {events} is composed with psycopg.sql.Identifier; every value is a bound parameter.
 
 with

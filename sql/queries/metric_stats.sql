@@ -3,10 +3,14 @@
 -- planner has real row counts. The identifier {events} is composed with psycopg.sql.Identifier;
 -- every value is a bound parameter. Metric definitions arrive as one jsonb parameter, so no SQL
 -- is generated from user input.
-
+--
+-- Shape (measured in benchmarks/): the events scan joins first exposures once; metrics join the
+-- event rows by hash on event_name; each row's phase (post / CUPED pre / contamination) is
+-- decided once; only (unit, metric) pairs that have events are aggregated, because a unit
+-- without events adds 0 (or NULL for mean/max) to every sum, and exposed units are counted once
+-- from abflow_units.
 with
 
--- import CTEs ----------------------------------------------------------------
 metric_defs as (
     select *
     from jsonb_to_recordset(cast(%(metrics)s as jsonb)) as m (
@@ -20,10 +24,18 @@ metric_defs as (
     )
 ),
 
+metric_events as (
+    -- one row per (metric, event it reads): an equality join on event_name the planner can hash
+    select metric_key, num_event as event_name from metric_defs
+    union
+    select metric_key, den_event from metric_defs where den_event is not null
+),
+
 unit_event_rows as (
-    -- the single scan of events, joined to first exposures once; exact duplicate rows (same
-    -- unit, event, value and time) count once: GX reports them, the analysis excludes them
-    select distinct u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
+    -- unchanged: the single scan of events, joined to first exposures once; exact duplicate
+    -- rows count once
+    select distinct
+        u.unit_id, u.variant_key, u.first_exposed_at, e.event_name, e.value, e.occurred_at
     from abflow_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id
@@ -34,96 +46,95 @@ unit_event_rows as (
     where e.event_name = any(cast(%(event_names)s as text[]))
 ),
 
-unit_events as (
-    -- every metric (and its CUPED pre-period and contamination) per unit at once
+event_rows as (
+    -- one narrow row per (event, metric it feeds), its phase decided here once, joined to the
+    -- metrics by hash on event_name (not a nested loop over `event_name in (num, den)`)
     select
         e.unit_id,
+        e.variant_key,
         m.metric_key,
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at >= e.first_exposed_at)
-            as num_count,
-        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= e.first_exposed_at)
-            as num_sum,
-        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= e.first_exposed_at)
-            as num_mean,
-        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at >= e.first_exposed_at)
-            as num_max,
-        count(*) filter (where e.event_name = m.den_event and e.occurred_at >= e.first_exposed_at)
-            as den_count,
-        sum(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= e.first_exposed_at)
-            as den_sum,
-        avg(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= e.first_exposed_at)
-            as den_mean,
-        max(e.value) filter (where e.event_name = m.den_event and e.occurred_at >= e.first_exposed_at)
-            as den_max,
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
-            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_count,
-        sum(e.value) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
-            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_sum,
-        avg(e.value) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
-            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_mean,
-        max(e.value) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
-            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s))
-            as pre_max,
-        -- contamination: the metric's own event after the start but before this unit's exposure
-        count(*) filter (where e.event_name = m.num_event and e.occurred_at < e.first_exposed_at
-            and e.occurred_at >= %(start_at)s) as contaminated_count
+        e.event_name = m.num_event as is_num,
+        e.event_name = m.den_event as is_den,
+        e.occurred_at >= e.first_exposed_at as post,
+        e.occurred_at < e.first_exposed_at
+            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s)
+            as pre,
+        e.occurred_at < e.first_exposed_at and e.occurred_at >= %(start_at)s as early,
+        e.value
     from unit_event_rows as e
+    inner join metric_events as me
+        on me.event_name = e.event_name
     inner join metric_defs as m
-        on e.event_name in (m.num_event, m.den_event)
+        on m.metric_key = me.metric_key
         and (
             m.window_hours is null
             or e.occurred_at < e.first_exposed_at + m.window_hours * interval '1 hour'
         )
-    group by e.unit_id, m.metric_key
+),
+
+unit_events as (
+    select
+        unit_id,
+        variant_key,
+        metric_key,
+        count(*) filter (where is_num and post) as num_count,
+        sum(value) filter (where is_num and post) as num_sum,
+        avg(value) filter (where is_num and post) as num_mean,
+        max(value) filter (where is_num and post) as num_max,
+        count(*) filter (where is_den and post) as den_count,
+        sum(value) filter (where is_den and post) as den_sum,
+        avg(value) filter (where is_den and post) as den_mean,
+        max(value) filter (where is_den and post) as den_max,
+        count(*) filter (where is_num and pre) as pre_count,
+        sum(value) filter (where is_num and pre) as pre_sum,
+        avg(value) filter (where is_num and pre) as pre_mean,
+        max(value) filter (where is_num and pre) as pre_max,
+        count(*) filter (where is_num and early) as contaminated_count
+    from event_rows
+    group by unit_id, variant_key, metric_key
 ),
 
 unit_values as (
+    -- only (unit, metric) pairs with events; the others add 0 (or NULL) to every sum below
     select
-        u.unit_id,
-        u.variant_key,
+        ue.unit_id,
+        ue.variant_key,
         m.metric_key,
         case
-            when m.kind = 'proportion' then case when coalesce(ue.num_count, 0) > 0 then 1.0 else 0.0 end
+            when m.kind = 'proportion' then case when ue.num_count > 0 then 1.0 else 0.0 end
             when m.num_agg = 'sum' then coalesce(ue.num_sum, 0.0)
-            when m.num_agg = 'count' then coalesce(ue.num_count, 0)::double precision
+            when m.num_agg = 'count' then ue.num_count::double precision
             when m.num_agg = 'mean' then ue.num_mean
             when m.num_agg = 'max' then ue.num_max
         end as y,
         case
             when m.kind <> 'ratio' then null
             when m.den_agg = 'sum' then coalesce(ue.den_sum, 0.0)
-            when m.den_agg = 'count' then coalesce(ue.den_count, 0)::double precision
+            when m.den_agg = 'count' then ue.den_count::double precision
             when m.den_agg = 'mean' then ue.den_mean
             when m.den_agg = 'max' then ue.den_max
         end as x,
         case
             when %(lookback_days)s = 0 or m.kind = 'ratio' then null
-            when m.kind = 'proportion' then case when coalesce(ue.pre_count, 0) > 0 then 1.0 else 0.0 end
+            when m.kind = 'proportion' then case when ue.pre_count > 0 then 1.0 else 0.0 end
             when m.num_agg = 'sum' then coalesce(ue.pre_sum, 0.0)
-            when m.num_agg = 'count' then coalesce(ue.pre_count, 0)::double precision
+            when m.num_agg = 'count' then ue.pre_count::double precision
             when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
             when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
         end as c,
-        coalesce(ue.contaminated_count, 0) > 0 as contaminated
-    from abflow_units as u
-    cross join metric_defs as m
-    left join unit_events as ue
-        on ue.unit_id = u.unit_id
-        and ue.metric_key = m.metric_key
+        ue.contaminated_count > 0 as contaminated
+    from unit_events as ue
+    inner join metric_defs as m on m.metric_key = ue.metric_key
 ),
 
-final as (
+value_sums as (
     select
         uv.metric_key,
         uv.variant_key,
         us.segment,
-        count(*) as exposed_units,
         count(uv.y) as units,
-        coalesce(sum(uv.y), 0.0) as sum,
-        coalesce(sum(uv.y * uv.y), 0.0) as sum_squares,
+        sum(uv.y) as sum,
+        sum(uv.y * uv.y) as sum_squares,
         sum(uv.x) as denominator_sum,
         sum(uv.x * uv.x) as denominator_sum_squares,
         sum(uv.x * uv.y) as sum_products,
@@ -134,6 +145,51 @@ final as (
     from unit_values as uv
     inner join abflow_unit_segments as us on us.unit_id = uv.unit_id
     group by uv.metric_key, uv.variant_key, us.segment
+),
+
+exposed as (
+    select u.variant_key, us.segment, count(*) as exposed_units
+    from abflow_units as u
+    inner join abflow_unit_segments as us on us.unit_id = u.unit_id
+    group by u.variant_key, us.segment
+),
+
+metric_nulls as (
+    -- what a unit without events of the metric holds: is its y, x, c NULL or 0?
+    select
+        metric_key,
+        kind,
+        kind = 'proportion' or num_agg in ('sum', 'count') as y_zero,
+        kind = 'ratio' and den_agg in ('sum', 'count') as x_zero,
+        %(lookback_days)s <> 0 and kind <> 'ratio' as c_zero
+    from metric_defs
+),
+
+final as (
+    select
+        m.metric_key,
+        ex.variant_key,
+        ex.segment,
+        ex.exposed_units,
+        case when m.y_zero then ex.exposed_units else coalesce(vs.units, 0) end as units,
+        coalesce(vs.sum, 0.0) as sum,
+        coalesce(vs.sum_squares, 0.0) as sum_squares,
+        coalesce(vs.denominator_sum, case when m.x_zero then 0.0 end) as denominator_sum,
+        coalesce(vs.denominator_sum_squares, case when m.x_zero then 0.0 end)
+            as denominator_sum_squares,
+        coalesce(vs.sum_products, case when m.x_zero and m.y_zero then 0.0 end) as sum_products,
+        coalesce(vs.covariate_sum, case when m.c_zero and m.y_zero then 0.0 end) as covariate_sum,
+        coalesce(vs.covariate_sum_squares, case when m.c_zero and m.y_zero then 0.0 end)
+            as covariate_sum_squares,
+        coalesce(vs.covariate_sum_products, case when m.c_zero and m.y_zero then 0.0 end)
+            as covariate_sum_products,
+        coalesce(vs.contaminated_units, 0) as contaminated_units
+    from exposed as ex
+    cross join metric_nulls as m
+    left join value_sums as vs
+        on vs.metric_key = m.metric_key
+        and vs.variant_key = ex.variant_key
+        and vs.segment = ex.segment
 )
 
 select * from final
