@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from sqlalchemy import Connection, Engine
 
@@ -206,22 +207,25 @@ def sizes_for(events: int) -> dict[str, int]:
     }
 
 
+def raw_connection(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy connection (for composed SQL and cursors)."""
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw
+
+
 def _exec(conn: Connection, template: str, schema: str, params: dict[str, Any] | None = None,
           **parts: str) -> None:
     """Run one statement with the schema (and trusted SQL fragments) composed in."""
-    fragments = {k: sql.SQL(v) for k, v in parts.items()}  # type: ignore[arg-type]
-    query = sql.SQL(template).format(schema=sql.Identifier(schema), **fragments)  # type: ignore[arg-type]
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    with raw.cursor() as cur:
+    fragments = {k: sql.SQL(v) for k, v in parts.items()}
+    query = sql.SQL(template).format(schema=sql.Identifier(schema), **fragments)
+    with raw_connection(conn).cursor() as cur:
         cur.execute(query, params)
 
 
 def _existing(conn: Connection, schema: str, events: int) -> tuple[int, int] | None:
     """(units, assignment rows) if the schema already holds this size's data, else None."""
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    with raw.cursor() as cur:
+    with raw_connection(conn).cursor() as cur:
         cur.execute("select to_regclass(%s)", (f"{schema}.bench_meta",))
         row = cur.fetchone()
         if row is None or row[0] is None:

@@ -70,49 +70,58 @@ exposed as (
     group by unit_id
 ),
 
-per_unit as (
-    -- post: after exposure; pre: the CUPED lookback before it; early: after the start, before
-    -- exposure (contamination)
-    select
-        x.variant_key,
-        x.analysed,
-        case when count(*) filter (where e.event_name = 'purchase' and e.occurred_at >= x.t0
-                                     and e.occurred_at < x.t0 + interval '168 hours') > 0
-            then 1.0 else 0.0 end as conv_y,
-        case when count(*) filter (where e.event_name = 'purchase' and e.occurred_at < x.t0
-                                     and e.occurred_at >= x.pre) > 0
-            then 1.0 else 0.0 end as conv_c,
-        coalesce(sum(e.value) filter (where e.event_name = 'purchase' and e.occurred_at >= x.t0),
-                 0.0) as rev_y,
-        coalesce(sum(e.value) filter (where e.event_name = 'purchase' and e.occurred_at < x.t0
-                                        and e.occurred_at >= x.pre), 0.0) as rev_c,
-        count(*) filter (where e.event_name = 'click' and e.occurred_at >= x.t0)::float8
-            as clicks,
-        count(*) filter (where e.event_name = 'impression' and e.occurred_at >= x.t0)::float8
-            as impressions,
-        avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at >= x.t0)
-            as lat_y,
-        coalesce(avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at < x.t0
-                                        and e.occurred_at >= x.pre), 0.0) as lat_c,
-        count(*) filter (where e.event_name = 'session_start' and e.occurred_at >= x.t0)::float8
-            as sess_y,
-        count(*) filter (where e.event_name = 'session_start' and e.occurred_at < x.t0
-                           and e.occurred_at >= x.pre)::float8 as sess_c,
-        bool_or(e.event_name = 'purchase' and e.occurred_at < x.t0
-                and e.occurred_at >= %(start_at)s) as purchase_early,
-        bool_or(e.event_name = 'click' and e.occurred_at < x.t0
-                and e.occurred_at >= %(start_at)s) as click_early,
-        bool_or(e.event_name = 'page_load' and e.occurred_at < x.t0
-                and e.occurred_at >= %(start_at)s) as page_load_early,
-        bool_or(e.event_name = 'session_start' and e.occurred_at < x.t0
-                and e.occurred_at >= %(start_at)s) as session_start_early
+exposed_events as (
+    -- every unit joined to its events once; exact duplicate rows (same unit, event, value and
+    -- time) count once, as in abflow
+    select distinct
+        x.unit_id, x.variant_key, x.analysed, x.t0, x.pre,
+        e.event_name, e.value, e.occurred_at
     from exposed as x
     left join {events} as e
         on e.unit_id = x.unit_id
         and e.event_name in ('purchase', 'click', 'impression', 'page_load', 'session_start')
         and e.occurred_at >= least(x.pre, %(start_at)s)
         and e.occurred_at <= %(as_of)s
-    group by x.unit_id, x.variant_key, x.analysed
+),
+
+per_unit as (
+    -- post: after exposure; pre: the CUPED lookback before it; early: after the start, before
+    -- exposure (contamination)
+    select
+        e.variant_key,
+        e.analysed,
+        case when count(*) filter (where e.event_name = 'purchase' and e.occurred_at >= e.t0
+                                     and e.occurred_at < e.t0 + interval '168 hours') > 0
+            then 1.0 else 0.0 end as conv_y,
+        case when count(*) filter (where e.event_name = 'purchase' and e.occurred_at < e.t0
+                                     and e.occurred_at >= e.pre) > 0
+            then 1.0 else 0.0 end as conv_c,
+        coalesce(sum(e.value) filter (where e.event_name = 'purchase' and e.occurred_at >= e.t0),
+                 0.0) as rev_y,
+        coalesce(sum(e.value) filter (where e.event_name = 'purchase' and e.occurred_at < e.t0
+                                        and e.occurred_at >= e.pre), 0.0) as rev_c,
+        count(*) filter (where e.event_name = 'click' and e.occurred_at >= e.t0)::float8
+            as clicks,
+        count(*) filter (where e.event_name = 'impression' and e.occurred_at >= e.t0)::float8
+            as impressions,
+        avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at >= e.t0)
+            as lat_y,
+        coalesce(avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at < e.t0
+                                        and e.occurred_at >= e.pre), 0.0) as lat_c,
+        count(*) filter (where e.event_name = 'session_start' and e.occurred_at >= e.t0)::float8
+            as sess_y,
+        count(*) filter (where e.event_name = 'session_start' and e.occurred_at < e.t0
+                           and e.occurred_at >= e.pre)::float8 as sess_c,
+        bool_or(e.event_name = 'purchase' and e.occurred_at < e.t0
+                and e.occurred_at >= %(start_at)s) as purchase_early,
+        bool_or(e.event_name = 'click' and e.occurred_at < e.t0
+                and e.occurred_at >= %(start_at)s) as click_early,
+        bool_or(e.event_name = 'page_load' and e.occurred_at < e.t0
+                and e.occurred_at >= %(start_at)s) as page_load_early,
+        bool_or(e.event_name = 'session_start' and e.occurred_at < e.t0
+                and e.occurred_at >= %(start_at)s) as session_start_early
+    from exposed_events as e
+    group by e.unit_id, e.variant_key, e.analysed
 )
 
 select
@@ -148,95 +157,20 @@ group by analysed, variant_key  -- not WHERE analysed: it would be pushed down i
 order by analysed, variant_key
 """
 
-# (b') Proposed sql/queries/metric_stats.sql. The scan of events and its per-unit aggregates are
-# unchanged; what changes is everything after it. A unit with no event of a metric has y = 0 (or
-# NULL for mean/max), x = 0 and c = 0, so it adds nothing to any sum: only the per-(unit, metric)
-# rows that exist are joined to segments, and exposed units (and units for kinds whose y is never
-# NULL) are counted once from abflow_units. The abflow_units x metric_defs cross join and its
-# left join back to unit_events disappear. Metric sides join events by hash on event_name.
-PROPOSED_METRIC_STATS_SQL = """
-with
-
-metric_defs as (
-    select *
-    from jsonb_to_recordset(cast(%(metrics)s as jsonb)) as m (
-        metric_key text,
-        kind text,
-        num_event text,
-        num_agg text,
-        den_event text,
-        den_agg text,
-        window_hours double precision
-    )
-),
-
-metric_events as (
-    -- one row per (metric, event it reads): an equality join on event_name the planner can hash
-    select metric_key, num_event as event_name from metric_defs
-    union
-    select metric_key, den_event from metric_defs where den_event is not null
-),
-
-event_rows as (
-    -- the single scan of events: one narrow row per (event, metric it feeds), its phase decided
-    -- here once, so the aggregation below sorts ~60-byte rows instead of ~140-byte ones
-    select
-        u.unit_id,
-        u.variant_key,
-        m.metric_key,
-        e.event_name = m.num_event as is_num,
-        e.event_name = m.den_event as is_den,
-        e.occurred_at >= u.first_exposed_at as post,
-        e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - make_interval(days => %(lookback_days)s)
-            as pre,
-        e.occurred_at < u.first_exposed_at and e.occurred_at >= %(start_at)s as early,
-        e.value
-    from abflow_units as u
-    inner join {events} as e
-        on e.unit_id = u.unit_id
-        and e.occurred_at <= %(as_of)s
-        and e.occurred_at >= least(
-            u.first_exposed_at - make_interval(days => %(lookback_days)s), %(start_at)s
-        )
-    inner join metric_events as me
-        on me.event_name = e.event_name
-    inner join metric_defs as m
-        on m.metric_key = me.metric_key
-        and (
-            m.window_hours is null
-            or e.occurred_at < u.first_exposed_at + m.window_hours * interval '1 hour'
-        )
-    where e.event_name = any(cast(%(event_names)s as text[]))
-),
-
-unit_events as (
-    select
-        unit_id,
-        variant_key,
-        metric_key,
-        count(*) filter (where is_num and post) as num_count,
-        sum(value) filter (where is_num and post) as num_sum,
-        avg(value) filter (where is_num and post) as num_mean,
-        max(value) filter (where is_num and post) as num_max,
-        count(*) filter (where is_den and post) as den_count,
-        sum(value) filter (where is_den and post) as den_sum,
-        avg(value) filter (where is_den and post) as den_mean,
-        max(value) filter (where is_den and post) as den_max,
-        count(*) filter (where is_num and pre) as pre_count,
-        sum(value) filter (where is_num and pre) as pre_sum,
-        avg(value) filter (where is_num and pre) as pre_mean,
-        max(value) filter (where is_num and pre) as pre_max,
-        count(*) filter (where is_num and early) as contaminated_count
-    from event_rows
-    group by unit_id, variant_key, metric_key
-),
-
+# (b') Proposed sql/queries/metric_stats.sql: the file as it is up to `unit_values`, i.e. the
+# single scan of events and the per-(unit, metric) aggregates unchanged, and this tail instead
+# of its `unit_values` and `final`. A unit with no event of a metric has y = 0 (or NULL for
+# mean/max), x = 0 and c = 0, so it adds nothing to any sum: only the (unit, metric) rows that
+# exist are joined to segments, and exposed units (and units, for kinds whose y is never NULL)
+# are counted once from abflow_units. The abflow_units x metric_defs cross join and its left
+# join back to unit_events (5 rows per unit, most of them empty) disappear.
+PROPOSED_TAIL_MARKER = "unit_values as ("
+PROPOSED_TAIL = """
 unit_values as (
     -- only (unit, metric) pairs with events; the others add 0 (or NULL) to every sum below
     select
-        ue.unit_id,
-        ue.variant_key,
+        u.unit_id,
+        u.variant_key,
         m.metric_key,
         case
             when m.kind = 'proportion' then case when ue.num_count > 0 then 1.0 else 0.0 end
@@ -262,6 +196,7 @@ unit_values as (
         end as c,
         ue.contaminated_count > 0 as contaminated
     from unit_events as ue
+    inner join abflow_units as u on u.unit_id = ue.unit_id
     inner join metric_defs as m on m.metric_key = ue.metric_key
 ),
 
@@ -414,9 +349,7 @@ def parse_settings(items: Sequence[str]) -> dict[str, str]:
 
 def apply_settings(conn: Connection, settings: dict[str, str]) -> None:
     """SET LOCAL each session parameter inside the current transaction."""
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    with raw.cursor() as cur:
+    with generate.raw_connection(conn).cursor() as cur:
         for name, value in settings.items():
             cur.execute(sql.SQL("set local {} = {}").format(sql.Identifier(name),
                                                              sql.Literal(value)))
@@ -448,10 +381,9 @@ def query_params(experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def _cursor_execute(conn: Connection, query: sql.Composable, params: dict[str, Any]) -> Any:
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    cur = raw.cursor()
+def _cursor_execute(conn: Connection, query: sql.SQL | sql.Composed,
+                    params: dict[str, Any]) -> Any:
+    cur = generate.raw_connection(conn).cursor()
     cur.execute(query, params)
     return cur
 
@@ -524,15 +456,25 @@ def _stats_row(row: dict[str, Any]) -> SufficientStats:
     """One metric_stats.sql row as SufficientStats (the same conversion extract.py does)."""
     labels = ("metric_key", "variant_key", "segment")
     counts = ("exposed_units", "units")
-    return SufficientStats(**{
+    values: dict[str, Any] = {
         k: v if k in labels or v is None else int(v) if k in counts else float(v)
         for k, v in row.items()
-    })
+    }
+    return SufficientStats(**values)
+
+
+def proposed_sql() -> str:
+    """sql/queries/metric_stats.sql with everything from `unit_values` on replaced."""
+    current = read_sql("queries/metric_stats.sql")
+    head, found, _ = current.partition(PROPOSED_TAIL_MARKER)
+    if not found:
+        raise SystemExit(f"metric_stats.sql has no {PROPOSED_TAIL_MARKER!r}: update run.py")
+    return head + PROPOSED_TAIL.lstrip("\n")
 
 
 def proposed_query() -> sql.Composed:
     """The proposed metric_stats.sql with the events relation composed in."""
-    return sql.SQL(PROPOSED_METRIC_STATS_SQL).format(events=relation("events"))
+    return sql.SQL(proposed_sql()).format(events=relation("events"))
 
 
 def compare(expected: dict[StatKey, StatValues], got: dict[StatKey, StatValues]) -> list[str]:
@@ -563,6 +505,32 @@ def timed(engine: Engine, settings: dict[str, str],
         apply_settings(conn, settings)
         result = fn(conn)
     return time.perf_counter() - started, result
+
+
+def explain(engine: Engine, experiment: Experiment, settings: dict[str, str], path: Path) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of (a), abflow's metric_stats.sql and (b') into a text file."""
+    params = query_params(experiment)
+    prefix = sql.SQL("explain (analyze, buffers, settings) ")
+    sections: list[str] = []
+    with engine.begin() as conn:
+        apply_settings(conn, settings)
+        for step in ("queries/units.sql", "queries/unit_segments.sql"):
+            query = sql.SQL(read_sql(step)).format(assignments=relation("assignments"))
+            _cursor_execute(conn, query, params).close()
+        for table in ("abflow_units", "abflow_unit_segments"):
+            _cursor_execute(conn, sql.SQL("analyze {}").format(sql.Identifier(table)), {}).close()
+        queries = {
+            "(a) reference": reference_query(),
+            "(b) sql/queries/metric_stats.sql": sql.SQL(read_sql("queries/metric_stats.sql"))
+            .format(events=relation("events")),
+            "(b') proposed metric_stats.sql": proposed_query(),
+        }
+        for title, query in queries.items():
+            cur = _cursor_execute(conn, prefix + query, params)
+            sections.append(f"=== {title}\n" + "\n".join(str(r[0]) for r in cur.fetchall()))
+            cur.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
 
 
 # --- end to end ---------------------------------------------------------------------------------
@@ -621,8 +589,8 @@ def run_end_to_end(url: str, schema: str, settings: dict[str, str], log_path: Pa
 # --- one size -----------------------------------------------------------------------------------
 
 
-def measure_size(url: str, events: int, args: argparse.Namespace, settings: dict[str, str],
-                 stamp: str) -> SizeResult:
+def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
+                 settings: dict[str, str], stamp: str) -> SizeResult:
     """Generate (or reuse) one size, then time (a), (b), (b') and run (c)/(d)."""
     schema = generate.schema_for(events)
     engine = make_engine(Settings(ABFLOW_SCHEMA=schema, home=DATA_DIR), url=url)
@@ -643,7 +611,7 @@ def measure_size(url: str, events: int, args: argparse.Namespace, settings: dict
         results: dict[str, dict[StatKey, StatValues]] = {}
         for name, fn in candidates.items():  # warm-up: equal caches for every candidate
             _, results[name] = timed(engine, settings, fn)
-        for i in range(args.repeat):  # interleaved, so drift hits every candidate alike
+        for i in range(repeat):  # interleaved, so drift hits every candidate alike
             for name, fn in candidates.items():
                 seconds, results[name] = timed(engine, settings, fn)
                 timings[name].runs.append(seconds)
@@ -652,6 +620,10 @@ def measure_size(url: str, events: int, args: argparse.Namespace, settings: dict
         mismatches = compare(results["reference"], results["abflow"])
         mismatches_proposed = (compare(results["reference"], results["proposed"])
                                if "proposed" in results else None)
+        if args.explain:
+            target = RESULTS_DIR / f"explain-{stamp}-{schema}.txt"
+            explain(engine, experiment, settings, target)
+            console.print(f"  wrote {target.relative_to(ROOT)}")
         e2e = None
         if not args.skip_e2e:
             console.print("  abflow run (end to end) …")
@@ -681,9 +653,7 @@ def server_info(url: str) -> dict[str, str]:
              "work_mem", "shared_buffers", "effective_cache_size", "jit")
     try:
         with engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            with raw.cursor() as cur:
+            with generate.raw_connection(conn).cursor() as cur:
                 cur.execute("select version()")
                 row = cur.fetchone()
                 info = {"version": str(row[0]) if row else "?"}
@@ -775,7 +745,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000],
                    help="event counts, e.g. 1000000 5000000 20000000")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs after one warm-up")
+    p.add_argument("--repeat", type=int, nargs="+", default=[3],
+                   help="timed runs after one warm-up: one value, or one per size")
     p.add_argument("--database-url", default=None,
                    help="PostgreSQL URL; default: embedded server in benchmarks/.data/pgdata")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
@@ -784,7 +755,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="also time the proposed metric_stats.sql (b')")
     p.add_argument("--skip-e2e", action="store_true", help="skip the `abflow run` subprocess")
     p.add_argument("--regenerate", action="store_true", help="regenerate data even if present")
+    p.add_argument("--explain", action="store_true",
+                   help="also write EXPLAIN (ANALYZE, BUFFERS) of the three queries per size")
     return p.parse_args(argv)
+
+
+def write_json(out: Path, stamp: str, argv: Sequence[str] | None, repeats: list[int],
+               settings: dict[str, str], info: dict[str, str], results: list[SizeResult]) -> None:
+    """Write (or rewrite) the results file with every size measured so far."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "timestamp": stamp,
+        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run",
+                             *(argv if argv is not None else sys.argv[1:])]),
+        "repeat_per_size": dict(zip([r.events for r in results], repeats, strict=False)),
+        "session_settings": settings,
+        "server": info,
+        "machine": {"cpus": os.cpu_count(),
+                    "memory_gb": round(psutil.virtual_memory().total / 2**30),
+                    "python": platform.python_version()},
+        "rss_method": "psutil polling every 20 ms of the `abflow run` process (peak_rss_mb) and "
+                      "of it plus its descendants (peak_tree_rss_mb); ru_maxrss_children_mb is "
+                      "getrusage(RUSAGE_CHILDREN).ru_maxrss after the run (max over all children)",
+        "sizes": [to_json(r) for r in results],
+        "targets": summary(results),
+    }, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -797,31 +792,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"PostgreSQL {info['server_version']}, max_parallel_workers_per_gather="
                   f"{info['max_parallel_workers_per_gather']}, work_mem={info['work_mem']}, "
                   f"session settings: {settings or 'none'}")
-    results = [measure_size(url, n, args, settings, stamp) for n in sorted(args.sizes)]
+    sizes = sorted(args.sizes)
+    if len(args.repeat) not in (1, len(sizes)):
+        raise SystemExit("--repeat: give one value, or one per size")
+    repeats = args.repeat * len(sizes) if len(args.repeat) == 1 else args.repeat
+    out = RESULTS_DIR / f"bench-{stamp}.json"
+    results: list[SizeResult] = []
+    for n, repeat in zip(sizes, repeats, strict=True):
+        results.append(measure_size(url, n, repeat, args, settings, stamp))
+        write_json(out, stamp, argv, repeats, settings, info, results)  # partial results survive
     print_table(results)
     for r in results:
         for line in r.mismatches:
             console.print(f"[red]mismatch at {r.events:,}:[/red] {line}")
-    targets = summary(results)
-    console.print(targets)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"bench-{stamp}.json"
-    out.write_text(json.dumps({
-        "timestamp": stamp,
-        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run",
-                             *(argv if argv is not None else sys.argv[1:])]),
-        "repeat": args.repeat,
-        "session_settings": settings,
-        "server": info,
-        "machine": {"cpus": os.cpu_count(),
-                    "memory_gb": round(psutil.virtual_memory().total / 2**30),
-                    "python": platform.python_version()},
-        "rss_method": "psutil polling every 20 ms of the `abflow run` process (peak_rss_mb) and "
-                      "of it plus its descendants (peak_tree_rss_mb); ru_maxrss_children_mb is "
-                      "getrusage(RUSAGE_CHILDREN).ru_maxrss after the run (max over all children)",
-        "sizes": [to_json(r) for r in results],
-        "targets": targets,
-    }, indent=2, default=str) + "\n", encoding="utf-8")
+    console.print(summary(results))
     console.print(f"wrote {out.relative_to(ROOT)}")
     ok = all(r.match_abflow and r.match_proposed is not False for r in results)
     return 0 if ok else 1
