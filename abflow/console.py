@@ -22,6 +22,11 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.2f}%"
 
 
+def _p(p: float) -> str:
+    # A p-value that underflows to 0 is "below what a double can hold", never exactly zero.
+    return "<1e-300" if p < 1e-300 else f"{p:.3g}"
+
+
 def experiment_panel(res: dict[str, Any]) -> Panel:
     """One experiment: units per variant, metric table, health and the recommendation."""
     run, rec = res["run"], res["recommendation"]
@@ -56,7 +61,7 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
             f"{i['variant_mean']:.4g}",
             Text(_pct(i["rel_lift"]), style=style),
             f"[{_pct(i['rel_ci_low'])}, {_pct(i['rel_ci_high'])}]",
-            f"{i['p_value_adjusted']:.3g}",
+            _p(i["p_value_adjusted"]),
             f"{i['chance_to_beat_control'] * 100:.1f}%",
         )
     units = ", ".join(f"{k}: {v:,}" for k, v in res["units"].items())
