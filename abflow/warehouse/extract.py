@@ -38,6 +38,21 @@ def metric_definitions(experiment: Experiment) -> list[dict[str, Any]]:
     ]
 
 
+def metric_arrays(experiment: Experiment) -> dict[str, list[Any]]:
+    """Metric definitions as parallel arrays (metric_stats.sql unnests them in lockstep)."""
+    defs = metric_definitions(experiment)
+    names = {
+        "metric_keys": "metric_key",
+        "metric_kinds": "kind",
+        "num_events": "num_event",
+        "num_aggs": "num_agg",
+        "den_events": "den_event",
+        "den_aggs": "den_agg",
+        "window_hours": "window_hours",
+    }
+    return {param: [d[field] for d in defs] for param, field in names.items()}
+
+
 def _execute(conn: Connection, template: str, params: dict[str, Any], sources: dict[str, str]):
     query = sql.SQL(template).format(**{k: relation(v) for k, v in sources.items()})
     raw = conn.connection.dbapi_connection
@@ -69,6 +84,7 @@ def fetch_sufficient_stats(
         "start_at": experiment.start_at,
         "as_of": min(as_of, experiment.end_at) if experiment.end_at else as_of,
         "metrics": json.dumps(metric_definitions(experiment)),
+        **metric_arrays(experiment),
         "segments": list(experiment.analysis.segments),
         "variants": [v.key for v in experiment.variants],
         "event_names": event_names,

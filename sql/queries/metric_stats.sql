@@ -1,8 +1,9 @@
 -- Sufficient statistics per metric x variant x segment for one experiment, in one pass over events.
 -- Reads the session's temporary tables abflow_units / abflow_unit_segments (units.sql), so the
 -- planner has real row counts. The identifier {events} is composed with psycopg.sql.Identifier;
--- every value is a bound parameter. Metric definitions arrive as one jsonb parameter, so no SQL
--- is generated from user input.
+-- every value is a bound parameter (metric definitions as arrays), so no SQL is generated from
+-- user input. Dialect-neutral on purpose: the same text runs on DuckDB (tests/integration/
+-- test_portability.py), so no jsonb, make_interval, ::casts or = any(array).
 --
 -- Shape (measured in benchmarks/): the events scan joins first exposures once; metrics join the
 -- event rows by hash on event_name; each row's phase (post / CUPED pre / contamination) is
@@ -12,16 +13,15 @@
 with
 
 metric_defs as (
-    select *
-    from jsonb_to_recordset(cast(%(metrics)s as jsonb)) as m (
-        metric_key text,
-        kind text,
-        num_event text,
-        num_agg text,
-        den_event text,
-        den_agg text,
-        window_hours double precision
-    )
+    -- metric definitions arrive as parallel arrays of bound values (unnested in lockstep)
+    select
+        unnest(cast(%(metric_keys)s as text[])) as metric_key,
+        unnest(cast(%(metric_kinds)s as text[])) as kind,
+        unnest(cast(%(num_events)s as text[])) as num_event,
+        unnest(cast(%(num_aggs)s as text[])) as num_agg,
+        unnest(cast(%(den_events)s as text[])) as den_event,
+        unnest(cast(%(den_aggs)s as text[])) as den_agg,
+        unnest(cast(%(window_hours)s as double precision[])) as window_hours
 ),
 
 metric_events as (
@@ -41,9 +41,9 @@ unit_event_rows as (
         on e.unit_id = u.unit_id
         and e.occurred_at <= %(as_of)s
         and e.occurred_at >= least(
-            u.first_exposed_at - make_interval(days => %(lookback_days)s), %(start_at)s
+            u.first_exposed_at - cast(%(lookback_days)s as integer) * interval '1 day', %(start_at)s
         )
-    where e.event_name = any(cast(%(event_names)s as text[]))
+    where e.event_name in (select unnest(cast(%(event_names)s as text[])))
 ),
 
 event_rows as (
@@ -57,7 +57,7 @@ event_rows as (
         e.event_name = m.den_event as is_den,
         e.occurred_at >= e.first_exposed_at as post,
         e.occurred_at < e.first_exposed_at
-            and e.occurred_at >= e.first_exposed_at - make_interval(days => %(lookback_days)s)
+            and e.occurred_at >= e.first_exposed_at - cast(%(lookback_days)s as integer) * interval '1 day'
             as pre,
         e.occurred_at < e.first_exposed_at and e.occurred_at >= %(start_at)s as early,
         e.value
@@ -103,14 +103,14 @@ unit_values as (
         case
             when m.kind = 'proportion' then case when ue.num_count > 0 then 1.0 else 0.0 end
             when m.num_agg = 'sum' then coalesce(ue.num_sum, 0.0)
-            when m.num_agg = 'count' then ue.num_count::double precision
+            when m.num_agg = 'count' then cast(ue.num_count as double precision)
             when m.num_agg = 'mean' then ue.num_mean
             when m.num_agg = 'max' then ue.num_max
         end as y,
         case
             when m.kind <> 'ratio' then null
             when m.den_agg = 'sum' then coalesce(ue.den_sum, 0.0)
-            when m.den_agg = 'count' then ue.den_count::double precision
+            when m.den_agg = 'count' then cast(ue.den_count as double precision)
             when m.den_agg = 'mean' then ue.den_mean
             when m.den_agg = 'max' then ue.den_max
         end as x,
@@ -118,7 +118,7 @@ unit_values as (
             when %(lookback_days)s = 0 or m.kind = 'ratio' then null
             when m.kind = 'proportion' then case when ue.pre_count > 0 then 1.0 else 0.0 end
             when m.num_agg = 'sum' then coalesce(ue.pre_sum, 0.0)
-            when m.num_agg = 'count' then ue.pre_count::double precision
+            when m.num_agg = 'count' then cast(ue.pre_count as double precision)
             when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
             when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
         end as c,
