@@ -103,3 +103,33 @@ def demo_loaded(
         conn.exec_driver_sql("analyze assignments")
         conn.exec_driver_sql("analyze events")
     return {"counts": counts, "experiments": {e.key: e for e in demo_experiments}}
+
+
+def analyse(
+    engine: Engine,
+    experiment: Experiment,
+    *,
+    as_of: datetime = DEMO_AS_OF,
+    checks: list[Any] | None = None,
+    run_id: uuid.UUID | None = None,
+) -> Any:
+    """Extraction in one transaction, then the pure assembly (what the flow's tasks do)."""
+    from abflow.pipeline import assemble_result
+    from abflow.warehouse import extract
+
+    with engine.begin() as conn:
+        stats = extract.fetch_sufficient_stats(
+            conn, experiment, as_of, assignments="assignments", events="events"
+        )
+        expo = extract.fetch_exposure_summary(conn, experiment, as_of, assignments="assignments")
+    return assemble_result(
+        run_id=run_id or uuid.uuid4(),
+        experiment=experiment,
+        as_of=as_of,
+        flow_run_id=None,
+        started_at=as_of,
+        finished_at=as_of,
+        stats=stats,
+        exposure=expo,
+        quality_checks=checks or [],
+    )

@@ -99,25 +99,27 @@ def fetch_sufficient_stats(
     cols = [d.name for d in cur.description or ()]
     rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     cur.close()
-    return [
-        SufficientStats(
-            metric_key=r["metric_key"],
-            variant_key=r["variant_key"],
-            segment=r["segment"],
-            exposed_units=int(r["exposed_units"]),
-            units=int(r["units"]),
-            sum=float(r["sum"]),
-            sum_squares=float(r["sum_squares"]),
-            denominator_sum=_opt(r["denominator_sum"]),
-            denominator_sum_squares=_opt(r["denominator_sum_squares"]),
-            sum_products=_opt(r["sum_products"]),
-            covariate_sum=_opt(r["covariate_sum"]),
-            covariate_sum_squares=_opt(r["covariate_sum_squares"]),
-            covariate_sum_products=_opt(r["covariate_sum_products"]),
-            contaminated_units=int(r["contaminated_units"]),
-        )
-        for r in rows
-    ]
+    return [stats_from_row(r) for r in rows]
+
+
+def stats_from_row(r: dict[str, Any]) -> SufficientStats:
+    """One row of metric_stats.sql (or incremental_stats.sql) as a SufficientStats record."""
+    return SufficientStats(
+        metric_key=r["metric_key"],
+        variant_key=r["variant_key"],
+        segment=r["segment"],
+        exposed_units=int(r["exposed_units"]),
+        units=int(r["units"]),
+        sum=float(r["sum"]),
+        sum_squares=float(r["sum_squares"]),
+        denominator_sum=_opt(r["denominator_sum"]),
+        denominator_sum_squares=_opt(r["denominator_sum_squares"]),
+        sum_products=_opt(r["sum_products"]),
+        covariate_sum=_opt(r["covariate_sum"]),
+        covariate_sum_squares=_opt(r["covariate_sum_squares"]),
+        covariate_sum_products=_opt(r["covariate_sum_products"]),
+        contaminated_units=int(r["contaminated_units"]),
+    )
 
 
 def fetch_exposure_summary(

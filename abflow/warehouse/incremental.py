@@ -38,6 +38,7 @@ from sqlalchemy import Connection
 
 from abflow.definitions import Experiment
 from abflow.results import SufficientStats
+from abflow.warehouse import extract
 from abflow.warehouse.extract import metric_definitions, relation
 from abflow.warehouse.sqlfiles import read_sql
 
@@ -225,25 +226,7 @@ def _fetch_stats(
         cols = [d.name for d in cur.description or ()]
         rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     sealed = int(rows[0]["partial_rows_sealed"]) if rows else 0
-    return [
-        SufficientStats(
-            metric_key=r["metric_key"],
-            variant_key=r["variant_key"],
-            segment=r["segment"],
-            exposed_units=int(r["exposed_units"]),
-            units=int(r["units"]),
-            sum=float(r["sum"]),
-            sum_squares=float(r["sum_squares"]),
-            denominator_sum=_opt(r["denominator_sum"]),
-            denominator_sum_squares=_opt(r["denominator_sum_squares"]),
-            sum_products=_opt(r["sum_products"]),
-            covariate_sum=_opt(r["covariate_sum"]),
-            covariate_sum_squares=_opt(r["covariate_sum_squares"]),
-            covariate_sum_products=_opt(r["covariate_sum_products"]),
-            contaminated_units=int(r["contaminated_units"]),
-        )
-        for r in rows
-    ], sealed
+    return [extract.stats_from_row(r) for r in rows], sealed
 
 
 @cache
@@ -286,7 +269,3 @@ def _fetchone(conn: Connection, template: str, params: dict[str, Any]) -> tuple[
 
 def _lookback_days(experiment: Experiment) -> int:
     return experiment.analysis.cuped.lookback_days if experiment.analysis.cuped else 0
-
-
-def _opt(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -10,12 +10,11 @@ from sqlalchemy import Connection, Engine, text
 
 from abflow.bandit import allocate, primary_arms, thompson_weights
 from abflow.definitions import Experiment, parse_experiment
-from abflow.pipeline import assemble_result
 from abflow.results import ExperimentResult
-from abflow.warehouse import extract, writer
+from abflow.warehouse import writer
 from abflow.warehouse.experiments_repo import upsert_experiments
 from abflow.warehouse.promotion import reweight
-from tests.integration.conftest import DEMO_AS_OF
+from tests.conftest import DEMO_AS_OF, analyse
 
 
 def _definition(
@@ -102,22 +101,7 @@ def _load(
 
 def _run(engine: Engine, e: Experiment, run_id: uuid.UUID | None = None) -> ExperimentResult:
     """Extraction in one snapshot, then the pure assembly (as tasks.warehouse + pipeline do)."""
-    with engine.begin() as conn:
-        stats = extract.fetch_sufficient_stats(
-            conn, e, DEMO_AS_OF, assignments="assignments", events="events"
-        )
-        expo = extract.fetch_exposure_summary(conn, e, DEMO_AS_OF, assignments="assignments")
-    return assemble_result(
-        run_id=run_id or uuid.uuid4(),
-        experiment=e,
-        as_of=DEMO_AS_OF,
-        flow_run_id=None,
-        started_at=DEMO_AS_OF,
-        finished_at=DEMO_AS_OF,
-        stats=stats,
-        exposure=expo,
-        quality_checks=[],
-    )
+    return analyse(engine, e, run_id=run_id)
 
 
 def _seed(engine: Engine, e: Experiment, arms: dict[str, float], per_arm: int, **kw: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from typing import Any
 
 import psycopg
@@ -12,29 +11,13 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from abflow.pipeline import assemble_result
-from abflow.warehouse import extract, writer
+from abflow.warehouse import writer
 from tasks.retry import is_transient
-from tests.conftest import DEMO_AS_OF
+from tests.conftest import analyse
 
 
 def _result(engine: Engine, e: Any) -> Any:
-    with engine.begin() as conn:
-        stats = extract.fetch_sufficient_stats(
-            conn, e, DEMO_AS_OF, assignments="assignments", events="events"
-        )
-        expo = extract.fetch_exposure_summary(conn, e, DEMO_AS_OF, assignments="assignments")
-    return assemble_result(
-        run_id=uuid.uuid4(),
-        experiment=e,
-        as_of=DEMO_AS_OF,
-        flow_run_id=None,
-        started_at=DEMO_AS_OF,
-        finished_at=DEMO_AS_OF,
-        stats=stats,
-        exposure=expo,
-        quality_checks=[],
-    )
+    return analyse(engine, e)
 
 
 def test_second_writer_waits_then_times_out_with_a_transient_error(

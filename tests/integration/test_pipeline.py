@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -13,10 +12,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from abflow.definitions import Experiment, Metric
-from abflow.pipeline import assemble_result
 from abflow.warehouse import extract
 from abflow.warehouse.writer import write_result
-from tests.integration.conftest import DEMO_AS_OF
+from tests.conftest import DEMO_AS_OF, analyse
 
 
 def _agg(frame: pd.DataFrame, how: str, units: pd.Index, fill: bool) -> pd.Series:
@@ -181,22 +179,7 @@ def _counts(engine: Engine, key: str) -> dict[str, int]:
 def test_rerun_replaces_rows(engine: Engine, demo_loaded: dict[str, Any]) -> None:
     e = demo_loaded["experiments"]["followup_timing"]
     for _ in range(2):
-        with engine.begin() as conn:
-            stats = extract.fetch_sufficient_stats(
-                conn, e, DEMO_AS_OF, assignments="assignments", events="events"
-            )
-            expo = extract.fetch_exposure_summary(conn, e, DEMO_AS_OF, assignments="assignments")
-        result = assemble_result(
-            run_id=uuid.uuid4(),
-            experiment=e,
-            as_of=DEMO_AS_OF,
-            flow_run_id=None,
-            started_at=DEMO_AS_OF,
-            finished_at=DEMO_AS_OF,
-            stats=stats,
-            exposure=expo,
-            quality_checks=[],
-        )
+        result = analyse(engine, e)
         with engine.begin() as conn:
             write_result(conn, result)
         if _ == 0:
@@ -212,22 +195,7 @@ def test_crash_mid_write_keeps_previous_results(
 ) -> None:
     e = demo_loaded["experiments"]["followup_timing"]
     before = _counts(engine, e.key)
-    with engine.begin() as conn:
-        stats = extract.fetch_sufficient_stats(
-            conn, e, DEMO_AS_OF, assignments="assignments", events="events"
-        )
-        expo = extract.fetch_exposure_summary(conn, e, DEMO_AS_OF, assignments="assignments")
-    result = assemble_result(
-        run_id=uuid.uuid4(),
-        experiment=e,
-        as_of=DEMO_AS_OF,
-        flow_run_id=None,
-        started_at=DEMO_AS_OF,
-        finished_at=DEMO_AS_OF,
-        stats=stats,
-        exposure=expo,
-        quality_checks=[],
-    )
+    result = analyse(engine, e)
     with pytest.raises(RuntimeError), engine.begin() as conn:
         write_result(conn, result)
         raise RuntimeError("simulated crash after the delete and inserts")
@@ -248,27 +216,12 @@ def test_omnibus_and_exact_bayes_reach_the_recommendation(
     from scipy.stats import chi2_contingency
 
     e = demo_loaded["experiments"]["enrichment_strategy"]
-    with engine.begin() as conn:
-        stats = extract.fetch_sufficient_stats(
-            conn, e, DEMO_AS_OF, assignments="assignments", events="events"
-        )
-        expo = extract.fetch_exposure_summary(conn, e, DEMO_AS_OF, assignments="assignments")
-    result = assemble_result(
-        run_id=uuid.uuid4(),
-        experiment=e,
-        as_of=DEMO_AS_OF,
-        flow_run_id=None,
-        started_at=DEMO_AS_OF,
-        finished_at=DEMO_AS_OF,
-        stats=stats,
-        exposure=expo,
-        quality_checks=[],
-    )
+    result = analyse(engine, e)
     details = result.recommendation.details
     arms = [
         next(
             s
-            for s in stats
+            for s in result.variant_stats
             if s.metric_key == "user_edit_rate" and s.segment == "all" and s.variant_key == v.key
         )
         for v in e.variants

@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
-from abflow.pipeline import assemble_result
 from abflow.results import CheckOutcome
 from abflow.settings import Settings
-from abflow.warehouse import extract, writer
+from abflow.warehouse import writer
 from abflow.warehouse.promotion import PromotionRefused, promote, rollback
-from tests.integration.conftest import DEMO_AS_OF
+from tests.conftest import analyse
 
 
 def _run(engine: Engine, e: Any, checks: list[CheckOutcome] | None = None) -> Any:
-    with engine.begin() as conn:
-        stats = extract.fetch_sufficient_stats(
-            conn, e, DEMO_AS_OF, assignments="assignments", events="events"
-        )
-        expo = extract.fetch_exposure_summary(conn, e, DEMO_AS_OF, assignments="assignments")
-    return assemble_result(
-        run_id=uuid.uuid4(),
-        experiment=e,
-        as_of=DEMO_AS_OF,
-        flow_run_id=None,
-        started_at=DEMO_AS_OF,
-        finished_at=DEMO_AS_OF,
-        stats=stats,
-        exposure=expo,
-        quality_checks=checks or [],
-    )
+    return analyse(engine, e, checks=checks)
 
 
 def _write_and_promote(engine: Engine, result: Any) -> str | None:
