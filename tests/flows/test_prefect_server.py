@@ -262,8 +262,10 @@ def _check_bad_parameters_rejected(stack: PrefectStack, dep: dict[str, Any]) -> 
     ]
     for params, rejected in cases:
         # No per-run override: the deployment's own enforce_parameter_schema decides.
-        r = stack.client.post(
-            f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params, "state": far}
+        r = _post(
+            stack.client,
+            f"/deployments/{dep['id']}/create_flow_run",
+            json={"parameters": params, "state": far},
         )
         if rejected:
             assert r.status_code in (409, 422), (params, r.status_code, r.text)
@@ -271,14 +273,28 @@ def _check_bad_parameters_rejected(stack: PrefectStack, dep: dict[str, Any]) -> 
         else:
             assert r.status_code == 201, (params, r.status_code, r.text)
             stack.client.delete(f"/flow_runs/{r.json()['id']}").raise_for_status()
-    r = stack.client.post("/flow_runs/count", json={"deployments": {"id": {"any_": [dep["id"]]}}})
+    r = _post(stack.client, "/flow_runs/count", json={"deployments": {"id": {"any_": [dep["id"]]}}})
     assert r.json() == 0
+
+
+def _post(client: httpx.Client, path: str, **kwargs: Any) -> httpx.Response:
+    """POST, retrying the server's transient 503 (its SQLite database busy on a loaded machine)."""
+    for _ in range(10):
+        r = client.post(path, **kwargs)
+        if r.status_code != 503:
+            return r
+        time.sleep(2.0)
+    return r
 
 
 def _wait_terminal(stack: PrefectStack, fr_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while True:
-        state = stack.client.get(f"/flow_runs/{fr_id}").json()["state"]
+        r = stack.client.get(f"/flow_runs/{fr_id}")
+        if r.status_code == 503 and time.monotonic() <= deadline:  # SQLite busy: transient
+            time.sleep(1.0)
+            continue
+        state = r.json()["state"]
         if state["type"] in TERMINAL or time.monotonic() > deadline:
             return state
         time.sleep(1.0)
@@ -293,7 +309,7 @@ def test_ui_custom_backfill_run_on_a_real_server(
 
     params = {"start": "2026-11-05", "end": "2026-11-07", "experiments": ["followup_timing"]}
     client = prefect_stack.client
-    r = client.post(f"/deployments/{dep['id']}/create_flow_run", json=_ui_custom_run(params, dep))
+    r = _post(client, f"/deployments/{dep['id']}/create_flow_run", json=_ui_custom_run(params, dep))
     assert r.status_code == 201, r.text
     run = r.json()
     assert run["parameters"] == params and run["state"]["type"] == "SCHEDULED"
@@ -323,7 +339,8 @@ def test_ui_custom_backfill_run_on_a_real_server(
     assert all(r.status == "succeeded" and r.insights > 0 for r in runs), runs
     assert total == 3  # exactly one row per as_of
 
-    arts = client.post(
+    arts = _post(
+        client,
         "/artifacts/filter",
         json={"artifacts": {"flow_run_id": {"any_": [fr_id]}}, "sort": "CREATED_DESC"},
     )
