@@ -30,7 +30,13 @@ from abflow.definitions import Experiment
 from abflow.results import SufficientStats
 from abflow.settings import Settings
 from abflow.warehouse.engine import embedded_url, make_engine
-from abflow.warehouse.extract import fetch_sufficient_stats, metric_definitions, relation
+from abflow.warehouse.extract import (
+    build_analysis_tables,
+    fetch_sufficient_stats,
+    metric_arrays,
+    metric_definitions,
+    relation,
+)
 from abflow.warehouse.sqlfiles import read_sql
 from benchmarks import generate
 
@@ -157,118 +163,6 @@ group by analysed, variant_key  -- not WHERE analysed: it would be pushed down i
 order by analysed, variant_key
 """
 
-# (b') Proposed sql/queries/metric_stats.sql: the file as it is up to `unit_values`, i.e. the
-# single scan of events and the per-(unit, metric) aggregates unchanged, and this tail instead
-# of its `unit_values` and `final`. A unit with no event of a metric has y = 0 (or NULL for
-# mean/max), x = 0 and c = 0, so it adds nothing to any sum: only the (unit, metric) rows that
-# exist are joined to segments, and exposed units (and units, for kinds whose y is never NULL)
-# are counted once from abflow_units. The abflow_units x metric_defs cross join and its left
-# join back to unit_events (5 rows per unit, most of them empty) disappear.
-PROPOSED_TAIL_MARKER = "unit_values as ("
-PROPOSED_TAIL = """
-unit_values as (
-    -- only (unit, metric) pairs with events; the others add 0 (or NULL) to every sum below
-    select
-        u.unit_id,
-        u.variant_key,
-        m.metric_key,
-        case
-            when m.kind = 'proportion' then case when ue.num_count > 0 then 1.0 else 0.0 end
-            when m.num_agg = 'sum' then coalesce(ue.num_sum, 0.0)
-            when m.num_agg = 'count' then ue.num_count::double precision
-            when m.num_agg = 'mean' then ue.num_mean
-            when m.num_agg = 'max' then ue.num_max
-        end as y,
-        case
-            when m.kind <> 'ratio' then null
-            when m.den_agg = 'sum' then coalesce(ue.den_sum, 0.0)
-            when m.den_agg = 'count' then ue.den_count::double precision
-            when m.den_agg = 'mean' then ue.den_mean
-            when m.den_agg = 'max' then ue.den_max
-        end as x,
-        case
-            when %(lookback_days)s = 0 or m.kind = 'ratio' then null
-            when m.kind = 'proportion' then case when ue.pre_count > 0 then 1.0 else 0.0 end
-            when m.num_agg = 'sum' then coalesce(ue.pre_sum, 0.0)
-            when m.num_agg = 'count' then ue.pre_count::double precision
-            when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
-            when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
-        end as c,
-        ue.contaminated_count > 0 as contaminated
-    from unit_events as ue
-    inner join abflow_units as u on u.unit_id = ue.unit_id
-    inner join metric_defs as m on m.metric_key = ue.metric_key
-),
-
-value_sums as (
-    select
-        uv.metric_key,
-        uv.variant_key,
-        us.segment,
-        count(uv.y) as units,
-        sum(uv.y) as sum,
-        sum(uv.y * uv.y) as sum_squares,
-        sum(uv.x) as denominator_sum,
-        sum(uv.x * uv.x) as denominator_sum_squares,
-        sum(uv.x * uv.y) as sum_products,
-        sum(uv.c) filter (where uv.y is not null) as covariate_sum,
-        sum(uv.c * uv.c) filter (where uv.y is not null) as covariate_sum_squares,
-        sum(uv.c * uv.y) as covariate_sum_products,
-        count(*) filter (where uv.contaminated) as contaminated_units
-    from unit_values as uv
-    inner join abflow_unit_segments as us on us.unit_id = uv.unit_id
-    group by uv.metric_key, uv.variant_key, us.segment
-),
-
-exposed as (
-    select u.variant_key, us.segment, count(*) as exposed_units
-    from abflow_units as u
-    inner join abflow_unit_segments as us on us.unit_id = u.unit_id
-    group by u.variant_key, us.segment
-),
-
-metric_nulls as (
-    -- what a unit without events of the metric holds: is its y, x, c NULL or 0?
-    select
-        metric_key,
-        kind,
-        kind = 'proportion' or num_agg in ('sum', 'count') as y_zero,
-        kind = 'ratio' and den_agg in ('sum', 'count') as x_zero,
-        %(lookback_days)s <> 0 and kind <> 'ratio' as c_zero
-    from metric_defs
-),
-
-final as (
-    select
-        m.metric_key,
-        ex.variant_key,
-        ex.segment,
-        ex.exposed_units,
-        case when m.y_zero then ex.exposed_units else coalesce(vs.units, 0) end as units,
-        coalesce(vs.sum, 0.0) as sum,
-        coalesce(vs.sum_squares, 0.0) as sum_squares,
-        coalesce(vs.denominator_sum, case when m.x_zero then 0.0 end) as denominator_sum,
-        coalesce(vs.denominator_sum_squares, case when m.x_zero then 0.0 end)
-            as denominator_sum_squares,
-        coalesce(vs.sum_products, case when m.x_zero and m.y_zero then 0.0 end) as sum_products,
-        coalesce(vs.covariate_sum, case when m.c_zero and m.y_zero then 0.0 end) as covariate_sum,
-        coalesce(vs.covariate_sum_squares, case when m.c_zero and m.y_zero then 0.0 end)
-            as covariate_sum_squares,
-        coalesce(vs.covariate_sum_products, case when m.c_zero and m.y_zero then 0.0 end)
-            as covariate_sum_products,
-        coalesce(vs.contaminated_units, 0) as contaminated_units
-    from exposed as ex
-    cross join metric_nulls as m
-    left join value_sums as vs
-        on vs.metric_key = m.metric_key
-        and vs.variant_key = ex.variant_key
-        and vs.segment = ex.segment
-)
-
-select * from final
-order by metric_key, variant_key, segment
-"""
-
 StatKey = tuple[str, str]  # (metric_key, variant_key)
 StatValues = dict[str, float | None]
 
@@ -373,6 +267,7 @@ def query_params(experiment: Experiment) -> dict[str, Any]:
         "variants": [v.key for v in experiment.variants],
         "lookback_days": lookback,
         "metrics": json.dumps(metric_definitions(experiment)),
+        **metric_arrays(experiment),
         "segments": list(experiment.analysis.segments),
         "event_names": sorted(
             {m.numerator_event for m in experiment.metrics}
@@ -437,15 +332,12 @@ def run_abflow(conn: Connection, experiment: Experiment) -> dict[StatKey, StatVa
     return from_stats(stats)
 
 
-def run_proposed(conn: Connection, experiment: Experiment) -> dict[StatKey, StatValues]:
+def run_proposed(conn: Connection, experiment: Experiment,
+                 path: Path) -> dict[StatKey, StatValues]:
     """(b') abflow's units.sql and unit_segments.sql, then the proposed metric_stats.sql."""
     params = query_params(experiment)
-    for step in ("queries/units.sql", "queries/unit_segments.sql"):
-        query = sql.SQL(read_sql(step)).format(assignments=relation("assignments"))
-        _cursor_execute(conn, query, params).close()
-    for table in ("abflow_units", "abflow_unit_segments"):
-        _cursor_execute(conn, sql.SQL("analyze {}").format(sql.Identifier(table)), {}).close()
-    cur = _cursor_execute(conn, proposed_query(), params)
+    build_analysis_tables(conn, params, assignments="assignments")
+    cur = _cursor_execute(conn, proposed_query(path), params)
     cols = [d.name for d in cur.description or ()]
     rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     cur.close()
@@ -463,18 +355,9 @@ def _stats_row(row: dict[str, Any]) -> SufficientStats:
     return SufficientStats(**values)
 
 
-def proposed_sql() -> str:
-    """sql/queries/metric_stats.sql with everything from `unit_values` on replaced."""
-    current = read_sql("queries/metric_stats.sql")
-    head, found, _ = current.partition(PROPOSED_TAIL_MARKER)
-    if not found:
-        raise SystemExit(f"metric_stats.sql has no {PROPOSED_TAIL_MARKER!r}: update run.py")
-    return head + PROPOSED_TAIL.lstrip("\n")
-
-
-def proposed_query() -> sql.Composed:
-    """The proposed metric_stats.sql with the events relation composed in."""
-    return sql.SQL(proposed_sql()).format(events=relation("events"))
+def proposed_query(path: Path) -> sql.Composed:
+    """A candidate metric_stats.sql (same parameters and columns) with events composed in."""
+    return sql.SQL(path.read_text(encoding="utf-8")).format(events=relation("events"))
 
 
 def compare(expected: dict[StatKey, StatValues], got: dict[StatKey, StatValues]) -> list[str]:
@@ -507,24 +390,22 @@ def timed(engine: Engine, settings: dict[str, str],
     return time.perf_counter() - started, result
 
 
-def explain(engine: Engine, experiment: Experiment, settings: dict[str, str], path: Path) -> None:
+def explain(engine: Engine, experiment: Experiment, settings: dict[str, str], path: Path,
+            proposed: Path | None) -> None:
     """EXPLAIN (ANALYZE, BUFFERS) of (a), abflow's metric_stats.sql and (b') into a text file."""
     params = query_params(experiment)
     prefix = sql.SQL("explain (analyze, buffers, settings) ")
     sections: list[str] = []
     with engine.begin() as conn:
         apply_settings(conn, settings)
-        for step in ("queries/units.sql", "queries/unit_segments.sql"):
-            query = sql.SQL(read_sql(step)).format(assignments=relation("assignments"))
-            _cursor_execute(conn, query, params).close()
-        for table in ("abflow_units", "abflow_unit_segments"):
-            _cursor_execute(conn, sql.SQL("analyze {}").format(sql.Identifier(table)), {}).close()
+        build_analysis_tables(conn, params, assignments="assignments")
         queries = {
             "(a) reference": reference_query(),
             "(b) sql/queries/metric_stats.sql": sql.SQL(read_sql("queries/metric_stats.sql"))
             .format(events=relation("events")),
-            "(b') proposed metric_stats.sql": proposed_query(),
         }
+        if proposed:
+            queries[f"(b') proposed {proposed}"] = proposed_query(proposed)
         for title, query in queries.items():
             cur = _cursor_execute(conn, prefix + query, params)
             sections.append(f"=== {title}\n" + "\n".join(str(r[0]) for r in cur.fetchall()))
@@ -606,7 +487,7 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
             "abflow": lambda c: run_abflow(c, experiment),
         }
         if args.proposed:
-            candidates["proposed"] = lambda c: run_proposed(c, experiment)
+            candidates["proposed"] = lambda c: run_proposed(c, experiment, args.proposed)
         timings = {name: Timing() for name in candidates}
         results: dict[str, dict[StatKey, StatValues]] = {}
         for name, fn in candidates.items():  # warm-up: equal caches for every candidate
@@ -622,7 +503,7 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
                                if "proposed" in results else None)
         if args.explain:
             target = RESULTS_DIR / f"explain-{stamp}-{schema}.txt"
-            explain(engine, experiment, settings, target)
+            explain(engine, experiment, settings, target, args.proposed)
             console.print(f"  wrote {target.relative_to(ROOT)}")
         e2e = None
         if not args.skip_e2e:
@@ -751,8 +632,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="PostgreSQL URL; default: embedded server in benchmarks/.data/pgdata")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                    help="session parameter for every measured query, e.g. work_mem=64MB")
-    p.add_argument("--proposed", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time the proposed metric_stats.sql (b')")
+    p.add_argument("--proposed", type=Path, default=None, metavar="SQL_FILE",
+                   help="also time a candidate metric_stats.sql (b'), same parameters/columns")
     p.add_argument("--skip-e2e", action="store_true", help="skip the `abflow run` subprocess")
     p.add_argument("--regenerate", action="store_true", help="regenerate data even if present")
     p.add_argument("--explain", action="store_true",

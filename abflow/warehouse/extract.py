@@ -26,6 +26,7 @@ def metric_definitions(experiment: Experiment) -> list[dict[str, Any]]:
     """Metric definitions in the shape metric_stats.sql reads via jsonb_to_recordset."""
     return [
         {
+            "metric_id": i,
             "metric_key": m.key,
             "kind": m.kind,
             "num_event": m.numerator_event,
@@ -34,7 +35,7 @@ def metric_definitions(experiment: Experiment) -> list[dict[str, Any]]:
             "den_agg": m.denominator_agg,
             "window_hours": m.window_hours,
         }
-        for m in experiment.metrics
+        for i, m in enumerate(experiment.metrics, start=1)
     ]
 
 
@@ -42,6 +43,7 @@ def metric_arrays(experiment: Experiment) -> dict[str, list[Any]]:
     """Metric definitions as parallel arrays (metric_stats.sql unnests them in lockstep)."""
     defs = metric_definitions(experiment)
     names = {
+        "metric_ids": "metric_id",
         "metric_keys": "metric_key",
         "metric_kinds": "kind",
         "num_events": "num_event",
@@ -90,16 +92,30 @@ def fetch_sufficient_stats(
         "event_names": event_names,
         "lookback_days": lookback,
     }
-    # Units first (temporary tables, analysed), then the single pass over events.
-    for step in ("queries/units.sql", "queries/unit_segments.sql"):
-        _execute(conn, read_sql(step), params, {"assignments": assignments}).close()
-    for table in ("abflow_units", "abflow_unit_segments"):
-        _execute(conn, f"analyze {table}", {}, {}).close()
+    build_analysis_tables(conn, params, assignments=assignments)
     cur = _execute(conn, read_sql("queries/metric_stats.sql"), params, {"events": events})
     cols = [d.name for d in cur.description or ()]
     rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     cur.close()
     return [stats_from_row(r) for r in rows]
+
+
+ANALYSIS_TABLES = (
+    ("queries/units.sql", "abflow_units"),
+    ("queries/unit_segments.sql", "abflow_unit_segments"),
+    ("queries/metric_events.sql", "abflow_metric_events"),
+)
+
+
+def build_analysis_tables(conn: Connection, params: dict[str, Any], *, assignments: str) -> None:
+    """Create and ANALYZE the temporary tables metric_stats.sql reads (units, segments, metrics).
+
+    Real row counts matter: without them the planner guessed a few dozen units or metric rows
+    and chose nested loops or sorts that cost 10x (see benchmarks/README.md).
+    """
+    for step, table in ANALYSIS_TABLES:
+        _execute(conn, read_sql(step), params, {"assignments": assignments}).close()
+        _execute(conn, f"analyze {table}", {}, {}).close()
 
 
 def stats_from_row(r: dict[str, Any]) -> SufficientStats:

@@ -1,5 +1,6 @@
--- Segment label of every analysed unit: 'all' plus one 'dimension=level' per configured dimension.
--- The top 20 levels per dimension by units keep their name; the rest fold into '(other)'.
+-- Segment label of every analysed unit: 'all' plus one 'dimension=level' per configured dimension,
+-- the level read from the attributes of the unit's first exposure. The top 20 levels per
+-- dimension by units keep their name; the rest fold into '(other)'.
 create temporary table abflow_unit_segments on commit drop as
 
 with
@@ -8,9 +9,22 @@ segment_dims as (
     select unnest(cast(%(segments)s as text[])) as dimension
 ),
 
-unit_levels as (
-    select u.unit_id, d.dimension, coalesce(u.attributes ->> d.dimension, '(missing)') as level
+first_attributes as (
+    -- the first exposure's row (index on experiment_key, unit_id, assigned_at); ties at the same
+    -- instant resolved by the attributes' own order, so reruns agree. Skipped without segments.
+    select distinct on (u.unit_id) u.unit_id, a.attributes
     from abflow_units as u
+    inner join {assignments} as a
+        on a.experiment_key = %(experiment_key)s
+        and a.unit_id = u.unit_id
+        and a.assigned_at = u.first_exposed_at
+    where cardinality(cast(%(segments)s as text[])) > 0
+    order by u.unit_id, a.attributes
+),
+
+unit_levels as (
+    select f.unit_id, d.dimension, coalesce(f.attributes ->> d.dimension, '(missing)') as level
+    from first_attributes as f
     cross join segment_dims as d
 ),
 

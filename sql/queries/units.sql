@@ -7,7 +7,7 @@ with
 
 raw_exposures as (
     -- a NULL variant is an unknown variant; a NULL unit id is no unit at all (GX counts both)
-    select unit_id, coalesce(variant_key, '(null)') as variant_key, assigned_at, attributes
+    select unit_id, coalesce(variant_key, '(null)') as variant_key, assigned_at
     from {assignments}
     where experiment_key = %(experiment_key)s
       and unit_id is not null
@@ -16,20 +16,20 @@ raw_exposures as (
 ),
 
 first_exposures as (
+    -- min = max instead of count(distinct): plain aggregates hash, a distinct aggregate sorts
     select
         unit_id,
         min(assigned_at) as first_exposed_at,
         min(variant_key) as variant_key,
-        count(distinct variant_key) as variant_count,
-        (array_agg(attributes order by assigned_at))[1] as attributes
+        min(variant_key) = max(variant_key) as single_variant
     from raw_exposures
     group by unit_id
 ),
 
 final as (
-    select unit_id, first_exposed_at, variant_key, attributes
+    select unit_id, first_exposed_at, variant_key
     from first_exposures
-    where variant_count = 1
+    where single_variant
       and variant_key = any(cast(%(variants)s as text[]))
 )
 

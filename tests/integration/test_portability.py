@@ -60,13 +60,16 @@ def test_metric_sql_runs_unchanged_on_duckdb(
         )
         units = pd.read_sql("select unit_id, first_exposed_at, variant_key from abflow_units", conn)
         segments = pd.read_sql("select unit_id, segment from abflow_unit_segments", conn)
+        metric_events = pd.read_sql("select * from abflow_metric_events", conn)
     _, events = demo_frames
     duck = duckdb.connect()
     duck.register("units_df", units)
     duck.register("segments_df", segments)
+    duck.register("metric_events_df", metric_events)
     duck.register("events_df", events[["unit_id", "event_name", "value", "occurred_at"]])
     duck.execute("create table abflow_units as select * from units_df")
     duck.execute("create table abflow_unit_segments as select * from segments_df")
+    duck.execute("create table abflow_metric_events as select * from metric_events_df")
     duck.execute("create table events as select * from events_df")
 
     # The same file, byte for byte: only the identifier slot is filled (as psycopg.sql does)
