@@ -12,7 +12,7 @@ segment_dims as (
 first_attributes as (
     -- the first exposure's row (index on experiment_key, unit_id, assigned_at); ties at the same
     -- instant resolved by the attributes' own order, so reruns agree. Skipped without segments.
-    select distinct on (u.unit_id) u.unit_id, a.attributes
+    select distinct on (u.unit_id) u.unit_id, u.variant_key, a.attributes
     from abflow_units as u
     inner join {assignments} as a
         on a.experiment_key = %(experiment_key)s
@@ -23,7 +23,8 @@ first_attributes as (
 ),
 
 unit_levels as (
-    select f.unit_id, d.dimension, coalesce(f.attributes ->> d.dimension, '(missing)') as level
+    select f.unit_id, f.variant_key, d.dimension,
+        coalesce(f.attributes ->> d.dimension, '(missing)') as level
     from first_attributes as f
     cross join segment_dims as d
 ),
@@ -38,11 +39,12 @@ level_ranks as (
 ),
 
 final as (
-    select unit_id, 'all' as segment
+    select unit_id, variant_key, 'all' as segment
     from abflow_units
     union all
     select
         ul.unit_id,
+        ul.variant_key,
         ul.dimension || '=' || case when lr.level_rank <= 20 then ul.level else '(other)' end
     from unit_levels as ul
     inner join level_ranks as lr

@@ -59,7 +59,7 @@ def test_metric_sql_runs_unchanged_on_duckdb(
             conn, experiment, DEMO_AS_OF, assignments="assignments", events="events"
         )
         units = pd.read_sql("select unit_id, first_exposed_at, variant_key from abflow_units", conn)
-        segments = pd.read_sql("select unit_id, segment from abflow_unit_segments", conn)
+        segments = pd.read_sql("select * from abflow_unit_segments", conn)
         metric_events = pd.read_sql("select * from abflow_metric_events", conn)
     _, events = demo_frames
     duck = duckdb.connect()
