@@ -45,6 +45,30 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
 
 
+@contextmanager
+def _flow_process() -> Iterator[Any]:
+    """Prefect defaults, and Prefect's temporary server booting while the flow modules import.
+
+    Yields `ready()`: call it after the imports, before the first flow call.
+    """
+    _prefect_defaults()
+    from abflow.prefect_server import early_server
+
+    timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+    with early_server(timeout) as wait:
+
+        def ready() -> None:
+            # GX is imported inside the validation task otherwise: import it while we wait.
+            import great_expectations  # noqa: F401
+
+            try:
+                wait()
+            except RuntimeError as exc:
+                raise CliError(str(exc).splitlines()[0]) from None
+
+        yield ready
+
+
 def _engine(settings: Settings):
     from abflow.warehouse.engine import make_engine
 
@@ -250,18 +274,19 @@ def run(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run the analysis flow once (all running experiments, or the given keys)."""
-    _prefect_defaults()
+    with _flow_process() as ready:
 
-    def go() -> list[dict[str, Any]]:
-        from flows.analyze import analyze_experiments
+        def go() -> list[dict[str, Any]]:
+            from flows.analyze import analyze_experiments
 
-        ts = _parse_ts(as_of)
-        with _progress(quiet or as_json, "analysing"):
-            return analyze_experiments(
-                experiment_keys=experiment or None, as_of=ts, full_refresh=full_refresh
-            )
+            ts = _parse_ts(as_of)
+            ready()
+            with _progress(quiet or as_json, "analysing"):
+                return analyze_experiments(
+                    experiment_keys=experiment or None, as_of=ts, full_refresh=full_refresh
+                )
 
-    summaries = _run_guarded(go)
+        summaries = _run_guarded(go)
     _show(summaries, experiment, quiet, as_json)
     if any(s["status"] == "failed" for s in summaries):
         raise typer.Exit(2)
@@ -276,19 +301,20 @@ def backfill(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Recompute the daily analysis as of the end of each day in [start, end]."""
-    _prefect_defaults()
+    with _flow_process() as ready:
 
-    def go() -> list[dict[str, Any]]:
-        from flows.backfill import backfill_experiments
+        def go() -> list[dict[str, Any]]:
+            from flows.backfill import backfill_experiments
 
-        try:
-            d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
-        except ValueError as exc:
-            raise CliError(f"--start/--end: {exc}") from None
-        with _progress(quiet or as_json, "backfilling", total=(d1 - d0).days + 1):
-            return backfill_experiments(start=d0, end=d1, experiments=experiment or None)
+            try:
+                d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+            except ValueError as exc:
+                raise CliError(f"--start/--end: {exc}") from None
+            ready()
+            with _progress(quiet or as_json, "backfilling", total=(d1 - d0).days + 1):
+                return backfill_experiments(start=d0, end=d1, experiments=experiment or None)
 
-    out = _run_guarded(go)
+        out = _run_guarded(go)
     if as_json:
         sys.stdout.write(json.dumps(out, default=str, indent=2) + "\n")
     else:
@@ -472,37 +498,40 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Embedded PostgreSQL + demo experiments + generated data + one analysis run."""
-    _prefect_defaults()
+    with _flow_process() as ready:
+        summaries = _run_guarded(lambda: _demo(ready))
+    _show(summaries, None, quiet, False)
+
+
+def _demo(ready: Any) -> list[dict[str, Any]]:
+    """Migrate, load the generated demo data and analyse it (the body of `abflow demo`)."""
     from abflow.demo_data import generate_demo_data, load_frames
     from abflow.warehouse.experiments_repo import upsert_experiments
     from abflow.warehouse.migrate import migrate as do_migrate
 
-    def go() -> list[dict[str, Any]]:
-        s = get_settings()
-        eng = _engine(s)
-        err_console.print(
-            "warehouse: "
-            + ("ABFLOW_DATABASE_URL" if s.database_url else f"embedded PostgreSQL in {s.pgdata}")
+    s = get_settings()
+    eng = _engine(s)
+    err_console.print(
+        "warehouse: "
+        + ("ABFLOW_DATABASE_URL" if s.database_url else f"embedded PostgreSQL in {s.pgdata}")
+    )
+    do_migrate(eng, s.schema_name)
+    exps = load_experiment_files([Path("experiments")])
+    assignments, events = generate_demo_data(exps, as_of=DEMO_AS_OF)
+    with eng.begin() as conn:
+        upsert_experiments(conn, exps)
+        raw = conn.connection.dbapi_connection
+        n_a, n_e = load_frames(
+            raw, s.schema_name, assignments, events, replace_experiments=[e.key for e in exps]
         )
-        do_migrate(eng, s.schema_name)
-        exps = load_experiment_files([Path("experiments")])
-        assignments, events = generate_demo_data(exps, as_of=DEMO_AS_OF)
-        with eng.begin() as conn:
-            upsert_experiments(conn, exps)
-            raw = conn.connection.dbapi_connection
-            n_a, n_e = load_frames(
-                raw, s.schema_name, assignments, events, replace_experiments=[e.key for e in exps]
-            )
-        err_console.print(
-            f"loaded {n_a:,} assignments and {n_e:,} events with COPY; "
-            f"{len(exps)} experiments; analysing as of {DEMO_AS_OF:%Y-%m-%d} …"
-        )
-        from flows.analyze import analyze_experiments
+    err_console.print(
+        f"loaded {n_a:,} assignments and {n_e:,} events with COPY; "
+        f"{len(exps)} experiments; analysing as of {DEMO_AS_OF:%Y-%m-%d} …"
+    )
+    from flows.analyze import analyze_experiments
 
-        return analyze_experiments(experiment_keys=[e.key for e in exps], as_of=DEMO_AS_OF)
-
-    summaries = _run_guarded(go)
-    _show(summaries, None, quiet, False)
+    ready()
+    return analyze_experiments(experiment_keys=[e.key for e in exps], as_of=DEMO_AS_OF)
 
 
 @app.command()
