@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from abflow.warehouse.extract import (
     metric_definitions,
     relation,
 )
+from abflow.warehouse.incremental import fetch_sufficient_stats_incremental
 from abflow.warehouse.sqlfiles import read_sql
 from benchmarks import generate
 
@@ -193,6 +194,19 @@ class EndToEnd:
 
 
 @dataclass
+class Incremental:
+    """Incremental refresh: the first (full) refresh a day earlier, then the daily one at as_of."""
+
+    initial_seconds: float
+    initial_mode: str
+    daily_seconds: float
+    daily_mode: str
+    daily_units_recomputed: int
+    daily_events_from: str
+    match_full: bool
+
+
+@dataclass
 class SizeResult:
     """Everything measured for one data size."""
 
@@ -209,6 +223,7 @@ class SizeResult:
     match_proposed: bool | None
     mismatches: list[str]
     e2e: EndToEnd | None
+    incremental: Incremental | None
     load_average: list[float]  # 1-minute load average before and after this size (2 cores)
 
     @property
@@ -467,6 +482,34 @@ def run_end_to_end(url: str, schema: str, settings: dict[str, str], log_path: Pa
                     " ".join(cmd), str(log_path.relative_to(ROOT)))
 
 
+# --- incremental refresh -----------------------------------------------------------------------
+
+
+def run_incremental(engine: Engine, experiment: Experiment, settings: dict[str, str],
+                    full: dict[StatKey, StatValues]) -> Incremental:
+    """Refresh as of the day before as_of (from scratch), then as of as_of (the daily run).
+
+    Each refresh is one transaction, as in the flow; the daily result must equal (b)'s.
+    """
+    refreshes = []
+    for as_of, full_refresh in ((generate.AS_OF - timedelta(days=1), True),
+                                (generate.AS_OF, False)):
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            apply_settings(conn, settings)
+            stats, info = fetch_sufficient_stats_incremental(
+                conn, experiment, as_of, assignments="assignments", events="events",
+                full_refresh=full_refresh)
+        refreshes.append((time.perf_counter() - started, stats, info))
+    (t0, _, first), (t1, daily, info) = refreshes
+    return Incremental(
+        initial_seconds=t0, initial_mode=first.mode, daily_seconds=t1, daily_mode=info.mode,
+        daily_units_recomputed=info.units_recomputed,
+        daily_events_from=info.events_from.isoformat(),
+        match_full=not compare(full, from_stats(daily)),
+    )
+
+
 # --- one size -----------------------------------------------------------------------------------
 
 
@@ -505,6 +548,14 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
             target = RESULTS_DIR / f"explain-{stamp}-{schema}.txt"
             explain(engine, experiment, settings, target, args.proposed)
             console.print(f"  wrote {target.relative_to(ROOT)}")
+        incremental = None
+        if args.incremental:
+            console.print("  incremental refresh (initial a day earlier, then daily) …")
+            incremental = run_incremental(engine, experiment, settings, results["abflow"])
+            console.print(f"  initial {incremental.initial_seconds:.2f} s "
+                          f"({incremental.initial_mode}), daily {incremental.daily_seconds:.2f} s "
+                          f"({incremental.daily_mode}), same numbers as (b): "
+                          f"{'yes' if incremental.match_full else 'NO'}")
         e2e = None
         if not args.skip_e2e:
             console.print("  abflow run (end to end) …")
@@ -518,7 +569,7 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
             match_abflow=not mismatches,
             match_proposed=None if mismatches_proposed is None else not mismatches_proposed,
             mismatches=mismatches[:20] + (mismatches_proposed or [])[:20],
-            e2e=e2e, load_average=[load_before, os.getloadavg()[0]],
+            e2e=e2e, incremental=incremental, load_average=[load_before, os.getloadavg()[0]],
         )
     finally:
         engine.dispose()
@@ -565,6 +616,9 @@ def summary(results: list[SizeResult]) -> dict[str, Any]:
     out["metric_step_ratio_at_5m"] = at5.ratio_abflow if at5 else None
     out["metric_step_target_met"] = at5.ratio_abflow <= 1.3 if at5 else None
     out["proposed_ratio_at_5m"] = at5.ratio_proposed if at5 else None
+    inc = [r for r in results if r.incremental]
+    out["incremental_daily_vs_full"] = {
+        r.events: r.incremental.daily_seconds / r.abflow.median for r in inc if r.incremental}
     e2e = [r for r in results if r.e2e]
     out["e2e_target_met"] = (all(r.e2e.seconds <= r.e2e_budget for r in e2e if r.e2e)
                              if e2e else None)
@@ -615,6 +669,8 @@ def to_json(r: SizeResult) -> dict[str, Any]:
     out["ratio_proposed_vs_reference"] = r.ratio_proposed
     out["e2e_budget_seconds"] = r.e2e_budget
     out["e2e_over_budget"] = (r.e2e.seconds / r.e2e_budget) if r.e2e else None
+    out["incremental_daily_vs_abflow"] = (
+        r.incremental.daily_seconds / r.abflow.median if r.incremental else None)
     return out
 
 
@@ -635,6 +691,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--proposed", type=Path, default=None, metavar="SQL_FILE",
                    help="also time a candidate metric_stats.sql (b'), same parameters/columns")
     p.add_argument("--skip-e2e", action="store_true", help="skip the `abflow run` subprocess")
+    p.add_argument("--incremental", action="store_true",
+                   help="also time an incremental refresh: initial a day before as_of, then daily")
     p.add_argument("--regenerate", action="store_true", help="regenerate data even if present")
     p.add_argument("--explain", action="store_true",
                    help="also write EXPLAIN (ANALYZE, BUFFERS) of the three queries per size")
@@ -688,7 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[red]mismatch at {r.events:,}:[/red] {line}")
     console.print(summary(results))
     console.print(f"wrote {out.relative_to(ROOT)}")
-    ok = all(r.match_abflow and r.match_proposed is not False for r in results)
+    ok = all(r.match_abflow and r.match_proposed is not False
+             and (r.incremental is None or r.incremental.match_full) for r in results)
     return 0 if ok else 1
 
 

@@ -39,7 +39,12 @@ from sqlalchemy import Connection
 from abflow.definitions import Experiment
 from abflow.results import SufficientStats
 from abflow.warehouse import extract
-from abflow.warehouse.extract import metric_definitions, relation
+from abflow.warehouse.extract import (
+    build_analysis_tables,
+    metric_arrays,
+    metric_definitions,
+    relation,
+)
 from abflow.warehouse.sqlfiles import read_sql
 
 RefreshMode = Literal["full", "incremental"]
@@ -114,6 +119,7 @@ def fetch_sufficient_stats_incremental(
         "start_at": experiment.start_at,
         "as_of": as_of,
         "metrics": json.dumps(metric_definitions(experiment)),
+        **metric_arrays(experiment),
         "segments": list(experiment.analysis.segments),
         "variants": [v.key for v in experiment.variants],
         "event_names": sorted(
@@ -139,10 +145,7 @@ def fetch_sufficient_stats_incremental(
 
     # The analysed units exactly as extract.fetch_sufficient_stats builds them.
     _run(conn, _statement("drop_temp_tables"), {})
-    for step in ("queries/units.sql", "queries/unit_segments.sql"):
-        _run(conn, read_sql(step), params, {"assignments": assignments})
-    _run(conn, "analyze abflow_units", {})
-    _run(conn, "analyze abflow_unit_segments", {})
+    build_analysis_tables(conn, params, assignments=assignments)
     _run(conn, _statement("refresh_units"), {**key, "full": full})
     _run(conn, _statement("analyze_refresh_units"), {})
     recomputed = _fetchone(

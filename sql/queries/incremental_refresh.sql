@@ -15,7 +15,8 @@ where experiment_key = %(experiment_key)s
 -- The temporary tables are dropped on commit; dropping them first also allows a second
 -- extraction in the same transaction (e.g. a full pass and a refresh compared in one snapshot).
 -- Qualified with pg_temp so a permanent table of the same name can never be dropped.
-drop table if exists pg_temp.abflow_refresh_units, pg_temp.abflow_unit_segments, pg_temp.abflow_units
+drop table if exists pg_temp.abflow_refresh_units, pg_temp.abflow_unit_segments, pg_temp.abflow_units,
+    pg_temp.abflow_metric_events
 
 -- name: refresh_units
 -- Every analysed unit now, and every unit analysed at the last refresh, with what changed:
