@@ -3,8 +3,9 @@
 -- not sealed yet; the part of that read now older than the late-arrival lookback is sealed into
 -- unit_metric_partials by the same statement.
 --
--- Reads the session's temporary tables abflow_units / abflow_unit_segments (units.sql) and
--- abflow_refresh_units (incremental_refresh.sql: refresh_units). Events are read for
+-- Reads the session's temporary tables abflow_units, abflow_unit_segments, abflow_metric_events
+-- (extract.build_analysis_tables) and abflow_refresh_units (incremental_refresh.sql:
+-- refresh_units). Events are read for
 --   * 'new' / 'moved' units (all units on the full path): all their events up to as_of, because
 --     their pre-period and contamination events may be old (gated by %(read_changed)s);
 --   * 'same' units: only events in [%(read_from)s, %(as_of)s], the days not sealed yet, which
@@ -210,50 +211,58 @@ unit_events as (
         and r.metric_key = s.metric_key
 ),
 
-unit_values as (
-    select
-        u.unit_id,
-        u.variant_key,
-        m.metric_key,
-        case
-            when m.kind = 'proportion' then case when coalesce(ue.num_count, 0) > 0 then 1.0 else 0.0 end
-            when m.num_agg = 'sum' then coalesce(ue.num_sum, 0.0)
-            when m.num_agg = 'count' then coalesce(ue.num_count, 0)::double precision
-            when m.num_agg = 'mean' then ue.num_mean
-            when m.num_agg = 'max' then ue.num_max
-        end as y,
-        case
-            when m.kind <> 'ratio' then null
-            when m.den_agg = 'sum' then coalesce(ue.den_sum, 0.0)
-            when m.den_agg = 'count' then coalesce(ue.den_count, 0)::double precision
-            when m.den_agg = 'mean' then ue.den_mean
-            when m.den_agg = 'max' then ue.den_max
-        end as x,
-        case
-            when %(lookback_days)s = 0 or m.kind = 'ratio' then null
-            when m.kind = 'proportion' then case when coalesce(ue.pre_count, 0) > 0 then 1.0 else 0.0 end
-            when m.num_agg = 'sum' then coalesce(ue.pre_sum, 0.0)
-            when m.num_agg = 'count' then coalesce(ue.pre_count, 0)::double precision
-            when m.num_agg = 'mean' then coalesce(ue.pre_mean, 0.0)
-            when m.num_agg = 'max' then coalesce(ue.pre_max, 0.0)
-        end as c,
-        coalesce(ue.contaminated_count, 0) > 0 as contaminated
-    from abflow_units as u
-    cross join metric_defs as m
-    left join unit_events as ue
-        on ue.unit_id = u.unit_id
-        and ue.metric_key = m.metric_key
+metric_nulls as (
+    -- per metric: how y, x and c aggregate, and whether a unit without events holds 0 or NULL
+    select distinct
+        metric_key,
+        y_agg,
+        x_agg,
+        c_agg,
+        y_agg in ('any', 'sum', 'count') as y_zero,
+        x_agg in ('sum', 'count') as x_zero,
+        c_agg is not null as c_zero
+    from abflow_metric_events
 ),
 
-final as (
+unit_values as (
+    -- one row per (unit, metric) with a partial, as in metric_stats.sql: units without one add 0
+    -- (or NULL for mean/max) to every sum, so the units x metrics cross product is never built
+    select
+        ue.unit_id,
+        m.metric_key,
+        case m.y_agg
+            when 'any' then case when ue.num_count > 0 then 1.0 else 0.0 end
+            when 'sum' then ue.num_sum
+            when 'count' then cast(ue.num_count as double precision)
+            when 'mean' then ue.num_mean
+            when 'max' then ue.num_max
+        end as y,
+        case m.x_agg
+            when 'sum' then ue.den_sum
+            when 'count' then cast(ue.den_count as double precision)
+            when 'mean' then ue.den_mean
+            when 'max' then ue.den_max
+        end as x,
+        case m.c_agg
+            when 'any' then case when ue.pre_count > 0 then 1.0 else 0.0 end
+            when 'sum' then ue.pre_sum
+            when 'count' then cast(ue.pre_count as double precision)
+            when 'mean' then coalesce(ue.pre_mean, 0.0)
+            when 'max' then coalesce(ue.pre_max, 0.0)
+        end as c,
+        ue.contaminated_count > 0 as contaminated
+    from unit_events as ue
+    inner join metric_nulls as m on m.metric_key = ue.metric_key
+),
+
+value_sums as (
     select
         uv.metric_key,
-        uv.variant_key,
+        us.variant_key,
         us.segment,
-        count(*) as exposed_units,
         count(uv.y) as units,
-        coalesce(sum(uv.y), 0.0) as sum,
-        coalesce(sum(uv.y * uv.y), 0.0) as sum_squares,
+        sum(uv.y) as sum,
+        sum(uv.y * uv.y) as sum_squares,
         sum(uv.x) as denominator_sum,
         sum(uv.x * uv.x) as denominator_sum_squares,
         sum(uv.x * uv.y) as sum_products,
@@ -263,7 +272,41 @@ final as (
         count(*) filter (where uv.contaminated) as contaminated_units
     from unit_values as uv
     inner join abflow_unit_segments as us on us.unit_id = uv.unit_id
-    group by uv.metric_key, uv.variant_key, us.segment
+    group by uv.metric_key, us.variant_key, us.segment
+),
+
+exposed as (
+    select variant_key, segment, count(*) as exposed_units
+    from abflow_unit_segments
+    group by variant_key, segment
+),
+
+final as (
+    -- the same final step as metric_stats.sql
+    select
+        m.metric_key,
+        ex.variant_key,
+        ex.segment,
+        ex.exposed_units,
+        case when m.y_zero then ex.exposed_units else coalesce(vs.units, 0) end as units,
+        coalesce(vs.sum, 0.0) as sum,
+        coalesce(vs.sum_squares, 0.0) as sum_squares,
+        coalesce(vs.denominator_sum, case when m.x_zero then 0.0 end) as denominator_sum,
+        coalesce(vs.denominator_sum_squares, case when m.x_zero then 0.0 end)
+            as denominator_sum_squares,
+        coalesce(vs.sum_products, case when m.x_zero and m.y_zero then 0.0 end) as sum_products,
+        coalesce(vs.covariate_sum, case when m.c_zero and m.y_zero then 0.0 end) as covariate_sum,
+        coalesce(vs.covariate_sum_squares, case when m.c_zero and m.y_zero then 0.0 end)
+            as covariate_sum_squares,
+        coalesce(vs.covariate_sum_products, case when m.c_zero and m.y_zero then 0.0 end)
+            as covariate_sum_products,
+        coalesce(vs.contaminated_units, 0) as contaminated_units
+    from exposed as ex
+    cross join metric_nulls as m
+    left join value_sums as vs
+        on vs.metric_key = m.metric_key
+        and vs.variant_key = ex.variant_key
+        and vs.segment = ex.segment
 )
 
 select final.*, (select count(*) from newly_sealed) as partial_rows_sealed
