@@ -37,7 +37,7 @@ lint: install-dev
 	$(VENV)/bin/mypy
 
 bench: install-dev
-	$(VENV)/bin/python -m benchmarks.run --sizes 1000000
+	$(VENV)/bin/python -m benchmarks.run --sizes 1000000 --set enable_indexscan=off
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .abflow/pgdata
