@@ -181,13 +181,18 @@ class GeneratedData:
     seconds: float
 
 
-def schema_for(events: int) -> str:
-    """Dedicated schema per size, e.g. bench_1m, bench_20m (so every size can be reused)."""
+DEFAULT_EVENTS_PER_UNIT = 10
+
+
+def schema_for(events: int, events_per_unit: int = DEFAULT_EVENTS_PER_UNIT) -> str:
+    """Dedicated schema per size, e.g. bench_1m, bench_20m, bench_5m_epu100 (reusable)."""
     if events % 1_000_000 == 0:
-        return f"bench_{events // 1_000_000}m"
-    if events % 1_000 == 0:
-        return f"bench_{events // 1_000}k"
-    return f"bench_{events}"
+        name = f"bench_{events // 1_000_000}m"
+    elif events % 1_000 == 0:
+        name = f"bench_{events // 1_000}k"
+    else:
+        name = f"bench_{events}"
+    return name if events_per_unit == DEFAULT_EVENTS_PER_UNIT else f"{name}_epu{events_per_unit}"
 
 
 def experiment() -> Experiment:
@@ -195,9 +200,9 @@ def experiment() -> Experiment:
     return parse_experiment(EXPERIMENT_DEFINITION, "benchmarks/generate.py")
 
 
-def sizes_for(events: int) -> dict[str, int]:
-    """Row counts for a size: experiment units = events / 10, noise units a quarter of that."""
-    units = max(1, events // 10)
+def sizes_for(events: int, events_per_unit: int = DEFAULT_EVENTS_PER_UNIT) -> dict[str, int]:
+    """Row counts: experiment units = events / events_per_unit, noise units a quarter of that."""
+    units = max(1, events // events_per_unit)
     noise_events = round(events * NOISE_EVENT_SHARE)
     return {
         "units": units,
@@ -223,7 +228,7 @@ def _exec(conn: Connection, template: str, schema: str, params: dict[str, Any] |
         cur.execute(query, params)
 
 
-def _existing(conn: Connection, schema: str, events: int) -> tuple[int, int] | None:
+def _existing(conn: Connection, schema: str, events: int, units: int) -> tuple[int, int] | None:
     """(units, assignment rows) if the schema already holds this size's data, else None."""
     with raw_connection(conn).cursor() as cur:
         cur.execute("select to_regclass(%s)", (f"{schema}.bench_meta",))
@@ -231,10 +236,10 @@ def _existing(conn: Connection, schema: str, events: int) -> tuple[int, int] | N
         if row is None or row[0] is None:
             return None
         cur.execute(
-            sql.SQL("select units from {} where gen_version = %s and events = %s").format(
-                sql.Identifier(schema, "bench_meta")
-            ),
-            (GEN_VERSION, events),
+            sql.SQL(
+                "select units from {} where gen_version = %s and events = %s and units = %s"
+            ).format(sql.Identifier(schema, "bench_meta")),
+            (GEN_VERSION, events, units),
         )
         meta = cur.fetchone()
         if meta is None:
@@ -246,16 +251,17 @@ def _existing(conn: Connection, schema: str, events: int) -> tuple[int, int] | N
     return int(meta[0]), int(count[0]) if count else 0
 
 
-def ensure_data(engine: Engine, schema: str, events: int, *, force: bool = False) -> GeneratedData:
+def ensure_data(engine: Engine, schema: str, events: int, *, force: bool = False,
+                events_per_unit: int = DEFAULT_EVENTS_PER_UNIT) -> GeneratedData:
     """Create (or reuse) the schema's assignments/events for `events` rows, then VACUUM ANALYZE."""
+    n = sizes_for(events, events_per_unit)
     migrate(engine, schema)
     with engine.begin() as conn:
         upsert_experiments(conn, [experiment()])
-        found = None if force else _existing(conn, schema, events)
+        found = None if force else _existing(conn, schema, events, n["units"])
     if found is not None:
         return GeneratedData(schema, events, found[0], found[1], True, 0.0)
 
-    n = sizes_for(events)
     params: dict[str, Any] = {
         "start": START_AT,
         "end": DATA_END,
@@ -294,6 +300,6 @@ def ensure_data(engine: Engine, schema: str, events: int, *, force: bool = False
         _exec(conn, "insert into {schema}.bench_meta (gen_version, events, units, seconds)"
                     " values (%(v)s, %(e)s, %(u)s, %(s)s)", schema,
               {"v": GEN_VERSION, "e": events, "u": n["units"], "s": seconds})
-        found = _existing(conn, schema, events)
+        found = _existing(conn, schema, events, n["units"])
     assert found is not None
     return GeneratedData(schema, events, found[0], found[1], False, seconds)

@@ -516,12 +516,13 @@ def run_incremental(engine: Engine, experiment: Experiment, settings: dict[str, 
 def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
                  settings: dict[str, str], stamp: str) -> SizeResult:
     """Generate (or reuse) one size, then time (a), (b), (b') and run (c)/(d)."""
-    schema = generate.schema_for(events)
+    schema = generate.schema_for(events, args.events_per_unit)
     engine = make_engine(Settings(ABFLOW_SCHEMA=schema, home=DATA_DIR), url=url)
     try:
         load_before = os.getloadavg()[0]
         console.print(f"[bold]{events:,} events[/bold] in schema {schema}: generating or reusing …")
-        data = generate.ensure_data(engine, schema, events, force=args.regenerate)
+        data = generate.ensure_data(engine, schema, events, force=args.regenerate,
+                                    events_per_unit=args.events_per_unit)
         console.print(f"  data {'reused' if data.reused else f'generated in {data.seconds:.1f} s'}"
                       f": {data.units:,} units, {data.assignments_rows:,} assignment rows")
         experiment = generate.experiment()
@@ -694,6 +695,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--incremental", action="store_true",
                    help="also time an incremental refresh: initial a day before as_of, then daily")
     p.add_argument("--regenerate", action="store_true", help="regenerate data even if present")
+    p.add_argument("--events-per-unit", type=int, default=generate.DEFAULT_EVENTS_PER_UNIT,
+                   help="data density: units = events / this (default 10; own schema otherwise)")
     p.add_argument("--explain", action="store_true",
                    help="also write EXPLAIN (ANALYZE, BUFFERS) of the three queries per size")
     return p.parse_args(argv)
