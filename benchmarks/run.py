@@ -34,7 +34,6 @@ from abflow.warehouse.extract import (
     build_analysis_tables,
     fetch_sufficient_stats,
     metric_arrays,
-    metric_definitions,
     relation,
 )
 from abflow.warehouse.incremental import fetch_sufficient_stats_incremental
@@ -281,13 +280,8 @@ def query_params(experiment: Experiment) -> dict[str, Any]:
         "as_of": generate.AS_OF,
         "variants": [v.key for v in experiment.variants],
         "lookback_days": lookback,
-        "metrics": json.dumps(metric_definitions(experiment)),
         **metric_arrays(experiment),
         "segments": list(experiment.analysis.segments),
-        "event_names": sorted(
-            {m.numerator_event for m in experiment.metrics}
-            | {m.denominator_event for m in experiment.metrics if m.denominator_event}
-        ),
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +22,9 @@ def relation(name: str) -> sql.Composable:
 
 
 def metric_definitions(experiment: Experiment) -> list[dict[str, Any]]:
-    """Metric definitions in the shape metric_stats.sql reads via jsonb_to_recordset."""
+    """Metric definitions as plain records (metric_arrays; the incremental definition hash)."""
     return [
         {
-            "metric_id": i,
             "metric_key": m.key,
             "kind": m.kind,
             "num_event": m.numerator_event,
@@ -35,15 +33,14 @@ def metric_definitions(experiment: Experiment) -> list[dict[str, Any]]:
             "den_agg": m.denominator_agg,
             "window_hours": m.window_hours,
         }
-        for i, m in enumerate(experiment.metrics, start=1)
+        for m in experiment.metrics
     ]
 
 
 def metric_arrays(experiment: Experiment) -> dict[str, list[Any]]:
-    """Metric definitions as parallel arrays (metric_stats.sql unnests them in lockstep)."""
+    """Metric definitions as parallel arrays (metric_events.sql unnests them in lockstep)."""
     defs = metric_definitions(experiment)
     names = {
-        "metric_ids": "metric_id",
         "metric_keys": "metric_key",
         "metric_kinds": "kind",
         "num_events": "num_event",
@@ -52,7 +49,8 @@ def metric_arrays(experiment: Experiment) -> dict[str, list[Any]]:
         "den_aggs": "den_agg",
         "window_hours": "window_hours",
     }
-    return {param: [d[field] for d in defs] for param, field in names.items()}
+    arrays = {param: [d[field] for d in defs] for param, field in names.items()}
+    return {"metric_ids": list(range(1, len(defs) + 1)), **arrays}
 
 
 def _execute(conn: Connection, template: str, params: dict[str, Any], sources: dict[str, str]):
@@ -77,19 +75,13 @@ def fetch_sufficient_stats(
     Must run inside a transaction: the unit tables are temporary and dropped on commit.
     """
     lookback = experiment.analysis.cuped.lookback_days if experiment.analysis.cuped else 0
-    event_names = sorted(
-        {m.numerator_event for m in experiment.metrics}
-        | {m.denominator_event for m in experiment.metrics if m.denominator_event}
-    )
     params = {
         "experiment_key": experiment.key,
         "start_at": experiment.start_at,
         "as_of": min(as_of, experiment.end_at) if experiment.end_at else as_of,
-        "metrics": json.dumps(metric_definitions(experiment)),
         **metric_arrays(experiment),
         "segments": list(experiment.analysis.segments),
         "variants": [v.key for v in experiment.variants],
-        "event_names": event_names,
         "lookback_days": lookback,
     }
     build_analysis_tables(conn, params, assignments=assignments)

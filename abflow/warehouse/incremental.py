@@ -118,7 +118,6 @@ def fetch_sufficient_stats_incremental(
         **key,
         "start_at": experiment.start_at,
         "as_of": as_of,
-        "metrics": json.dumps(metric_definitions(experiment)),
         **metric_arrays(experiment),
         "segments": list(experiment.analysis.segments),
         "variants": [v.key for v in experiment.variants],

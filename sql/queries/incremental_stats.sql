@@ -17,19 +17,6 @@
 with
 
 -- import CTEs ----------------------------------------------------------------
-metric_defs as (
-    select *
-    from jsonb_to_recordset(cast(%(metrics)s as jsonb)) as m (
-        metric_key text,
-        kind text,
-        num_event text,
-        num_agg text,
-        den_event text,
-        den_agg text,
-        window_hours double precision
-    )
-),
-
 changed_unit_events as (
     -- exact duplicate rows count once, as in metric_stats.sql
     select distinct u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
@@ -69,27 +56,29 @@ sealed_partials as (
 
 -- logic ----------------------------------------------------------------------
 classified_events as (
-    -- one row per (event, metric) with the event's place relative to the unit's exposure
+    -- one row per (event, metric reading it) with the event's place relative to the unit's
+    -- exposure; the metrics come from abflow_metric_events (joined by hash, as in
+    -- metric_stats.sql)
     select
         ue.unit_id,
         m.metric_key,
         ue.occurred_at < %(sealed_before)s as sealed,
         ue.value,
-        ue.event_name = m.num_event and ue.occurred_at >= ue.first_exposed_at as is_num,
-        ue.event_name = m.den_event and ue.occurred_at >= ue.first_exposed_at as is_den,
-        ue.event_name = m.num_event and ue.occurred_at < ue.first_exposed_at
+        m.is_num and ue.occurred_at >= ue.first_exposed_at as is_num,
+        m.is_den and ue.occurred_at >= ue.first_exposed_at as is_den,
+        m.is_num and ue.occurred_at < ue.first_exposed_at
             and ue.occurred_at >= ue.first_exposed_at - make_interval(days => %(lookback_days)s)
             as is_pre,
         -- contamination: the metric's own event after the start but before this unit's exposure
-        ue.event_name = m.num_event and ue.occurred_at < ue.first_exposed_at
+        m.is_num and ue.occurred_at < ue.first_exposed_at
             and ue.occurred_at >= %(start_at)s as is_contaminated
     from (
         select * from changed_unit_events
         union all
         select * from same_unit_events
     ) as ue
-    inner join metric_defs as m
-        on ue.event_name in (m.num_event, m.den_event)
+    inner join abflow_metric_events as m
+        on m.event_name = ue.event_name
         and (
             m.window_hours is null
             or ue.occurred_at < ue.first_exposed_at + m.window_hours * interval '1 hour'

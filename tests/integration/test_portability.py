@@ -37,10 +37,6 @@ def _params(experiment: Any) -> dict[str, Any]:
         "start_at": experiment.start_at,
         "as_of": DEMO_AS_OF,
         "lookback_days": lookback,
-        "event_names": sorted(
-            {m.numerator_event for m in experiment.metrics}
-            | {m.denominator_event for m in experiment.metrics if m.denominator_event}
-        ),
         **extract.metric_arrays(experiment),
     }
 
