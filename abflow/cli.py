@@ -49,18 +49,30 @@ def _prefect_defaults() -> None:
 def _flow_process() -> Iterator[Any]:
     """Prefect defaults, and Prefect's temporary server booting while the flow modules import.
 
-    Yields `ready()`: call it after the imports, before the first flow call.
+    Yields `ready()`: call it after the imports, before the first flow call; it also checks that
+    the warehouse answers.
     """
     _prefect_defaults()
     from abflow.prefect_server import early_server
 
-    timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+    raw_timeout = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+    try:
+        timeout = float(raw_timeout)
+    except ValueError:
+        _fail(f"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: not a number: {raw_timeout!r}")
     with early_server(timeout) as wait:
 
         def ready() -> None:
             # GX is imported inside the validation task otherwise: import it while we wait.
             import great_expectations  # noqa: F401
 
+            # A dead warehouse is one line here, not a failed flow run with a traceback per task.
+            engine = _engine(get_settings())
+            try:
+                with engine.connect():
+                    pass
+            finally:
+                engine.dispose()
             try:
                 wait()
             except RuntimeError as exc:

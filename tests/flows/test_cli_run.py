@@ -86,3 +86,21 @@ def test_abflow_run_starts_and_stops_its_own_prefect_server(
         ).one()
     assert row.status == "succeeded"
     assert row.flow_run_id
+
+
+def test_abflow_run_against_a_dead_warehouse_says_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "prefect"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home),
+        ABFLOW_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/nowhere",
+        ABFLOW_HOME=str(tmp_path / "abflow"),
+    )
+    done = subprocess.run(
+        [str(ABFLOW_CLI), "run", "--quiet"], env=env, cwd=repo_root(), capture_output=True,
+        timeout=HANG_GUARD_S, check=False,
+    )  # fmt: skip
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 1
+    assert len(lines) == 1 and lines[0].startswith("error: warehouse unreachable"), lines[-5:]
+    assert _processes_with_home(home) == []
