@@ -1,0 +1,16 @@
+"""abflow: warehouse-native A/B test analysis; `abflow.decide` is the decision rules as a library."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def decide(definition: Any, stats: Any, days_since_start: float) -> Any:
+    """Recommendation for one experiment from per-arm sufficient statistics (see README)."""
+    # Imported on first use so `import abflow` stays cheap for the CLI and the Prefect entrypoints.
+    from abflow.decisions.library import decide as _decide
+
+    return _decide(definition, stats, days_since_start)
+
+
+__all__ = ["decide"]

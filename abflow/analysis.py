@@ -9,8 +9,10 @@ from datetime import datetime
 from uuid import UUID
 
 from abflow import stats as st
+from abflow.decisions.plan import FALLBACK_TUNING, mixture_tuning, planned_sample
 from abflow.definitions import Experiment, Metric
 from abflow.results import InsightRow, SufficientStats, VariantStatRow
+from abflow.stats import frequentist, sequential
 
 StatsObject = st.MeanStats | st.ProportionStats | st.RatioStats | st.RegressionAdjustedStats
 
@@ -23,6 +25,13 @@ class Comparison:
     absolute: st.CompareResult
     method: str
     error: str | None
+    # Variance of each arm's (possibly CUPED-adjusted) mean, for Fieller's relative interval.
+    mean_c: float = 0.0
+    mean_t: float = 0.0
+    var_mean_c: float = 0.0
+    var_mean_t: float = 0.0
+    n_total: float = 0.0
+    tuning: float = 0.0
 
 
 def _finite(x: float | None, default: float = 0.0) -> float:
@@ -109,21 +118,81 @@ def compare_arms(
     control: StatsObject,
     treatment: StatsObject,
     alpha: float | None = None,
+    tuning: float | None = None,
 ) -> Comparison:
     """Relative and absolute comparisons under the experiment's analysis settings."""
     a = experiment.analysis
     test = a.test if metric.kind == "proportion" else "welch"
+    n_star = float(tuning or a.sequential_tuning or FALLBACK_TUNING)
     kwargs = dict(
         engine=a.engine,
         alpha=a.alpha if alpha is None else alpha,
         sequential=a.sequential,
-        sequential_tuning=a.sequential_tuning,
+        sequential_tuning=n_star,
         test=test,
         prior=a.prior,
     )
     rel = st.compare(control, treatment, difference="relative", **kwargs)  # type: ignore[arg-type]
     abs_ = st.compare(control, treatment, difference="absolute", **kwargs)  # type: ignore[arg-type]
-    return Comparison(relative=rel, absolute=abs_, method=rel.method, error=rel.error or abs_.error)
+    return Comparison(
+        relative=rel,
+        absolute=abs_,
+        method=abs_.method,
+        error=abs_.error or rel.error,
+        mean_c=_finite(control.mean),
+        mean_t=_finite(treatment.mean),
+        var_mean_c=_var_mean(control),
+        var_mean_t=_var_mean(treatment),
+        n_total=float(control.n + treatment.n),
+        tuning=n_star,
+    )
+
+
+def _var_mean(s: StatsObject) -> float:
+    """Variance of an arm's mean estimate, 0 when undefined."""
+    try:
+        v = float(s.variance) / float(s.n) if s.n > 0 else 0.0
+    except (ArithmeticError, ValueError):
+        return 0.0
+    return v if math.isfinite(v) and v > 0 else 0.0
+
+
+def primary_tuning(
+    experiment: Experiment, stats: list[SufficientStats]
+) -> tuple[int | None, float]:
+    """(planned units per variant, mixture N*) from the primary metric's overall control arm."""
+    primary = experiment.primary_metric
+    control = next(
+        (
+            s
+            for s in stats
+            if s.metric_key == primary.key
+            and s.segment == "all"
+            and s.variant_key == experiment.control.key
+        ),
+        None,
+    )
+    planned = None
+    if control is not None and control.units > 1:
+        obj = to_stats(primary, control)
+        planned = planned_sample(experiment, _finite(obj.mean, 0.0), _finite(obj.variance, 0.0))
+    return planned, mixture_tuning(experiment, planned)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One treatment-vs-control comparison before multiplicity adjustment."""
+
+    metric: Metric
+    segment: str
+    variant_key: str
+    control: SufficientStats
+    treatment: SufficientStats
+    control_obj: StatsObject
+    treatment_obj: StatsObject
+    cmp: Comparison
+    cuped: bool
+    cuped_note: str | None
 
 
 def build_insights(
@@ -137,9 +206,9 @@ def build_insights(
     for s in stats:
         grouped[(s.metric_key, s.segment)][s.variant_key] = s
     control_key = experiment.control.key
+    _, tuning = primary_tuning(experiment, stats)
     variant_rows: list[VariantStatRow] = []
-    insights: list[InsightRow] = []
-    inputs: list[tuple[Metric, StatsObject, StatsObject]] = []
+    pairs: list[_Pair] = []
     for metric in experiment.metrics:
         segments = sorted(
             {seg for (mk, seg) in grouped if mk == metric.key}, key=lambda x: (x != "all", x)
@@ -158,76 +227,153 @@ def build_insights(
                 c_raw, t_raw = to_stats(metric, arms[control_key]), to_stats(metric, arms[t.key])
                 c_in = cuped[control_key] if cuped else c_raw
                 t_in = cuped[t.key] if cuped else t_raw
-                cmp = compare_arms(experiment, metric, c_in, t_in)
-                row = _insight_row(
-                    run_id,
-                    experiment,
-                    as_of,
-                    metric,
-                    segment,
-                    t.key,
-                    arms[control_key],
-                    arms[t.key],
-                    c_raw,
-                    t_raw,
-                    cmp,
-                    cuped is not None,
+                pairs.append(
+                    _Pair(
+                        metric,
+                        segment,
+                        t.key,
+                        arms[control_key],
+                        arms[t.key],
+                        c_in,
+                        t_in,
+                        compare_arms(experiment, metric, c_in, t_in, tuning=tuning),
+                        cuped is not None,
+                        cuped_note,
+                    )
                 )
-                if cuped_note and row.error is None and segment == "all":
-                    # Recorded, not fatal: the comparison itself is the unadjusted one.
-                    row = replace(row, method=f"{row.method}({cuped_note})")
-                insights.append(row)
-                inputs.append((metric, c_in, t_in))
-    return variant_rows, adjust_insights(experiment, insights, inputs)
+    return variant_rows, _adjusted_rows(run_id, experiment, as_of, pairs)
+
+
+def decision_family(metric_role: str, segment: str) -> str:
+    """Multiplicity family of a comparison: primary, guardrail, or everything else (SPEC §4)."""
+    if segment != "all":
+        return "other"
+    if metric_role in ("primary", "guardrail"):
+        return metric_role
+    return "other"
+
+
+def _adjusted_rows(
+    run_id: UUID, experiment: Experiment, as_of: datetime, pairs: list[_Pair]
+) -> list[InsightRow]:
+    """Insight rows with each family's correction applied to p-values, significance and CIs."""
+    a = experiment.analysis
+    raw_p = [_evidence(p.cmp).p_value for p in pairs]
+    families: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(pairs):
+        families[decision_family(p.metric.role, p.segment)].append(i)
+    adjusted = [_finite(v, 1.0) for v in raw_p]
+    levels = [a.alpha] * len(pairs)
+    for idx in families.values():
+        ps = [raw_p[i] for i in idx]
+        for i, q, lvl in zip(
+            idx,
+            st.adjust_p_values(ps, a.correction),
+            st.ci_levels(a.alpha, ps, a.correction),
+            strict=True,
+        ):
+            adjusted[i], levels[i] = _finite(q, 1.0), lvl
+    rows = []
+    for p, p_adj, level in zip(pairs, adjusted, levels, strict=True):
+        row = _insight_row(run_id, experiment, as_of, p, level)
+        row = replace(row, p_value_adjusted=min(1.0, max(0.0, p_adj)))
+        row = replace(row, significant=_significant(experiment, row))
+        if p.cuped_note and row.error is None and p.segment == "all":
+            # Recorded, not fatal: the comparison itself is the unadjusted one.
+            row = replace(row, method=f"{row.method}({p.cuped_note})")
+        rows.append(row)
+    return rows
+
+
+def _evidence(cmp: Comparison) -> st.CompareResult:
+    """The comparison whose p-value tests μT = μC: the absolute difference, whatever the scale."""
+    # The relative delta-method statistic is biased by direction at small counts (its variance
+    # shrinks with μT), so both scales share the symmetric test of the difference.
+    return cmp.absolute if cmp.absolute.error is None else cmp.relative
+
+
+def _significant(experiment: Experiment, row: InsightRow) -> bool:
+    a = experiment.analysis
+    if not row.comparable:
+        return False
+    if a.engine == "bayesian" and not a.sequential:
+        # GrowthBook's fixed-horizon rule: chance to beat control ≥ 1−α (95%) or ≤ α.
+        return row.chance_to_beat_control >= 1 - a.alpha or row.chance_to_beat_control <= a.alpha
+    return row.p_value_adjusted < a.alpha
+
+
+def _multiplier(cmp: Comparison, level: float, base_alpha: float) -> float | None:
+    """Interval multiplier (in standard errors) of the evidence test at the given α."""
+    r = cmp.absolute
+    if r.method == "welch_t" and r.df:
+        return frequentist.t_quantile(level, r.df, "two-sided")
+    if r.method == "z_pooled":
+        return frequentist.z_quantile(level, "two-sided")
+    if r.method == "sequential_cs":
+        return sequential.cs_boundary_z(cmp.n_total, level, cmp.tuning, rho_alpha=base_alpha)
+    return None
+
+
+def _intervals(
+    cmp: Comparison, level: float, base_alpha: float, raw_control_mean: float
+) -> tuple[float, float, float, float]:
+    """(abs low, abs high, rel low, rel high) at level α, relative by Fieller when bounded."""
+    abs_, rel = cmp.absolute, cmp.relative
+    q = _multiplier(cmp, level, base_alpha)
+    if q is None or abs_.error is not None:
+        # Bayesian credible intervals (or neutral rows) are reported as computed.
+        return abs_.ci_low, abs_.ci_high, rel.ci_low, rel.ci_high
+    lo, hi = abs_.estimate - q * abs_.std_error, abs_.estimate + q * abs_.std_error
+    if rel.error is not None:
+        return lo, hi, rel.ci_low, rel.ci_high
+    ratio = frequentist.fieller_ratio_interval(
+        cmp.mean_c, cmp.var_mean_c, cmp.mean_t, cmp.var_mean_t, q
+    )
+    if ratio is None or raw_control_mean == 0:
+        return lo, hi, rel.estimate - q * rel.std_error, rel.estimate + q * rel.std_error
+    # Relative lift (μT−μC)/|μC_raw| = (R−1)·μC/|μC_raw| for R = μT/μC (monotone in R).
+    scale = cmp.mean_c / abs(raw_control_mean)
+    ends = sorted(((ratio[0] - 1.0) * scale, (ratio[1] - 1.0) * scale))
+    return lo, hi, ends[0], ends[1]
 
 
 def _insight_row(
-    run_id: UUID,
-    experiment: Experiment,
-    as_of: datetime,
-    metric: Metric,
-    segment: str,
-    variant_key: str,
-    c_s: SufficientStats,
-    t_s: SufficientStats,
-    c: StatsObject,
-    t: StatsObject,
-    cmp: Comparison,
-    cuped: bool,
+    run_id: UUID, experiment: Experiment, as_of: datetime, p: _Pair, level: float
 ) -> InsightRow:
+    """One insights row; the p-value tests the difference, intervals are at the family's α."""
+    cmp = p.cmp
     rel, abs_ = cmp.relative, cmp.absolute
-    # p-value and significance follow GrowthBook: the relative comparison, unless the control
-    # mean is zero and only the absolute difference is defined.
-    main = abs_ if rel.error == "zero_control_mean" and abs_.error is None else rel
+    main = rel if rel.error is None else abs_
     beat = _finite(main.chance_to_win, 0.5)
     loss = _finite(main.risk)
-    if metric.direction == "decrease":
+    if p.metric.direction == "decrease":
         # Lower is better: flip the win probability and take the other side's expected loss.
         beat = 1.0 - beat
         loss = _finite(main.risk_control)
-    method = main.method + ("+cuped" if cuped else "")
+    raw_c = _finite(p.control_obj.unadjusted_mean) if p.control.units else 0.0
+    abs_lo, abs_hi, rel_lo, rel_hi = _intervals(cmp, level, experiment.analysis.alpha, raw_c)
     return InsightRow(
         run_id=run_id,
         experiment_key=experiment.key,
         as_of=as_of,
-        metric_key=metric.key,
-        metric_role=metric.role,
-        variant_key=variant_key,
+        metric_key=p.metric.key,
+        metric_role=p.metric.role,
+        variant_key=p.variant_key,
         control_key=experiment.control.key,
-        segment=segment,
-        method=method,
-        control_units=c_s.units,
-        variant_units=t_s.units,
-        control_mean=_finite(c.mean) if c_s.units else 0.0,
-        variant_mean=_finite(t.mean) if t_s.units else 0.0,
+        segment=p.segment,
+        method=_evidence(cmp).method + ("+cuped" if p.cuped else ""),
+        control_units=p.control.units,
+        variant_units=p.treatment.units,
+        control_mean=raw_c,
+        variant_mean=_finite(p.treatment_obj.unadjusted_mean) if p.treatment.units else 0.0,
         abs_lift=_finite(abs_.estimate),
-        abs_ci_low=_finite(abs_.ci_low),
-        abs_ci_high=_finite(abs_.ci_high),
+        abs_ci_low=_finite(abs_lo),
+        abs_ci_high=_finite(abs_hi),
         rel_lift=_finite(rel.estimate),
-        rel_ci_low=_finite(rel.ci_low),
-        rel_ci_high=_finite(rel.ci_high),
-        p_value=_finite(main.p_value, 1.0),
-        p_value_adjusted=_finite(main.p_value, 1.0),
+        rel_ci_low=_finite(rel_lo),
+        rel_ci_high=_finite(rel_hi),
+        p_value=_finite(_evidence(cmp).p_value, 1.0),
+        p_value_adjusted=_finite(_evidence(cmp).p_value, 1.0),
         significant=False,
         chance_to_beat_control=beat,
         expected_loss=loss,
@@ -235,44 +381,20 @@ def _insight_row(
     )
 
 
-def adjust_insights(
-    experiment: Experiment,
-    insights: list[InsightRow],
-    inputs: list[tuple[Metric, StatsObject, StatsObject]] | None = None,
-) -> list[InsightRow]:
-    """Apply the correction over treatments x non-guardrail metrics x segments, CIs included."""
+def adjust_insights(experiment: Experiment, insights: list[InsightRow]) -> list[InsightRow]:
+    """Re-apply each family's correction and significance rule to finished rows (CIs kept)."""
     a = experiment.analysis
-    family = [i for i, r in enumerate(insights) if r.metric_role != "guardrail"]
+    families: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(insights):
+        families[decision_family(r.metric_role, r.segment)].append(i)
     adjusted = {i: r.p_value for i, r in enumerate(insights)}
-    ci_alpha = a.alpha
-    if a.correction != "none" and family:
-        family_p = [insights[i].p_value for i in family]
-        ps = st.adjust_p_values(family_p, a.correction)
-        adjusted.update({i: _finite(p, 1.0) for i, p in zip(family, ps, strict=True)})
-        ci_alpha = st.adjusted_ci_alpha(a.alpha, family_p, a.correction)
+    for idx in families.values():
+        qs = st.adjust_p_values([insights[i].p_value for i in idx], a.correction)
+        adjusted.update({i: _finite(q, 1.0) for i, q in zip(idx, qs, strict=True)})
     out = []
     for i, r in enumerate(insights):
-        p_adj = min(1.0, max(0.0, adjusted[i]))
-        if a.engine == "bayesian":
-            # GrowthBook's decision rule: chance to beat control ≥ 1-α (95%) or ≤ α.
-            significant = r.error is None and (
-                r.chance_to_beat_control >= 1 - a.alpha or r.chance_to_beat_control <= a.alpha
-            )
-        else:
-            significant = r.error is None and p_adj < a.alpha
-        r = replace(r, p_value_adjusted=p_adj, significant=significant)
-        if inputs is not None and ci_alpha != a.alpha and i in set(family):
-            # Matching adjusted CIs: the same comparison at the family-wise alpha'.
-            metric, c_in, t_in = inputs[i]
-            cmp = compare_arms(experiment, metric, c_in, t_in, alpha=ci_alpha)
-            r = replace(
-                r,
-                abs_ci_low=_finite(cmp.absolute.ci_low),
-                abs_ci_high=_finite(cmp.absolute.ci_high),
-                rel_ci_low=_finite(cmp.relative.ci_low),
-                rel_ci_high=_finite(cmp.relative.ci_high),
-            )
-        out.append(r)
+        r = replace(r, p_value_adjusted=min(1.0, max(0.0, adjusted[i])))
+        out.append(replace(r, significant=_significant(experiment, r)))
     return out
 
 

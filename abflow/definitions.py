@@ -122,12 +122,16 @@ class Analysis(_Frozen):
 
     engine: Engine = "frequentist"
     test: TestKind = "welch"
-    sequential: bool = False
-    sequential_tuning: float = Field(default=5000.0, gt=0)
+    # Daily scheduled runs look at the data every day: decisions are always-valid by default.
+    sequential: bool = True
+    # N* of the mixture; unset = the planned total sample of the primary comparison.
+    sequential_tuning: float | None = Field(default=None, gt=0)
     prior: Literal["flat", "proper"] = "flat"
     alpha: float = Field(default=0.05, gt=0, lt=1)
     power: float = Field(default=0.8, gt=0, lt=1)
-    correction: Correction = "none"
+    # Applied per family (primary across treatments, guardrails, everything else); a family of
+    # one comparison is unaffected, so two-arm tests keep the plain primary p-value.
+    correction: Correction = "holm"
     min_sample_size: int = Field(default=150, ge=2)
     srm_threshold: float = Field(default=0.001, gt=0, lt=1)
     srm_warn_threshold: float = Field(default=0.01, gt=0, lt=1)
@@ -135,6 +139,17 @@ class Analysis(_Frozen):
     contamination_warn: float = Field(default=0.25, ge=0, le=1)
     cuped: Cuped | None = None
     segments: tuple[Key, ...] = ()
+
+    @model_validator(mode="after")
+    def _honoured(self) -> Analysis:
+        # Every engine honours every setting it accepts: reject the combinations one would ignore.
+        if self.engine == "bayesian" and self.test != "welch":
+            raise ValueError("test: z_pooled is a frequentist test; the bayesian engine ignores it")
+        if self.engine == "frequentist" and self.prior != "flat":
+            raise ValueError("prior applies to engine: bayesian only")
+        if not self.sequential and self.sequential_tuning is not None:
+            raise ValueError("sequential_tuning needs sequential: true")
+        return self
 
 
 class Decision(_Frozen):

@@ -6,8 +6,8 @@ from datetime import datetime
 from uuid import UUID
 
 from abflow import health
-from abflow.analysis import build_insights, extra_statistics
-from abflow.decisions import DecisionInputs, decide
+from abflow.analysis import extra_statistics
+from abflow.decisions.library import evaluate
 from abflow.definitions import Experiment
 from abflow.results import (
     AnalysisRunRow,
@@ -46,17 +46,9 @@ def assemble_result(
         health.contamination_check(experiment, stats),
         health.traffic_check(experiment, exposure, as_of),
     ]
-    variant_rows, insights = build_insights(run_id, experiment, as_of, stats)
     days = days_since_start(experiment, as_of)
-    rec = decide(
-        DecisionInputs(
-            experiment=experiment,
-            insights=insights,
-            variant_stats=variant_rows,
-            checks=checks,
-            days_since_start=days,
-            units_by_variant=exposure.units_by_variant,
-        )
+    variant_rows, insights, rec = evaluate(
+        experiment, stats, exposure.units_by_variant, days, checks, run_id=run_id, as_of=as_of
     )
     critical = health.critical_failures(checks)
     status: RunStatus = "unhealthy" if critical else "succeeded"

@@ -90,6 +90,12 @@ class InsightRow(_Row):
     expected_loss: float
     error: str | None
 
+    @property
+    def comparable(self) -> bool:
+        """Whether the row carries a usable test (only its relative scale may be undefined)."""
+        # zero_control_mean: the relative lift is undefined, the difference is still tested.
+        return self.error is None or self.error == "zero_control_mean"
+
 
 @dataclass(frozen=True)
 class HealthCheckRow(_Row):

@@ -11,7 +11,7 @@ from abflow.stats.models import (
     RegressionAdjustedStats,
     Stats,
 )
-from abflow.stats.multiple_testing import adjust_p_values, adjusted_ci_alpha
+from abflow.stats.multiple_testing import adjust_p_values, adjusted_ci_alpha, ci_levels
 from abflow.stats.power import days_remaining, minimum_detectable_effect, sample_size_per_variant
 from abflow.stats.srm import SRM_THRESHOLD, chi_square_omnibus, srm_p_value
 
@@ -27,6 +27,7 @@ __all__ = [
     "adjusted_ci_alpha",
     "beta_binomial_chance_to_win",
     "chi_square_omnibus",
+    "ci_levels",
     "compare",
     "cuped_adjust",
     "cuped_theta",

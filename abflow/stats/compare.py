@@ -29,7 +29,9 @@ Prior = Literal["flat", "proper"]
 def _method(control: Stats, engine: str, sequential_: bool, test: str) -> str:
     """Short name of the method actually used (z_pooled applies to proportions only)."""
     if engine == "bayesian":
-        return "bayesian_normal"
+        # Sequential Bayesian: the posterior as before, but evidence is the normal-mixture Bayes
+        # factor, whose inverse is the always-valid p-value (Ville's inequality bounds its peeks).
+        return "bayesian_sequential" if sequential_ else "bayesian_normal"
     if sequential_:
         return "sequential_cs"
     if test == "z_pooled" and isinstance(control, ProportionStats):
@@ -108,7 +110,7 @@ def compare(
         return neutral_result(method, error, mean_c, mean_t)
     try:
         result = _compute(
-            control, treatment, method, relative, alpha, sequential_tuning, alternative, prior
+            control, treatment, method, relative, alpha, sequential_tuning, alternative, prior, test
         )
     except (ArithmeticError, ValueError):
         result = NUMERICAL_ERROR
@@ -142,6 +144,7 @@ def _compute(
     tuning: float,
     alternative: frequentist.Alternative,
     prior: str,
+    test: str = "welch",
 ) -> CompareResult | str:
     """The non-degenerate path; an error code instead when the lift variance vanishes."""
     n_c, n_t = float(control.n), float(treatment.n)
@@ -164,7 +167,11 @@ def _compute(
     df: float | None = frequentist.welch_df(var_c, n_c, var_t, n_t)
     p_value = frequentist.t_p_value(estimate / se, df, "two-sided") if df else 1.0
 
-    if method == "bayesian_normal":
+    if method.startswith("bayesian"):
+        if method == "bayesian_sequential":
+            # 1/p is the Bayes factor of N(0, τ²)-mixed alternatives against no effect (Howard et
+            # al. 2021): a nonnegative martingale under H0, so P(ever p ≤ α) ≤ α under daily looks.
+            p_value = sequential.cs_p_value(estimate, variance, n_c + n_t, alpha, tuning)
         prior_var: float | None = None
         prior_mean = 0.0
         if prior == "proper":
@@ -182,6 +189,14 @@ def _compute(
     elif method == "sequential_cs":
         half = sequential.cs_half_width(variance, n_c + n_t, alpha, tuning)
         p_value = sequential.cs_p_value(estimate, variance, n_c + n_t, alpha, tuning)
+        if (
+            test == "z_pooled"
+            and isinstance(control, ProportionStats)
+            and isinstance(treatment, ProportionStats)
+        ):
+            # Honour test: z_pooled under monitoring: the pooled (score) z in the same bound.
+            z = frequentist.pooled_z_statistic(float(control.sum), n_c, float(treatment.sum), n_t)
+            p_value = sequential.cs_p_value(z, 1.0, n_c + n_t, alpha, tuning)
         # One-sided: the two-sided CS is used as is (conservative); a lift in the wrong
         # direction can never be evidence for the alternative.
         wrong_way = estimate <= 0 if alternative == "greater" else estimate >= 0

@@ -80,3 +80,23 @@ def pooled_z_statistic(conv_c: float, n_c: float, conv_t: float, n_t: float) -> 
     if var <= 0:
         return 0.0
     return (conv_t / n_t - conv_c / n_c) / math.sqrt(var)
+
+
+def fieller_ratio_interval(
+    mean_c: float, var_mean_c: float, mean_t: float, var_mean_t: float, q: float
+) -> tuple[float, float] | None:
+    """Fieller's (1954) interval for μT/μC with independent arms; None when it is unbounded."""
+    # {R : (x̄T − R·x̄C)² ≤ q²(vT + R²vC)} is a quadratic in R. At R = 1 it is exactly the test of
+    # μT = μC with multiplier q, so the interval excludes 1 iff that difference test rejects;
+    # unbounded when x̄C itself is not distinguishable from 0 (a ≤ 0).
+    a = mean_c * mean_c - q * q * var_mean_c
+    if not a > 0:
+        return None
+    disc = (
+        mean_c * mean_c * var_mean_t
+        + mean_t * mean_t * var_mean_c
+        - q * q * var_mean_c * var_mean_t
+    )
+    root = q * math.sqrt(max(disc, 0.0))
+    centre = mean_t * mean_c
+    return (centre - root) / a, (centre + root) / a

@@ -57,3 +57,34 @@ def adjusted_ci_alpha(alpha: float, p_values: Sequence[float], method: AdjustMet
         return alpha / m
     rejected = sum(1 for q in adjust_p_values(p_values, method) if q <= alpha)
     return alpha * max(rejected, 1) / m
+
+
+def ci_levels(alpha: float, p_values: Sequence[float], method: AdjustMethod) -> list[float]:
+    """Per-hypothesis α for intervals that agree with the adjusted decisions of `method`."""
+    # - none: α; bonferroni: α/m (simultaneous).
+    # - holm: the level each hypothesis was tested at in the step-down: the j-th smallest p is
+    #   rejected at α/(m−j) (j from 0), and every hypothesis from the first acceptance on gets that
+    #   acceptance's level, so an interval excludes 0 exactly when Holm rejects (Holm 1979).
+    # - benjamini_hochberg: FCR-adjusted α·max(R,1)/m (Benjamini & Yekutieli 2005), which also
+    #   agrees with BH's rejections.
+    if method not in _METHODS:
+        raise ValueError(f"unknown adjustment method {method!r}")
+    p = _clean(p_values)
+    m = p.size
+    if m == 0:
+        return []
+    if method == "none" or m == 1:
+        return [alpha] * m
+    if method == "bonferroni":
+        return [alpha / m] * m
+    if method == "benjamini_hochberg":
+        return [adjusted_ci_alpha(alpha, list(p), method)] * m
+    order = np.argsort(p, kind="mergesort")
+    levels = np.empty(m)
+    accepted_level: float | None = None
+    for j, idx in enumerate(order):
+        level = alpha / (m - j)
+        if accepted_level is None and p[idx] > level:
+            accepted_level = level
+        levels[idx] = level if accepted_level is None else accepted_level
+    return [float(v) for v in levels]

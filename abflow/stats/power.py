@@ -7,6 +7,8 @@ from typing import Literal
 
 from scipy import optimize, special
 
+from abflow.stats.sequential import planned_boundary_z
+
 PowerKind = Literal["proportion", "mean"]
 
 # Convention (matches statsmodels NormalIndPower with ratio=1, two-sided, both rejection tails):
@@ -21,9 +23,16 @@ def _alpha_per_comparison(alpha: float, variants: int) -> float:
     return alpha / max(variants - 1, 1)
 
 
-def _power(d: float, n: float, alpha: float) -> float:
+def _critical(alpha: float, sequential: bool) -> float:
+    """|z| a comparison must exceed: z_{1−α/2}, or the confidence sequence's boundary at N*."""
+    # Sequential plans put the mixture's tuning N* at the planned sample, where the boundary is
+    # 3.04 standard errors at α = 0.05 instead of 1.96 (abflow.stats.sequential.planned_boundary_z).
+    return planned_boundary_z(alpha) if sequential else float(special.ndtri(1.0 - alpha / 2.0))
+
+
+def _power(d: float, n: float, alpha: float, sequential: bool = False) -> float:
     """Two-sided normal power at standardized effect d with n units per arm."""
-    crit = float(special.ndtri(1.0 - alpha / 2.0))
+    crit = _critical(alpha, sequential)
     shift = abs(d) * math.sqrt(n / 2.0)
     return float(special.ndtr(shift - crit) + special.ndtr(-shift - crit))
 
@@ -65,6 +74,7 @@ def sample_size_per_variant(
     variants: int = 2,
     kind: PowerKind = "proportion",
     std: float | None = None,
+    sequential: bool = False,
 ) -> int:
     """Units per variant to detect mde with the given power (statsmodels NormalIndPower match)."""
     _check(alpha, power, variants)
@@ -76,9 +86,14 @@ def sample_size_per_variant(
     a = _alpha_per_comparison(alpha, variants)
     d = delta / sd
     # One-tail closed form is an upper bound (the far tail only adds power); solve exactly below.
-    upper = 2.0 * ((special.ndtri(1 - a / 2) + special.ndtri(power)) / d) ** 2
+    upper = 2.0 * ((_critical(a, sequential) + special.ndtri(power)) / d) ** 2
     n = optimize.brentq(
-        lambda x: _power(d, x, a) - power, upper * 1e-9, upper, xtol=1e-10, rtol=1e-14, maxiter=500
+        lambda x: _power(d, x, a, sequential) - power,
+        upper * 1e-9,
+        upper,
+        xtol=1e-10,
+        rtol=1e-14,
+        maxiter=500,
     )
     return max(int(math.ceil(n - 1e-9)), 2)
 
@@ -93,6 +108,7 @@ def minimum_detectable_effect(
     variants: int = 2,
     kind: PowerKind = "proportion",
     std: float | None = None,
+    sequential: bool = False,
 ) -> float:
     """Smallest positive effect detectable with n units per variant (inverse of sample size)."""
     _check(alpha, power, variants)
@@ -101,9 +117,14 @@ def minimum_detectable_effect(
     # No data yet is not an error: answer for one unit, i.e. "only a huge effect is detectable".
     n = max(float(n_per_variant), 1.0) if math.isfinite(float(n_per_variant)) else 1.0
     a = _alpha_per_comparison(alpha, variants)
-    d_upper = (special.ndtri(1 - a / 2) + special.ndtri(power)) / math.sqrt(n / 2.0)
+    d_upper = (_critical(a, sequential) + special.ndtri(power)) / math.sqrt(n / 2.0)
     d = optimize.brentq(
-        lambda x: _power(x, n, a) - power, 0.0, float(d_upper), xtol=1e-14, rtol=1e-14, maxiter=500
+        lambda x: _power(x, n, a, sequential) - power,
+        0.0,
+        float(d_upper),
+        xtol=1e-14,
+        rtol=1e-14,
+        maxiter=500,
     )
     if kind == "mean":
         _, sd = _effect(baseline, 1.0, False, kind, std)

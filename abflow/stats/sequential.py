@@ -34,3 +34,21 @@ def cs_p_value(
     z2 = estimate * estimate / variance
     log_p = 0.5 * math.log1p(nr2) - 0.5 * z2 * nr2 / (1.0 + nr2)
     return min(1.0, math.exp(min(log_p, 0.0)))
+
+
+def cs_boundary_z(
+    n_total: float, alpha: float, tuning: float, rho_alpha: float | None = None
+) -> float:
+    """CS half-width in standard errors at N units: the |z| an effect must exceed to be called."""
+    # half = se · sqrt(2(Nρ²+1)·log(sqrt(Nρ²+1)/α) / (Nρ²)); ρ is fixed by the configured α
+    # (rho_alpha), α here may be a multiplicity-adjusted level (Howard et al. 2021, eq. 14).
+    rho = _rho(alpha if rho_alpha is None else rho_alpha, tuning)
+    nr2 = max(n_total, 1.0) * rho * rho
+    return math.sqrt(2.0 * (nr2 + 1.0) * math.log(math.sqrt(nr2 + 1.0) / alpha) / nr2)
+
+
+def planned_boundary_z(alpha: float) -> float:
+    """The CS boundary in standard errors at N = N*, the sample the mixture is tuned to."""
+    # At N = N*, Nρ² = c = −2·log α + log(1 − 2·log α) whatever N* is, so the boundary is a
+    # constant of α (3.04 at α = 0.05): the sequential analogue of z_{1−α/2} for planning.
+    return cs_boundary_z(1.0, alpha, 1.0)

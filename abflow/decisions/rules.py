@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from scipy.stats import norm
 
-from abflow import stats as st
+from abflow.decisions.plan import DEFAULT_RELATIVE_MDE, planned_sample
 from abflow.definitions import Experiment, Metric
 from abflow.results import CheckOutcome, DecisionKind, InsightRow, VariantStatRow
-
-DEFAULT_RELATIVE_MDE = 0.05  # planned sample uses a 5% relative MDE when a metric sets none
+from abflow.stats.models import ZERO_CONTROL_MEAN
 
 
 @dataclass(frozen=True)
@@ -38,37 +37,71 @@ class DecisionInputs:
     units_by_variant: dict[str, int]
 
 
+@dataclass(frozen=True)
+class GuardrailVerdict:
+    """One guardrail of one treatment: does it allow shipping, is it significant harm, and why."""
+
+    ok: bool
+    harmed: bool
+    text: str
+
+
 def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
+def _good_sign(metric: Metric, r: InsightRow) -> bool:
+    # abs_lift has the sign of the relative lift and stays defined when the control mean is 0.
+    return r.abs_lift > 0 if metric.direction == "increase" else r.abs_lift < 0
+
+
 def _better(metric: Metric, r: InsightRow) -> bool:
-    good_sign = r.rel_lift > 0 if metric.direction == "increase" else r.rel_lift < 0
-    return r.significant and r.error is None and good_sign
+    return r.significant and r.comparable and _good_sign(metric, r)
 
 
 def _worse(metric: Metric, r: InsightRow) -> bool:
-    bad_sign = r.rel_lift < 0 if metric.direction == "increase" else r.rel_lift > 0
-    return r.significant and r.error is None and bad_sign
+    return r.significant and r.comparable and r.abs_lift != 0 and not _good_sign(metric, r)
 
 
-def guardrail_ok(metric: Metric, r: InsightRow, alpha: float) -> tuple[bool, str]:
-    """Non-inferiority, one-sided at α: the harmful-side (1-2α) bound stays within the margin."""
-    margin = metric.non_inferiority_margin or 0.0
-    # Stored CIs are two-sided at 1-α; rebuild the one-sided bound at α from the same std error.
-    half = (r.rel_ci_high - r.rel_ci_low) / 2
-    z_two = norm.ppf(1 - alpha / 2)
-    se = half / z_two if z_two > 0 else 0.0
-    bound_shift = norm.ppf(1 - alpha) * se
+def _lift_text(r: InsightRow) -> str:
+    if r.error == ZERO_CONTROL_MEAN:
+        return f"{_fmt(r.control_mean)} → {_fmt(r.variant_mean)} (absolute {r.abs_lift:+.4g})"
+    return _pct(r.rel_lift)
+
+
+def guardrail_ok(metric: Metric, r: InsightRow | None, alpha: float = 0.05) -> GuardrailVerdict:
+    """No margin: ship unless significantly worse; a margin: the harmful bound stays within it."""
+    del alpha  # the row's interval is already at the guardrail family's adjusted level
+    key = metric.key
+    if r is None:
+        return GuardrailVerdict(False, False, f"{key} has no data, so its harm cannot be bounded")
+    if not r.comparable:
+        return GuardrailVerdict(
+            False, False, f"{key} cannot be evaluated ({r.error}), so its harm cannot be bounded"
+        )
+    harmed = _worse(metric, r)
+    if harmed:
+        text = f"{key} significantly worse ({_lift_text(r)}, p={r.p_value_adjusted:.3g})"
+        return GuardrailVerdict(False, True, text)
+    margin = metric.non_inferiority_margin
+    if not margin:
+        return GuardrailVerdict(True, False, f"{key} not significantly worse ({_lift_text(r)})")
+    if r.error == ZERO_CONTROL_MEAN:
+        return GuardrailVerdict(
+            False,
+            False,
+            f"{key} has a control mean of 0, so its relative margin of "
+            f"{margin * 100:.1f}% cannot be checked",
+        )
     if metric.direction == "increase":
-        bound = r.rel_lift - bound_shift
+        bound = r.rel_ci_low
         ok = bound > -margin
-        text = f"{metric.key} lower bound {_pct(bound)} vs margin -{margin * 100:.1f}%"
+        text = f"{key} lower bound {_pct(bound)} vs margin -{margin * 100:.1f}%"
     else:
-        bound = r.rel_lift + bound_shift
+        bound = r.rel_ci_high
         ok = bound < margin
-        text = f"{metric.key} upper bound {_pct(bound)} vs margin +{margin * 100:.1f}%"
-    return ok, text
+        text = f"{key} upper bound {_pct(bound)} vs margin +{margin * 100:.1f}%"
+    return GuardrailVerdict(ok, False, text)
 
 
 def constraint_status(
@@ -106,7 +139,7 @@ def constraint_status(
 
 
 def required_sample(experiment: Experiment, rows: list[VariantStatRow]) -> int | None:
-    """Units per variant needed to detect the primary metric's MDE at the configured power."""
+    """Units per variant the rule in force needs to detect the primary metric's MDE."""
     m = experiment.primary_metric
     control = next(
         (
@@ -118,25 +151,9 @@ def required_sample(experiment: Experiment, rows: list[VariantStatRow]) -> int |
         ),
         None,
     )
-    if control is None or not control.mean:
+    if control is None:
         return None
-    a = experiment.analysis
-    mde = m.mde or DEFAULT_RELATIVE_MDE
-    kind: Literal["proportion", "mean"] = "proportion" if m.kind == "proportion" else "mean"
-    std = math.sqrt(control.variance) if control.variance else None
-    if kind == "mean" and not std:
-        return None
-    n = st.sample_size_per_variant(
-        abs(control.mean),
-        mde,
-        relative=True,
-        alpha=a.alpha,
-        power=a.power,
-        variants=len(experiment.variants),
-        kind=kind,
-        std=std,
-    )
-    return max(int(n), a.min_sample_size)
+    return planned_sample(experiment, control.mean, control.variance)
 
 
 def _pareto(experiment: Experiment, rows: list[VariantStatRow]) -> list[str]:
@@ -167,6 +184,36 @@ def _pareto(experiment: Experiment, rows: list[VariantStatRow]) -> list[str]:
     return front
 
 
+@dataclass(frozen=True)
+class _Treatment:
+    """What the rules found for one treatment."""
+
+    key: str
+    primary: InsightRow
+    better: bool
+    guards: list[GuardrailVerdict]
+    constraints_met: bool
+
+    @property
+    def guards_ok(self) -> bool:
+        return all(g.ok for g in self.guards)
+
+    @property
+    def primary_harm(self) -> bool:
+        return self.primary.significant and self.primary.comparable and not self.better
+
+    @property
+    def guard_harm(self) -> list[GuardrailVerdict]:
+        return [g for g in self.guards if g.harmed]
+
+
+def _rule_name(e: Experiment) -> str:
+    a = e.analysis
+    if not a.sequential:
+        return "fixed-horizon"
+    return "Bayes factor (always valid)" if a.engine == "bayesian" else "always-valid"
+
+
 def decide(inp: DecisionInputs) -> Recommendation:
     """Apply the rules: investigate, ship, rollback, stop_inconclusive or keep_running."""
     e = inp.experiment
@@ -176,7 +223,11 @@ def decide(inp: DecisionInputs) -> Recommendation:
     by_metric: dict[tuple[str, str], InsightRow] = {
         (r.metric_key, r.variant_key): r for r in overall
     }
-    details: dict[str, Any] = {"days_since_start": round(inp.days_since_start, 2)}
+    details: dict[str, Any] = {
+        "days_since_start": round(inp.days_since_start, 2),
+        "rule": "sequential" if a.sequential else "fixed_horizon",
+        "engine": a.engine,
+    }
 
     failed = [c for c in inp.checks if not c.passed and c.severity == "critical"]
     if failed:
@@ -198,98 +249,37 @@ def decide(inp: DecisionInputs) -> Recommendation:
     details.update({"units_per_variant_min": smallest, "required_per_variant": needed})
     sample_ok = smallest >= a.min_sample_size
     runtime_ok = inp.days_since_start >= e.decision.min_runtime_days
+    planned_reached = needed is not None and smallest >= needed
+    max_days = e.decision.max_runtime_days
+    max_reached = max_days is not None and inp.days_since_start >= max_days
+    # A fixed-horizon test is only valid at its planned sample: acting earlier is peeking.
+    horizon_ok = a.sequential or planned_reached or max_reached
+    ready = sample_ok and runtime_ok and horizon_ok
 
     constraints = constraint_status(e, inp.variant_stats, a.alpha)
     if any(m.role == "constraint" for m in e.metrics):
         details["constraints"] = constraints
         details["pareto_optimal"] = _pareto(e, inp.variant_stats)
 
-    qualified: list[tuple[str, InsightRow, list[str]]] = []
-    harmed: dict[str, list[str]] = {}
-    guards_by_variant: dict[str, bool] = {}
-    notes: list[str] = []
+    guardrails = [m for m in e.metrics if m.role == "guardrail"]
+    found: list[_Treatment] = []
     for t in e.treatments:
         p = by_metric.get((primary.key, t.key))
         if p is None:
             continue
-        guard_texts, harms = [], []
-        guards_ok = True
-        for g in (m for m in e.metrics if m.role == "guardrail"):
-            gr = by_metric.get((g.key, t.key))
-            if gr is None:
-                continue
-            ok, txt = guardrail_ok(g, gr, a.alpha)
-            guards_ok = guards_ok and ok
-            guard_texts.append(txt)
-            if _worse(g, gr) and not ok:
-                harms.append(f"guardrail {g.key} worse by {_pct(gr.rel_lift)} (p={gr.p_value:.3g})")
-        if _worse(primary, p):
-            harms.append(f"{primary.key} worse by {_pct(p.rel_lift)} (p={p.p_value_adjusted:.3g})")
-        if harms:
-            harmed[t.key] = harms
-        guards_by_variant[t.key] = guards_ok
-        cons_ok = constraints[t.key]["met"]
-        if _better(primary, p) and guards_ok and cons_ok:
-            qualified.append((t.key, p, guard_texts))
-        elif _better(primary, p):
-            why = (
-                "a guardrail is not shown non-inferior"
-                if not guards_ok
-                else "a constraint is not met"
-            )
-            notes.append(f"{t.key} wins on {primary.key} ({_pct(p.rel_lift)}) but {why}")
+        guards = [guardrail_ok(g, by_metric.get((g.key, t.key))) for g in guardrails]
+        found.append(_Treatment(t.key, p, _better(primary, p), guards, constraints[t.key]["met"]))
+    guards_by_variant = {t.key: t.guards_ok for t in found}
 
+    qualified = [t for t in found if t.better and t.guards_ok and t.constraints_met]
+    blocked = [t for t in found if t.better and not (t.guards_ok and t.constraints_met)]
     if qualified:
-        sign = 1 if primary.direction == "increase" else -1
-        qualified.sort(key=lambda q: sign * q[1].rel_lift, reverse=True)
-        best, row, guard_texts = qualified[0]
-        stat = _evidence(a.engine, row)
-        text = (
-            f"{best} beats {e.control.key} on {primary.key}: {_fmt(row.control_mean)} → "
-            f"{_fmt(row.variant_mean)} ({_pct(row.rel_lift)}, CI {_pct(row.rel_ci_low)} to "
-            f"{_pct(row.rel_ci_high)}, {stat})"
-        )
-        if guard_texts:
-            text += "; guardrails hold (" + "; ".join(guard_texts) + ")"
-        if len(qualified) > 1:
-            others = ", ".join(f"{k} ({_pct(r.rel_lift)})" for k, r, _ in qualified[1:])
-            text += f"; it has the largest lift among the qualifying treatments (also: {others})"
-        text += _constraint_text(e, constraints, best)
-        if sample_ok and runtime_ok:
-            return Recommendation(
-                "ship",
-                best,
-                text + ". Ship it.",
-                0.0,
-                {**details, "qualified": [q[0] for q in qualified]},
-            )
-        wait = []
-        if not sample_ok:
-            wait.append(
-                f"the smallest arm has {smallest} units of the {a.min_sample_size} required"
-            )
-        if not runtime_ok:
-            wait.append(
-                f"it has run {inp.days_since_start:.1f} of the {e.decision.min_runtime_days:g} "
-                "minimum days"
-            )
-        # A promising treatment ships at min_sample_size and min runtime, not at the MDE sample.
-        to_min = (
-            max(0.0, (a.min_sample_size - smallest) / rate_per_day) if rate_per_day > 0 else None
-        )
-        remaining = max(to_min or 0.0, max(0.0, e.decision.min_runtime_days - inp.days_since_start))
-        return Recommendation(
-            "keep_running",
-            best,
-            text + ", but " + " and ".join(wait) + ". Keep running.",
-            remaining,
-            details,
-        )
+        return _ship_or_wait(inp, qualified, constraints, details, ready, horizon_ok, needed)
 
     budget = _constrained_choice(e, inp, constraints, guards_by_variant, by_metric)
     if budget is not None:
         best, text = budget
-        if sample_ok and runtime_ok:
+        if ready:
             return Recommendation("ship", best, text + f" Ship {best}.", 0.0, details)
         return Recommendation(
             "keep_running",
@@ -299,36 +289,59 @@ def decide(inp: DecisionInputs) -> Recommendation:
             details,
         )
 
+    harmed = {t.key: t for t in found if t.primary_harm or t.guard_harm}
     treatments = [t.key for t in e.treatments]
+    harm_text = "; ".join(f"{k}: {_harm_text(primary, t)}" for k, t in harmed.items())
     if treatments and all(k in harmed for k in treatments):
-        harms_txt = "; ".join(f"{k}: {', '.join(h)}" for k, h in harmed.items())
+        kinds = {"primary" if t.primary_harm else "guardrail" for t in harmed.values()}
+        lead = (
+            f"Every treatment is worse than {e.control.key} on the primary metric {primary.key}"
+            if kinds == {"primary"}
+            else f"Every treatment harms a guardrail against {e.control.key}"
+            if kinds == {"guardrail"}
+            else f"Every treatment is worse than {e.control.key}"
+        )
+        details["harm"] = sorted(kinds)
+        if ready:
+            return Recommendation(
+                "rollback",
+                e.control.key,
+                f"{lead} ({_rule_name(e)} evidence): {harm_text}. Roll back to {e.control.key}.",
+                None,
+                details,
+            )
+        wait = _wait_reasons(inp, smallest, sample_ok, runtime_ok, horizon_ok, needed)
         return Recommendation(
-            "rollback",
-            e.control.key,
-            f"Every treatment is worse than {e.control.key}: {harms_txt}. Roll back to "
-            f"{e.control.key}.",
+            "keep_running",
             None,
+            f"{lead}: {harm_text}; a rollback needs the same evidence as a ship, but "
+            f"{' and '.join(wait)}. Keep running.",
+            _remaining(inp, smallest, rate_per_day, sample_ok, horizon_ok, needed),
             details,
         )
 
     summary = _primary_summary(e, by_metric)
+    notes = [_blocked_text(primary, t) for t in blocked]
+    if harmed:
+        notes.append(f"harm seen for {harm_text} (not every treatment, so no rollback)")
     extra = ("; " + "; ".join(notes)) if notes else ""
     cons_txt = _constraint_text(e, constraints, None)
-    max_days = e.decision.max_runtime_days
-    planned_reached = needed is not None and smallest >= needed
-    if (
-        planned_reached or (max_days is not None and inp.days_since_start >= max_days)
-    ) and runtime_ok:
+    if (planned_reached or max_reached) and runtime_ok:
         why = (
             f"the planned sample of {needed} units per variant is reached"
             if planned_reached
             else f"the maximum runtime of {max_days:g} days is reached"
         )
+        lead = (
+            f"{', '.join(t.key for t in blocked)} improves {primary.key} but cannot ship"
+            if blocked
+            else f"No treatment shows a significant improvement on {primary.key}"
+        )
         return Recommendation(
             "stop_inconclusive",
             None,
-            f"No treatment shows a significant improvement on {primary.key} and {why}: "
-            f"{summary}{extra}{cons_txt}. Stop the test and keep {e.control.key}.",
+            f"{lead} and {why}: {summary}{extra}{cons_txt}. Stop the test and keep "
+            f"{e.control.key}.",
             0.0,
             details,
         )
@@ -339,12 +352,138 @@ def decide(inp: DecisionInputs) -> Recommendation:
         else "no traffic yet to estimate the remaining time"
     )
     mde = primary.mde or DEFAULT_RELATIVE_MDE
+    if blocked:
+        lead = f"Not shippable yet: {'; '.join(_blocked_text(primary, t) for t in blocked)}"
+        extra = ("; " + "; ".join(notes[len(blocked) :])) if notes[len(blocked) :] else ""
+        head = f"{lead}{extra}{cons_txt}"
+    elif any(t.better for t in found) and not horizon_ok:
+        head = (
+            f"{primary.key} looks different ({summary}), but this is a fixed-horizon test "
+            f"(sequential: false): its p-values only hold at the planned sample{extra}{cons_txt}"
+        )
+    else:
+        head = f"No significant difference on {primary.key} yet: {summary}{extra}{cons_txt}"
     return Recommendation(
         "keep_running",
         None,
-        f"No significant difference on {primary.key} yet: {summary}{extra}{cons_txt}. "
-        f"Keep running: {days_txt} (needed to detect a {mde * 100:.0f}% relative change).",
+        f"{head}. Keep running: {days_txt} (the {_rule_name(e)} rule needs that many to detect a "
+        f"{mde * 100:.0f}% relative change with {a.power * 100:.0f}% power).",
         days_remaining,
+        details,
+    )
+
+
+def _harm_text(primary: Metric, t: _Treatment) -> str:
+    parts = []
+    if t.primary_harm:
+        p = t.primary
+        parts.append(f"{primary.key} worse by {_lift_text(p)} (p={p.p_value_adjusted:.3g})")
+    parts.extend(f"guardrail {g.text}" for g in t.guard_harm)
+    return ", ".join(parts)
+
+
+def _blocked_text(primary: Metric, t: _Treatment) -> str:
+    p = t.primary
+    why = [g.text for g in t.guards if not g.ok]
+    if not t.constraints_met:
+        why.append("a constraint is not met")
+    return (
+        f"{t.key} is better on {primary.key} ({_lift_text(p)}, p={p.p_value_adjusted:.3g}) "
+        f"but {'; '.join(why)}"
+    )
+
+
+def _wait_reasons(
+    inp: DecisionInputs,
+    smallest: int,
+    sample_ok: bool,
+    runtime_ok: bool,
+    horizon_ok: bool,
+    needed: int | None,
+) -> list[str]:
+    e = inp.experiment
+    wait = []
+    if not sample_ok:
+        wait.append(
+            f"the smallest arm has {smallest} units of the {e.analysis.min_sample_size} required"
+        )
+    if not runtime_ok:
+        wait.append(
+            f"it has run {inp.days_since_start:.1f} of the {e.decision.min_runtime_days:g} "
+            "minimum days"
+        )
+    if not horizon_ok:
+        wait.append(
+            f"this fixed-horizon test (sequential: false) is only valid at its planned sample of "
+            f"{needed} units per variant ({smallest} so far)"
+        )
+    return wait
+
+
+def _remaining(
+    inp: DecisionInputs,
+    smallest: int,
+    rate_per_day: float,
+    sample_ok: bool,
+    horizon_ok: bool,
+    needed: int | None,
+) -> float | None:
+    """Days until the evidence may be acted on: minimum sample, runtime and (fixed) horizon."""
+    e = inp.experiment
+    goal = (
+        e.analysis.min_sample_size if horizon_ok else max(needed or 0, e.analysis.min_sample_size)
+    )
+    to_sample = max(0.0, (goal - smallest) / rate_per_day) if rate_per_day > 0 else None
+    if to_sample is None and not (sample_ok and horizon_ok):
+        return None
+    return max(to_sample or 0.0, max(0.0, e.decision.min_runtime_days - inp.days_since_start))
+
+
+def _ship_or_wait(
+    inp: DecisionInputs,
+    qualified: list[_Treatment],
+    constraints: dict[str, dict[str, Any]],
+    details: dict[str, Any],
+    ready: bool,
+    horizon_ok: bool,
+    needed: int | None,
+) -> Recommendation:
+    e = inp.experiment
+    primary = e.primary_metric
+    sign = 1 if primary.direction == "increase" else -1
+    qualified = sorted(qualified, key=lambda q: sign * q.primary.abs_lift, reverse=True)
+    best = qualified[0]
+    row = best.primary
+    text = (
+        f"{best.key} beats {e.control.key} on {primary.key}: {_fmt(row.control_mean)} → "
+        f"{_fmt(row.variant_mean)} ({_lift_text(row)}, CI {_pct(row.rel_ci_low)} to "
+        f"{_pct(row.rel_ci_high)}, {_evidence(e, row)}, {_rule_name(e)})"
+    )
+    if best.guards:
+        text += "; guardrails hold (" + "; ".join(g.text for g in best.guards) + ")"
+    if len(qualified) > 1:
+        others = ", ".join(f"{q.key} ({_lift_text(q.primary)})" for q in qualified[1:])
+        text += f"; it has the largest lift among the qualifying treatments (also: {others})"
+    text += _constraint_text(e, constraints, best.key)
+    if ready:
+        return Recommendation(
+            "ship",
+            best.key,
+            text + ". Ship it.",
+            0.0,
+            {**details, "qualified": [q.key for q in qualified]},
+        )
+    configured = [inp.units_by_variant.get(v.key, 0) for v in e.variants]
+    smallest = min(configured) if configured else 0
+    sample_ok = smallest >= e.analysis.min_sample_size
+    runtime_ok = inp.days_since_start >= e.decision.min_runtime_days
+    wait = _wait_reasons(inp, smallest, sample_ok, runtime_ok, horizon_ok, needed)
+    rate = smallest / inp.days_since_start if inp.days_since_start > 0 else 0.0
+    return Recommendation(
+        "keep_running",
+        best.key,
+        text + ", but " + " and ".join(wait) + ". Keep running.",
+        _remaining(inp, smallest, rate, sample_ok, horizon_ok, needed),
         details,
     )
 
@@ -420,9 +559,14 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _evidence(engine: str, r: InsightRow) -> str:
-    if engine == "bayesian":
-        return f"chance to beat control {r.chance_to_beat_control * 100:.1f}%"
+def _evidence(e: Experiment, r: InsightRow) -> str:
+    a = e.analysis
+    if a.engine == "bayesian":
+        text = f"chance to beat control {r.chance_to_beat_control * 100:.1f}%"
+        if a.sequential:
+            bf = 1.0 / max(r.p_value_adjusted, 1e-300)
+            text += f", Bayes factor {bf:.3g} (needs ≥ {1 / a.alpha:g})"
+        return text
     return f"p={r.p_value_adjusted:.3g}"
 
 
@@ -437,7 +581,7 @@ def _primary_summary(e: Experiment, by_metric: dict[tuple[str, str], InsightRow]
         else:
             parts.append(
                 f"{t.key} {_pct(r.rel_lift)} (CI {_pct(r.rel_ci_low)} to {_pct(r.rel_ci_high)}, "
-                f"{_evidence(e.analysis.engine, r)})"
+                f"{_evidence(e, r)})"
             )
     return ", ".join(parts) or "no comparable data"
 

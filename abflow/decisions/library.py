@@ -1,0 +1,103 @@
+"""`abflow.decide`: the flow's decision path as a pure library call on sufficient statistics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from abflow import health
+from abflow import stats as st
+from abflow.analysis import build_insights
+from abflow.decisions.rules import DecisionInputs, Recommendation
+from abflow.decisions.rules import decide as apply_rules
+from abflow.definitions import Experiment, load_experiment_file, parse_experiment
+from abflow.results import CheckOutcome, InsightRow, SufficientStats
+
+_RUN_ID = uuid.UUID(int=0)
+ArmStats = st.MeanStats | st.ProportionStats | st.RatioStats
+
+
+def load_definition(definition: Experiment | Mapping[str, Any] | str | Path) -> Experiment:
+    """An experiment from a parsed model, a YAML dict, or the path of a YAML file."""
+    if isinstance(definition, Experiment):
+        return definition
+    if isinstance(definition, str | Path):
+        return load_experiment_file(Path(definition))
+    return parse_experiment(dict(definition))
+
+
+def to_sufficient(metric_key: str, variant_key: str, s: ArmStats) -> SufficientStats:
+    """The warehouse's row shape for one arm's statistics (overall segment)."""
+    if isinstance(s, st.ProportionStats):
+        # Binary outcomes: Σy² = Σy.
+        return SufficientStats(metric_key, variant_key, "all", s.n, s.n, s.sum, s.sum)
+    if isinstance(s, st.RatioStats):
+        return SufficientStats(
+            metric_key,
+            variant_key,
+            "all",
+            s.n,
+            s.n,
+            s.m_sum,
+            s.m_sum_squares,
+            denominator_sum=s.d_sum,
+            denominator_sum_squares=s.d_sum_squares,
+            sum_products=s.m_d_sum_of_products,
+        )
+    return SufficientStats(metric_key, variant_key, "all", s.n, s.n, s.sum, s.sum_squares)
+
+
+def evaluate(
+    experiment: Experiment,
+    stats: list[SufficientStats],
+    units_by_variant: dict[str, int],
+    days_since_start: float,
+    checks: list[CheckOutcome],
+    *,
+    run_id: uuid.UUID = _RUN_ID,
+    as_of: datetime | None = None,
+) -> tuple[list[Any], list[InsightRow], Recommendation]:
+    """variant_stats rows, insights and the recommendation: the one path flows and library share."""
+    when = as_of or experiment.start_at + timedelta(days=days_since_start)
+    variant_rows, insights = build_insights(run_id, experiment, when, stats)
+    rec = apply_rules(
+        DecisionInputs(
+            experiment=experiment,
+            insights=insights,
+            variant_stats=variant_rows,
+            checks=checks,
+            days_since_start=days_since_start,
+            units_by_variant=units_by_variant,
+        )
+    )
+    return variant_rows, insights, rec
+
+
+def decide(
+    definition: Experiment | Mapping[str, Any] | str | Path,
+    stats: Mapping[str, Mapping[str, ArmStats]],
+    days_since_start: float,
+) -> Recommendation:
+    """The recommendation the scheduled flow would make from these per-arm statistics."""
+    experiment = load_definition(definition)
+    keys = {v.key for v in experiment.variants}
+    unknown = set(stats) - keys
+    if unknown:
+        raise ValueError(f"stats: unknown variant(s) {', '.join(sorted(unknown))}")
+    metrics = {m.key for m in experiment.metrics}
+    rows = []
+    for variant_key, per_metric in stats.items():
+        for metric_key, s in per_metric.items():
+            if metric_key not in metrics:
+                raise ValueError(f"stats[{variant_key}]: unknown metric {metric_key!r}")
+            rows.append(to_sufficient(metric_key, variant_key, s))
+    primary = experiment.primary_metric.key
+    # Units per arm: the primary metric's n (every metric of a unit-level analysis has the same).
+    units = {
+        v: int(per_metric[primary].n) for v, per_metric in stats.items() if primary in per_metric
+    }
+    checks = [health.srm_check(experiment, units)] if units else []
+    return evaluate(experiment, rows, units, days_since_start, checks)[2]
