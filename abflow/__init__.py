@@ -1,4 +1,4 @@
-"""abflow: warehouse-native A/B test analysis; `abflow.decide` is the decision rules as a library."""
+"""abflow: warehouse-native A/B test analysis; `abflow.decide` runs the decision rules."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from scipy.stats import norm
+from scipy import special
 
 from abflow.decisions.plan import DEFAULT_RELATIVE_MDE, planned_sample
 from abflow.definitions import Experiment, Metric
@@ -111,7 +111,7 @@ def constraint_status(
     out: dict[str, dict[str, Any]] = {
         v.key: {"met": True, "metrics": {}} for v in experiment.variants
     }
-    z = norm.ppf(1 - alpha)
+    z = float(special.ndtri(1 - alpha))
     for m in experiment.metrics:
         if m.role != "constraint":
             continue

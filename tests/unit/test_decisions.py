@@ -145,8 +145,8 @@ def run(
     )
 
 
-# A clear win on conv with latency shown non-inferior (its one-sided upper bound is
-# -1% + 1.645 * 2%/1.96 = +0.68%, inside the +2% margin).
+# A clear win on conv with latency shown non-inferior (the harmful bound of its two-sided 95%
+# interval, i.e. a one-sided 2.5% non-inferiority test, is +1%, inside the +2% margin).
 WIN = insight(
     "conv", "b", control_mean=0.10, variant_mean=0.12, ci=(0.10, 0.30), p=0.0004, significant=True
 )
@@ -171,7 +171,7 @@ def test_ship_when_primary_wins_guardrail_holds_and_sample_and_runtime_are_reach
         "+20.0%",
         "CI +10.0% to +30.0%",
         "p=0.0004",
-        "latency_ms upper bound +0.7% vs margin +2.0%",
+        "latency_ms upper bound +1.0% vs margin +2.0%",
         "Ship it.",
     ):
         assert text in rec.rationale, (text, rec.rationale)
@@ -214,7 +214,9 @@ def test_keep_running_with_days_remaining_when_no_effect_yet() -> None:
     stats = conv_stats({"control": 0.10, "b": 0.101}, 1000)
     rec = run(e, [flat, LATENCY_OK], stats, days=5, units=1000)
     needed = required_sample(e, stats)
-    assert needed == 57760  # 5% relative MDE on a 10% baseline, α=0.05, power 0.8
+    # 5% relative MDE on a 10% baseline, α=0.05, power 0.8, planned for the always-valid rule
+    # (57,760 for a fixed-horizon test; the sequential boundary is 3.04 instead of 1.96 SEs).
+    assert needed == 110605
     expected_days = (needed - 1000) / (1000 / 5)
     assert rec.decision == "keep_running" and rec.variant_key is None
     assert rec.days_remaining == pytest.approx(expected_days)
@@ -240,12 +242,12 @@ def test_stop_inconclusive_when_planned_sample_is_reached_without_effect() -> No
         p=0.58,
         significant=False,
     )
-    stats = conv_stats({"control": 0.10, "b": 0.102})
-    rec = run(e, [flat, LATENCY_OK], stats, days=20)
-    assert required_sample(e, stats) == 3839
+    stats = conv_stats({"control": 0.10, "b": 0.102}, 8000)
+    rec = run(e, [flat, LATENCY_OK], stats, days=20, units=8000)
+    assert required_sample(e, stats) == 7350  # 3,839 at a fixed horizon
     assert (rec.decision, rec.variant_key) == ("stop_inconclusive", None)
     for text in (
-        "planned sample of 3839 units per variant is reached",
+        "planned sample of 7350 units per variant is reached",
         "b +2.0% (CI -5.0% to +9.0%, p=0.58)",
         "keep control",
     ):
@@ -334,7 +336,8 @@ def test_rollback_when_a_guardrail_is_harmed() -> None:
     )
     rec = run(e, [flat, slow], conv_stats({"control": 0.1, "b": 0.101}))
     assert (rec.decision, rec.variant_key) == ("rollback", "control")
-    assert "guardrail latency_ms worse by +8.0% (p=0.0001)" in rec.rationale
+    assert "Every treatment harms a guardrail against control" in rec.rationale
+    assert "guardrail latency_ms significantly worse (+8.0%, p=0.0001)" in rec.rationale
 
 
 def test_a_primary_win_with_a_harmed_guardrail_is_not_shipped() -> None:
@@ -373,7 +376,7 @@ def test_a_failed_warning_alone_does_not_block_shipping() -> None:
 
 
 def test_several_qualifying_treatments_ship_the_largest_lift() -> None:
-    e = experiment(arms=("control", "b", "c"))
+    e = experiment(arms=("control", "b", "c"), metrics=[CONV])
     c = insight(
         "conv",
         "c",
@@ -532,5 +535,5 @@ def test_a_winner_over_budget_is_not_shipped() -> None:
     ]
     rec = run(e, [WIN], stats, days=2)
     assert rec.decision == "keep_running" and rec.variant_key is None
-    assert "b wins on conv (+20.0%) but a constraint is not met" in rec.rationale
+    assert "b is better on conv (+20.0%, p=0.0004) but a constraint is not met" in rec.rationale
     assert "b breaks cost (0.14 vs limit 0.1)" in rec.rationale
