@@ -124,7 +124,7 @@ class Analysis(_Frozen):
     test: TestKind = "welch"
     # Daily scheduled runs look at the data every day: decisions are always-valid by default.
     sequential: bool = True
-    # N* of the mixture; unset = the planned total sample of the primary comparison.
+    # N* of the mixture; unset = a quarter of the primary comparison's planned total sample.
     sequential_tuning: float | None = Field(default=None, gt=0)
     prior: Literal["flat", "proper"] = "flat"
     alpha: float = Field(default=0.05, gt=0, lt=1)

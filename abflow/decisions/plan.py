@@ -7,6 +7,7 @@ from typing import Literal
 
 from abflow import stats as st
 from abflow.definitions import Experiment
+from abflow.stats.sequential import PLAN_OVER_TUNING
 
 DEFAULT_RELATIVE_MDE = 0.05  # planned sample uses a 5% relative MDE when a metric sets none
 # gbstats' default mixture tuning, used while the planned sample cannot be computed yet.
@@ -51,8 +52,8 @@ def planned_sample(
 
 
 def mixture_tuning(experiment: Experiment, planned: int | None) -> float:
-    """N* of the confidence sequence: configured, else the planned total of one comparison."""
+    """N* of the confidence sequence: configured, else a quarter of one comparison's planned total."""
     configured = experiment.analysis.sequential_tuning
     if configured is not None:
         return float(configured)
-    return float(2 * planned) if planned else FALLBACK_TUNING
+    return float(2 * planned) / PLAN_OVER_TUNING if planned else FALLBACK_TUNING

@@ -47,8 +47,13 @@ def cs_boundary_z(
     return math.sqrt(2.0 * (nr2 + 1.0) * math.log(math.sqrt(nr2 + 1.0) / alpha) / nr2)
 
 
+# The mixture is tuned to a quarter of the planned sample: the boundary is then within ~10% of
+# its minimum from N*/4 to 16·N*, so large effects can stop early and the plan keeps its power.
+PLAN_OVER_TUNING = 4.0
+
+
 def planned_boundary_z(alpha: float) -> float:
-    """The CS boundary in standard errors at N = N*, the sample the mixture is tuned to."""
-    # At N = N*, Nρ² = c = −2·log α + log(1 − 2·log α) whatever N* is, so the boundary is a
-    # constant of α (3.04 at α = 0.05): the sequential analogue of z_{1−α/2} for planning.
-    return cs_boundary_z(1.0, alpha, 1.0)
+    """The CS boundary in standard errors at the planned sample N = 4·N* (3.13 at α = 0.05)."""
+    # Nρ² = 4c with c = −2·log α + log(1 − 2·log α), whatever N* is: a constant of α, the
+    # sequential analogue of z_{1−α/2} for planning.
+    return cs_boundary_z(PLAN_OVER_TUNING, alpha, 1.0)

@@ -159,7 +159,8 @@ def ab_run(
             "metrics": [
                 {"key": "conversion", "kind": "proportion", "event": "converted", "role": "primary"}
             ],
-            "analysis": {"test": "z_pooled"},
+            # Fixed horizon: these tests pin the published one-look p-values (scipy parity).
+            "analysis": {"test": "z_pooled", "sequential": False},
         }
     )
     return e, _analyse(engine, pg_url, settings, e, AB_AS_OF)
@@ -302,7 +303,8 @@ def cc_run(
                     "role": "guardrail",
                 },
             ],
-            "analysis": {"test": "z_pooled"},
+            # Fixed horizon: these tests pin the published one-look p-values (scipy parity).
+            "analysis": {"test": "z_pooled", "sequential": False},
         }
     )
     return e, _analyse(engine, pg_url, settings, e, CC_AS_OF)
@@ -355,4 +357,7 @@ def test_cookie_cats_retention_matches_scipy(
     rec = run.result.recommendation
     assert rec is not None
     assert (rec.decision, rec.variant_key) == ("rollback", "gate_30")
-    assert rec.rationale.startswith("Every treatment is worse than gate_30: gate_40: guardrail")
+    assert rec.rationale.startswith(
+        "Every treatment harms a guardrail against gate_30 (fixed-horizon evidence): gate_40: "
+        "guardrail retention_7 significantly worse"
+    )

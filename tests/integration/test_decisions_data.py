@@ -139,7 +139,8 @@ def test_ship_from_data(engine: Engine) -> None:
     assert rec is not None and result.run.status == "succeeded"
     assert (rec.decision, rec.variant_key) == ("ship", "b"), rec.rationale
     p = _primary(result, "b")
-    assert p.significant and 0.2 < p.rel_lift < 0.4 and p.p_value < 0.01
+    # Always-valid p (the daily schedule may have looked every day): significant at α = 0.05.
+    assert p.significant and 0.2 < p.rel_lift < 0.4 and p.p_value < 0.05
     assert f"{p.rel_lift * 100:+.1f}%" in rec.rationale
     assert "latency_ms upper bound" in rec.rationale and "Ship it." in rec.rationale
     # Written like write_results does, apps see it through latest_recommendations.
@@ -160,7 +161,7 @@ def test_ship_from_data(engine: Engine) -> None:
 def test_rollback_from_data(engine: Engine) -> None:
     arms = {"control": 0.15, "b": 0.10}
     e = _definition("dec_rollback", arms, start="2026-11-10T00:00:00Z", metrics=[_conv()])
-    _seed(engine, e, arms, 3000)
+    _seed(engine, e, arms, 6000)
     result = _run(engine, e)
     rec = result.recommendation
     assert rec is not None
@@ -172,15 +173,16 @@ def test_rollback_from_data(engine: Engine) -> None:
 
 def test_stop_inconclusive_from_data(engine: Engine) -> None:
     arms = {"control": 0.20, "b": 0.20}
-    # A 30% relative MDE on a 20% baseline plans for a few hundred units per arm; 1500 exceed it.
+    # A 30% relative MDE on a 20% baseline plans for ~1,700 units per arm under the always-valid
+    # rule (a few hundred at a fixed horizon); 2,500 exceed it.
     e = _definition("dec_stop", arms, start="2026-11-01T00:00:00Z", metrics=[_conv(mde=0.3)])
-    _seed(engine, e, arms, 1500)
+    _seed(engine, e, arms, 2500)
     result = _run(engine, e)
     rec = result.recommendation
     assert rec is not None
     assert rec.decision == "stop_inconclusive", rec.rationale
     needed = rec.details["required_per_variant"]
-    assert needed is not None and needed < 1500
+    assert needed is not None and needed < 2500
     assert f"planned sample of {needed} units per variant is reached" in rec.rationale
     assert not _primary(result, "b").significant
 

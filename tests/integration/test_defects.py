@@ -58,7 +58,11 @@ def _experiment(key: str, **overrides: Any) -> Experiment:
             {"key": "control", "weight": 0.5, "control": True},
             {"key": "treatment", "weight": 0.5, "config": {"on": True}},
         ],
-        "metrics": [{"key": "conv", "kind": "proportion", "event": "buy", "role": "primary"}],
+        # Planned for a 50% relative MDE: the always-valid rule's mixture is then tuned to the
+        # few thousand units these data-quality fixtures hold, so the planted win is decidable.
+        "metrics": [
+            {"key": "conv", "kind": "proportion", "event": "buy", "role": "primary", "mde": 0.5}
+        ],
         "decision": {"auto_promote": True, "min_runtime_days": 3},
     }
     data.update(overrides)

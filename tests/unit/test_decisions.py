@@ -215,8 +215,8 @@ def test_keep_running_with_days_remaining_when_no_effect_yet() -> None:
     rec = run(e, [flat, LATENCY_OK], stats, days=5, units=1000)
     needed = required_sample(e, stats)
     # 5% relative MDE on a 10% baseline, α=0.05, power 0.8, planned for the always-valid rule
-    # (57,760 for a fixed-horizon test; the sequential boundary is 3.04 instead of 1.96 SEs).
-    assert needed == 110605
+    # (57,760 for a fixed-horizon test; the sequential boundary is 3.13 instead of 1.96 SEs).
+    assert needed == 115911
     expected_days = (needed - 1000) / (1000 / 5)
     assert rec.decision == "keep_running" and rec.variant_key is None
     assert rec.days_remaining == pytest.approx(expected_days)
@@ -244,10 +244,10 @@ def test_stop_inconclusive_when_planned_sample_is_reached_without_effect() -> No
     )
     stats = conv_stats({"control": 0.10, "b": 0.102}, 8000)
     rec = run(e, [flat, LATENCY_OK], stats, days=20, units=8000)
-    assert required_sample(e, stats) == 7350  # 3,839 at a fixed horizon
+    assert required_sample(e, stats) == 7703  # 3,839 at a fixed horizon
     assert (rec.decision, rec.variant_key) == ("stop_inconclusive", None)
     for text in (
-        "planned sample of 7350 units per variant is reached",
+        "planned sample of 7703 units per variant is reached",
         "b +2.0% (CI -5.0% to +9.0%, p=0.58)",
         "keep control",
     ):
