@@ -52,7 +52,7 @@ def planned_sample(
 
 
 def mixture_tuning(experiment: Experiment, planned: int | None) -> float:
-    """N* of the confidence sequence: configured, else a quarter of one comparison's planned total."""
+    """N* of the confidence sequence: configured, else a quarter of the planned total."""
     configured = experiment.analysis.sequential_tuning
     if configured is not None:
         return float(configured)

@@ -143,8 +143,12 @@ class RatioStats:
         cov = sample_covariance(
             n, float(self.m_sum), float(self.d_sum), float(self.m_d_sum_of_products)
         )
-        v = var_m / mean_d**2 - 2.0 * cov * mean_m / mean_d**3 + mean_m**2 * var_d / mean_d**4
-        return max(v, 0.0)
+        try:
+            v = var_m / mean_d**2 - 2.0 * cov * mean_m / mean_d**3 + mean_m**2 * var_d / mean_d**4
+        except (ArithmeticError, ValueError):
+            # Extreme sums (Σd ~ 1e-200 underflows mean_d⁴): undefined, reported as an error row.
+            return math.nan
+        return max(v, 0.0) if math.isfinite(v) else math.nan
 
     @property
     def std_error(self) -> float:
