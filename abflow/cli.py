@@ -555,6 +555,16 @@ def serve() -> None:
     serve_all()
 
 
+def _register_simulate() -> None:
+    # Own module (abflow/simulate_cli.py): keeps this file to the warehouse-facing verbs.
+    from abflow.simulate_cli import simulate_command
+
+    app.command("simulate")(simulate_command)
+
+
+_register_simulate()
+
+
 def main() -> None:
     """Console entry point."""
     app()

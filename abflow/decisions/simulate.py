@@ -17,7 +17,7 @@ from abflow.definitions import Experiment, Metric
 TERMINAL = ("ship", "rollback")
 DECISIONS = ("ship", "rollback", "stop_inconclusive", "investigate", "keep_running")
 DEFAULT_RATE = 0.10  # proportion metrics: baseline conversion rate
-DEFAULT_MEAN, DEFAULT_SD = 1.0, 2.0  # mean metrics: per-unit value N(mean, sd²)
+DEFAULT_MEAN, DEFAULT_SD = 1.0, 1.0  # mean metrics: per-unit value N(mean, sd²), CV 1 by default
 RATIO_EVENTS = 5.0  # ratio metrics: Poisson denominator per unit, numerator Binomial(d, rate)
 
 
@@ -83,6 +83,7 @@ def _metric_stats(
     n: np.ndarray,
     effect: float,
     baseline: float | None,
+    sd: float | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Daily sufficient statistics of one arm for one metric: arrays shaped (runs, days)."""
     if metric.kind == "proportion":
@@ -92,7 +93,8 @@ def _metric_stats(
         return [{"n": n, "sum": conv, "sum_squares": conv}]
     if metric.kind == "mean":
         mean = (baseline if baseline is not None else DEFAULT_MEAN) * (1.0 + effect)
-        sd = DEFAULT_SD * abs(baseline or DEFAULT_MEAN) / DEFAULT_MEAN
+        if sd is None:
+            sd = DEFAULT_SD * abs(baseline or DEFAULT_MEAN) / DEFAULT_MEAN
         # Exact for normal units: Σy ~ N(nμ, nσ²) and Σ(y−ȳ)² ~ σ²χ²(n−1), independent.
         safe = np.maximum(n, 1)
         total = rng.normal(safe * mean, np.sqrt(safe) * sd)
@@ -139,11 +141,13 @@ def simulate(
     runs: int = 1000,
     seed: int = 0,
     baselines: Mapping[str, float] | None = None,
+    sds: Mapping[str, float] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ScenarioResult:
     """Simulate `runs` experiments analysed once a day through the flow's own decision path."""
     rng = np.random.default_rng(seed)
     baselines = baselines or {}
+    sds = sds or {}
     weights = np.array([v.weight for v in experiment.variants])
     # Daily exposures split multinomially by the configured weights (so SRM behaves as in life).
     counts = rng.multinomial(units_per_day, weights / weights.sum(), size=(runs, days))
@@ -152,7 +156,7 @@ def simulate(
         n = counts[:, :, i]
         for m in experiment.metrics:
             effect = 0.0 if v.control else float(scenario.effects.get(m.key, 0.0))
-            daily = _metric_stats(rng, m, n, effect, baselines.get(m.key))[0]
+            daily = _metric_stats(rng, m, n, effect, baselines.get(m.key), sds.get(m.key))[0]
             data[(v.key, m.key)] = {k: np.cumsum(a, axis=1) for k, a in daily.items()}
     ship = np.zeros(days)
     rollback = np.zeros(days)
