@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from abflow.definitions import Experiment, Metric
+from abflow.summary import describe_pin
 
 Row = dict[str, Any]
 
@@ -474,6 +475,11 @@ def _header(experiment: Experiment, latest: Row) -> str:
     message = run.get("message")
     msg = (f'<div class="small" style="margin-top:6px">Run message: {_e(message)}</div>'
            if message and run.get("status") != "succeeded" else "")
+    failed = latest.get("failed_newer")
+    if failed:
+        msg += (f'<div class="small fail" style="margin-top:6px" data-failed-newer>The newest run, '
+                f'as of {_e(_date(failed.get("as_of")))}, failed: {_e(failed.get("message"))}. '
+                f'Shown here (and to apps) is the newest run that did not fail.</div>')
     return (
         f'<section class="card"><div class="muted small">A/B test report · '
         f'<code>{_e(experiment.key)}</code></div><h1>{_e(experiment.name)}</h1>'
@@ -502,8 +508,7 @@ def _recommendation(experiment: Experiment, latest: Row) -> str:
     variant = rec.get("variant_key")
     days = _f(rec.get("days_remaining"))
     days_txt = "—" if days is None else ("none" if days <= 0 else f"about {math.ceil(days)}")
-    promoted = (latest.get("config") or {}).get("promoted_variant_key")
-    promo = (f' · promoted variant in config: <b>{_e(promoted)}</b>' if promoted else "")
+    promo = _config_note(latest.get("config"))
     return (
         f'<section class="card" data-decision="{_e(decision)}"><h2>Recommendation</h2>'
         f'<div class="rec"><div class="badge" style="background:{colour}">'
@@ -513,6 +518,19 @@ def _recommendation(experiment: Experiment, latest: Row) -> str:
         f'<div class="muted">Decision code <code>{_e(decision)}</code> · days remaining: '
         f'<b>{days_txt}</b>{promo}</div></div></div>{kpis}</section>'
     )
+
+
+def _config_note(cfg: Row | None) -> str:
+    """What apps are served (version, promoted variant or weighted split) and who pinned it."""
+    if not cfg:
+        return ""
+    promoted = cfg.get("promoted_variant_key")
+    served = (f'promoted variant in config: <b>{_e(promoted)}</b>' if promoted
+              else "config: weighted split")
+    pin = describe_pin(cfg)
+    owner = (f' · <span class="warn" data-pin>{_e(pin)}</span> (runs leave it alone until '
+             f'<code>abflow unpin</code>)' if pin else " · decision rules in control")
+    return f" · {served} (v{_e(cfg.get('version'))}){owner}"
 
 
 def _headline_row(experiment: Experiment, latest: Row) -> Row | None:

@@ -1,4 +1,4 @@
-"""Promotion tasks: manual promote and rollback of experiment_config."""
+"""Promotion tasks: manual promote, rollback and unpin of experiment_config."""
 
 from __future__ import annotations
 
@@ -10,38 +10,47 @@ from abflow.warehouse import promotion
 from tasks.retry import RETRY_DELAYS, retry_transient
 from tasks.warehouse import engine_for
 
+_MANUAL = {
+    "retries": 3,
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_condition_fn": retry_transient,
+    "cache_policy": NO_CACHE,
+}
 
-@task(
-    name="promote",
-    retries=3,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-    cache_policy=NO_CACHE,
-)
+
+@task(name="promote", **_MANUAL)  # type: ignore[call-overload]
 def promote_variant(
     settings: Settings,
     url: str,
     key: str,
     variant: str,
     actor: str,
-    reason: str,
+    reason: str | None,
     force: bool = False,
 ) -> str:
-    """Promote a variant in one transaction and return what happened."""
+    """Promote a variant and pin the config in one transaction; refused like the CLI."""
     with engine_for(settings, url).begin() as conn:
         return promotion.promote(
-            conn, key, variant, actor=actor, reason=reason, force=force
-        ).message
+            conn, key, variant, actor=actor, reason=reason, force=force,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+        ).message  # fmt: skip
 
 
-@task(
-    name="rollback",
-    retries=3,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-    cache_policy=NO_CACHE,
-)
-def rollback_variant(settings: Settings, url: str, key: str, actor: str, reason: str) -> str:
-    """Roll back the current promotion in one transaction."""
+@task(name="rollback", **_MANUAL)  # type: ignore[call-overload]
+def rollback_variant(settings: Settings, url: str, key: str, actor: str, reason: str | None) -> str:
+    """Undo the newest promotion still in force and pin the result, in one transaction."""
     with engine_for(settings, url).begin() as conn:
-        return promotion.rollback(conn, key, actor=actor, reason=reason).message
+        return promotion.rollback(
+            conn, key, actor=actor, reason=reason,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+        ).message  # fmt: skip
+
+
+@task(name="unpin", **_MANUAL)  # type: ignore[call-overload]
+def unpin_config(settings: Settings, url: str, key: str, actor: str, reason: str | None) -> str:
+    """Hand a pinned config back to the decision rules in one transaction."""
+    with engine_for(settings, url).begin() as conn:
+        return promotion.unpin(
+            conn, key, actor=actor, reason=reason,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+        ).message  # fmt: skip
