@@ -390,7 +390,7 @@ def _config_change(key: str, change: Any) -> None:
         do_migrate(eng, s.schema_name)
         with eng.begin() as conn:
             out = change(conn, s.lock_timeout_seconds)
-        console.print(f"{key}: {out.message}")
+        console.print(Text(f"{key}: {out.message}"), soft_wrap=True)
 
     _run_guarded(go)
 

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Connection
 
 from abflow.settings import Settings
 from abflow.warehouse import promotion
 from tasks.retry import RETRY_DELAYS, retry_transient
 from tasks.warehouse import engine_for
 
-_MANUAL = {
-    "retries": 3,
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_condition_fn": retry_transient,
-    "cache_policy": NO_CACHE,
-}
+Change = Callable[[Connection, float], promotion.PromotionOutcome]
 
 
-@task(name="promote", **_MANUAL)  # type: ignore[call-overload]
+def _change(settings: Settings, url: str, change: Change) -> str:
+    """One transaction (the change takes the experiment's lock); the outcome's one line."""
+    with engine_for(settings, url).begin() as conn:
+        return change(conn, settings.lock_timeout_seconds).message
+
+
+@task(
+    name="promote",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def promote_variant(
     settings: Settings,
     url: str,
@@ -28,29 +38,48 @@ def promote_variant(
     reason: str | None,
     force: bool = False,
 ) -> str:
-    """Promote a variant and pin the config in one transaction; refused like the CLI."""
-    with engine_for(settings, url).begin() as conn:
-        return promotion.promote(
+    """Promote a variant and pin the config; refused like the CLI."""
+    return _change(
+        settings,
+        url,
+        lambda conn, timeout: promotion.promote(
             conn, key, variant, actor=actor, reason=reason, force=force,
-            lock_timeout_seconds=settings.lock_timeout_seconds,
-        ).message  # fmt: skip
+            lock_timeout_seconds=timeout,
+        ),
+    )  # fmt: skip
 
 
-@task(name="rollback", **_MANUAL)  # type: ignore[call-overload]
+@task(
+    name="rollback",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def rollback_variant(settings: Settings, url: str, key: str, actor: str, reason: str | None) -> str:
-    """Undo the newest promotion still in force and pin the result, in one transaction."""
-    with engine_for(settings, url).begin() as conn:
-        return promotion.rollback(
-            conn, key, actor=actor, reason=reason,
-            lock_timeout_seconds=settings.lock_timeout_seconds,
-        ).message  # fmt: skip
+    """Undo the newest promotion still in force and pin the result."""
+    return _change(
+        settings,
+        url,
+        lambda conn, timeout: promotion.rollback(
+            conn, key, actor=actor, reason=reason, lock_timeout_seconds=timeout
+        ),
+    )
 
 
-@task(name="unpin", **_MANUAL)  # type: ignore[call-overload]
+@task(
+    name="unpin",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def unpin_config(settings: Settings, url: str, key: str, actor: str, reason: str | None) -> str:
-    """Hand a pinned config back to the decision rules in one transaction."""
-    with engine_for(settings, url).begin() as conn:
-        return promotion.unpin(
-            conn, key, actor=actor, reason=reason,
-            lock_timeout_seconds=settings.lock_timeout_seconds,
-        ).message  # fmt: skip
+    """Hand a pinned config back to the decision rules."""
+    return _change(
+        settings,
+        url,
+        lambda conn, timeout: promotion.unpin(
+            conn, key, actor=actor, reason=reason, lock_timeout_seconds=timeout
+        ),
+    )
