@@ -51,7 +51,7 @@ def run(
 ) -> str | None:
     """Analyse and write like the flow does; the promotion message write_results returns."""
     result = analyse(engine, e, as_of=as_of, checks=checks)
-    if not checks:
+    if not checks and e.allocation == "fixed":
         assert result.recommendation is not None
         assert (result.recommendation.decision, result.recommendation.variant_key) == (
             "ship",
@@ -212,6 +212,20 @@ def test_experiments_list_and_report_show_the_pin(
     cli("report", exp.key, "--out", str(target))
     assert "data-pin" not in target.read_text()
     assert "decision rules in control" in target.read_text()
+
+
+def test_a_pinned_bandit_is_not_reweighted(
+    cli_env: None, settings: Settings, engine: Engine, exp: Experiment
+) -> None:
+    bandit = exp.model_copy(update={"allocation": "bandit"})
+    assert run(settings, engine, bandit) == "reweighted (config v2)"
+    assert cli("promote", bandit.key, "control", "--reason", "freeze traffic")[0] == 0
+    weights = config(engine, bandit.key)["variants"]
+    assert (run(settings, engine, bandit, DEMO_AS_OF + HOUR) or "").startswith(
+        "not reweighted: the config is pinned by "
+    )
+    assert config(engine, bandit.key)["variants"] == weights
+    assert [a[0] for a in audit(engine, bandit.key)] == ["reweight", "promote"]
 
 
 # --- the rollback stack --------------------------------------------------------------------------
