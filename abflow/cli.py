@@ -165,6 +165,7 @@ def experiments_list() -> None:
 
     from abflow.warehouse.experiments_repo import list_experiments_checked
     from abflow.warehouse.migrate import migrate as do_migrate
+    from abflow.warehouse.promotion import configs
 
     def go() -> None:
         s = get_settings()
@@ -172,7 +173,10 @@ def experiments_list() -> None:
         do_migrate(eng, s.schema_name)
         with eng.connect() as conn:
             exps, broken = list_experiments_checked(conn)
-        t = Table("key", "name", "status", "start", "variants", "primary metric", "allocation")
+            cfgs = configs(conn)
+        t = Table(
+            "key", "name", "status", "start", "variants", "primary metric", "allocation", "config"
+        )
         for e in exps:
             t.add_row(
                 e.key,
@@ -182,14 +186,29 @@ def experiments_list() -> None:
                 ", ".join(v.key + ("*" if v.control else "") for v in e.variants),
                 e.primary_metric.key,
                 e.allocation,
+                _config_cell(cfgs.get(e.key)),
             )
         for key, msg in broken.items():
             t.add_row(
-                key, Text(f"invalid stored definition: {msg}", style="red"), "", "", "", "", ""
-            )
+                key, Text(f"invalid stored definition: {msg}", style="red"), "", "", "", "", "",
+                _config_cell(cfgs.get(key)),
+            )  # fmt: skip
         console.print(t)
 
     _run_guarded(go)
+
+
+def _config_cell(cfg: dict[str, Any] | None) -> Text:
+    """What apps get (version, promoted variant or weighted split) and any pin on it."""
+    from abflow.summary import describe_pin
+
+    if cfg is None:
+        return Text("—")
+    cell = Text(f"v{cfg['version']} " + (cfg["promoted_variant_key"] or "weighted split"))
+    pin = describe_pin(cfg)
+    if pin:
+        cell.append(f"\n{pin}", style="yellow")
+    return cell
 
 
 def _parse_ts(value: str | None) -> datetime | None:
@@ -229,7 +248,13 @@ def _show(
             line.append(str(x.get("message")))
             err_console.print(line)
         if x.get("promotion"):
-            console.print(f"[green]{x['experiment_key']}: {x['promotion']}[/green]")
+            changed = not str(x["promotion"]).startswith("not ")
+            console.print(
+                Text(
+                    f"{x['experiment_key']}: {x['promotion']}",
+                    style="green" if changed else "yellow",
+                )
+            )
 
 
 @contextmanager
@@ -286,12 +311,20 @@ def run(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run the analysis flow once (all running experiments, or the given keys)."""
+    from abflow.as_of import check_not_future
+
+    def check() -> datetime | None:
+        ts = _parse_ts(as_of)
+        if ts is not None:
+            check_not_future(ts, "--as-of")
+        return ts
+
+    ts = _run_guarded(check)  # a future --as-of is refused before Prefect starts
     with _flow_process() as ready:
 
         def go() -> list[dict[str, Any]]:
             from flows.analyze import analyze_experiments
 
-            ts = _parse_ts(as_of)
             ready()
             with _progress(quiet or as_json, "analysing"):
                 return analyze_experiments(
@@ -312,16 +345,24 @@ def backfill(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Recompute the daily analysis as of the end of each day in [start, end]."""
+    """Recompute the daily analysis as of the end of each day in [start, end] (complete days)."""
+    from abflow.as_of import check_backfill_end, day_ends
+
+    def check() -> tuple[date, date]:
+        try:
+            d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+        except ValueError as exc:
+            raise CliError(f"--start/--end: {exc}") from None
+        day_ends(d0, d1)
+        check_backfill_end(d1, "--end")
+        return d0, d1
+
+    d0, d1 = _run_guarded(check)  # refused before Prefect starts; nothing is written
     with _flow_process() as ready:
 
         def go() -> list[dict[str, Any]]:
             from flows.backfill import backfill_experiments
 
-            try:
-                d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
-            except ValueError as exc:
-                raise CliError(f"--start/--end: {exc}") from None
             ready()
             with _progress(quiet or as_json, "backfilling", total=(d1 - d0).days + 1):
                 return backfill_experiments(start=d0, end=d1, experiments=experiment or None)
@@ -339,50 +380,86 @@ def backfill(
         raise typer.Exit(2)
 
 
-@app.command()
-def promote(
-    key: str,
-    variant: str,
-    reason: Annotated[str, typer.Option("--reason")] = "manual promotion",
-    actor: Annotated[str, typer.Option("--actor")] = os.environ.get("USER", "cli"),
-    force: bool = typer.Option(
-        False, "--force", help="promote even if the latest run is unhealthy"
-    ),
-) -> None:
-    """Promote a variant into experiment_config (audited)."""
+def _config_change(key: str, change: Any) -> None:
+    """Migrate, then one transaction under the experiment's lock; print the outcome line."""
     from abflow.warehouse.migrate import migrate as do_migrate
-    from abflow.warehouse.promotion import promote as do_promote
 
     def go() -> None:
         s = get_settings()
         eng = _engine(s)
         do_migrate(eng, s.schema_name)
         with eng.begin() as conn:
-            out = do_promote(conn, key, variant, actor=actor, reason=reason, force=force)
-        console.print(f"{key}: {out.message}")
+            out = change(conn, s.lock_timeout_seconds)
+        console.print(Text(f"{key}: {out.message}"), soft_wrap=True)
 
     _run_guarded(go)
+
+
+_ACTOR = os.environ.get("USER", "cli")
+
+
+@app.command()
+def promote(
+    key: str,
+    variant: str,
+    reason: Annotated[str | None, typer.Option("--reason", help="recorded in promotions")] = None,
+    actor: Annotated[str, typer.Option("--actor")] = _ACTOR,
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="promote although the latest run failed, is unhealthy or missing (needs --reason)",
+    ),
+) -> None:
+    """Promote a variant into experiment_config and pin it (audited).
+
+    Refused unless the latest run succeeded; runs never change a pinned config (`abflow unpin`).
+    """
+    from abflow.warehouse.promotion import promote as do_promote
+
+    _config_change(
+        key,
+        lambda conn, timeout: do_promote(
+            conn, key, variant, actor=actor, reason=reason, force=force,
+            lock_timeout_seconds=timeout,
+        ),
+    )  # fmt: skip
 
 
 @app.command()
 def rollback(
     key: str,
-    reason: Annotated[str, typer.Option("--reason")] = "manual rollback",
-    actor: Annotated[str, typer.Option("--actor")] = os.environ.get("USER", "cli"),
+    reason: Annotated[str | None, typer.Option("--reason")] = None,
+    actor: Annotated[str, typer.Option("--actor")] = _ACTOR,
 ) -> None:
-    """Undo the current promotion of an experiment (audited)."""
-    from abflow.warehouse.migrate import migrate as do_migrate
+    """Undo the newest promotion still in force and pin the result (audited).
+
+    Repeat to walk back to the weighted split; there it says "nothing to roll back" (exit 1).
+    """
     from abflow.warehouse.promotion import rollback as do_rollback
 
-    def go() -> None:
-        s = get_settings()
-        eng = _engine(s)
-        do_migrate(eng, s.schema_name)
-        with eng.begin() as conn:
-            out = do_rollback(conn, key, actor=actor, reason=reason)
-        console.print(f"{key}: {out.message}")
+    _config_change(
+        key,
+        lambda conn, timeout: do_rollback(
+            conn, key, actor=actor, reason=reason, lock_timeout_seconds=timeout
+        ),
+    )
 
-    _run_guarded(go)
+
+@app.command()
+def unpin(
+    key: str,
+    reason: Annotated[str | None, typer.Option("--reason")] = None,
+    actor: Annotated[str, typer.Option("--actor")] = _ACTOR,
+) -> None:
+    """Hand a pinned config back to the decision rules (audited)."""
+    from abflow.warehouse.promotion import unpin as do_unpin
+
+    _config_change(
+        key,
+        lambda conn, timeout: do_unpin(
+            conn, key, actor=actor, reason=reason, lock_timeout_seconds=timeout
+        ),
+    )
 
 
 @app.command()

@@ -9,6 +9,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from abflow.summary import describe_pin, utc_minute
+
 DECISION_STYLE = {
     "ship": "bold green",
     "keep_running": "yellow",
@@ -94,6 +96,20 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
             Text(
                 f"promoted: {cfg['promoted_variant_key']} (config v{cfg['version']})",
                 style="bold green",
+            )
+        )
+    pin = describe_pin(cfg)
+    if pin:
+        parts.append(
+            Text(f"config {pin}; runs leave it alone until `abflow unpin`", style="yellow")
+        )
+    newer = res.get("failed_newer")
+    if newer:
+        parts.append(
+            Text(
+                f"the newest run, as of {utc_minute(newer['as_of'])}, failed: {newer['message']}"
+                " (shown: the newest run that did not fail)",
+                style="red",
             )
         )
     return Panel(Group(*parts), title=f"[bold]{run['experiment_key']}[/bold]", expand=True)

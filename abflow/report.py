@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from abflow.definitions import Experiment, Metric
+from abflow.summary import describe_pin
 
 Row = dict[str, Any]
 
@@ -98,7 +99,7 @@ def pct(value: Any, digits: int = 1) -> str:
         return "—"
     scaled = x * 100
     # Tiny effects get two more decimals instead of a misleading '+0.0%'.
-    places = digits if scaled == 0 or abs(scaled) >= 10**-digits else digits + 2
+    places = digits if scaled == 0 or abs(scaled) >= 10 ** -digits else digits + 2
     return f"{scaled:+.{places}f}%"
 
 
@@ -170,10 +171,8 @@ def _sorted_insights(experiment: Experiment, rows: Iterable[Row]) -> list[Row]:
     return sorted(
         rows,
         key=lambda r: (
-            order.get(r.get("metric_key", ""), 99),
-            r.get("metric_key", ""),
-            variants.get(r.get("variant_key", ""), 99),
-            r.get("variant_key", ""),
+            order.get(r.get("metric_key", ""), 99), r.get("metric_key", ""),
+            variants.get(r.get("variant_key", ""), 99), r.get("variant_key", ""),
             str(r.get("segment", "")),
         ),
     )
@@ -255,16 +254,13 @@ def forest_plot(experiment: Experiment, insights: list[Row]) -> str:
     width, left, right, row_h, top = 1160, 300, 230, 34, 30
     height = top + row_h * len(rows) + 34
     x = Scale(lo, hi, left, width - right)
-    parts = [
-        f'<svg class="forest" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="Forest plot of relative lifts">'
-    ]
+    parts = [f'<svg class="forest" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="Forest plot of relative lifts">']
     parts += _forest_grid(x, lo, hi, top, height - 28)
     for i, r in enumerate(rows):
         parts += _forest_row(experiment, r, x, top + i * row_h, row_h, width, lo, hi)
-    parts.append(
-        _svg_text(left, 16, "relative lift vs control (95% CI)", font_size=12, fill="#4b5563")
-    )
+    parts.append(_svg_text(left, 16, "relative lift vs control (95% CI)", font_size=12,
+                           fill="#4b5563"))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -277,32 +273,16 @@ def _forest_grid(x: Scale, lo: float, hi: float, top: float, bottom: float) -> l
             continue
         stroke = "#111827" if t == 0 else "#e5e7eb"
         sw = 1.5 if t == 0 else 1
-        out.append(
-            f'<line x1="{x(t):.1f}" y1="{top - 4}" x2="{x(t):.1f}" y2="{bottom}" '
-            f'stroke="{stroke}" stroke-width="{sw}"/>'
-        )
-        out.append(
-            _svg_text(
-                x(t),
-                bottom + 16,
-                _tick_label(t),
-                font_size=11,
-                text_anchor="middle",
-                fill="#6b7280",
-            )
-        )
+        out.append(f'<line x1="{x(t):.1f}" y1="{top - 4}" x2="{x(t):.1f}" y2="{bottom}" '
+                   f'stroke="{stroke}" stroke-width="{sw}"/>')
+        out.append(_svg_text(x(t), bottom + 16, _tick_label(t), font_size=11,
+                             text_anchor="middle", fill="#6b7280"))
     return out
 
 
 def _forest_row(
-    experiment: Experiment,
-    r: Row,
-    x: Scale,
-    y0: float,
-    h: float,
-    width: float,
-    lo: float,
-    hi: float,
+    experiment: Experiment, r: Row, x: Scale, y0: float, h: float, width: float,
+    lo: float, hi: float,
 ) -> list[str]:
     """One forest-plot row: label, CI bar, point estimate and the numbers."""
     cy = y0 + h / 2
@@ -311,7 +291,7 @@ def _forest_row(
     if primary:
         out.append(f'<rect x="0" y="{y0:.1f}" width="{width}" height="{h}" fill="#eff6ff"/>')
     weight = "700" if primary else "500"
-    label = f"{r['metric_key']} · {r['variant_key']}"
+    label = f'{r["metric_key"]} · {r["variant_key"]}'
     out.append(_svg_text(8, cy - 1, label, font_size=13, font_weight=weight, fill="#111827"))
     better = "lower is better" if _direction(experiment, r["metric_key"]) == "decrease" else ""
     sub = " · ".join(s for s in (str(r.get("metric_role", "")).upper(), better) if s)
@@ -319,30 +299,19 @@ def _forest_row(
     v = verdict(experiment, r)
     colour = _colour(v)
     if v == "error":
-        out.append(
-            _svg_text(
-                x((lo + hi) / 2),
-                cy + 4,
-                f"not computed: {r['error']}",
-                font_size=12,
-                text_anchor="middle",
-                fill=WARN,
-            )
-        )
+        out.append(_svg_text(x((lo + hi) / 2), cy + 4, f'not computed: {r["error"]}',
+                             font_size=12, text_anchor="middle", fill=WARN))
         return out
     lift, cl, ch = (100 * (_f(r[k]) or 0.0) for k in ("rel_lift", "rel_ci_low", "rel_ci_high"))
     a, b = x(max(lo, cl)), x(min(hi, ch))
-    out.append(
-        f'<line x1="{a:.1f}" y1="{cy:.1f}" x2="{b:.1f}" y2="{cy:.1f}" stroke="{colour}" '
-        f'stroke-width="5" stroke-linecap="round" opacity="0.45"/>'
-    )
+    out.append(f'<line x1="{a:.1f}" y1="{cy:.1f}" x2="{b:.1f}" y2="{cy:.1f}" stroke="{colour}" '
+               f'stroke-width="5" stroke-linecap="round" opacity="0.45"/>')
     px = x(max(lo, min(hi, lift)))
-    out.append(
-        f'<circle cx="{px:.1f}" cy="{cy:.1f}" r="{7 if primary else 5.5}" '
-        f'fill="{colour}" stroke="#fff" stroke-width="1.5"/>'
-    )
-    text = f"{pct(r['rel_lift'])}  [{pct(r['rel_ci_low'])}, {pct(r['rel_ci_high'])}]"
-    out.append(_svg_text(width - 222, cy + 4, text, font_size=12, font_weight=weight, fill=colour))
+    out.append(f'<circle cx="{px:.1f}" cy="{cy:.1f}" r="{7 if primary else 5.5}" '
+               f'fill="{colour}" stroke="#fff" stroke-width="1.5"/>')
+    text = f'{pct(r["rel_lift"])}  [{pct(r["rel_ci_low"])}, {pct(r["rel_ci_high"])}]'
+    out.append(_svg_text(width - 222, cy + 4, text, font_size=12, font_weight=weight,
+                         fill=colour))
     return out
 
 
@@ -350,12 +319,8 @@ def _series(history: list[Row], metric_key: str) -> dict[str, list[Row]]:
     """Overall-segment history rows of one metric, per treatment, in time order."""
     out: dict[str, list[Row]] = defaultdict(list)
     for r in history:
-        if (
-            r.get("metric_key") == metric_key
-            and r.get("segment", "all") == "all"
-            and not r.get("error")
-            and isinstance(r.get("as_of"), datetime)
-        ):
+        if r.get("metric_key") == metric_key and r.get("segment", "all") == "all" \
+                and not r.get("error") and isinstance(r.get("as_of"), datetime):
             out[r["variant_key"]].append(r)
     for rows in out.values():
         rows.sort(key=lambda r: r["as_of"])
@@ -373,7 +338,7 @@ def _y_range(series: dict[str, list[Row]]) -> tuple[float, float]:
     """Y range from the lifts and the later half of the CI bands (early bands are clipped)."""
     vals: list[float] = []
     for rows in series.values():
-        late = rows[len(rows) // 2 :]
+        late = rows[len(rows) // 2:]
         vals += [100 * (_f(r["rel_lift"]) or 0.0) for r in rows]
         vals += [100 * (_f(r[k]) or 0.0) for r in late for k in ("rel_ci_low", "rel_ci_high")]
     return _padded(vals)
@@ -391,12 +356,10 @@ def lift_chart(experiment: Experiment, metric_key: str, history: list[Row], idx:
     x = Scale(t0, t1, ml, width - mr)
     y = Scale(y0, y1, height - mb, mt)
     clip = f"clip{idx}"
-    parts = [
-        f'<svg class="lift" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="Relative lift over time for {_e(metric_key)}">',
-        f'<defs><clipPath id="{clip}"><rect x="{ml}" y="{mt}" width="{width - ml - mr}" '
-        f'height="{height - mt - mb}"/></clipPath></defs>',
-    ]
+    parts = [f'<svg class="lift" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="Relative lift over time for {_e(metric_key)}">',
+             f'<defs><clipPath id="{clip}"><rect x="{ml}" y="{mt}" width="{width - ml - mr}" '
+             f'height="{height - mt - mb}"/></clipPath></defs>']
     parts += _better_zones(experiment, metric_key, x, y, y0, y1)
     parts += _y_axis(y, y0, y1, ml, width - mr)
     parts += _x_axis(series, x, height - mb)
@@ -420,25 +383,11 @@ def _better_zones(
         f'height="{max(0.0, y.p0 - zero):.1f}" fill="{bot_c}"/>',
     ]
     if y1 > 0:
-        out.append(
-            _svg_text(
-                x.p0 + 6,
-                y.p1 + 12,
-                "▲ better" if up_good else "▲ worse",
-                font_size=10,
-                fill=GOOD if up_good else BAD,
-            )
-        )
+        out.append(_svg_text(x.p0 + 6, y.p1 + 12, "▲ better" if up_good else "▲ worse",
+                             font_size=10, fill=GOOD if up_good else BAD))
     if y0 < 0:
-        out.append(
-            _svg_text(
-                x.p0 + 6,
-                y.p0 - 5,
-                "▼ worse" if up_good else "▼ better",
-                font_size=10,
-                fill=BAD if up_good else GOOD,
-            )
-        )
+        out.append(_svg_text(x.p0 + 6, y.p0 - 5, "▼ worse" if up_good else "▼ better",
+                             font_size=10, fill=BAD if up_good else GOOD))
     return out
 
 
@@ -450,15 +399,10 @@ def _y_axis(y: Scale, y0: float, y1: float, left: float, right: float) -> list[s
             continue
         dash = ' stroke-dasharray="5 3"' if t == 0 else ""
         stroke, sw = ("#111827", 1.3) if t == 0 else ("#e5e7eb", 1)
-        out.append(
-            f'<line x1="{left}" y1="{y(t):.1f}" x2="{right}" y2="{y(t):.1f}" '
-            f'stroke="{stroke}" stroke-width="{sw}"{dash}/>'
-        )
-        out.append(
-            _svg_text(
-                left - 6, y(t) + 4, _tick_label(t), font_size=10, text_anchor="end", fill="#6b7280"
-            )
-        )
+        out.append(f'<line x1="{left}" y1="{y(t):.1f}" x2="{right}" y2="{y(t):.1f}" '
+                   f'stroke="{stroke}" stroke-width="{sw}"{dash}/>')
+        out.append(_svg_text(left - 6, y(t) + 4, _tick_label(t), font_size=10,
+                             text_anchor="end", fill="#6b7280"))
     return out
 
 
@@ -472,14 +416,10 @@ def _x_axis(series: dict[str, list[Row]], x: Scale, base: float) -> list[str]:
     out = [f'<line x1="{x.p0}" y1="{base}" x2="{x.p1}" y2="{base}" stroke="#9ca3af"/>']
     for d in shown:
         px = x(d.timestamp())
-        out.append(
-            f'<line x1="{px:.1f}" y1="{base}" x2="{px:.1f}" y2="{base + 4}" stroke="#9ca3af"/>'
-        )
-        out.append(
-            _svg_text(
-                px, base + 17, _date(d, "%b %d"), font_size=10, text_anchor="middle", fill="#6b7280"
-            )
-        )
+        out.append(f'<line x1="{px:.1f}" y1="{base}" x2="{px:.1f}" y2="{base + 4}" '
+                   f'stroke="#9ca3af"/>')
+        out.append(_svg_text(px, base + 17, _date(d, "%b %d"), font_size=10,
+                             text_anchor="middle", fill="#6b7280"))
     return out
 
 
@@ -491,27 +431,19 @@ def _band_and_line(rows: list[Row], x: Scale, y: Scale, colour: str, clip: str) 
     line = [f"{px:.1f},{y(100 * (_f(r['rel_lift']) or 0.0)):.1f}" for px, r in pts]
     out = [f'<g clip-path="url(#{clip})">']
     if len(pts) > 1:
-        out.append(
-            f'<polygon points="{" ".join(upper + lower)}" fill="{colour}" '
-            f'fill-opacity="0.16" stroke="none"/>'
-        )
-        out.append(
-            f'<polyline points="{" ".join(line)}" fill="none" stroke="{colour}" '
-            f'stroke-width="2.2"/>'
-        )
+        out.append(f'<polygon points="{" ".join(upper + lower)}" fill="{colour}" '
+                   f'fill-opacity="0.16" stroke="none"/>')
+        out.append(f'<polyline points="{" ".join(line)}" fill="none" stroke="{colour}" '
+                   f'stroke-width="2.2"/>')
     else:
         px, r = pts[0]
         hi_y, lo_y = (y(100 * (_f(r[k]) or 0.0)) for k in ("rel_ci_high", "rel_ci_low"))
-        out.append(
-            f'<line x1="{px:.1f}" y1="{hi_y:.1f}" x2="{px:.1f}" y2="{lo_y:.1f}" '
-            f'stroke="{colour}" stroke-width="8" stroke-opacity="0.25"/>'
-        )
+        out.append(f'<line x1="{px:.1f}" y1="{hi_y:.1f}" x2="{px:.1f}" y2="{lo_y:.1f}" '
+                   f'stroke="{colour}" stroke-width="8" stroke-opacity="0.25"/>')
     for px, r in pts:
         fill = colour if r.get("significant") else "#fff"
-        out.append(
-            f'<circle cx="{px:.1f}" cy="{y(100 * (_f(r["rel_lift"]) or 0.0)):.1f}" r="3" '
-            f'fill="{fill}" stroke="{colour}" stroke-width="1.5"/>'
-        )
+        out.append(f'<circle cx="{px:.1f}" cy="{y(100 * (_f(r["rel_lift"]) or 0.0)):.1f}" r="3" '
+                   f'fill="{fill}" stroke="{colour}" stroke-width="1.5"/>')
     out.append("</g>")
     return out
 
@@ -525,8 +457,7 @@ def _header(experiment: Experiment, latest: Row) -> str:
     units: dict[str, Any] = latest.get("units") or {}
     total = sum(int(u or 0) for u in units.values())
     status_colour = {"succeeded": GOOD, "unhealthy": WARN, "failed": BAD}.get(
-        str(run.get("status")), NEUTRAL
-    )
+        str(run.get("status")), NEUTRAL)
     days = _f(run.get("days_since_start"))
     cards = []
     for v in experiment.variants:
@@ -536,31 +467,31 @@ def _header(experiment: Experiment, latest: Row) -> str:
         cards.append(
             f'<div class="unit"><div class="muted small">{_e(v.key)}{tag}</div>'
             f'<div class="n">{n:,}</div><div class="muted small">{share} · '
-            f"target {v.weight:.0%}</div></div>"
+            f'target {v.weight:.0%}</div></div>'
         )
     for key in sorted(set(units) - {v.key for v in experiment.variants}):
-        cards.append(
-            f'<div class="unit"><div class="muted small">{_e(key)} (unknown)</div>'
-            f'<div class="n">{int(units[key] or 0):,}</div></div>'
-        )
+        cards.append(f'<div class="unit"><div class="muted small">{_e(key)} (unknown)</div>'
+                     f'<div class="n">{int(units[key] or 0):,}</div></div>')
     message = run.get("message")
-    msg = (
-        f'<div class="small" style="margin-top:6px">Run message: {_e(message)}</div>'
-        if message and run.get("status") != "succeeded"
-        else ""
-    )
+    msg = (f'<div class="small" style="margin-top:6px">Run message: {_e(message)}</div>'
+           if message and run.get("status") != "succeeded" else "")
+    failed = latest.get("failed_newer")
+    if failed:
+        msg += (f'<div class="small fail" style="margin-top:6px" data-failed-newer>The newest run, '
+                f'as of {_e(_date(failed.get("as_of")))}, failed: {_e(failed.get("message"))}. '
+                f'Shown here (and to apps) is the newest run that did not fail.</div>')
     return (
         f'<section class="card"><div class="muted small">A/B test report · '
-        f"<code>{_e(experiment.key)}</code></div><h1>{_e(experiment.name)}</h1>"
+        f'<code>{_e(experiment.key)}</code></div><h1>{_e(experiment.name)}</h1>'
         f'<p class="hyp">{_e(experiment.hypothesis or "No hypothesis given.")}</p>'
         f'<div class="meta"><span>Experiment <span class="pill">{_e(experiment.status)}</span>'
         f'</span><span>Latest run <span class="pill" style="background:{status_colour}">'
-        f"{_e(run.get('status', 'none'))}</span></span>"
-        f"<span>Data as of <b>{_e(_date(run.get('as_of')))}</b></span>"
-        f"<span>Running <b>{'—' if days is None else f'{days:.1f}'}</b> days</span>"
-        f"<span>Total units <b>{total:,}</b></span>"
-        f"<span>Engine <b>{_e(experiment.analysis.engine)}</b>, α = "
-        f"{experiment.analysis.alpha:g}</span></div>"
+        f'{_e(run.get("status", "none"))}</span></span>'
+        f'<span>Data as of <b>{_e(_date(run.get("as_of")))}</b></span>'
+        f'<span>Running <b>{"—" if days is None else f"{days:.1f}"}</b> days</span>'
+        f'<span>Total units <b>{total:,}</b></span>'
+        f'<span>Engine <b>{_e(experiment.analysis.engine)}</b>, α = '
+        f'{experiment.analysis.alpha:g}</span></div>'
         f'<div class="units">{"".join(cards)}</div>{msg}</section>'
     )
 
@@ -570,17 +501,14 @@ def _recommendation(experiment: Experiment, latest: Row) -> str:
     rec = latest.get("recommendation")
     kpis = _kpis(experiment, latest)
     if not rec:
-        return (
-            '<section class="card"><h2>Recommendation</h2><p class="empty">No recommendation '
-            f"for the latest run (it may have failed or been skipped).</p>{kpis}</section>"
-        )
+        return ('<section class="card"><h2>Recommendation</h2><p class="empty">No recommendation '
+                f'for the latest run (it may have failed or been skipped).</p>{kpis}</section>')
     decision = str(rec.get("decision", ""))
     label, colour = DECISIONS.get(decision, (decision, NEUTRAL))
     variant = rec.get("variant_key")
     days = _f(rec.get("days_remaining"))
     days_txt = "—" if days is None else ("none" if days <= 0 else f"about {math.ceil(days)}")
-    promoted = (latest.get("config") or {}).get("promoted_variant_key")
-    promo = f" · promoted variant in config: <b>{_e(promoted)}</b>" if promoted else ""
+    promo = _config_note(latest.get("config"))
     return (
         f'<section class="card" data-decision="{_e(decision)}"><h2>Recommendation</h2>'
         f'<div class="rec"><div class="badge" style="background:{colour}">'
@@ -588,19 +516,27 @@ def _recommendation(experiment: Experiment, latest: Row) -> str:
         f'<div class="v">{_e(variant) if variant else "&nbsp;"}</div></div>'
         f'<div><p class="rationale">{_e(rec.get("rationale", ""))}</p>'
         f'<div class="muted">Decision code <code>{_e(decision)}</code> · days remaining: '
-        f"<b>{days_txt}</b>{promo}</div></div></div>{kpis}</section>"
+        f'<b>{days_txt}</b>{promo}</div></div></div>{kpis}</section>'
     )
+
+
+def _config_note(cfg: Row | None) -> str:
+    """What apps are served (version, promoted variant or weighted split) and who pinned it."""
+    if not cfg:
+        return ""
+    promoted = cfg.get("promoted_variant_key")
+    served = (f'promoted variant in config: <b>{_e(promoted)}</b>' if promoted
+              else "config: weighted split")
+    pin = describe_pin(cfg)
+    owner = (f' · <span class="warn" data-pin>{_e(pin)}</span> (runs leave it alone until '
+             f'<code>abflow unpin</code>)' if pin else " · decision rules in control")
+    return f" · {served} (v{_e(cfg.get('version'))}){owner}"
 
 
 def _headline_row(experiment: Experiment, latest: Row) -> Row | None:
     """The primary-metric insight to headline: the recommended variant's, else the best one."""
-    rows = [
-        r
-        for r in latest.get("insights") or []
-        if r.get("metric_role") == "primary"
-        and r.get("segment", "all") == "all"
-        and not r.get("error")
-    ]
+    rows = [r for r in latest.get("insights") or [] if r.get("metric_role") == "primary"
+            and r.get("segment", "all") == "all" and not r.get("error")]
     if not rows:
         return None
     chosen = (latest.get("recommendation") or {}).get("variant_key")
@@ -613,11 +549,9 @@ def _headline_row(experiment: Experiment, latest: Row) -> Row | None:
 
 def _kpi(title: str, value: str, sub: str, colour: str = "#111827", extra: str = "") -> str:
     """One key-number tile (value and sub are already escaped HTML)."""
-    return (
-        f'<div class="kpi"><div class="t">{_e(title)}</div>'
-        f'<div class="n" style="color:{colour}">{value}</div>'
-        f'<div class="muted small">{sub}</div>{extra}</div>'
-    )
+    return (f'<div class="kpi"><div class="t">{_e(title)}</div>'
+            f'<div class="n" style="color:{colour}">{value}</div>'
+            f'<div class="muted small">{sub}</div>{extra}</div>')
 
 
 def _kpis(experiment: Experiment, latest: Row) -> str:
@@ -626,31 +560,21 @@ def _kpis(experiment: Experiment, latest: Row) -> str:
     row = _headline_row(experiment, latest)
     if row is not None:
         colour = _colour(verdict(experiment, row))
-        tiles.append(
-            _kpi(
-                f"Primary metric · {row['metric_key']}",
-                pct(row.get("rel_lift")),
-                f"{_e(row.get('variant_key'))} vs {_e(row.get('control_key'))} · 95% CI "
-                f"{pct(row.get('rel_ci_low'))} to {pct(row.get('rel_ci_high'))}",
-                colour,
-            )
-        )
+        tiles.append(_kpi(
+            f"Primary metric · {row['metric_key']}", pct(row.get("rel_lift")),
+            f'{_e(row.get("variant_key"))} vs {_e(row.get("control_key"))} · 95% CI '
+            f'{pct(row.get("rel_ci_low"))} to {pct(row.get("rel_ci_high"))}', colour))
         ctb = _f(row.get("chance_to_beat_control"))
-        tiles.append(
-            _kpi(
-                "Chance to beat control",
-                "—" if ctb is None else f"{ctb:.1%}",
-                f"p = {p_fmt(row.get('p_value_adjusted'))} · "
-                f"{'significant' if row.get('significant') else 'not significant'}",
-            )
-        )
+        tiles.append(_kpi(
+            "Chance to beat control", "—" if ctb is None else f"{ctb:.1%}",
+            f'p = {p_fmt(row.get("p_value_adjusted"))} · '
+            f'{"significant" if row.get("significant") else "not significant"}'))
     checks = latest.get("checks") or []
     crit = [c for c in checks if not c.get("passed") and c.get("severity") == "critical"]
     warn = [c for c in checks if not c.get("passed") and c.get("severity") != "critical"]
     if checks:
-        value, colour = (
-            ("✗ failing", BAD) if crit else ("⚠ warnings", WARN) if warn else ("✓ healthy", GOOD)
-        )
+        value, colour = (("✗ failing", BAD) if crit else ("⚠ warnings", WARN) if warn
+                         else ("✓ healthy", GOOD))
         names = ", ".join(str(c.get("check_name")) for c in [*crit, *warn][:3])
         sub = _e(names) if names else f"all {len(checks)} checks passed (SRM p-values etc.)"
         tiles.append(_kpi("Health", value, sub, colour))
@@ -666,12 +590,8 @@ def _sample_kpi(experiment: Experiment, latest: Row) -> str:
     needed = _f(details.get("required_per_variant")) or float(experiment.analysis.min_sample_size)
     share = min(1.0, smallest / needed) if needed else 1.0
     bar = f'<div class="bar"><i style="width:{share * 100:.0f}%"></i></div>'
-    return _kpi(
-        "Sample per variant (smallest arm)",
-        f"{smallest:,}",
-        f"{share:.0%} of the {needed:,.0f} planned for the MDE",
-        extra=bar,
-    )
+    return _kpi("Sample per variant (smallest arm)", f"{smallest:,}",
+                f"{share:.0%} of the {needed:,.0f} planned for the MDE", extra=bar)
 
 
 def _forest_section(experiment: Experiment, latest: Row) -> str:
@@ -681,12 +601,10 @@ def _forest_section(experiment: Experiment, latest: Row) -> str:
         f'better</span><span><i class="sw" style="background:{BAD}"></i>significant, worse</span>'
         f'<span><i class="sw" style="background:{NEUTRAL}"></i>not significant</span>'
         '<span>blue row = primary metric</span><span>"better" respects each metric\'s '
-        "direction</span></div>"
+        'direction</span></div>'
     )
-    return (
-        f'<section class="card"><h2>All metrics at a glance (latest run)</h2>'
-        f"{forest_plot(experiment, latest.get('insights') or [])}{legend}</section>"
-    )
+    return (f'<section class="card"><h2>All metrics at a glance (latest run)</h2>'
+            f'{forest_plot(experiment, latest.get("insights") or [])}{legend}</section>')
 
 
 def _lift_section(experiment: Experiment, history: list[Row]) -> str:
@@ -696,11 +614,8 @@ def _lift_section(experiment: Experiment, history: list[Row]) -> str:
     order = _metric_order(experiment)
     keys.sort(key=lambda k: order.get(k, 99))
     colours = _variant_colours(experiment, history)
-    legend = "".join(
-        f'<span><i class="sw" style="background:{c}"></i>{_e(k)} vs '
-        f"{_e(experiment.control.key)}</span>"
-        for k, c in colours.items()
-    )
+    legend = "".join(f'<span><i class="sw" style="background:{c}"></i>{_e(k)} vs '
+                     f'{_e(experiment.control.key)}</span>' for k, c in colours.items())
     cards = []
     for i, key in enumerate(keys):
         m = _metric(experiment, key)
@@ -708,12 +623,12 @@ def _lift_section(experiment: Experiment, history: list[Row]) -> str:
         hint = "lower is better" if m and m.direction == "decrease" else "higher is better"
         cards.append(
             f'<div class="card"><h3>{_e(key)} <span class="muted small">· {_e(role)} · '
-            f"{hint}</span></h3>{lift_chart(experiment, key, history, i)}</div>"
+            f'{hint}</span></h3>{lift_chart(experiment, key, history, i)}</div>'
         )
     return (
         '<section class="card"><h2>Cumulative relative lift over time</h2>'
         f'<div class="legend" style="margin-bottom:10px">{legend}<span>band = 95% CI · ● '
-        "significant ○ not</span></div>"
+        'significant ○ not</span></div>'
         f'<div class="grid2">{"".join(cards)}</div></section>'
     )
 
@@ -737,24 +652,18 @@ def _health_section(latest: Row) -> str:
     """SRM and other health checks, failures first, with a one-line summary."""
     checks = sorted(
         latest.get("checks") or [],
-        key=lambda c: (
-            bool(c.get("passed")),
-            c.get("severity") != "critical",
-            str(c.get("check_name")),
-        ),
+        key=lambda c: (bool(c.get("passed")), c.get("severity") != "critical",
+                       str(c.get("check_name"))),
     )
     if not checks:
-        return (
-            '<section class="card health"><h2>Health checks</h2>'
-            '<p class="empty">No health checks recorded for the latest run.</p></section>'
-        )
+        return ('<section class="card health"><h2>Health checks</h2>'
+                '<p class="empty">No health checks recorded for the latest run.</p></section>')
     crit = sum(1 for c in checks if not c.get("passed") and c.get("severity") == "critical")
     warn = sum(1 for c in checks if not c.get("passed") and c.get("severity") != "critical")
     summary = (
         f'<p class="ok"><b>✓ All {len(checks)} checks passed</b> — randomisation and data look '
-        "healthy.</p>"
-        if not crit and not warn
-        else f'<p><span class="fail">{crit} critical failure(s)</span> · '
+        'healthy.</p>' if not crit and not warn else
+        f'<p><span class="fail">{crit} critical failure(s)</span> · '
         f'<span class="warn">{warn} warning(s)</span> of {len(checks)} checks.</p>'
     )
     rows = "".join(_check_row(c) for c in checks)
@@ -763,7 +672,7 @@ def _health_section(latest: Row) -> str:
         f'{summary}<div class="scroll"><table><tr><th class="l">check</th>'
         '<th class="l">severity</th><th>result</th>'
         f'<th>observed</th><th>threshold</th><th class="l">sample / details</th></tr>{rows}'
-        "</table></div></section>"
+        '</table></div></section>'
     )
 
 
@@ -777,7 +686,7 @@ def _check_row(c: Row) -> str:
         result = '<span class="warn">⚠ warning</span>'
     return (
         f'<tr><td class="l">{_e(c.get("check_name"))}</td><td class="l">{_e(c.get("severity"))}'
-        f"</td><td>{result}</td><td>{num(c.get('observed'))}</td><td>{num(c.get('threshold'))}"
+        f'</td><td>{result}</td><td>{num(c.get("observed"))}</td><td>{num(c.get("threshold"))}'
         f'</td><td class="l wrap small">{_e(_check_sample(c.get("details")))}</td></tr>'
     )
 
@@ -786,11 +695,9 @@ def _lift_cell(experiment: Experiment, r: Row, key: str, fmt: Any) -> str:
     """A lift with its CI, coloured by verdict."""
     v = verdict(experiment, r)
     cls = {"good": "good", "bad": "bad"}.get(v, "")
-    return (
-        f'<td class="{cls}">{fmt(r.get(key))}<div class="ci">'
-        f"[{fmt(r.get(key.replace('lift', 'ci_low')))}, "
-        f"{fmt(r.get(key.replace('lift', 'ci_high')))}]</div></td>"
-    )
+    return (f'<td class="{cls}">{fmt(r.get(key))}<div class="ci">'
+            f'[{fmt(r.get(key.replace("lift", "ci_low")))}, '
+            f'{fmt(r.get(key.replace("lift", "ci_high")))}]</div></td>')
 
 
 def _abs(value: Any) -> str:
@@ -809,22 +716,22 @@ def _result_row(experiment: Experiment, r: Row, *, segment: bool = False) -> str
         ctb = _f(r.get("chance_to_beat_control"))
         abs_cell = "" if segment else _lift_cell(experiment, r, "abs_lift", _abs)
         body = (
-            f"{abs_cell}"
-            f"{_lift_cell(experiment, r, 'rel_lift', pct)}"
-            f"<td>{p_fmt(r.get('p_value'))}</td><td>{p_fmt(r.get('p_value_adjusted'))}</td>"
-            f"<td>{'—' if ctb is None else f'{ctb:.1%}'}</td>"
-            f"<td>{'yes' if r.get('significant') else 'no'}</td>"
+            f'{abs_cell}'
+            f'{_lift_cell(experiment, r, "rel_lift", pct)}'
+            f'<td>{p_fmt(r.get("p_value"))}</td><td>{p_fmt(r.get("p_value_adjusted"))}</td>'
+            f'<td>{"—" if ctb is None else f"{ctb:.1%}"}</td>'
+            f'<td>{"yes" if r.get("significant") else "no"}</td>'
         )
     seg = f'<td class="l">{_e(r.get("segment"))}</td>' if segment else ""
-    units = f"{int(r.get('control_units') or 0):,} / {int(r.get('variant_units') or 0):,}"
+    units = f'{int(r.get("control_units") or 0):,} / {int(r.get("variant_units") or 0):,}'
     arrow = " ↓" if _direction(experiment, r.get("metric_key", "")) == "decrease" else ""
     return (
         f'<tr{primary}>{seg}<td class="l"><b>{_e(r.get("metric_key"))}</b>{arrow} '
         f'<span class="muted small">{_e(r.get("metric_role"))}</span>'
-        f"{_metric_note(experiment, r.get('metric_key', ''))}</td>"
+        f'{_metric_note(experiment, r.get("metric_key", ""))}</td>'
         f'<td class="l">{_e(r.get("variant_key"))} vs {_e(r.get("control_key"))}</td>'
-        f"<td>{units}</td><td>{num(r.get('control_mean'))}</td><td>{num(r.get('variant_mean'))}"
-        f"</td>{body}</tr>"
+        f'<td>{units}</td><td>{num(r.get("control_mean"))}</td><td>{num(r.get("variant_mean"))}'
+        f'</td>{body}</tr>'
     )
 
 
@@ -849,9 +756,9 @@ def _table_head(segment: bool) -> str:
     abs_head = "" if segment else "<th>abs lift [95% CI]</th>"
     return (
         f'<tr>{seg}<th class="l">metric</th><th class="l">comparison</th><th>units (C / V)</th>'
-        f"<th>control mean</th><th>variant mean</th>{abs_head}"
-        "<th>rel lift [95% CI]</th><th>p</th><th>adjusted p</th><th>chance to beat control</th>"
-        "<th>significant</th></tr>"
+        f'<th>control mean</th><th>variant mean</th>{abs_head}'
+        '<th>rel lift [95% CI]</th><th>p</th><th>adjusted p</th><th>chance to beat control</th>'
+        '<th>significant</th></tr>'
     )
 
 
@@ -859,17 +766,15 @@ def _results_section(experiment: Experiment, latest: Row) -> str:
     """The detailed results table of the latest run."""
     rows = _sorted_insights(experiment, latest.get("insights") or [])
     if not rows:
-        return (
-            '<section class="card"><h2>Results</h2><p class="empty">No results in the '
-            "latest run.</p></section>"
-        )
+        return ('<section class="card"><h2>Results</h2><p class="empty">No results in the '
+                'latest run.</p></section>')
     body = "".join(_result_row(experiment, r) for r in rows)
     method = ", ".join(sorted({str(r.get("method")) for r in rows if r.get("method")}))
     return (
         f'<section class="card"><h2>Results (latest run)</h2><div class="scroll"><table>'
         f'{_table_head(False)}{body}</table></div><p class="muted small">Method: {_e(method)}'
-        f" · correction: "
-        f"{_e(experiment.analysis.correction)} · ↓ = lower is better.</p></section>"
+        f' · correction: '
+        f'{_e(experiment.analysis.correction)} · ↓ = lower is better.</p></section>'
     )
 
 
@@ -883,19 +788,14 @@ def _segments_section(experiment: Experiment, latest: Row, history: list[Row]) -
     if not rows:
         return ""
     order = _metric_order(experiment)
-    rows.sort(
-        key=lambda r: (
-            order.get(r.get("metric_key", ""), 99),
-            str(r.get("segment")),
-            str(r.get("variant_key")),
-        )
-    )
+    rows.sort(key=lambda r: (order.get(r.get("metric_key", ""), 99), str(r.get("segment")),
+                             str(r.get("variant_key"))))
     body = "".join(_result_row(experiment, r, segment=True) for r in rows)
     return (
         f'<section class="card"><h2>Segment breakdown (latest run)</h2>'
         f'<div class="scroll"><table>{_table_head(True)}{body}</table></div>'
         '<p class="muted small">Segments are for '
-        "exploration: many comparisons, so expect some false positives.</p></section>"
+        'exploration: many comparisons, so expect some false positives.</p></section>'
     )
 
 
@@ -904,24 +804,20 @@ def render_report(
 ) -> str:
     """The whole report as one self-contained HTML page."""
     run = latest.get("run") or {}
-    body = "".join(
-        (
-            _header(experiment, latest),
-            _recommendation(experiment, latest),
-            _forest_section(experiment, latest),
-            _lift_section(experiment, history),
-            _health_section(latest),
-            _results_section(experiment, latest),
-            _segments_section(experiment, latest, history),
-        )
-    )
-    footer = (
-        f"<footer>abflow report · run {_e(run.get('run_id', '—'))} · generated "
-        f"{_e(_date(datetime.now(UTC)))}</footer>"
-    )
+    body = "".join((
+        _header(experiment, latest),
+        _recommendation(experiment, latest),
+        _forest_section(experiment, latest),
+        _lift_section(experiment, history),
+        _health_section(latest),
+        _results_section(experiment, latest),
+        _segments_section(experiment, latest, history),
+    ))
+    footer = (f'<footer>abflow report · run {_e(run.get("run_id", "—"))} · generated '
+              f'{_e(_date(datetime.now(UTC)))}</footer>')
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(experiment.name)} — A/B test report</title><style>{CSS}</style></head>"
-        f"<body><main>{body}{footer}</main></body></html>\n"
+        f'<title>{_e(experiment.name)} — A/B test report</title><style>{CSS}</style></head>'
+        f'<body><main>{body}{footer}</main></body></html>\n'
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from abflow.results import ExperimentResult
@@ -11,6 +13,21 @@ from abflow.results import ExperimentResult
 def artifact_key(experiment_key: str, kind: str) -> str:
     """Prefect artifact key: lowercase letters, digits and dashes, stable per experiment."""
     return re.sub(r"[^a-z0-9-]", "-", f"abflow-{experiment_key}-{kind}".lower())
+
+
+def utc_minute(value: datetime | None) -> str:
+    """'2026-11-30 09:12 UTC' (or 'an unknown time')."""
+    return "an unknown time" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def describe_pin(cfg: Mapping[str, Any] | None) -> str | None:
+    """'pinned by alice on 2026-11-30 09:12 UTC: reason', or None when the rules own the config."""
+    if not cfg or not cfg.get("pinned"):
+        return None
+    why = f": {cfg['pinned_reason']}" if cfg.get("pinned_reason") else ""
+    return (
+        f"pinned by {cfg.get('pinned_by') or 'unknown'} on {utc_minute(cfg.get('pinned_at'))}{why}"
+    )
 
 
 def _r(x: float | None, digits: int = 6) -> float | None:

@@ -13,6 +13,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from abflow import progress
+from abflow.as_of import check_not_future, utc
 from abflow.definitions import Experiment
 from abflow.pipeline import failed_run
 from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
@@ -60,9 +61,14 @@ def _submit(
 
 
 def _finish(
-    settings: Settings, url: str, p: _Pending, as_of: datetime, flow_run_id: str | None
+    settings: Settings,
+    url: str,
+    p: _Pending,
+    as_of: datetime,
+    flow_run_id: str | None,
+    backfill: bool,
 ) -> dict[str, Any]:
-    """Statistics, the transactional write (with auto-promotion) and artifacts."""
+    """Statistics, the transactional write (with auto-promotion unless a backfill), artifacts."""
     stats, exposure = p.extracted.result()
     result = compute_statistics(
         uuid4(),
@@ -75,7 +81,7 @@ def _finish(
         exposure,
         p.checks.result(),
     )
-    promo = write_results(settings, url, result, p.experiment)
+    promo = write_results(settings, url, result, p.experiment, backfill)
     publish_artifacts(result, promo)
     rec = result.recommendation
     return {
@@ -127,8 +133,12 @@ def analyze_all(
     as_of: datetime,
     broken: dict[str, str] | None = None,
     full_refresh: bool = False,
+    backfill: bool = False,
 ) -> list[dict[str, Any]]:
-    """Analyse each experiment; one failure is recorded and never stops the others."""
+    """Analyse each experiment; one failure is recorded and never stops the others.
+
+    A backfill writes results only: it never changes experiment_config.
+    """
     fr_id = flow_run.get_id()
     summaries = [
         _record_failure(settings, url, key, as_of, fr_id, f"invalid definition: {msg}")
@@ -148,7 +158,7 @@ def analyze_all(
                 summaries.append(_record_failure(settings, url, p[0].key, as_of, fr_id, p[1]))
                 continue
             try:
-                summaries.append(_finish(settings, url, p, as_of, fr_id))
+                summaries.append(_finish(settings, url, p, as_of, fr_id, backfill))
                 progress.emit("experiment_done", **summaries[-1])
             except Exception as exc:  # one experiment never stops the others
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -172,12 +182,11 @@ def analyze_experiments(
 
     full_refresh recomputes the incremental partials from all events (late arrivals included).
     """
+    when = utc(as_of or datetime.now(UTC))
+    check_not_future(when, "as_of")  # before anything is written, migrations included
     settings = get_settings()
     url = resolve_url(settings)
     prepare_warehouse(settings, url)
-    when = as_of or datetime.now(UTC)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     experiments, broken = load_experiments(settings, url, experiment_keys)
     summaries = analyze_all(settings, url, experiments, when, broken, full_refresh)
     push_metrics(settings, url, experiments)

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from pydantic import Field
 
 from abflow import progress
+from abflow.as_of import check_backfill_end, day_ends
 from abflow.settings import get_settings
 from flows.analyze import analyze_all, resolve_url
 from tasks.metrics import push_metrics
 from tasks.warehouse import load_experiments, prepare_warehouse
-
-
-def day_ends(start: date, end: date) -> list[datetime]:
-    """End-of-day instants (next midnight UTC) for each day in [start, end]."""
-    if end < start:
-        raise ValueError(f"end ({end}) is before start ({start})")
-    days = (end - start).days + 1
-    return [
-        datetime.combine(start + timedelta(days=i + 1), time.min, tzinfo=UTC) for i in range(days)
-    ]
-
 
 # Prefect's server ignores JSON Schema `format` when it checks parameters; a pattern makes
 # enforce_parameter_schema reject non-dates (the UI keeps its date picker from `format`).
@@ -36,19 +26,24 @@ def backfill_experiments(
     end: Day,
     experiments: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Recompute each day's cumulative analysis in [start, end]; reruns replace, never duplicate."""
+    """Recompute each day's cumulative analysis in [start, end]; reruns replace, never duplicate.
+
+    Complete days only (end must be over); results are written, experiment_config never changes.
+    """
+    days = day_ends(start, end)
+    check_backfill_end(end, "end")  # before anything is written, migrations included
     settings = get_settings()
     url = resolve_url(settings)
     prepare_warehouse(settings, url)
     chosen, broken = load_experiments(settings, url, experiments)
     logger = get_run_logger()
     out: list[dict[str, Any]] = []
-    for as_of in day_ends(start, end):
+    for as_of in days:
         # Only experiments already started by that day have anything to analyse.
         active = [e for e in chosen if e.start_at < as_of]
         logger.info("as of %s: %d experiment(s)", as_of.isoformat(), len(active))
         progress.emit("day_started", as_of=as_of, experiments=len(active))
-        for s in analyze_all(settings, url, active, as_of, broken):
+        for s in analyze_all(settings, url, active, as_of, broken, backfill=True):
             out.append({**s, "as_of": as_of.isoformat()})
     push_metrics(settings, url, chosen)
     return out

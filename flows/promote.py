@@ -1,40 +1,51 @@
-"""Manual promote / rollback flows, runnable from the Prefect UI."""
+"""Manual promote / rollback / unpin flows, runnable from the Prefect UI (same rules as the CLI)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from prefect import flow, get_run_logger
 
 from abflow.settings import get_settings
 from flows.analyze import resolve_url
-from tasks.promotion import promote_variant, rollback_variant
+from tasks.promotion import promote_variant, rollback_variant, unpin_config
 from tasks.warehouse import prepare_warehouse
+
+
+def _manual(change: Any, *args: Any) -> str:
+    """Migrate, run one config-change task, log and return its one-line outcome."""
+    settings = get_settings()
+    url = resolve_url(settings)
+    prepare_warehouse(settings, url)
+    msg: str = change(settings, url, *args)
+    get_run_logger().info(msg)
+    return msg
 
 
 @flow(name="promote-variant")
 def promote_flow(
     experiment_key: str,
     variant_key: str,
-    reason: str,
+    reason: str | None = None,
     actor: str = "prefect-ui",
     force: bool = False,
 ) -> str:
-    """Promote a variant into experiment_config (refused when the latest run is unhealthy)."""
-    settings = get_settings()
-    url = resolve_url(settings)
-    prepare_warehouse(settings, url)
-    msg = promote_variant(settings, url, experiment_key, variant_key, actor, reason, force)
-    get_run_logger().info(msg)
-    return msg
+    """Promote a variant into experiment_config and pin it.
+
+    Refused unless the experiment's latest run succeeded; force (with a reason) overrides that.
+    """
+    return _manual(promote_variant, experiment_key, variant_key, actor, reason, force)
 
 
 @flow(name="rollback-variant")
 def rollback_flow(
     experiment_key: str, reason: str = "manual rollback", actor: str = "prefect-ui"
 ) -> str:
-    """Roll back the current promotion of an experiment."""
-    settings = get_settings()
-    url = resolve_url(settings)
-    prepare_warehouse(settings, url)
-    msg = rollback_variant(settings, url, experiment_key, actor, reason)
-    get_run_logger().info(msg)
-    return msg
+    """Undo the newest promotion still in force and pin the result (fails if nothing is left)."""
+    return _manual(rollback_variant, experiment_key, actor, reason)
+
+
+@flow(name="unpin-config")
+def unpin_flow(experiment_key: str, reason: str = "manual unpin", actor: str = "prefect-ui") -> str:
+    """Hand a pinned experiment_config back to the decision rules."""
+    return _manual(unpin_config, experiment_key, actor, reason)

@@ -6,7 +6,7 @@ from prefect import serve
 
 from flows.analyze import analyze_experiments
 from flows.backfill import backfill_experiments
-from flows.promote import promote_flow, rollback_flow
+from flows.promote import promote_flow, rollback_flow, unpin_flow
 
 ANALYZE_CRON = "15 6 * * *"
 
@@ -20,6 +20,7 @@ def deployments() -> list:
         backfill_experiments.to_deployment(name="backfill", tags=["abflow", "backfill"]),
         promote_flow.to_deployment(name="promote", tags=["abflow", "manual"]),
         rollback_flow.to_deployment(name="rollback", tags=["abflow", "manual"]),
+        unpin_flow.to_deployment(name="unpin", tags=["abflow", "manual"]),
     ]
 
 

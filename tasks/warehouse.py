@@ -9,7 +9,6 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
-from abflow import bandit
 from abflow.definitions import Experiment
 from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
@@ -134,44 +133,21 @@ def extract_aggregates(
     task_run_name="write-{result.run.experiment_key}",
 )
 def write_results(
-    settings: Settings, url: str, result: ExperimentResult, experiment: Experiment
+    settings: Settings,
+    url: str,
+    result: ExperimentResult,
+    experiment: Experiment,
+    backfill: bool = False,
 ) -> str | None:
-    """Replace this (experiment, as_of) in one transaction; auto-promote a healthy ship."""
+    """Replace this (experiment, as_of) in one transaction; auto-promote or reweight if allowed.
+
+    Only the newest run of an unpinned config may change it, never a backfill
+    (promotion.apply_run_outcome, checked under the experiment's lock in this transaction).
+    """
     with engine_for(settings, url).begin() as conn:
         writer.lock_experiment(conn, result.run.experiment_key, settings.lock_timeout_seconds)
         writer.write_result(conn, result)
-        rec = result.recommendation
-        if (
-            experiment.decision.auto_promote
-            and experiment.allocation == "fixed"
-            and rec is not None
-            and rec.decision == "ship"
-            and rec.variant_key
-            and result.run.status == "succeeded"
-        ):
-            out = promotion.promote(
-                conn,
-                result.run.experiment_key,
-                rec.variant_key,
-                actor="auto",
-                reason=rec.rationale,
-                run_id=result.run.run_id,
-            )
-            return out.message
-        if experiment.allocation == "bandit" and result.run.status == "succeeded":
-            # Bandits never declare a winner: Thompson sampling moves traffic instead.
-            alloc = bandit.allocate(experiment, list(result.variant_stats))
-            if not alloc.reweighted:
-                return alloc.reason
-            return promotion.reweight(
-                conn,
-                experiment.key,
-                alloc.weights,
-                actor="auto",
-                reason=alloc.reason,
-                run_id=result.run.run_id,
-            ).message
-    return None
+        return promotion.apply_run_outcome(conn, experiment, result, backfill=backfill)
 
 
 @task(
@@ -184,4 +160,6 @@ def write_results(
 def record_failure(settings: Settings, url: str, result: ExperimentResult) -> None:
     """Record a failed run without replacing a good earlier result for the same as_of."""
     with engine_for(settings, url).begin() as conn:
+        # Under the experiment's lock, so a concurrent write sees it when it checks for newer runs.
+        writer.lock_experiment(conn, result.run.experiment_key, settings.lock_timeout_seconds)
         writer.record_failed_run(conn, result)

@@ -133,3 +133,28 @@ def analyse(
         exposure=expo,
         quality_checks=checks or [],
     )
+
+
+def copy_experiment(engine: Engine, source: Experiment, key: str) -> Experiment:
+    """`source` under a new key with a copy of its exposures: same data and decisions, own config.
+
+    Promotion tests change experiment_config and write runs at other as_of instants; a copy keeps
+    that away from the demo experiments other tests read.
+    """
+    from sqlalchemy import text
+
+    from abflow.definitions import parse_experiment
+    from abflow.warehouse.experiments_repo import upsert_experiments
+
+    copy = parse_experiment({**source.model_dump(mode="json"), "key": key})
+    with engine.begin() as conn:
+        upsert_experiments(conn, [copy])
+        conn.execute(
+            text(
+                "insert into assignments (experiment_key, unit_id, variant_key, assigned_at,"
+                " attributes) select :k, unit_id, variant_key, assigned_at, attributes"
+                " from assignments where experiment_key = :src"
+            ),
+            {"k": key, "src": source.key},
+        )
+    return copy

@@ -7,20 +7,25 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+# The newest run per experiment ({order} "status = 'failed'," puts runs that did not fail first).
+_NEWEST_RUNS = (
+    "select distinct on (experiment_key) * from analysis_runs"
+    " where (cast(:keys as text[]) is null or experiment_key = any(cast(:keys as text[])))"
+    " order by experiment_key, {order} as_of desc, started_at desc"
+)
+
 
 def latest_results(conn: Connection, keys: list[str] | None = None) -> list[dict[str, Any]]:
-    """Per experiment: latest run, recommendation, overall insights, units, checks, config."""
-    runs = (
-        conn.execute(
-            text(
-                "select * from latest_runs where (cast(:keys as text[]) is null"
-                " or experiment_key = any(cast(:keys as text[]))) order by experiment_key"
-            ),
-            {"keys": keys},
-        )
-        .mappings()
-        .all()
-    )
+    """Per experiment: latest run, recommendation, overall insights, units, checks, config.
+
+    The run shown is the newest that did not fail (as the latest_* views apps read), else the
+    newest failed one; `failed_newer` is the newest run when it failed after the one shown.
+    """
+    params = {"keys": keys}
+    order = "status = 'failed',"
+    runs = conn.execute(text(_NEWEST_RUNS.format(order=order)), params).mappings().all()
+    newest = conn.execute(text(_NEWEST_RUNS.format(order="")), params).mappings().all()
+    failed_newer = {r["experiment_key"]: dict(r) for r in newest if r["status"] == "failed"}
     out = []
     for run in runs:
         rid = run["run_id"]
@@ -75,6 +80,11 @@ def latest_results(conn: Connection, keys: list[str] | None = None) -> list[dict
                 "units": {u["variant_key"]: u["units"] for u in units},
                 "checks": [dict(c) for c in checks],
                 "config": dict(config) if config else None,
+                "failed_newer": (
+                    None
+                    if failed_newer.get(run["experiment_key"], {}).get("run_id") in (None, rid)
+                    else failed_newer[run["experiment_key"]]
+                ),
             }
         )
     return out

@@ -26,7 +26,7 @@ def test_every_deployment_has_a_flow_and_a_valid_schema() -> None:
     from prefect.utilities.callables import parameter_schema
 
     names = {d["name"] for d in _deployments()}
-    assert names == {"analyze", "backfill", "promote", "rollback"}
+    assert names == {"analyze", "backfill", "promote", "rollback", "unpin"}
     for d in _deployments():
         schema = parameter_schema(_flow(d["entrypoint"])).model_dump_for_openapi()
         jsonschema.Draft202012Validator.check_schema(schema)

@@ -53,7 +53,8 @@ def test_promotion_overrides_and_stopped_returns_control(engine: Engine) -> None
     exp = parse_experiment(_experiment("assign_promo", [0.5, 0.5]))
     with engine.begin() as conn:
         upsert_experiments(conn, [exp])
-        promote(conn, "assign_promo", "b", actor="test", reason="test")
+        # No analysis run exists: a person may still promote, with --force and a reason.
+        promote(conn, "assign_promo", "b", actor="test", reason="assignment test", force=True)
     client = AbflowClient(engine, ttl_seconds=0)
     units = [f"x{i}" for i in range(200)]
     with engine.connect() as conn:

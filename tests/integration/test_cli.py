@@ -9,19 +9,10 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from abflow.cli import app
-from abflow.settings import Settings, get_settings
+from abflow.settings import get_settings
 from tests.conftest import repo_root
 
 runner = CliRunner()
-
-
-@pytest.fixture()
-def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, engine: Engine):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("ABFLOW_DATABASE_URL", str(settings.database_url))
-    monkeypatch.setenv("ABFLOW_SCHEMA", settings.schema_name)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def _definitions(engine: Engine) -> dict[str, str]:

@@ -29,7 +29,7 @@ from abflow.results import CheckOutcome, ExperimentResult
 from abflow.settings import Settings
 from abflow.warehouse import extract, readback, writer
 from abflow.warehouse.experiments_repo import upsert_experiments
-from abflow.warehouse.promotion import PromotionRefused, promote
+from abflow.warehouse.promotion import PromotionRefused, apply_run_outcome, promote
 from abflow.warehouse.quality import run_expectations
 
 AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
@@ -216,7 +216,7 @@ def _analyze(
         previous_units=before,
     )
     result = _assemble(engine, e, quality, as_of=as_of, assignments=assignments, events=events)
-    promotion = _write_and_promote(engine, result, e.decision.auto_promote)
+    promotion = _write_and_promote(engine, result, e)
     with engine.connect() as conn:
         rows = conn.execute(
             text("select * from health_checks where run_id = :r"), {"r": result.run.run_id}
@@ -226,28 +226,12 @@ def _analyze(
     return Run(result, checks, promotion)
 
 
-def _write_and_promote(engine: Engine, result: ExperimentResult, auto_promote: bool) -> str | None:
+def _write_and_promote(engine: Engine, result: ExperimentResult, e: Experiment) -> str | None:
     """tasks.warehouse.write_results without Prefect: one transaction, promote a healthy ship."""
     with engine.begin() as conn:
         writer.lock_experiment(conn, result.run.experiment_key, 10)
         writer.write_result(conn, result)
-        rec = result.recommendation
-        if (
-            auto_promote
-            and rec is not None
-            and rec.decision == "ship"
-            and rec.variant_key
-            and result.run.status == "succeeded"
-        ):
-            return promote(
-                conn,
-                result.run.experiment_key,
-                rec.variant_key,
-                actor="auto",
-                reason=rec.rationale,
-                run_id=result.run.run_id,
-            ).message
-    return None
+        return apply_run_outcome(conn, e, result)
 
 
 def _promotion_state(engine: Engine, key: str) -> tuple[str | None, int, list[tuple[Any, ...]]]:

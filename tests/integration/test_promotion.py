@@ -10,7 +10,13 @@ from sqlalchemy import Engine, text
 from abflow.results import CheckOutcome
 from abflow.settings import Settings
 from abflow.warehouse import writer
-from abflow.warehouse.promotion import PromotionRefused, promote, rollback
+from abflow.warehouse.promotion import (
+    PromotionRefused,
+    apply_run_outcome,
+    promote,
+    rollback,
+    unpin,
+)
 from tests.conftest import analyse
 
 
@@ -18,22 +24,12 @@ def _run(engine: Engine, e: Any, checks: list[CheckOutcome] | None = None) -> An
     return analyse(engine, e, checks=checks)
 
 
-def _write_and_promote(engine: Engine, result: Any) -> str | None:
+def _write_and_promote(engine: Engine, result: Any, e: Any) -> str | None:
     """What tasks.warehouse.write_results does, without Prefect."""
     with engine.begin() as conn:
         writer.lock_experiment(conn, result.run.experiment_key, 10)
         writer.write_result(conn, result)
-        rec = result.recommendation
-        if rec.decision == "ship" and result.run.status == "succeeded":
-            return promote(
-                conn,
-                result.run.experiment_key,
-                rec.variant_key,
-                actor="auto",
-                reason=rec.rationale,
-                run_id=result.run.run_id,
-            ).message
-    return None
+        return apply_run_outcome(conn, e, result)
 
 
 def _config(engine: Engine, key: str) -> dict[str, Any]:
@@ -60,15 +56,18 @@ def test_auto_promotion_happens_exactly_once(
 ) -> None:
     e = demo_loaded["experiments"]["checkout_button"]
     assert e.decision.auto_promote
-    if _config(engine, e.key)["promoted_variant_key"]:
-        # Another test (the flow test) may have auto-promoted already: start from a clean slate.
+    # Another test (the flow test) may have auto-promoted already: start from a clean slate.
+    while _config(engine, e.key)["promoted_variant_key"]:
         with engine.begin() as conn:
             rollback(conn, e.key, actor="test-setup", reason="reset")
+    with engine.begin() as conn:
+        unpin(conn, e.key, actor="test-setup", reason="reset")
     start = _config(engine, e.key)
     r1 = _run(engine, e)
     assert r1.recommendation.decision == "ship" and r1.recommendation.variant_key == "green"
-    assert "promoted" in (_write_and_promote(engine, r1) or "")
-    _write_and_promote(engine, _run(engine, e))  # rerun: same decision, no second promotion
+    assert (_write_and_promote(engine, r1, e) or "").startswith("promoted 'green'")
+    # rerun: same decision, no second promotion
+    assert _write_and_promote(engine, _run(engine, e), e) == "'green' is already promoted"
     cfg = _config(engine, e.key)
     assert cfg["promoted_variant_key"] == "green"
     assert cfg["promoted_config"] == {"colour": "green"}
@@ -86,6 +85,9 @@ def test_auto_promotion_happens_exactly_once(
     assert cfg["variants"] == start["variants"]
     assert cfg["audit"][-1] == ("rollback", "green", "tester")
     assert len(cfg["audit"]) == len(start["audit"]) + 2
+    assert cfg["pinned"] and cfg["pinned_by"] == "tester"  # a manual rollback pins
+    with engine.begin() as conn:
+        unpin(conn, e.key, actor="tester", reason="hand back to the rules")
 
 
 def test_srm_blocks_auto_promotion_and_manual_promotion(engine: Engine) -> None:
@@ -136,7 +138,7 @@ def test_srm_blocks_auto_promotion_and_manual_promotion(engine: Engine) -> None:
     assert "sample ratio mismatch" in result.recommendation.rationale
     primary = next(i for i in result.insights if i.segment == "all")
     assert primary.significant  # the statistics are still written, flagged by the run status
-    assert _write_and_promote(engine, result) is None
+    assert _write_and_promote(engine, result, e) is None
     before = _config(engine, e.key)
     assert before["promoted_variant_key"] is None and before["audit"] == []
     with pytest.raises(PromotionRefused, match="unhealthy"), engine.begin() as conn:
