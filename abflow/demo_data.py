@@ -98,13 +98,8 @@ class _Units:
         """Queue events (unit index, time, optional value); those after as_of are dropped later."""
         vals = np.full(len(unit), np.nan) if value is None else np.asarray(value, dtype=np.float64)
         self.chunks.append(
-            {
-                "unit": unit,
-                "name": name,
-                "at": at.astype(np.int64),
-                "value": vals,
-                "properties": properties,
-            }
+            {"unit": unit, "name": name, "at": at.astype(np.int64), "value": vals,
+             "properties": properties}
         )
 
 
@@ -194,20 +189,13 @@ def _checkout(u: _Units) -> None:
     load_at = u.exposed[load_unit] + np.where(
         first, 0, _hours(rng.uniform(0.0, 7 * 24.0, len(load_unit)))
     )
-    u.emit(
-        load_unit,
-        "page_load",
-        load_at,
-        np.round(850.0 * device[load_unit] * rng.lognormal(0.0, 0.3, len(load_unit)), 1),
-    )
+    u.emit(load_unit, "page_load", load_at,
+           np.round(850.0 * device[load_unit] * rng.lognormal(0.0, 0.3, len(load_unit)), 1))
     pre_loads = rng.poisson(1.5, n)
     pl_unit = _repeat(pre_loads)
-    u.emit(
-        pl_unit,
-        "page_load",
-        u.exposed[pl_unit] - _hours(rng.uniform(1.0, 14 * 24 - 1.0, len(pl_unit))),
-        np.round(850.0 * device[pl_unit] * rng.lognormal(0.0, 0.3, len(pl_unit)), 1),
-    )
+    u.emit(pl_unit, "page_load",
+           u.exposed[pl_unit] - _hours(rng.uniform(1.0, 14 * 24 - 1.0, len(pl_unit))),
+           np.round(850.0 * device[pl_unit] * rng.lognormal(0.0, 0.3, len(pl_unit)), 1))
 
 
 def _followup(u: _Units) -> None:
@@ -269,23 +257,13 @@ def _enrichment(u: _Units) -> None:
     for provider, price in FREE_PROVIDERS.items():
         # free sources bill compute only when they return something, so cost varies a little
         who = everyone[free_calls & (rng.random(n) < FREE_HIT_RATE[provider])]
-        u.emit(
-            who,
-            "enrichment_cost",
-            call_at[who] + 1_000_000,
-            np.full(len(who), price),
-            {"provider": provider},
-        )
+        u.emit(who, "enrichment_cost", call_at[who] + 1_000_000, np.full(len(who), price),
+               {"provider": provider})
     for provider, price in PAID_PROVIDERS.items():
         calls = paid_all | (fallback & (provider == "paid_firmographics"))
         who = everyone[calls & (rng.random(n) < PAID_MATCH_RATE)]
-        u.emit(
-            who,
-            "enrichment_cost",
-            call_at[who] + 3_000_000,
-            np.full(len(who), price),
-            {"provider": provider},
-        )
+        u.emit(who, "enrichment_cost", call_at[who] + 3_000_000, np.full(len(who), price),
+               {"provider": provider})
     done_at = call_at + (rng.uniform(5.0, 90.0, n) * 1e6).astype(np.int64)
     u.emit(everyone, "enrichment_completed", done_at, np.round(completeness, 3))
 
@@ -318,7 +296,6 @@ SCENARIOS: dict[str, Callable[[_Units], None]] = {
 
 
 # assembly ----------------------------------------------------------------------------------------
-
 
 def _to_us(ts: datetime) -> int:
     if ts.tzinfo is None:
@@ -441,7 +418,6 @@ def _assignment_frame_empty() -> pd.DataFrame:
 
 
 # loading -----------------------------------------------------------------------------------------
-
 
 def _csv(frame: pd.DataFrame, columns: tuple[str, ...]) -> str:
     """COPY-ready CSV text: empty unquoted fields are NULL, timestamps are explicit UTC."""

@@ -49,52 +49,31 @@ def _finite(value: Any) -> float | None:
 def _gauges(registry: CollectorRegistry) -> dict[str, Gauge]:
     """The gauge families of one push, registered on a fresh registry."""
     specs = {
-        "assigned": (
-            "experiment_variant_assigned_total",
-            "Units assigned to each variant in the latest run (a gauge: it is reset "
-            "by each run's snapshot)",
-            ["experiment", "variant"],
-        ),
-        "sample": ("experiment_sample_size", "Units analysed in the latest run", ["experiment"]),
-        "mean": (
-            "experiment_metric_mean",
-            "Metric mean per variant in the latest run",
-            ["experiment", "metric", "variant"],
-        ),
-        "conversion": (
-            "experiment_conversion_rate",
-            "Primary metric mean per variant when it is a proportion",
-            ["experiment", "variant"],
-        ),
-        "lift": (
-            "experiment_relative_lift",
-            "Relative lift of a treatment over control",
-            ["experiment", "metric", "variant"],
-        ),
-        "p": (
-            "experiment_p_value",
-            "P-value (after any correction) of treatment vs control",
-            ["experiment", "metric", "variant"],
-        ),
-        "health": (
-            "experiment_health_ok",
-            "1 when the latest run passed every critical health check, else 0",
-            ["experiment"],
-        ),
-        "last_run": (
-            "experiment_last_run_timestamp_seconds",
-            "Unix time the latest analysis run finished",
-            ["experiment"],
-        ),
-        "decision": (
-            "experiment_decision",
-            "1 for the latest recommendation's decision, 0 for the others",
-            ["experiment", "decision"],
-        ),
+        "assigned": ("experiment_variant_assigned_total",
+                     "Units assigned to each variant in the latest run (a gauge: it is reset "
+                     "by each run's snapshot)", ["experiment", "variant"]),
+        "sample": ("experiment_sample_size", "Units analysed in the latest run",
+                   ["experiment"]),
+        "mean": ("experiment_metric_mean", "Metric mean per variant in the latest run",
+                 ["experiment", "metric", "variant"]),
+        "conversion": ("experiment_conversion_rate",
+                       "Primary metric mean per variant when it is a proportion",
+                       ["experiment", "variant"]),
+        "lift": ("experiment_relative_lift", "Relative lift of a treatment over control",
+                 ["experiment", "metric", "variant"]),
+        "p": ("experiment_p_value", "P-value (after any correction) of treatment vs control",
+              ["experiment", "metric", "variant"]),
+        "health": ("experiment_health_ok",
+                   "1 when the latest run passed every critical health check, else 0",
+                   ["experiment"]),
+        "last_run": ("experiment_last_run_timestamp_seconds",
+                     "Unix time the latest analysis run finished", ["experiment"]),
+        "decision": ("experiment_decision",
+                     "1 for the latest recommendation's decision, 0 for the others",
+                     ["experiment", "decision"]),
     }
-    return {
-        k: Gauge(name, doc, labels, registry=registry) for k, (name, doc, labels) in specs.items()
-    }
+    return {k: Gauge(name, doc, labels, registry=registry) for k, (name, doc, labels)
+            in specs.items()}
 
 
 def _set_variant_metrics(
@@ -105,10 +84,8 @@ def _set_variant_metrics(
         if row.get("segment", "all") != "all" or row.get("error"):
             continue
         metric, variant, control = row["metric_key"], row["variant_key"], row["control_key"]
-        means = {
-            control: _finite(row.get("control_mean")),
-            variant: _finite(row.get("variant_mean")),
-        }
+        means = {control: _finite(row.get("control_mean")),
+                 variant: _finite(row.get("variant_mean"))}
         for v, mean in means.items():
             if mean is None:
                 continue
@@ -148,9 +125,8 @@ def build_registry(
     for variant, n in units.items():
         g["assigned"].labels(key, variant).set(int(n or 0))
     total = run.get("units")
-    g["sample"].labels(key).set(
-        int(total) if total is not None else sum(int(n or 0) for n in units.values())
-    )
+    g["sample"].labels(key).set(int(total) if total is not None else sum(int(n or 0) for n in
+                                                                          units.values()))
     proportion = experiment is not None and experiment.primary_metric.kind == "proportion"
     _set_variant_metrics(g, key, list(result.get("insights") or []), proportion)
     g["health"].labels(key).set(1 if _health_ok(result) else 0)
@@ -186,9 +162,8 @@ def push_run_metrics(
         registry, count = build_registry(result, (experiments or {}).get(key))
         try:
             # PUT replaces the experiment's whole group, so series of removed variants vanish.
-            push_to_gateway(
-                url, job=job, registry=registry, grouping_key={"experiment": key}, timeout=timeout
-            )
+            push_to_gateway(url, job=job, registry=registry, grouping_key={"experiment": key},
+                            timeout=timeout)
         except (OSError, http.client.HTTPException) as exc:
             # Metrics are best effort: a down gateway must never fail the analysis run.
             log.warning("pushing metrics for %s to %s failed: %s", key, url, exc)
