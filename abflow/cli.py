@@ -471,6 +471,11 @@ def plan(
     alpha: float = typer.Option(0.05, "--alpha"),
     variants: int = typer.Option(2, "--variants"),
     std: Annotated[float | None, typer.Option("--std", help="std dev for a mean metric")] = None,
+    fixed_horizon: bool = typer.Option(
+        False,
+        "--fixed-horizon",
+        help="plan a one-look test (analysis.sequential: false) instead of the always-valid rule",
+    ),
 ) -> None:
     """Sample size per variant for a baseline and MDE (proportion, or mean with --std)."""
     from abflow.stats import sample_size_per_variant
@@ -494,12 +499,14 @@ def plan(
             variants=variants,
             kind=kind,
             std=std,
+            sequential=not fixed_horizon,
         )
         effect = f"{mde * 100:g}% relative" if relative else f"{mde:g} absolute"
+        rule = "a fixed-horizon test" if fixed_horizon else "the always-valid (daily-look) rule"
         console.print(
             f"{n:,} units per variant ({n * variants:,} total) to detect a {effect} "
             f"change from {baseline:g} with power {power:g} at alpha {alpha:g}"
-            f" over {variants} variants"
+            f" over {variants} variants under {rule}"
         )
 
     _run_guarded(go)

@@ -87,11 +87,12 @@ def render(console: Console, results: list[Any], definition: str, runs: int, day
             "—" if r.median_days_to_decision is None else f"{r.median_days_to_decision:g}",
         )
     console.print(table)
-    top = max([1e-9, *(max(r.ship_by_day + r.rollback_by_day) for r in results)])
-    console.print(f"cumulative share of runs by day 1→{days} (full block = {top * 100:.1f}%):")
+    console.print(f"cumulative share of runs by day 1→{days} (each row scaled to its final value):")
     for r in results:
-        console.print(f"  {r.scenario.name:<8} ship     {sparkline(r.ship_by_day, top)}")
-        console.print(f"  {'':<8} rollback {sparkline(r.rollback_by_day, top)}")
+        for label, series in (("ship", r.ship_by_day), ("rollback", r.rollback_by_day)):
+            top = max(series) if series else 0.0
+            name = r.scenario.name if label == "ship" else ""
+            console.print(f"  {name:<8} {label:<8} {sparkline(series, top)}  {top * 100:5.1f}%")
 
 
 def simulate_command(

@@ -95,7 +95,12 @@ def test_plan_matches_the_power_engine() -> None:
 
     res = runner.invoke(app, ["plan", "--baseline", "0.1", "--mde", "0.1", "--relative"])
     assert res.exit_code == 0, res.output
-    n = sample_size_per_variant(0.1, 0.1, relative=True)
-    assert f"{n:,} units per variant" in res.output
+    n = sample_size_per_variant(0.1, 0.1, relative=True, sequential=True)
+    assert f"{n:,} units per variant" in res.output and "always-valid" in res.output
+    fixed = runner.invoke(
+        app, ["plan", "--baseline", "0.1", "--mde", "0.1", "--relative", "--fixed-horizon"]
+    )
+    m = sample_size_per_variant(0.1, 0.1, relative=True)
+    assert f"{m:,} units per variant" in fixed.output and m < n
     bad = runner.invoke(app, ["plan", "--baseline", "1.5", "--mde", "0.1"])
     assert bad.exit_code == 1 and "--baseline" in bad.output
