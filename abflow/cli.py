@@ -649,6 +649,16 @@ def _register_simulate() -> None:
 _register_simulate()
 
 
+def _register_web() -> None:
+    # Own module (abflow/web/cli.py): `web` and `token create|list|revoke`.
+    from abflow.web.cli import register
+
+    register(app)
+
+
+_register_web()
+
+
 def main() -> None:
     """Console entry point."""
     app()
