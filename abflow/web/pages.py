@@ -108,9 +108,12 @@ def page(
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
     """An error as a page (never a stack trace)."""
     titles = {401: "Sign in needed", 403: "Not allowed", 404: "Not found", 500: "Server error"}
+    back = request.url.path
+    if request.method != "GET":  # a form's target: come back to the page that had the form
+        back = back.rsplit("/", 1)[0] if back.startswith("/experiments/") else "/"
     return page(
         request, "error.html.j2", status=status, title=titles.get(status, "Error"),
-        status_code=status, message=message,
+        status_code=status, message=message, back=back,
     )  # fmt: skip
 
 
