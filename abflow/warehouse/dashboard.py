@@ -20,34 +20,38 @@ from abflow.warehouse.writer import lock_experiment
 LIFECYCLE = ("running", "stopped")
 
 _OVERVIEW = """
-with shown as (
-    select distinct on (experiment_key) experiment_key, run_id, as_of, status, message, units,
-        started_at, finished_at
+with shown as materialized (
+    select distinct on (experiment_key) experiment_key, run_id, as_of, status, message, units
     from analysis_runs
     where status <> 'failed'
     order by experiment_key, as_of desc, started_at desc
-), newest as (
+), newest as materialized (
     select distinct on (experiment_key) experiment_key, run_id, as_of, status, message,
         started_at, finished_at
     from analysis_runs
     order by experiment_key, as_of desc, started_at desc
 )
 select e.experiment_key, e.name, e.status, e.start_at, e.end_at, e.archived_at,
-    e.definition -> 'analysis' ->> 'engine' as engine, e.definition ->> 'allocation' as allocation,
     c.version, c.promoted_variant_key, c.pinned, c.pinned_by, c.pinned_reason, c.pinned_at,
     s.run_id, s.as_of, s.status as run_status, s.message as run_message, s.units,
     n.run_id as newest_run_id, n.as_of as newest_as_of, n.status as newest_status,
     n.message as newest_message, coalesce(n.finished_at, n.started_at) as last_run_at,
     r.decision, r.variant_key, r.rationale, r.days_remaining,
-    (select count(*) from health_checks h where h.run_id = s.run_id and not h.passed
-        and h.severity = 'critical') as critical_failures,
-    (select count(*) from health_checks h where h.run_id = s.run_id and not h.passed
-        and h.severity <> 'critical') as warnings
+    h.critical_failures, h.warnings
 from experiments e
 left join experiment_config c on c.experiment_key = e.experiment_key
 left join shown s on s.experiment_key = e.experiment_key
 left join newest n on n.experiment_key = e.experiment_key
-left join recommendations r on r.run_id = s.run_id
+-- lateral: one index probe per shown run instead of hashing every recommendation ever written
+left join lateral (
+    select decision, variant_key, rationale, days_remaining
+    from recommendations where run_id = s.run_id
+) r on true
+left join lateral (
+    select count(*) filter (where not passed and severity = 'critical') as critical_failures,
+        count(*) filter (where not passed and severity <> 'critical') as warnings
+    from health_checks where run_id = s.run_id
+) h on true
 where (cast(:archived as boolean) or e.archived_at is null)
     and (cast(:keys as text[]) is null or e.experiment_key = any(cast(:keys as text[])))
 order by e.experiment_key

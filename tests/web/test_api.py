@@ -41,15 +41,11 @@ def test_read_token_cannot_write(client: TestClient, tokens: dict[str, str]) -> 
         "/api/experiments/checkout_button/rollback", headers=auth(tokens["read"]), json={}
     )
     assert r.status_code == 403
-    assert r.json() == {
-        "detail": "token 'bob-reader' has read scope; this needs a write token"
-    }
+    assert r.json() == {"detail": "token 'bob-reader' has read scope; this needs a write token"}
     assert client.post("/api/experiments/checkout_button/rollback").status_code == 401
 
 
-def test_revoked_token_is_refused(
-    client: TestClient, web_engine: Engine, app: FastAPI
-) -> None:
+def test_revoked_token_is_refused(client: TestClient, web_engine: Engine, app: FastAPI) -> None:
     from abflow.warehouse.web_tokens import create_token, revoke_token
 
     with web_engine.begin() as conn:
@@ -260,8 +256,10 @@ def test_status_start_stop_is_audited(
     assert cfg["status"] == "stopped" and cfg["version"] == v0 + 1
     with web_engine.connect() as conn:
         stored = conn.execute(
-            text("select status, definition ->> 'status' from experiments where experiment_key"
-                 " = 'web_lifecycle'")  # fmt: skip
+            text(
+                "select status, definition ->> 'status' from experiments where experiment_key"
+                " = 'web_lifecycle'"
+            )  # fmt: skip
         ).one()
     assert tuple(stored) == ("stopped", "stopped")
     again = client.post(
@@ -331,9 +329,7 @@ def test_promote_rollback_unpin_with_the_token_as_actor(
 
     r = client.post("/api/experiments/web_promo/promote", json={}, headers=h)
     assert r.status_code == 422 and r.json()["field"] == "variant"
-    r = client.post(
-        "/api/experiments/web_promo/promote", json={"variant": "purple"}, headers=h
-    )
+    r = client.post("/api/experiments/web_promo/promote", json={"variant": "purple"}, headers=h)
     assert r.status_code == 409 and "not in experiment" in r.json()["detail"]
     r = client.post(
         "/api/experiments/web_promo/promote", content="{not json",

@@ -67,7 +67,9 @@ def test_list_filter_and_sort(client: TestClient, tokens: dict[str, str]) -> Non
     assert keys.index("checkout_button") < keys.index("followup_timing")  # more units first
     assert 'aria-sort="descending"' in by_units
     drafts = client.get("/", params={"status": "draft"}).text
-    assert 'data-key="checkout_button"' not in drafts and "No experiments with status draft" in drafts
+    assert (
+        'data-key="checkout_button"' not in drafts and "No experiments with status draft" in drafts
+    )
     # unknown values fall back instead of failing
     assert client.get("/", params={"sort": "x';--", "status": "nope"}).status_code == 200
 
