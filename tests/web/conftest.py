@@ -162,3 +162,16 @@ def config_row(engine: Engine, key: str) -> dict[str, Any]:
             ).mappings()
         ]
     return row
+
+
+DEFINITION_FOR_ROLES: dict[str, Any] = {
+    "key": "web_writer_login",
+    "name": "Created by the writer login",
+    "status": "running",
+    "start_at": "2026-11-01T00:00:00Z",
+    "variants": [
+        {"key": "control", "weight": 0.5, "control": True},
+        {"key": "b", "weight": 0.5},
+    ],
+    "metrics": [{"key": "conv", "kind": "proportion", "event": "web_buy", "role": "primary"}],
+}
