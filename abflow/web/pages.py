@@ -7,6 +7,7 @@ with a one-shot message (post/redirect/get).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -42,6 +43,7 @@ SORTS = {
     "last_run": "last_run_at",
 }
 MAX_FORM_BYTES = 64_000
+_LOCAL_PATH = re.compile(r"/[A-Za-z0-9_\-.~/?=&%+]*")
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -232,7 +234,9 @@ def login_form(request: Request, next: str = "/") -> Response:
 
 def _safe_next(target: str | None) -> str:
     """A local path to go back to (never another site)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    # Browsers drop tabs and newlines from URLs ("/\t/evil" becomes "//evil"): plain characters
+    # of a path and query only, and never a second leading slash.
+    if not target or not _LOCAL_PATH.fullmatch(target) or target.startswith("//"):
         return "/"
     return target
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -159,6 +160,20 @@ def test_actions_need_a_write_session_and_csrf(
         r = c.post("/experiments/page_actions/unpin", data={"csrf": _csrf(page.text)})
         assert r.status_code == 401
         assert config_row(web_engine, "page_actions")["version"] == before
+
+
+@pytest.mark.parametrize(
+    "target", ["//evil.example/", "/\t/evil.example/", "https://evil.example/", "/\\evil", ""]
+)
+def test_sign_in_never_redirects_off_site(
+    client: TestClient, tokens: dict[str, str], target: str
+) -> None:
+    page = client.get("/login")
+    r = client.post(
+        "/login", data={"csrf": _csrf(page.text), "token": tokens["read"], "next": target},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"] == "/"
 
 
 def test_tampered_session_is_anonymous(client: TestClient, tokens: dict[str, str]) -> None:
