@@ -20,17 +20,6 @@ from abflow.warehouse.writer import lock_experiment
 LIFECYCLE = ("running", "stopped")
 
 _OVERVIEW = """
-with shown as materialized (
-    select distinct on (experiment_key) experiment_key, run_id, as_of, status, message, units
-    from analysis_runs
-    where status <> 'failed'
-    order by experiment_key, as_of desc, started_at desc
-), newest as materialized (
-    select distinct on (experiment_key) experiment_key, run_id, as_of, status, message,
-        started_at, finished_at
-    from analysis_runs
-    order by experiment_key, as_of desc, started_at desc
-)
 select e.experiment_key, e.name, e.status, e.start_at, e.end_at, e.archived_at,
     c.version, c.promoted_variant_key, c.pinned, c.pinned_by, c.pinned_reason, c.pinned_at,
     s.run_id, s.as_of, s.status as run_status, s.message as run_message, s.units,
@@ -40,9 +29,19 @@ select e.experiment_key, e.name, e.status, e.start_at, e.end_at, e.archived_at,
     h.critical_failures, h.warnings
 from experiments e
 left join experiment_config c on c.experiment_key = e.experiment_key
-left join shown s on s.experiment_key = e.experiment_key
-left join newest n on n.experiment_key = e.experiment_key
--- lateral: one index probe per shown run instead of hashing every recommendation ever written
+-- Each lateral is one probe of an index per experiment (analysis_runs_experiment_started_idx,
+-- then the run_id keys), so the cost follows the number of experiments, not of runs.
+-- The run shown: the newest that did not fail (as latest_runs); newest: failed ones included.
+left join lateral (
+    select run_id, as_of, status, message, units from analysis_runs
+    where experiment_key = e.experiment_key and status <> 'failed'
+    order by as_of desc, started_at desc limit 1
+) s on true
+left join lateral (
+    select run_id, as_of, status, message, started_at, finished_at from analysis_runs
+    where experiment_key = e.experiment_key
+    order by as_of desc, started_at desc limit 1
+) n on true
 left join lateral (
     select decision, variant_key, rationale, days_remaining
     from recommendations where run_id = s.run_id
