@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -19,17 +18,14 @@ from abflow.web.actions import ActionError, parse_definition
 from abflow.web.app import api_reader, api_writer, jsonable, state
 from abflow.web.configs import assignment, public_config
 
-# Documents the bearer scheme in OpenAPI (the "Authorize" button); checking is api_reader's.
-_bearer_doc = HTTPBearer(auto_error=False, description="`abflow token create NAME --scope …`")
-
-router = APIRouter(prefix="/api", dependencies=[Depends(_bearer_doc)])
+router = APIRouter(prefix="/api")
 
 Key = Annotated[
     str,
     PathParam(pattern=r"^[a-z0-9_]+$", max_length=63, description="experiment key"),
 ]
 Reader = Annotated[TokenInfo | None, Depends(api_reader)]
-Writer = Annotated[TokenInfo, Depends(api_writer)]
+Writer = Annotated[TokenInfo, Depends(api_writer)]  # never None: api_writer raises instead
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": 'missing, invalid or revoked token: `{"detail": …}`'},
@@ -137,6 +133,39 @@ async def _config_row(request: Request, key: str) -> dict[str, Any]:
     return row
 
 
+# --- apps (first: the hottest routes are matched first) ---------------------------------
+
+
+@router.get(
+    "/config/{key}",
+    tags=["apps"],
+    response_model=ConfigOut,
+    responses={**ERRORS, 304: {"description": "not modified (If-None-Match)"}},
+)
+async def get_config(request: Request, key: Key, _: Reader) -> Response:
+    """The config apps read (variants, promoted override, version), with ETag/Cache-Control."""
+    row = await _config_row(request, key)
+    return _cached_json(request, public_config(row))
+
+
+@router.get(
+    "/assign/{key}/{unit_id:path}",
+    tags=["apps"],
+    response_model=AssignOut,
+    responses={**ERRORS, 304: {"description": "not modified (If-None-Match)"}},
+)
+async def assign(
+    request: Request,
+    key: Key,
+    unit_id: Annotated[str, PathParam(min_length=1, max_length=512)],
+    _: Reader,
+) -> Response:
+    """The variant and config one unit sees: identical to `assign_variant()` in SQL and the
+    Python client (a promoted variant wins; a stopped or draft experiment serves the control)."""
+    row = await _config_row(request, key)
+    return _cached_json(request, assignment(row, unit_id))
+
+
 # --- reads ---------------------------------------------------------------------------------
 
 
@@ -209,36 +238,6 @@ def get_report(request: Request, key: Key, _: Reader) -> HTMLResponse:
         raise ActionError(404, f"experiment '{key}' is not defined")
     experiment, latest, history = found
     return HTMLResponse(render_report(experiment, latest, history))
-
-
-@router.get(
-    "/config/{key}",
-    tags=["apps"],
-    response_model=ConfigOut,
-    responses={**ERRORS, 304: {"description": "not modified (If-None-Match)"}},
-)
-async def get_config(request: Request, key: Key, _: Reader) -> Response:
-    """The config apps read (variants, promoted override, version), with ETag/Cache-Control."""
-    row = await _config_row(request, key)
-    return _cached_json(request, public_config(row))
-
-
-@router.get(
-    "/assign/{key}/{unit_id:path}",
-    tags=["apps"],
-    response_model=AssignOut,
-    responses={**ERRORS, 304: {"description": "not modified (If-None-Match)"}},
-)
-async def assign(
-    request: Request,
-    key: Key,
-    unit_id: Annotated[str, PathParam(min_length=1, max_length=512)],
-    _: Reader,
-) -> Response:
-    """The variant and config one unit sees: identical to `assign_variant()` in SQL and the
-    Python client (a promoted variant wins; a stopped or draft experiment serves the control)."""
-    row = await _config_row(request, key)
-    return _cached_json(request, assignment(row, unit_id))
 
 
 @router.get("/runs/{job_id}", tags=["write"], responses=ERRORS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import quote
@@ -424,7 +423,9 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
         ("GET", "/api/runs/{job_id}"), ("GET", "/api/config/{key}"),
         ("GET", "/api/assign/{key}/{unit_id}"),
     }  # fmt: skip
-    assert "HTTPBearer" in json.dumps(schema["components"]["securitySchemes"])
+    bearer = schema["components"]["securitySchemes"]["bearer"]
+    assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
+    assert schema["paths"]["/api/assign/{key}/{unit_id}"]["get"]["security"] == [{"bearer": []}]
     body = schema["paths"]["/api/experiments"]["post"]["requestBody"]["content"]
     assert {"application/yaml", "application/json"} <= set(body)
     docs = client.get("/docs")
