@@ -133,8 +133,20 @@ class BearerAuth(HTTPBearer):
         self.write = write
 
     async def __call__(self, request: Request) -> TokenInfo | None:  # type: ignore[override]
-        """The token's owner; 401/403 as AuthError. Reads may be anonymous with public read."""
+        """The token's owner; 401/403 as AuthError. Reads may be anonymous with public read.
+
+        Reads also accept the browser's session cookie (the dashboard links to the JSON and the
+        report); writes never do: they need the Authorization header, which no other site can
+        make a browser send.
+        """
         info = await api_token(request)
+        if info is None and not self.write and SESSION_COOKIE in request.cookies:
+            st = state(request)
+            session = Session.from_payload(
+                st.signer.loads("session", request.cookies.get(SESSION_COOKIE))
+            )
+            if session is not None and session.name:
+                info = await run_in_threadpool(st.tokens.session, session)
         if info is None:
             if not self.write and state(request).web.public_read:
                 return None

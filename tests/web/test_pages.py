@@ -75,6 +75,17 @@ def test_list_filter_and_sort(client: TestClient, tokens: dict[str, str]) -> Non
     assert client.get("/", params={"sort": "x';--", "status": "nope"}).status_code == 200
 
 
+def test_signed_in_browser_reads_the_api_but_cannot_write_through_it(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    _sign_in(client, tokens["write"])
+    assert client.get("/api/experiments/followup_timing").status_code == 200
+    r = client.get("/api/experiments/followup_timing/report")
+    assert r.status_code == 200 and "<svg" in r.text
+    r = client.post("/api/experiments/followup_timing/unpin")
+    assert r.status_code == 401  # the cookie never authorises a write
+
+
 def test_experiment_page_shows_report_history_and_audit(
     client: TestClient, tokens: dict[str, str]
 ) -> None:
