@@ -1,7 +1,7 @@
 """Bearer tokens, signed session cookies and CSRF tokens of the web app.
 
-* The API takes `Authorization: Bearer <token>` only (never the cookie, so a cross-site form can
-  never act through it).
+* API writes take `Authorization: Bearer <token>` only (never the cookie, so a cross-site form
+  can never act through them); API reads also accept the session cookie.
 * The browser signs in once with a token: the session cookie (HttpOnly, SameSite=Strict) holds
   the token's name and hash fingerprint, never the token, signed with HMAC-SHA256. Every request
   checks that this token is still live, so a revoked token ends its sessions too.
