@@ -51,10 +51,13 @@ def _start_deployment(name: str, key: str) -> dict[str, Any]:
     from prefect.deployments import run_deployment
 
     try:
-        flow_run = run_deployment(name=name, parameters={"experiment_keys": [key]}, timeout=0)
+        # _sync: a sync call even when this thread has an event loop running (Prefect would
+        # otherwise hand back a coroutine)
+        flow_run = cast(Any, run_deployment)(
+            name=name, parameters={"experiment_keys": [key]}, timeout=0, _sync=True
+        )
     except Exception as exc:  # ObjectNotFound, connection errors: one line for the caller
         raise RunUnavailable(f"cannot start deployment '{name}': {exc}".splitlines()[0]) from exc
-    flow_run = cast(Any, flow_run)  # run_deployment is sync here (no running event loop)
     state = getattr(flow_run, "state", None)
     return {
         "mode": "deployment",

@@ -51,7 +51,8 @@ def test_run_through_the_deployment_creates_a_flow_run(
 
     from flows.analyze import analyze_experiments
 
-    analyze_experiments.to_deployment(name="analyze").apply()
+    # _sync: another test's Playwright may have left an event loop running in this thread
+    analyze_experiments.to_deployment(name="analyze", _sync=True).apply(_sync=True)
     runs = RunLauncher("analyze-experiments/analyze")  # the harness is the configured server
     app = make_app(abflow_env, engine, runs=runs)
     with TestClient(app) as c:
@@ -62,7 +63,7 @@ def test_run_through_the_deployment_creates_a_flow_run(
         started["mode"] == "deployment" and started["deployment"] == "analyze-experiments/analyze"
     )
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True) as client:  # a sync client: fine with a running loop
         flow_run = client.read_flow_run(started["flow_run_id"])
     assert flow_run.parameters == {"experiment_keys": ["followup_timing"]}
 

@@ -60,9 +60,13 @@ def server(
     thread.join(10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless chromium for the test session."""
+    """One headless chromium for this module.
+
+    Not for the session: while Playwright's sync API is open the thread has a running event loop,
+    and Prefect then turns a later test's flow call into a coroutine.
+    """
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} missing: .ci/run installs Debian's chromium")
