@@ -8,7 +8,7 @@ with a one-shot message (post/redirect/get).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Connection
 
 from abflow.definitions import DefinitionError, Experiment
-from abflow.report import DECISIONS, render_report_body
+from abflow.report import DECISIONS, NEUTRAL, format_date, render_report_body
 from abflow.summary import describe_pin
 from abflow.warehouse import dashboard
 from abflow.warehouse.experiments_repo import get_experiment
@@ -147,6 +147,40 @@ def _sort_key(field: str) -> Any:
     return key
 
 
+def _list_cells(r: dict[str, Any]) -> dict[str, Any]:
+    """One row of `/` as display text: formatted here once, so the template only places it
+    (a 200-row page renders in about half the time of formatting in Jinja)."""
+    label, colour = DECISIONS.get(r["decision"], (r["decision"], NEUTRAL))
+    remaining = r["days_remaining"]
+    return {
+        "key": r["experiment_key"],
+        "href": "/experiments/" + quote(r["experiment_key"]),
+        "name": r["name"],
+        "archived": None if r["archived_at"] is None else f"{r['archived_at']:%Y-%m-%d}",
+        "status": r["status"],
+        "decision": r["decision"] or "",
+        "badge": None if not r["decision"] else (
+            f"{label}: {r['variant_key']}" if r["variant_key"] else label
+        ),
+        "colour": colour,
+        "why": r["rationale_first"],
+        "config": f"v{'—' if r['version'] is None else r['version']} · "
+        + (r["promoted_variant_key"] or "weighted split"),
+        "pin": describe_pin(r),
+        "health": r["health"],
+        "health_class": "h-" + r["health"].replace(" ", "-"),
+        "warnings": f"{r['warnings']} warning(s)"
+        if r["warnings"] and r["health"] != "failing" else None,
+        "units": "—" if r["units"] is None else f"{r['units']:,}",
+        "days_running": "—" if r["days_running"] is None else f"{r['days_running']:.1f}",
+        "days_remaining": "—" if remaining is None else (
+            "none" if remaining <= 0 else f"{remaining:.0f}"
+        ),
+        "last_run": "—" if r["last_run_at"] is None else format_date(r["last_run_at"]),
+        "failed": r["newest_status"] == "failed",
+    }  # fmt: skip
+
+
 @router.get("/", response_class=HTMLResponse)
 def index(
     request: Request,
@@ -170,13 +204,10 @@ def index(
     present = [r for r in shown if r.get(field) is not None]
     missing = [r for r in shown if r.get(field) is None]
     present.sort(key=_sort_key(field), reverse=order == "desc")
-    for r in present + missing:
-        r["pin"] = describe_pin(r)
     return page(
         request, "index.html.j2", session=session, user=user, title="abflow experiments",
-        rows=present + missing, total=len(rows), counts=counts, statuses=STATUSES,
-        status_filter=chosen, sort=sort, order=order, archived=archived, sorts=SORTS,
-        now=datetime.now(UTC),
+        rows=[_list_cells(r) for r in present + missing], total=len(rows), counts=counts,
+        statuses=STATUSES, status_filter=chosen, sort=sort, order=order, archived=archived,
     )  # fmt: skip
 
 
