@@ -5,7 +5,8 @@ insights, variant stats and health checks generated inside PostgreSQL), starts `
 subprocess on loopback exactly as an operator would, signs in, and measures with `wrk` (Debian's
 package; a Lua `done` hook prints p50/p90/p95/p99) or, without wrk, a bounded Python client.
 
-    .venv/bin/python -m benchmarks.web [--duration 15] [--connections 1 8] [--database-url URL]
+    .venv/bin/python -m benchmarks.web [--duration 15] [--connections 1 4] [--nice -10]
+                                       [--database-url URL] [--python-client]
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="PostgreSQL URL; default: embedded server in benchmarks/.data/pgdata",
     )
     p.add_argument("--duration", type=int, default=15, help="seconds per wrk measurement")
-    p.add_argument("--connections", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--connections", type=int, nargs="+", default=[1, 4])
     p.add_argument("--python-client", action="store_true", help="do not use wrk")
     p.add_argument("--requests", type=int, default=3000, help="requests per Python measurement")
     p.add_argument("--nice", type=int, default=0,
