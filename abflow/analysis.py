@@ -9,7 +9,12 @@ from datetime import datetime
 from uuid import UUID
 
 from abflow import stats as st
-from abflow.decisions.plan import FALLBACK_TUNING, mixture_tuning, planned_sample
+from abflow.decisions.plan import (
+    FALLBACK_TUNING,
+    mixture_tuning,
+    planned_sample,
+    primary_control,
+)
 from abflow.definitions import Experiment, Metric
 from abflow.results import InsightRow, SufficientStats, VariantStatRow
 from abflow.stats import frequentist, sequential
@@ -162,16 +167,7 @@ def primary_tuning(
 ) -> tuple[int | None, float]:
     """(planned units per variant, mixture N*) from the primary metric's overall control arm."""
     primary = experiment.primary_metric
-    control = next(
-        (
-            s
-            for s in stats
-            if s.metric_key == primary.key
-            and s.segment == "all"
-            and s.variant_key == experiment.control.key
-        ),
-        None,
-    )
+    control = primary_control(experiment, stats)
     planned = None
     if control is not None and control.units > 1:
         obj = to_stats(primary, control)

@@ -8,7 +8,7 @@ from typing import Any
 
 from scipy import special
 
-from abflow.decisions.plan import DEFAULT_RELATIVE_MDE, planned_sample
+from abflow.decisions.plan import DEFAULT_RELATIVE_MDE, planned_sample, primary_control
 from abflow.definitions import Experiment, Metric
 from abflow.results import CheckOutcome, DecisionKind, InsightRow, VariantStatRow
 from abflow.stats.models import ZERO_CONTROL_MEAN
@@ -140,17 +140,7 @@ def constraint_status(
 
 def required_sample(experiment: Experiment, rows: list[VariantStatRow]) -> int | None:
     """Units per variant the rule in force needs to detect the primary metric's MDE."""
-    m = experiment.primary_metric
-    control = next(
-        (
-            r
-            for r in rows
-            if r.metric_key == m.key
-            and r.segment == "all"
-            and r.variant_key == experiment.control.key
-        ),
-        None,
-    )
+    control = primary_control(experiment, rows)
     if control is None:
         return None
     return planned_sample(experiment, control.mean, control.variance)

@@ -14,28 +14,12 @@ from abflow import stats as st
 from abflow.analysis import build_insights
 from abflow.decisions.library import load_definition, to_sufficient
 from abflow.stats import MeanStats, ProportionStats, RatioStats
-
-CONV = {"key": "conv", "kind": "proportion", "event": "buy", "role": "primary"}
+from tests.unit.definitions_helper import CONV
+from tests.unit.definitions_helper import definition as base_definition
 
 
 def definition(metrics: list[dict[str, Any]], arms: int = 2, **extra: Any) -> dict[str, Any]:
-    w = round(1 / arms, 6)
-    return {
-        "key": "repro",
-        "name": "reproduction",
-        "status": "running",
-        "start_at": "2026-11-01T00:00:00Z",
-        "variants": [
-            {
-                "key": "control" if i == 0 else f"t{i}",
-                "weight": w if i < arms - 1 else round(1 - w * (arms - 1), 6),
-                "control": i == 0,
-            }
-            for i in range(arms)
-        ],
-        "metrics": metrics,
-        **extra,
-    }
+    return base_definition(metrics, n_arms=arms, **extra)
 
 
 def test_an_errored_guardrail_blocks_ship_and_says_why() -> None:
