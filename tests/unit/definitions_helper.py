@@ -33,3 +33,17 @@ def definition(
         "metrics": metrics or [CONV],
         **extra,
     }
+
+
+def guardrails(n: int) -> list[dict[str, Any]]:
+    """n proportion guardrails g0…g{n-1} where lower is better (e.g. error or refund rates)."""
+    return [
+        {
+            "key": f"g{i}",
+            "kind": "proportion",
+            "event": f"g{i}",
+            "role": "guardrail",
+            "direction": "decrease",
+        }
+        for i in range(n)
+    ]

@@ -14,7 +14,7 @@ from abflow import stats as st
 from abflow.analysis import build_insights
 from abflow.decisions.library import load_definition, to_sufficient
 from abflow.stats import MeanStats, ProportionStats, RatioStats
-from tests.unit.definitions_helper import CONV
+from tests.unit.definitions_helper import CONV, guardrails
 from tests.unit.definitions_helper import definition as base_definition
 
 
@@ -99,16 +99,7 @@ def test_no_rollback_on_day_0_2_with_40_units_per_arm() -> None:
 
 
 def test_one_of_ten_guardrails_at_p_0_028_on_day_one_is_no_rollback() -> None:
-    guards = [
-        {
-            "key": f"g{i}",
-            "kind": "proportion",
-            "event": f"g{i}",
-            "role": "guardrail",
-            "direction": "decrease",
-        }
-        for i in range(10)
-    ]
+    guards = guardrails(10)
     d = definition([CONV, *guards], decision={"min_runtime_days": 0})
     n = 5000
     control = {

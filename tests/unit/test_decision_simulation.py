@@ -18,6 +18,7 @@ from abflow.decisions.library import load_definition
 from abflow.decisions.simulate import Scenario, simulate
 from abflow.definitions import Experiment
 from tests.unit.definitions_helper import definition as base_definition
+from tests.unit.definitions_helper import guardrails
 
 RUNS = 1000
 PER_ARM_PER_DAY = 1000
@@ -64,16 +65,7 @@ def test_four_arms_a_a_ship_any_arm_at_most_two_and_a_half_percent() -> None:
 
 def test_guardrails_form_their_own_corrected_family() -> None:
     """Ten flat guardrails under A/A: rollbacks driven by guardrail noise stay within α/2."""
-    guards = [
-        {
-            "key": f"g{i}",
-            "kind": "proportion",
-            "event": f"g{i}",
-            "role": "guardrail",
-            "direction": "decrease",
-        }
-        for i in range(10)
-    ]
+    guards = guardrails(10)
     e = definition(
         metrics=[{"key": "conv", "kind": "proportion", "event": "buy", "role": "primary"}, *guards]
     )
