@@ -6,6 +6,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from abflow import stats as st
@@ -15,9 +16,10 @@ from abflow.decisions.plan import (
     planned_sample,
     primary_control,
 )
-from abflow.definitions import Experiment, Metric
+from abflow.definitions import Experiment, Metric, Prior, PriorSpec
 from abflow.results import InsightRow, SufficientStats, VariantStatRow
 from abflow.stats import frequentist, sequential
+from abflow.stats.frequentist import Alternative
 
 StatsObject = st.MeanStats | st.ProportionStats | st.RatioStats | st.RegressionAdjustedStats
 
@@ -37,6 +39,7 @@ class Comparison:
     var_mean_t: float = 0.0
     n_total: float = 0.0
     tuning: float = 0.0
+    alternative: Alternative = "two-sided"
 
 
 def _finite(x: float | None, default: float = 0.0) -> float:
@@ -129,13 +132,15 @@ def compare_arms(
     a = experiment.analysis
     test = a.test if metric.kind == "proportion" else "welch"
     n_star = float(tuning or a.sequential_tuning or FALLBACK_TUNING)
+    alternative = metric_alternative(metric)
     kwargs = dict(
         engine=a.engine,
         alpha=a.alpha if alpha is None else alpha,
         sequential=a.sequential,
         sequential_tuning=n_star,
         test=test,
-        prior=a.prior,
+        prior=stats_prior(metric.prior if metric.prior is not None else a.prior),
+        alternative=alternative,
     )
     rel = st.compare(control, treatment, difference="relative", **kwargs)  # type: ignore[arg-type]
     abs_ = st.compare(control, treatment, difference="absolute", **kwargs)  # type: ignore[arg-type]
@@ -150,7 +155,22 @@ def compare_arms(
         var_mean_t=_var_mean(treatment),
         n_total=float(control.n + treatment.n),
         tuning=n_star,
+        alternative=alternative,
     )
+
+
+def metric_alternative(metric: Metric) -> Alternative:
+    """`sided: one` tests only in the metric's direction; two-sided otherwise."""
+    if metric.sided == "one":
+        return "greater" if metric.direction == "increase" else "less"
+    return "two-sided"
+
+
+def stats_prior(prior: Prior) -> st.NormalPrior | Literal["flat", "proper"]:
+    """The stats engine's prior for a definition's `prior` setting."""
+    if isinstance(prior, PriorSpec):
+        return st.NormalPrior(prior.mean, prior.stddev)
+    return prior
 
 
 def _var_mean(s: StatsObject) -> float:
@@ -301,12 +321,16 @@ def _significant(experiment: Experiment, row: InsightRow) -> bool:
 def _multiplier(cmp: Comparison, level: float, base_alpha: float) -> float | None:
     """Interval multiplier (in standard errors) of the evidence test at the given α."""
     r = cmp.absolute
+    # One-sided rows report the two-sided (1−2α) interval, whose matching bound is the test's.
     if r.method == "welch_t" and r.df:
-        return frequentist.t_quantile(level, r.df, "two-sided")
+        return frequentist.t_quantile(level, r.df, cmp.alternative)
     if r.method == "z_pooled":
-        return frequentist.z_quantile(level, "two-sided")
+        return frequentist.z_quantile(level, cmp.alternative)
     if r.method == "sequential_cs":
-        return sequential.cs_boundary_z(cmp.n_total, level, cmp.tuning, rho_alpha=base_alpha)
+        k = 1.0 if cmp.alternative == "two-sided" else 2.0
+        return sequential.cs_boundary_z(
+            cmp.n_total, k * level, cmp.tuning, rho_alpha=k * base_alpha
+        )
     return None
 
 

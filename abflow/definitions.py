@@ -42,6 +42,17 @@ class Variant(_Frozen):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class PriorSpec(_Frozen):
+    """A normal prior N(mean, stddev²) on the relative lift."""
+
+    mean: float = Field(default=0.0, allow_inf_nan=False)
+    stddev: float = Field(gt=0, allow_inf_nan=False)
+
+
+Prior = Literal["flat", "proper"] | PriorSpec
+Sided = Literal["two", "one"]
+
+
 class EventRef(_Frozen):
     """The event (and optional value aggregation) one side of a ratio counts."""
 
@@ -65,6 +76,10 @@ class Metric(_Frozen):
     max: float | None = None
     min: float | None = None
     mde: float | None = Field(default=None, gt=0)
+    # one: test only in the metric's direction (primary and secondary metrics).
+    sided: Sided = "two"
+    # Overrides analysis.prior for this metric (bayesian engine).
+    prior: Prior | None = None
 
     @model_validator(mode="after")
     def _check_shape(self) -> Metric:
@@ -84,6 +99,11 @@ class Metric(_Frozen):
             object.__setattr__(self, "value", "sum")
         if self.role == "constraint" and self.max is None and self.min is None:
             raise ValueError("constraint metrics need 'max' or 'min'")
+        if self.sided == "one" and self.role in ("guardrail", "constraint"):
+            raise ValueError(
+                f"sided: one applies to primary and secondary metrics ({self.role}s already "
+                "test one side)"
+            )
         return self
 
     @property
@@ -126,7 +146,7 @@ class Analysis(_Frozen):
     sequential: bool = True
     # N* of the mixture; unset = a quarter of the primary comparison's planned total sample.
     sequential_tuning: float | None = Field(default=None, gt=0)
-    prior: Literal["flat", "proper"] = "flat"
+    prior: Prior = "flat"
     alpha: float = Field(default=0.05, gt=0, lt=1)
     power: float = Field(default=0.8, gt=0, lt=1)
     # Applied per family (primary across treatments, guardrails, everything else); a family of
@@ -139,6 +159,9 @@ class Analysis(_Frozen):
     contamination_warn: float = Field(default=0.25, ge=0, le=1)
     cuped: Cuped | None = None
     segments: tuple[Key, ...] = ()
+    # Health warnings from numbers already computed (GrowthBook's defaults).
+    max_plausible_lift: float = Field(default=0.5, gt=0, allow_inf_nan=False)
+    covariate_imbalance_threshold: float = Field(default=0.001, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _honoured(self) -> Analysis:
@@ -203,6 +226,14 @@ class Experiment(_Frozen):
         primaries = [m.key for m in self.metrics if m.role == "primary"]
         if len(primaries) != 1:
             raise ValueError(f"exactly one metric must have role: primary (found {len(primaries)})")
+        for m in self.metrics:
+            if m.prior is not None and self.analysis.engine != "bayesian":
+                raise ValueError(f"metric {m.key}: prior applies to engine: bayesian only")
+            if m.sided == "one" and self.analysis.engine == "bayesian":
+                raise ValueError(
+                    f"metric {m.key}: sided: one is a frequentist test; the bayesian engine "
+                    "reports the chance to beat control instead"
+                )
         return self
 
     @property
@@ -241,7 +272,12 @@ def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
             parts.append(f"[{label}]")
             node = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
         else:
-            if item.startswith("function-") or item in {"literal", "constrained-str"}:
+            if (
+                item.startswith("function-")
+                or item.startswith("literal[")
+                or item in {"literal", "constrained-str"}
+                or item[:1].isupper()  # a union member's class name, e.g. PriorSpec
+            ):
                 continue
             parts.append(f".{item}" if parts else item)
             node = node.get(item) if isinstance(node, dict) else None
@@ -255,7 +291,13 @@ def parse_experiment(data: Any, source: str = "<input>") -> Experiment:
     try:
         return Experiment.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # A union (e.g. prior: flat | proper | {mean, stddev}) reports one error per branch;
+        # the structured branch's error names the field the user actually got wrong.
+        errors = sorted(
+            exc.errors(),
+            key=lambda e: e["type"] == "literal_error" and isinstance(e.get("input"), dict),
+        )
+        err = errors[0]
         field = _field_path(tuple(err["loc"]), data)
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "string_pattern_mismatch":
