@@ -216,6 +216,7 @@ def build_insights(
     experiment: Experiment,
     as_of: datetime,
     stats: list[SufficientStats],
+    days: float | None = None,
 ) -> tuple[list[VariantStatRow], list[InsightRow]]:
     """All variant_stats and insights rows of one run, with multiple-testing adjustment applied."""
     grouped: dict[tuple[str, str], dict[str, SufficientStats]] = defaultdict(dict)
@@ -257,7 +258,31 @@ def build_insights(
                         cuped_note,
                     )
                 )
-    return variant_rows, _adjusted_rows(run_id, experiment, as_of, pairs)
+    rows = _adjusted_rows(run_id, experiment, as_of, pairs)
+    if days and days > 0:
+        kinds = {m.key: m.kind for m in experiment.metrics}
+        rows = [
+            _with_impact(
+                r, grouped[(r.metric_key, r.segment)], days, kinds[r.metric_key] == "ratio"
+            )
+            for r in rows
+        ]
+    return variant_rows, rows
+
+
+def _with_impact(
+    row: InsightRow, arms: dict[str, SufficientStats], days: float, ratio: bool
+) -> InsightRow:
+    """Scaled impact: the absolute effect times the eligible volume per day (GrowthBook)."""
+    if not row.comparable:
+        return row
+    volume = sum((s.denominator_sum or 0.0) if ratio else s.units for s in arms.values()) / days
+    return replace(
+        row,
+        impact_per_day=_finite(row.abs_lift * volume),
+        impact_ci_low=_finite(row.abs_ci_low * volume),
+        impact_ci_high=_finite(row.abs_ci_high * volume),
+    )
 
 
 def decision_family(metric_role: str, segment: str) -> str:

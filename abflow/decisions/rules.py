@@ -449,6 +449,13 @@ def _ship_or_wait(
         f"{_fmt(row.variant_mean)} ({_lift_text(row)}, CI {_pct(row.rel_ci_low)} to "
         f"{_pct(row.rel_ci_high)}, {_evidence(e, row)}, {_rule_name(e)})"
     )
+    if row.impact_per_day is not None:
+        low, high = 30 * (row.impact_ci_low or 0.0), 30 * (row.impact_ci_high or 0.0)
+        what = "units converting" if primary.kind == "proportion" else primary.key
+        text += (
+            f"; at today's traffic that is {row.impact_per_day:+,.4g} {what} per day "
+            f"({30 * row.impact_per_day:+,.4g} per 30 days, CI {low:+,.4g} to {high:+,.4g})"
+        )
     if best.guards:
         text += "; guardrails hold (" + "; ".join(g.text for g in best.guards) + ")"
     if len(qualified) > 1:

@@ -64,6 +64,8 @@ def _experiment(key: str, **overrides: Any) -> Experiment:
             {"key": "conv", "kind": "proportion", "event": "buy", "role": "primary", "mde": 0.5}
         ],
         "decision": {"auto_promote": True, "min_runtime_days": 3},
+        # The planted win doubles conversion (+100%): plausible here by construction.
+        "analysis": {"max_plausible_lift": 2.0},
     }
     data.update(overrides)
     return parse_experiment(data)
@@ -495,7 +497,7 @@ def test_min_sample_not_reached_keeps_running(
     engine: Engine, pg_url: str, settings: Settings
 ) -> None:
     """100 units per arm against the 150 minimum: a warning, and the winner is not shipped yet."""
-    e = _experiment("dq_minsample")
+    e = _experiment("dq_minsample", analysis={"max_plausible_lift": 10.0})  # 10% vs 60%
     _define(engine, e)
     _seed(engine, e.key, "dqn", n=200, treatment_buys="g % 10 in (1, 3, 5)")
     run = _analyze(engine, pg_url, settings, e)
@@ -589,7 +591,9 @@ def test_srm_below_one_in_a_thousand_blocks(
 
 def test_srm_inside_one_segment_blocks(engine: Engine, pg_url: str, settings: Settings) -> None:
     """Balanced overall (1,000/1,000) but 600/400 on iOS and 400/600 on Android."""
-    e = _experiment("dq_srm_segment", analysis={"segments": ["platform"]})
+    e = _experiment(
+        "dq_srm_segment", analysis={"segments": ["platform"], "max_plausible_lift": 2.0}
+    )
     _define(engine, e)
     # control g % 10 in (0, 2, 4) and treatment g % 10 in (1, 3) are iOS
     platform = (

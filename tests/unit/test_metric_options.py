@@ -182,3 +182,33 @@ def test_suspicious_uplift_fires_above_the_plausible_lift() -> None:
     assert not fired.passed and fired.observed == pytest.approx(0.4) and fired.threshold == 0.3
     assert "conv t1 +40.0% exceeds the plausible 30%" in fired.details["note"]
     assert quiet.passed and quiet.observed is None
+
+
+def test_impact_scales_the_difference_to_the_eligible_volume_per_day() -> None:
+    e = load_definition(definition([CONV]))
+    rows = [
+        to_sufficient("conv", "control", ProportionStats(10_000, 1_000)),
+        to_sufficient("conv", "t1", ProportionStats(10_000, 1_200)),
+    ]
+    (row,) = build_insights(uuid.UUID(int=6), e, AS_OF, rows, days=10)[1]
+    # 20,000 units in 10 days: 2,000 eligible units a day x a 2-point difference = 40 a day.
+    assert row.impact_per_day == pytest.approx(0.02 * 2000)
+    assert row.impact_ci_low == pytest.approx(row.abs_ci_low * 2000)
+    assert row.impact_ci_high == pytest.approx(row.abs_ci_high * 2000)
+    assert build_insights(uuid.UUID(int=6), e, AS_OF, rows)[1][0].impact_per_day is None
+
+
+def test_ratio_impact_scales_by_denominator_events_per_day() -> None:
+    m = {
+        "key": "ctr",
+        "kind": "ratio",
+        "role": "primary",
+        "numerator": {"event": "click"},
+        "denominator": {"event": "view"},
+    }
+    e = load_definition(definition([m]))
+    c = st.RatioStats(1000, 100.0, 150.0, 1000.0, 1500.0, 180.0)
+    t = st.RatioStats(1000, 130.0, 190.0, 1000.0, 1500.0, 200.0)
+    rows = [to_sufficient("ctr", "control", c), to_sufficient("ctr", "t1", t)]
+    (row,) = build_insights(uuid.UUID(int=7), e, AS_OF, rows, days=4)[1]
+    assert row.impact_per_day == pytest.approx(row.abs_lift * 2000 / 4)
