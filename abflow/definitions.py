@@ -184,6 +184,8 @@ class Decision(_Frozen):
     expected_monthly_volume: float | None = Field(default=None, gt=0)
     bandit_floor: float = Field(default=0.01, ge=0, lt=0.5)
     bandit_min_units: int = Field(default=100, ge=1)
+    # Top-two Thompson sampling (Russo 2016): β is the leader's share; unset = plain Thompson.
+    bandit_top_two: float | None = Field(default=None, gt=0, lt=1)
     seed: int = 0
 
 
