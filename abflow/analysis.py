@@ -318,7 +318,7 @@ def _adjusted_rows(
     for p, p_adj, level in zip(pairs, adjusted, levels, strict=True):
         row = _insight_row(run_id, experiment, as_of, p, level)
         row = replace(row, p_value_adjusted=min(1.0, max(0.0, p_adj)))
-        row = replace(row, significant=_significant(experiment, row))
+        row = replace(row, significant=_significant(experiment, row, level))
         if p.cuped_note and row.error is None and p.segment == "all":
             # Recorded, not fatal: the comparison itself is the unadjusted one.
             row = replace(row, method=f"{row.method}({p.cuped_note})")
@@ -333,13 +333,15 @@ def _evidence(cmp: Comparison) -> st.CompareResult:
     return cmp.absolute if cmp.absolute.error is None else cmp.relative
 
 
-def _significant(experiment: Experiment, row: InsightRow) -> bool:
+def _significant(experiment: Experiment, row: InsightRow, level: float | None = None) -> bool:
     a = experiment.analysis
     if not row.comparable:
         return False
     if a.engine == "bayesian" and not a.sequential:
-        # GrowthBook's fixed-horizon rule: chance to beat control ≥ 1−α (95%) or ≤ α.
-        return row.chance_to_beat_control >= 1 - a.alpha or row.chance_to_beat_control <= a.alpha
+        # GrowthBook's fixed-horizon rule: chance to beat control ≥ 1−α (95%) or ≤ α, with α the
+        # level the row's family correction tests it at (so `correction` is honoured here too).
+        t = a.alpha if level is None else level
+        return row.chance_to_beat_control >= 1 - t or row.chance_to_beat_control <= t
     return row.p_value_adjusted < a.alpha
 
 

@@ -349,3 +349,20 @@ def test_decide_accepts_a_yaml_path(tmp_path: Any) -> None:
     }
     rec = abflow.decide(str(path), stats, 1)
     assert rec.decision == "keep_running" and rec.days_remaining is not None
+
+
+def test_bayesian_fixed_horizon_honours_the_correction() -> None:
+    """3 treatments, GrowthBook's 95% rule: a 97% chance to beat control passes alone, not Holm."""
+    d = definition(
+        [CONV], arms=4, analysis={"engine": "bayesian", "sequential": False, "correction": "holm"}
+    )
+    e = load_definition(d)
+    arms = {"control": 1000, "t1": 1085, "t2": 1000, "t3": 1000}
+    rows = [to_sufficient("conv", k, ProportionStats(10_000, float(v))) for k, v in arms.items()]
+    _, insights = build_insights(uuid.UUID(int=8), e, datetime(2026, 11, 20, tzinfo=UTC), rows)
+    t1 = next(r for r in insights if r.variant_key == "t1")
+    assert 0.95 < t1.chance_to_beat_control < 1 - 0.05 / 3
+    assert not t1.significant
+    none = load_definition({**d, "analysis": {**d["analysis"], "correction": "none"}})
+    _, plain = build_insights(uuid.UUID(int=8), none, datetime(2026, 11, 20, tzinfo=UTC), rows)
+    assert next(r for r in plain if r.variant_key == "t1").significant
