@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -40,6 +41,15 @@ def table_records(result: ExperimentResult) -> list[dict[str, Any]]:
     ]
 
 
+def sample_text(details: Any, limit: int = 300) -> str:
+    """` sample=[…]` naming a failed check's offending rows or values ('' when it has none)."""
+    sample = details.get("sample") if isinstance(details, dict) else None
+    if not sample:
+        return ""
+    text = json.dumps(sample, default=str, ensure_ascii=False)
+    return f" sample={text if len(text) <= limit else text[: limit - 1] + '…'}"
+
+
 def failed_checks_lines(result: ExperimentResult) -> list[str]:
     """One line per failed check: what, severity, observed vs threshold, a sample."""
     lines = []
@@ -48,9 +58,7 @@ def failed_checks_lines(result: ExperimentResult) -> list[str]:
             continue
         obs = "" if c.observed is None else f" observed={c.observed:.4g}"
         thr = "" if c.threshold is None else f" threshold={c.threshold:.4g}"
-        sample = c.details.get("sample") if isinstance(c.details, dict) else None
-        extra = f" sample={sample}" if sample else ""
-        lines.append(f"[{c.severity}] {c.check_name}:{obs}{thr}{extra}")
+        lines.append(f"[{c.severity}] {c.check_name}:{obs}{thr}{sample_text(c.details)}")
     return lines
 
 

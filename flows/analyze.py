@@ -22,9 +22,9 @@ from tasks.analysis import compute_statistics, validate_data
 from tasks.artifacts import publish_artifacts
 from tasks.metrics import push_metrics
 from tasks.warehouse import (
+    check_schema_version,
     extract_aggregates,
     load_experiments,
-    prepare_warehouse,
     previous_units,
     record_failure,
     write_results,
@@ -174,7 +174,7 @@ def analyze_experiments(
     """
     settings = get_settings()
     url = resolve_url(settings)
-    prepare_warehouse(settings, url)
+    check_schema_version(settings, url)
     when = as_of or datetime.now(UTC)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

@@ -12,7 +12,7 @@ from abflow import progress
 from abflow.settings import get_settings
 from flows.analyze import analyze_all, resolve_url
 from tasks.metrics import push_metrics
-from tasks.warehouse import load_experiments, prepare_warehouse
+from tasks.warehouse import check_schema_version, load_experiments
 
 
 def day_ends(start: date, end: date) -> list[datetime]:
@@ -39,7 +39,7 @@ def backfill_experiments(
     """Recompute each day's cumulative analysis in [start, end]; reruns replace, never duplicate."""
     settings = get_settings()
     url = resolve_url(settings)
-    prepare_warehouse(settings, url)
+    check_schema_version(settings, url)
     chosen, broken = load_experiments(settings, url, experiments)
     logger = get_run_logger()
     out: list[dict[str, Any]] = []

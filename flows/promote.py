@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from abflow.settings import get_settings
 from flows.analyze import resolve_url
 from tasks.promotion import promote_variant, rollback_variant
-from tasks.warehouse import prepare_warehouse
+from tasks.warehouse import check_schema_version
 
 
 @flow(name="promote-variant")
@@ -21,7 +21,7 @@ def promote_flow(
     """Promote a variant into experiment_config (refused when the latest run is unhealthy)."""
     settings = get_settings()
     url = resolve_url(settings)
-    prepare_warehouse(settings, url)
+    check_schema_version(settings, url)
     msg = promote_variant(settings, url, experiment_key, variant_key, actor, reason, force)
     get_run_logger().info(msg)
     return msg
@@ -34,7 +34,7 @@ def rollback_flow(
     """Roll back the current promotion of an experiment."""
     settings = get_settings()
     url = resolve_url(settings)
-    prepare_warehouse(settings, url)
+    check_schema_version(settings, url)
     msg = rollback_variant(settings, url, experiment_key, actor, reason)
     get_run_logger().info(msg)
     return msg
