@@ -72,7 +72,7 @@ def redact(text: Any) -> str:
 
 def one_line(exc: BaseException) -> str:
     """`Type: first line of the message`, redacted (what abflow stores and prints for an error)."""
-    message = str(exc).splitlines()[0] if str(exc).strip() else ""
+    message = next((line for line in str(exc).splitlines() if line.strip()), "")
     return redact(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
 
 

@@ -15,6 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from abflow import progress
 from abflow.definitions import Experiment
 from abflow.pipeline import failed_run
+from abflow.redact import one_line
 from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
 from abflow.settings import Settings, get_settings
 from abflow.warehouse.engine import embedded_url
@@ -142,7 +143,7 @@ def analyze_all(
             try:
                 pending.append(_submit(settings, url, e, as_of, full_refresh))
             except Exception as exc:  # log and skip, as jetstream does
-                pending.append((e, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+                pending.append((e, one_line(exc)))
         for p in pending:
             if isinstance(p, tuple):
                 summaries.append(_record_failure(settings, url, p[0].key, as_of, fr_id, p[1]))
@@ -151,7 +152,7 @@ def analyze_all(
                 summaries.append(_finish(settings, url, p, as_of, fr_id))
                 progress.emit("experiment_done", **summaries[-1])
             except Exception as exc:  # one experiment never stops the others
-                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                message = one_line(exc)
                 summaries.append(
                     _record_failure(settings, url, p.experiment.key, as_of, fr_id, message)
                 )
