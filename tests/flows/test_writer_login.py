@@ -136,3 +136,28 @@ def test_a_missing_schema_is_at_migration_zero(writer: Writer, as_login: Any) ->
     res = runner.invoke(app, ["experiments", "list"])
     assert res.exit_code == 1
     assert "error: schema no_such_schema is at migration 0, this abflow needs" in res.output
+
+
+def test_a_reader_login_reads_and_is_refused_writes_in_one_line(
+    writer: Writer, as_login: Any, engine: Engine, settings: Any
+) -> None:
+    from tests.conftest import login_engine
+
+    scoped = settings.model_copy(update={"schema_name": writer.schema})
+    for reader in login_engine(engine, scoped, "abflow_reader"):
+        as_login(
+            Writer(
+                url=reader.url.render_as_string(hide_password=False),
+                login=str(reader.url.username),
+                schema=writer.schema,
+            )
+        )
+        assert "followup_timing" in _cli("experiments", "list").output
+        for args, expected in (
+            (["promote", "followup_timing", "delay_5m"], "permission denied for table"),
+            (["experiments", "apply", str(repo_root() / "experiments")], "permission denied"),
+            (["migrate"], "`abflow migrate` needs the schema owner"),
+        ):
+            res = runner.invoke(app, args)
+            lines = res.output.strip().splitlines()
+            assert res.exit_code == 1 and len(lines) == 1 and expected in lines[0], res.output
