@@ -502,7 +502,7 @@ def validate(
     from abflow import health
     from abflow.summary import sample_text
     from abflow.warehouse import extract
-    from abflow.warehouse.experiments_repo import list_experiments
+    from abflow.warehouse.experiments_repo import list_experiments_checked
     from abflow.warehouse.quality import run_expectations
 
     def go() -> int:
@@ -512,12 +512,13 @@ def validate(
         now = datetime.now(_UTC)
         failures = 0
         with eng.connect() as conn:
-            exps = [
-                e
-                for e in list_experiments(conn)
-                if (experiment and e.key in experiment)
-                or (not experiment and e.status == "running")
-            ]
+            # One broken stored definition is reported, never stops the others.
+            exps, broken = list_experiments_checked(
+                conn, status=None if experiment else "running", keys=experiment or None
+            )
+            for key, msg in sorted(broken.items()):
+                failures += 1
+                console.print(Text(f"{key}: invalid stored definition: {msg}", style="red"))
             for e in exps:
                 checks = run_expectations(
                     url,

@@ -118,12 +118,12 @@ def test_duplicate_keys_in_a_nested_mapping_are_refused_too(cli_env: Any, tmp_pa
 def test_markup_in_a_name_is_shown_not_parsed(cli_env: Any, engine: Engine, tmp_path: Path) -> None:
     """`Checkout [/bold] test` used to crash `experiments list` for everyone (MarkupError)."""
     path = tmp_path / "markup.yaml"
-    path.write_text(_definition("bi_markup", name='"Checkout [/bold] test [red]x[/red]"'))
+    path.write_text(_definition("bi_markup", name='"[/bold] [red]"'))
     res = runner.invoke(app, ["experiments", "apply", str(path)])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["experiments", "list"])
     assert res.exit_code == 0, res.output
-    assert "Checkout [/bold] test [red]x[/red]" in res.output
+    assert "[/bold] [red]" in res.output
 
 
 def test_validate_keeps_its_severity_labels(cli_env: Any, tmp_path: Path) -> None:
