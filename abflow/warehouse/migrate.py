@@ -117,6 +117,8 @@ def migrate(engine: Engine, schema: str, *, upto: int | None = None) -> list[str
                 break
             if version in done:
                 continue
+            # Lets a migration back-fill a column it adds to an append-only table (006).
+            conn.execute(text("select set_config('abflow.migration', :v, true)"), {"v": version})
             # Migration files are trusted project files (no user input); run them verbatim.
             with raw.cursor() as cur:
                 cur.execute(path.read_text(encoding="utf-8").encode())
@@ -124,6 +126,7 @@ def migrate(engine: Engine, schema: str, *, upto: int | None = None) -> list[str
                 text("insert into schema_migrations (version) values (:v)"), {"v": version}
             )
             applied.append(version)
+        conn.execute(text("select set_config('abflow.migration', '', true)"))
         if upto is None:
             with raw.cursor() as cur:
                 cur.execute(PRIVILEGES_FILE.read_text(encoding="utf-8").encode())

@@ -601,3 +601,26 @@ def test_a_migrator_without_createrole_still_migrates(engine: Engine, settings: 
             conn.execute(text(f'drop schema if exists "{schema}" cascade'))
             conn.execute(text(f"drop owned by {name}"))
             conn.execute(text(f"drop role {name}"))
+
+
+def test_a_later_migration_may_backfill_the_audit_but_nobody_else(
+    engine: Engine, writer_engine: Engine, seeded: Experiment
+) -> None:
+    """005_promotion_pins back-fills promotions.version with an UPDATE; on a database that got 006
+    first it runs after the append-only trigger exists. Only a migration (as the owner) may."""
+    backfill = "update promotions set reason = reason where experiment_key = :k"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "insert into promotions (experiment_key, action, actor) values (:k, 'reweight', 'x')"
+            ),
+            {"k": KEY},
+        )
+        conn.execute(text("select set_config('abflow.migration', '999_later', true)"))
+        conn.execute(text(backfill), {"k": KEY})
+        with pytest.raises(ProgrammingError, match="append-only"), conn.begin_nested():
+            conn.execute(text("delete from promotions where experiment_key = :k"), {"k": KEY})
+    with writer_engine.connect() as conn:
+        conn.execute(text("select set_config('abflow.migration', '999_later', false)"))
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            conn.execute(text(backfill), {"k": KEY})
