@@ -36,8 +36,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ABFLOW_", frozen=True, extra="ignore")
 
+    # repr=False: a settings object in a traceback or a log line never shows the URLs' secrets.
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; unset means the embedded PostgreSQL"
+        default=None, description="SQLAlchemy URL; unset means the embedded PostgreSQL", repr=False
     )
     schema_name: str = Field(default="abflow", alias="ABFLOW_SCHEMA", pattern=r"^[a-z_][a-z0-9_]*$")
     assignments_source: str = "assignments"
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".abflow"), description="local state (embedded pgdata)")
     max_concurrency: int = Field(default=4, ge=1, le=64)
     lock_timeout_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
-    pushgateway_url: str | None = None
+    pushgateway_url: str | None = Field(default=None, repr=False)
     report_dir: Path = Path(".abflow/reports")
 
     @field_validator("database_url")

@@ -612,7 +612,8 @@ def test_a_later_migration_may_backfill_the_audit_but_nobody_else(
     with engine.begin() as conn:
         conn.execute(
             text(
-                "insert into promotions (experiment_key, action, actor) values (:k, 'reweight', 'x')"
+                "insert into promotions (experiment_key, action, actor)"
+                " values (:k, 'reweight', 'x')"
             ),
             {"k": KEY},
         )

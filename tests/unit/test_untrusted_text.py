@@ -92,3 +92,13 @@ def test_md_makes_warehouse_strings_inert(value: str) -> None:
 
     shown = html_lib.unescape(re.sub(r"<[^>]+>", "", text)).strip()
     assert shown == " ".join(value.split())
+
+
+def test_settings_repr_leaves_the_urls_out() -> None:
+    from abflow.settings import Settings
+
+    s = Settings(
+        database_url="postgresql://u:ReprSecret1@h/db",
+        pushgateway_url="http://p:ReprSecret2@g:9091",
+    )
+    assert "ReprSecret" not in repr(s) and "ReprSecret" not in str(s)
