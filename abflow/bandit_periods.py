@@ -67,10 +67,11 @@ def stratified_arms(per_period: Sequence[Mapping[str, ArmStats]]) -> dict[str, M
     if not per_period:
         return {}
     arms = sorted({k for p in per_period for k in p})
-    usable = []
+    usable: list[tuple[int, dict[str, tuple[float, float]]]] = []
     for p in per_period:
-        mv = {k: _mean_and_var(p[k]) for k in arms if k in p}
-        if len(mv) == len(arms) and all(v is not None for v in mv.values()):
+        found = {k: _mean_and_var(p[k]) for k in arms if k in p}
+        mv = {k: v for k, v in found.items() if v is not None}
+        if len(mv) == len(arms):
             usable.append((sum(int(p[k].n) for k in arms), mv))
     total = sum(n for n, _ in usable)
     out: dict[str, MeanStats] = {}
@@ -79,8 +80,8 @@ def stratified_arms(per_period: Sequence[Mapping[str, ArmStats]]) -> dict[str, M
         if total == 0 or n < 2:
             out[k] = MeanStats(n=n, sum=0.0, sum_squares=0.0)
             continue
-        mean = sum(size / total * mv[k][0] for size, mv in usable)  # type: ignore[index]
-        var_mean = sum((size / total) ** 2 * mv[k][1] for size, mv in usable)  # type: ignore[index]
+        mean = sum(size / total * mv[k][0] for size, mv in usable)
+        var_mean = sum((size / total) ** 2 * mv[k][1] for size, mv in usable)
         # MeanStats whose mean is the stratified mean and whose variance/n is its variance.
         sigma2 = n * var_mean
         out[k] = MeanStats(n=n, sum=n * mean, sum_squares=(n - 1) * sigma2 + n * mean * mean)

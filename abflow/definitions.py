@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 KEY_PATTERN = r"^[a-z0-9_]+$"
 Key = Annotated[str, Field(pattern=KEY_PATTERN, min_length=1, max_length=63)]
@@ -30,7 +30,8 @@ class DefinitionError(ValueError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: `.inf`/`.nan` in YAML are rejected with the field's name, not stored.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Variant(_Frozen):
@@ -40,6 +41,11 @@ class Variant(_Frozen):
     weight: float = Field(ge=0.0, le=1.0)
     control: bool = False
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("config", mode="after")
+    @classmethod
+    def _json_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return json_value(value)  # apps read it as jsonb
 
 
 class PriorSpec(_Frozen):
@@ -262,6 +268,51 @@ class Experiment(_Frozen):
         return next(v for v in self.variants if v.key == key)
 
 
+def json_value(value: Any, path: str = "") -> Any:
+    """A YAML value as JSON: dates become ISO strings; non-finite numbers and other types fail."""
+    where = f"{path}: " if path else ""
+    if isinstance(value, dict):
+        return {str(k): json_value(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}{value} is not a finite number")
+    if isinstance(value, date):  # datetime is a date too
+        return value.isoformat()
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    raise ValueError(f"{where}{type(value).__name__} values cannot be stored as JSON")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges on purpose
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                seen = first_line.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it below
+            if seen is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {seen + 1})",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML like yaml.safe_load, but a duplicate key in a mapping is an error."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no Python tags
+
+
 def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
     """Render a pydantic error location with variant/metric keys instead of list indexes."""
     parts: list[str] = []
@@ -317,7 +368,7 @@ def load_experiment_file(path: Path) -> Experiment:
     except OSError as exc:
         raise DefinitionError(f"{path}: cannot read file ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

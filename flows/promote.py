@@ -9,14 +9,14 @@ from prefect import flow, get_run_logger
 from abflow.settings import get_settings
 from flows.analyze import resolve_url
 from tasks.promotion import promote_variant, rollback_variant, unpin_config
-from tasks.warehouse import prepare_warehouse
+from tasks.warehouse import check_schema_version
 
 
 def _manual(change: Any, *args: Any) -> str:
-    """Migrate, run one config-change task, log and return its one-line outcome."""
+    """Check the schema version, run one config-change task, log and return its outcome."""
     settings = get_settings()
     url = resolve_url(settings)
-    prepare_warehouse(settings, url)
+    check_schema_version(settings, url)
     msg: str = change(settings, url, *args)
     get_run_logger().info(msg)
     return msg

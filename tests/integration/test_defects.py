@@ -753,6 +753,63 @@ def test_null_values_of_a_value_metric_block(
     assert "gx_events_value_not_null failed (observed 10, threshold 3)" in run.rationale
 
 
+def test_values_that_would_overflow_a_sum_block_and_are_named(
+    engine: Engine, pg_url: str, settings: Settings
+) -> None:
+    """1e200 (its square overflows double precision), NaN and -Infinity amounts on a revenue
+    metric: the run is recorded unhealthy with the check naming those rows, every metric is still
+    computed from the other rows, and the CLI panel says so (it used to fail the experiment with
+    "value out of range: overflow")."""
+    from rich.console import Console
+
+    from abflow.console import experiment_panel
+
+    e = _experiment(
+        "dq_overflow",
+        metrics=[
+            {"key": "conv", "kind": "proportion", "event": "buy", "role": "primary"},
+            {"key": "revenue", "kind": "mean", "event": "buy", "value": "sum"},
+            {"key": "biggest", "kind": "mean", "event": "buy", "value": "max"},
+        ],
+    )
+    _define(engine, e)
+    bad = {20: "1e200", 40: "'NaN'", 41: "'-Infinity'"}
+    value = "case " + " ".join(f"when g = {g} then {v}" for g, v in bad.items())
+    value += " else 10 + g % 7 end"
+    _seed(engine, e.key, "dqo", value=value)
+    run = _analyze(engine, pg_url, settings, e)
+    check = run.checks["gx_events_value_finite_in_range"]
+    assert (check["severity"], check["passed"], check["observed"]) == ("critical", False, 3)
+    named = sorted((r.split(" | ")[0], r.split(" | ")[3]) for r in check["details"]["sample"])
+    assert named == [("dqo20", "1e+200"), ("dqo40", "NaN"), ("dqo41", "-Infinity")]
+    assert run.failed() == {"gx_events_value_finite_in_range": "critical"}
+    # Out-of-range amounts are read as missing (the other purchases add 10 + g % 7 each);
+    # conversion still counts every purchase.
+    kept = [g for g in range(1, 2001) if g not in bad]
+    assert run.sums("revenue") == {
+        "control": sum(10 + g % 7 for g in kept if g % 2 == 0 and g % 20 == 0),
+        "treatment": sum(10 + g % 7 for g in kept if g % 2 == 1 and g % 10 == 1),
+    }
+    assert run.sums("conv") == {"control": 100.0, "treatment": 200.0}
+    assert {i.metric_key for i in run.result.insights if i.error is None} == {
+        "conv",
+        "revenue",
+        "biggest",
+    }
+    _assert_blocked(engine, run, e.key, ["gx_events_value_finite_in_range"])
+
+    with engine.connect() as conn:
+        (latest,) = readback.latest_results(conn, [e.key])
+    out = Console(record=True, width=250, markup=False)
+    out.print(experiment_panel(latest))
+    panel = out.export_text()
+    assert "status unhealthy" in panel
+    assert "health: 1 check(s) failed" in panel
+    assert "[critical] gx_events_value_finite_in_range (3)" in panel
+    assert "dqo20 | buy |" in panel and "1e+200" in panel
+    assert "recommendation: investigate" in panel
+
+
 def test_empty_window_blocks(engine: Engine, pg_url: str, settings: Settings) -> None:
     """No exposure at all up to as_of: GX's row count and the traffic check fail critically."""
     e = _experiment("dq_empty")
