@@ -117,11 +117,15 @@ def test_racing_writers_leave_a_gap_free_audited_version_sequence(
 
         eng = engine_for(writer_settings, url)
         for i in range(ROUNDS):
-            with eng.begin() as conn:
-                if i % 2 == 0:
-                    promotion.rollback(conn, KEY, actor="ops", reason="race")
-                else:
-                    promotion.promote(conn, KEY, "treatment", actor="ops", reason="race")
+            try:
+                with eng.begin() as conn:
+                    if i % 2 == 0:
+                        promotion.rollback(conn, KEY, actor="ops", reason="race")
+                    else:
+                        promotion.promote(conn, KEY, "treatment", actor="ops", reason="race")
+            except promotion.NothingToRollBack:
+                # Rollback is a stack: at the weighted split it refuses, changing nothing.
+                continue
 
     errors = _run_together([scheduled_runs, backfill, operator])
     assert errors == []
