@@ -123,8 +123,9 @@ def test_racing_writers_leave_a_gap_free_audited_version_sequence(
                         promotion.rollback(conn, KEY, actor="ops", reason="race")
                     else:
                         promotion.promote(conn, KEY, "treatment", actor="ops", reason="race")
-            except promotion.NothingToRollBack:
-                # Rollback is a stack: at the weighted split it refuses, changing nothing.
+            except promotion.PromotionRefused:
+                # Refusals change nothing: a rollback at the weighted split (rollback is a
+                # stack), or a promote before the first analysis run was written.
                 continue
 
     errors = _run_together([scheduled_runs, backfill, operator])
