@@ -382,6 +382,8 @@ def backfill(
 
 def _config_change(key: str, change: Any) -> None:
     """Migrate, then one transaction under the experiment's lock; print the outcome line."""
+    from abflow.alerts_cli import notify_config_change
+    from abflow.warehouse.activity import last_promotion_id
     from abflow.warehouse.migrate import migrate as do_migrate
 
     def go() -> None:
@@ -389,8 +391,11 @@ def _config_change(key: str, change: Any) -> None:
         eng = _engine(s)
         do_migrate(eng, s.schema_name)
         with eng.begin() as conn:
+            mark = last_promotion_id(conn, key)
             out = change(conn, s.lock_timeout_seconds)
         console.print(Text(f"{key}: {out.message}"), soft_wrap=True)
+        if out.changed:  # abflow.experiment.* events, when a Prefect server is configured
+            notify_config_change(s, eng, key, mark)
 
     _run_guarded(go)
 
@@ -647,6 +652,16 @@ def _register_simulate() -> None:
 
 
 _register_simulate()
+
+
+def _register_alerts() -> None:
+    # Own module (abflow/alerts_cli.py): `alerts install|list|remove` and `digest`.
+    from abflow.alerts_cli import register
+
+    register(app)
+
+
+_register_alerts()
 
 
 def main() -> None:

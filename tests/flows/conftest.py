@@ -33,3 +33,16 @@ def abflow_env(monkeypatch: pytest.MonkeyPatch, settings, engine):  # type: igno
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    settings,  # type: ignore[no-untyped-def]
+    pg_url: str,
+):  # type: ignore[no-untyped-def]
+    """One real `prefect server start` and `serve_all()` for the session (prefect_stack.py)."""
+    from tests.flows.prefect_stack import start_stack
+
+    yield from start_stack(request, tmp_path_factory, settings, pg_url)
