@@ -47,7 +47,7 @@ SUBJECT = "{{ event.payload.subject }}"
 BODY = "{{ event.payload.message }}\n({{ automation.name }})"
 MISSING_BODY = (
     "No run of the scheduled analysis (deployment {flow}/{deployment}) completed in the last"
-    " {hours:g} hours: is `abflow serve` or the work pool's worker running?"
+    " {window}: is `abflow serve` or the work pool's worker running?"
     "\n({{{{ automation.name }}}})"
 )
 
@@ -63,6 +63,15 @@ class Installed:
     name: str
     id: UUID
     action: str
+
+
+def human_duration(span: timedelta) -> str:
+    """'26 h', '90 min', '10 s'."""
+    seconds = span.total_seconds()
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _experiment_events(*names: str, backfills: bool = True) -> EventTrigger:
@@ -86,7 +95,7 @@ def definitions(
     def notify(body: str = BODY, subject: str = SUBJECT) -> list[Any]:
         return [SendNotification(block_document_id=block_document_id, subject=subject, body=body)]
 
-    hours = missing_after.total_seconds() / 3600
+    window = human_duration(missing_after)
     reactive = [
         (PROMOTED, ev.MEANINGS[ev.PROMOTED], _experiment_events(ev.PROMOTED)),
         (
@@ -110,7 +119,7 @@ def definitions(
         ),
         AutomationCore(
             name=MISSING,
-            description=f"no completed {flow_name}/{deployment_name} flow run for {hours:g} h",
+            description=f"no completed {flow_name}/{deployment_name} flow run for {window}",
             tags=[TAG],
             trigger=EventTrigger(
                 expect={"prefect.flow-run.Completed"},
@@ -127,8 +136,8 @@ def definitions(
                 within=missing_after,
             ),
             actions=notify(
-                MISSING_BODY.format(flow=flow_name, deployment=deployment_name, hours=hours),
-                subject=f"abflow: the daily analysis has not completed for {hours:g} h",
+                MISSING_BODY.format(flow=flow_name, deployment=deployment_name, window=window),
+                subject=f"abflow: the daily analysis has not completed for {window}",
             ),
         ),
     ]

@@ -45,6 +45,21 @@ class PrefectStack:
     api: str
     home: Path
     client: httpx.Client
+    env: dict[str, str]  # for more clients: PREFECT_API_URL and the test schema's ABFLOW_*
+
+    def run_cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run a console script of the venv (`abflow …`, `prefect …`) against this server."""
+        env = {**self.env, "PREFECT_HOME": str(self.home / "cli")}
+        exe = Path(sys.executable).with_name(args[0])
+        return subprocess.run(
+            [str(exe), *args[1:]],
+            env=env,
+            cwd=env["PYTHONPATH"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
 def free_port() -> int:
@@ -190,7 +205,7 @@ def start_stack(
             return {"analyze", "backfill", "promote", "rollback"} <= found
 
         wait_for("served deployments", served, SERVE_STARTUP_S, procs[1])
-        yield PrefectStack(api=api, home=home, client=client)
+        yield PrefectStack(api=api, home=home, client=client, env=serve_env)
     except Exception:
         sys.stderr.write(f"--- server log ---\n{log_tail(server_log)}\n")
         sys.stderr.write(f"--- serve log ---\n{log_tail(serve_log)}\n")
