@@ -28,9 +28,13 @@ import pytest
 from abflow.settings import Settings
 from tests.conftest import repo_root
 
-XDIST_GROUP = pytest.mark.xdist_group("prefect-server")
-
 PREFECT_CLI = Path(sys.executable).with_name("prefect")
+# The marks of every module using the shared server: one xdist group, so one server per session.
+SERVER_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("prefect-server"),
+    pytest.mark.skipif(not PREFECT_CLI.exists(), reason="the prefect CLI is not installed"),
+]
 SERVER_STARTUP_S = 150.0  # a cold `prefect server start` on a busy 2-core box takes up to ~60 s
 SERVE_STARTUP_S = 90.0
 RUN_TIMEOUT_S = 180.0

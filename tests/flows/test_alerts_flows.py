@@ -51,11 +51,23 @@ def _names(events: list[tuple[str, dict[str, str], dict[str, Any]]]) -> list[str
     return [name for name, _, _ in events]
 
 
-def _stop(engine: Engine, key: str) -> None:
-    """Keep this test's copy out of later 'all running experiments' runs in the session."""
+def stop_experiment(engine: Engine, key: str) -> None:
+    """Keep a test's copy out of later 'all running experiments' runs in the session."""
     with engine.begin() as conn:
         conn.execute(
             text("update experiments set status = 'stopped' where experiment_key = :k"), {"k": key}
+        )
+
+
+def add_ghost_exposures(engine: Engine, key: str, units: int = 4) -> None:
+    """Exposures to a variant the definition does not have: a critical GX failure."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "insert into assignments (experiment_key, unit_id, variant_key, assigned_at)"
+                " select :k, 'ghost-' || g, 'ghost', :t from generate_series(1, :n) g"
+            ),
+            {"k": key, "t": DEMO_AS_OF - timedelta(days=2), "n": units},
         )
 
 
@@ -122,7 +134,7 @@ def test_runs_backfills_and_manual_changes_send_their_events(
     )
     unpin_flow(e.key, actor="bob")  # not pinned: nothing changed, nothing sent
     assert sent.take(e.key) == []
-    _stop(engine, e.key)
+    stop_experiment(engine, e.key)
 
 
 def test_failures_and_unhealthy_runs_send_their_events(
@@ -154,14 +166,7 @@ def test_failures_and_unhealthy_runs_send_their_events(
                 " where experiment_key = 'alerts_broken'"
             )
         )
-        # Exposures to a variant the definition does not have: a critical GX failure.
-        conn.execute(
-            text(
-                "insert into assignments (experiment_key, unit_id, variant_key, assigned_at)"
-                " select 'alerts_sick', 'ghost-' || g, 'ghost', :t from generate_series(1, 4) g"
-            ),
-            {"t": DEMO_AS_OF - timedelta(days=2)},
-        )
+    add_ghost_exposures(engine, "alerts_sick")
     summaries = analyze_experiments(
         experiment_keys=["alerts_broken", "alerts_sick"], as_of=DEMO_AS_OF
     )
@@ -207,8 +212,8 @@ def test_failures_and_unhealthy_runs_send_their_events(
     assert res_cli.exit_code == 0, res_cli.output
     html = (abflow_env.home / "r.html").read_text()
     assert "variant_key only takes configured values" in html and "4 unexpected row(s)" in html
-    _stop(engine, "alerts_sick")
-    _stop(engine, "alerts_broken")
+    stop_experiment(engine, "alerts_sick")
+    stop_experiment(engine, "alerts_broken")
 
 
 def test_the_daily_digest_artifact_and_cli(
@@ -243,4 +248,4 @@ def test_the_daily_digest_artifact_and_cli(
 
     text_md = anyio.run(digest)
     assert "## Decisions that changed" in text_md and "alerts_digest" in text_md
-    _stop(engine, e.key)
+    stop_experiment(engine, e.key)

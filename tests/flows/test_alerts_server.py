@@ -19,24 +19,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from tests.conftest import DEMO_AS_OF, copy_experiment
 from tests.flows.prefect_stack import (
-    PREFECT_CLI,
-    XDIST_GROUP,
+    SERVER_MARKS,
     PrefectStack,
     deployment,
     log_tail,
     post,
     wait_terminal,
 )
+from tests.flows.test_alerts_flows import add_ghost_exposures, stop_experiment
 
-pytestmark = [
-    pytest.mark.slow,
-    XDIST_GROUP,
-    pytest.mark.skipif(not PREFECT_CLI.exists(), reason="the prefect CLI is not installed"),
-]
+pytestmark = SERVER_MARKS
 
 NOTIFY_WITHIN_S = 60.0
 NAMES = [
@@ -190,11 +186,7 @@ def test_an_auto_promotion_and_a_changed_recommendation_notify_within_60_s(
     time.sleep(3.0)  # a duplicate would arrive about as fast
     assert len(receiver.matching(r"^srv_promote: 'green' promoted")) == 1
     assert len(receiver.matching(r"^srv_promote: recommendation changed")) == 1
-    with engine.begin() as conn:
-        conn.execute(
-            text("update experiments set status = 'stopped' where experiment_key = :k"),
-            {"k": e.key},
-        )
+    stop_experiment(engine, e.key)
 
 
 def test_a_critical_health_failure_notifies_through_the_unhealthy_automation(
@@ -205,25 +197,14 @@ def test_a_critical_health_failure_notifies_through_the_unhealthy_automation(
     demo_loaded: dict[str, Any],
 ) -> None:
     e = copy_experiment(engine, demo_loaded["experiments"]["checkout_button"], "srv_sick")
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "insert into assignments (experiment_key, unit_id, variant_key, assigned_at)"
-                " select :k, 'ghost-' || g, 'ghost', :t from generate_series(1, 4) g"
-            ),
-            {"k": e.key, "t": DEMO_AS_OF - timedelta(days=2)},
-        )
+    add_ghost_exposures(engine, e.key)
     _, done = _analyze(prefect_stack, e.key, DEMO_AS_OF)
     body = receiver.wait_for(r"^srv_sick is unhealthy", since=done)[1]
     assert "gx_assignments_variant_key_in_set" in body["subject"]
     lines = body["body"].splitlines()
     assert lines[0].startswith("srv_sick: investigate — Health checks failed")
     assert lines[-1] == "(abflow: unhealthy or failed)"
-    with engine.begin() as conn:
-        conn.execute(
-            text("update experiments set status = 'stopped' where experiment_key = :k"),
-            {"k": e.key},
-        )
+    stop_experiment(engine, e.key)
 
 
 def test_events_are_visible_through_the_api_event_filter(
@@ -284,11 +265,7 @@ def test_events_are_visible_through_the_api_event_filter(
         ev["resource"]["abflow.actor"] for ev in events if "abflow.actor" in ev["resource"]
     )
     assert actors == ["alice", "alice", "auto"]
-    with engine.begin() as conn:
-        conn.execute(
-            text("update experiments set status = 'stopped' where experiment_key = :k"),
-            {"k": e.key},
-        )
+    stop_experiment(engine, e.key)
 
 
 def test_a_missing_daily_run_notifies_and_remove_deletes_everything(

@@ -12,12 +12,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, text
 
 from tests.flows.prefect_stack import (
-    PREFECT_CLI,
-    XDIST_GROUP,
+    SERVER_MARKS,
     PrefectStack,
     deployment,
     log_tail,
@@ -25,11 +23,7 @@ from tests.flows.prefect_stack import (
     wait_terminal,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    XDIST_GROUP,
-    pytest.mark.skipif(not PREFECT_CLI.exists(), reason="the prefect CLI is not installed"),
-]
+pytestmark = SERVER_MARKS
 
 
 def _ui_custom_run(parameters: dict[str, Any], deployment: dict[str, Any]) -> dict[str, Any]:
