@@ -3,8 +3,8 @@
 `start_stack` starts `prefect server start` (temporary PREFECT_HOME, free loopback port) and
 `flows.serve.serve_all()` in subprocesses; both are stopped by PID at the end of the session:
 SIGTERM to their process groups, then SIGKILL. tests/flows/conftest.py wraps it in the
-session-scoped `prefect_stack` fixture; the modules using it share one pytest-xdist group, so a
-`-n 2` session starts one server, not one per worker.
+session-scoped `prefect_stack` fixture; tests/conftest.py schedules the modules using it on one
+pytest-xdist worker, so a `-n 2` session starts one server, not one per worker.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from abflow.settings import Settings
 from tests.conftest import repo_root
 
 PREFECT_CLI = Path(sys.executable).with_name("prefect")
-# The marks of every module using the shared server: one xdist group, so one server per session.
+# The marks of every module using the shared server; list the module in
+# tests/conftest.py:ONE_WORKER_MODULES too, so that `-n 2` starts one server, not one per worker.
 SERVER_MARKS = [
     pytest.mark.slow,
-    pytest.mark.xdist_group("prefect-server"),
     pytest.mark.skipif(not PREFECT_CLI.exists(), reason="the prefect CLI is not installed"),
 ]
 SERVER_STARTUP_S = 150.0  # a cold `prefect server start` on a busy 2-core box takes up to ~60 s
