@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     # Alerts and the digest link here: the web page or published report, `{key}` and `{run_id}`
     # filled in (e.g. https://abflow.example.com/experiments/{key}); unset: the Prefect run page.
     report_url: str | None = None
+    # Optional Great Expectations Data Docs site per experiment (abflow/warehouse/data_docs.py).
+    gx_data_docs_dir: Path | None = None
     # Incremental refresh (abflow.warehouse.incremental): read only events since the last run
     # plus this lookback for late arrivals; `abflow run --full-refresh` recomputes everything.
     incremental: bool = False
