@@ -16,6 +16,7 @@ from abflow import progress
 from abflow.as_of import check_not_future, utc
 from abflow.definitions import Experiment
 from abflow.pipeline import failed_run
+from abflow.redact import one_line
 from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
 from abflow.settings import Settings, get_settings
 from abflow.warehouse.engine import embedded_url
@@ -24,9 +25,9 @@ from tasks.analysis import compute_statistics, validate_data
 from tasks.artifacts import publish_artifacts
 from tasks.metrics import push_metrics
 from tasks.warehouse import (
+    check_schema_version,
     extract_aggregates,
     load_experiments,
-    prepare_warehouse,
     previous_units,
     record_failure,
     write_results,
@@ -154,7 +155,7 @@ def analyze_all(
             try:
                 pending.append(_submit(settings, url, e, as_of, full_refresh))
             except Exception as exc:  # log and skip, as jetstream does
-                pending.append((e, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+                pending.append((e, one_line(exc)))
         for p in pending:
             if isinstance(p, tuple):
                 summaries.append(_record_failure(settings, url, p[0].key, as_of, fr_id, p[1]))
@@ -163,7 +164,7 @@ def analyze_all(
                 summaries.append(_finish(settings, url, p, as_of, fr_id, backfill))
                 progress.emit("experiment_done", **summaries[-1])
             except Exception as exc:  # one experiment never stops the others
-                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                message = one_line(exc)
                 summaries.append(
                     _record_failure(settings, url, p.experiment.key, as_of, fr_id, message)
                 )
@@ -194,7 +195,7 @@ def analyze_experiments(
     check_not_future(when, "as_of")  # before anything is written, migrations included
     settings = get_settings()
     url = resolve_url(settings)
-    prepare_warehouse(settings, url)
+    check_schema_version(settings, url)
     experiments, broken = load_experiments(settings, url, experiment_keys)
     summaries = analyze_all(settings, url, experiments, when, broken, full_refresh)
     push_metrics(settings, url, experiments)

@@ -60,6 +60,44 @@ def engine(settings: Settings) -> Iterator[Engine]:
     eng.dispose()
 
 
+def login_engine(
+    engine: Engine, settings: Settings, group: str | None, *, schema_usage: bool = False
+) -> Iterator[Engine]:
+    """A throwaway LOGIN role (member of `group` only) and an engine connected as it.
+
+    The role is dropped afterwards. Its URL (password included) is
+    `user_engine.url.render_as_string(hide_password=False)`.
+    """
+    import secrets
+
+    from sqlalchemy import create_engine, make_url, text
+    from sqlalchemy.pool import NullPool
+
+    name = f"t_{group or 'nobody'}_{uuid.uuid4().hex[:8]}"
+    password = secrets.token_hex(16)  # ignored under trust auth, needed elsewhere
+    membership = f" in role {group}" if group else ""
+    with engine.begin() as conn:
+        conn.execute(text(f"create role {name} login password '{password}'{membership}"))
+        if schema_usage:
+            conn.execute(text(f'grant usage on schema "{settings.schema_name}" to {name}'))
+    url = make_url(engine.url.render_as_string(hide_password=False)).set(
+        username=name, password=password
+    )
+    user_engine = create_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={"options": f"-c search_path={settings.schema_name}"},
+    )
+    try:
+        yield user_engine
+    finally:
+        user_engine.dispose()
+        with engine.begin() as conn:
+            # drop owned also revokes what was granted to the role, which drop role requires.
+            conn.execute(text(f"drop owned by {name}"))
+            conn.execute(text(f"drop role {name}"))
+
+
 def repo_root() -> Path:
     """The project root (for experiments/ and sql/)."""
     return Path(__file__).resolve().parents[1]

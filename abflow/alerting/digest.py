@@ -14,7 +14,7 @@ from typing import Any
 
 from abflow.alerting.events import decision_text, first_sentence, redact
 from abflow.definitions import Experiment
-from abflow.summary import utc_minute
+from abflow.summary import md, utc_minute
 
 Link = Callable[[str], str]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -51,7 +51,12 @@ def overdue(experiments: Iterable[Experiment], now: datetime) -> list[dict[str, 
 
 def _linked(key: str, link: Link) -> str:
     target = link(key)
-    return f"[{key}]({target})" if "://" in target else f"{key} (`{target}`)"
+    return f"[{md(key)}]({target})" if "://" in target else f"{md(key)} (`{target}`)"
+
+
+def _text(value: Any) -> str:
+    """Warehouse or user text as inert markdown, one line, secrets masked."""
+    return md(redact(value))
 
 
 def render_digest(
@@ -77,9 +82,9 @@ def render_digest(
         "Decisions that changed",
         [
             f"- {_linked(r['experiment_key'], link)}: "
-            f"{decision_text(r['prev_decision'], r['prev_variant'])} → "
-            f"**{decision_text(r['decision'], r['variant_key'])}** "
-            f"(as of {utc_minute(r['as_of'])}) — {first_sentence(r['rationale'])}"
+            f"{md(decision_text(r['prev_decision'], r['prev_variant']))} → "
+            f"**{md(decision_text(r['decision'], r['variant_key']))}** "
+            f"(as of {utc_minute(r['as_of'])}) — {md(first_sentence(r['rationale']))}"
             for r in rows.get("changes", [])
         ],
     )
@@ -87,12 +92,12 @@ def render_digest(
         "Became unhealthy or failed",
         [
             f"- {_linked(r['experiment_key'], link)}: unhealthy as of {utc_minute(r['as_of'])}"
-            f" — {redact(r['message'])}"
+            f" — {_text(r['message'])}"
             for r in rows.get("unhealthy", [])
         ]
         + [
             f"- {_linked(r['experiment_key'], link)}: the analysis as of {utc_minute(r['as_of'])}"
-            f" failed — {redact(r['message'])}"
+            f" failed — {_text(r['message'])}"
             for r in rows.get("failed", [])
         ],
     )
@@ -100,10 +105,10 @@ def render_digest(
     section(
         "Other config changes",
         [
-            f"- {_linked(p['experiment_key'], link)}: {p['action']}"
-            + (f" '{p['variant_key']}'" if p.get("variant_key") else "")
-            + f" by {p['actor']} (config v{p['version']}, {utc_minute(p['at'])})"
-            + (f" — {redact(p['reason'])}" if p.get("reason") else "")
+            f"- {_linked(p['experiment_key'], link)}: {md(p['action'])}"
+            + (f" '{md(p['variant_key'])}'" if p.get("variant_key") else "")
+            + f" by {_text(p['actor'])} (config v{p['version']}, {utc_minute(p['at'])})"
+            + (f" — {_text(p['reason'])}" if p.get("reason") else "")
             for p in rows.get("promotions", [])
             if p["action"] != "promote"
         ],
@@ -112,7 +117,7 @@ def render_digest(
         "Past their max runtime",
         [
             f"- {_linked(r['experiment_key'], link)}: running {r['days']:.1f} days"
-            f" (decision.max_runtime_days: {r['max_runtime_days']:g})"
+            f" (`decision.max_runtime_days`: {r['max_runtime_days']:g})"
             for r in overdue_rows
         ],
     )
@@ -123,21 +128,22 @@ def _winners(rows: Mapping[str, list[dict[str, Any]]], link: Link) -> list[str]:
     lines = []
     for p in rows.get("promotions", []):
         if p["action"] == "promote":
-            by = "automatically" if p["actor"] == "auto" else f"by {p['actor']}"
+            by = "automatically" if p["actor"] == "auto" else f"by {_text(p['actor'])}"
+            variant = md(p["variant_key"])
             lines.append(
-                f"- {_linked(p['experiment_key'], link)}: **promoted '{p['variant_key']}'** {by}"
+                f"- {_linked(p['experiment_key'], link)}: **promoted '{variant}'** {by}"
                 f" (config v{p['version']}, {utc_minute(p['at'])})"
             )
     for r in rows.get("ready", []):
         if r.get("promoted_variant_key") == r["variant_key"]:
             continue  # already served
         held = (
-            f"config pinned by {r['pinned_by']}"
+            f"config pinned by {_text(r['pinned_by'])}"
             if r.get("pinned")
             else "not promoted (auto_promote is off or the run was not the newest)"
         )
         lines.append(
-            f"- {_linked(r['experiment_key'], link)}: **ready to ship '{r['variant_key']}'**"
-            f" (as of {utc_minute(r['as_of'])}; {held}) — {first_sentence(r['rationale'])}"
+            f"- {_linked(r['experiment_key'], link)}: **ready to ship '{md(r['variant_key'])}'**"
+            f" (as of {utc_minute(r['as_of'])}; {held}) — {md(first_sentence(r['rationale']))}"
         )
     return lines

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from abflow.redact import redact as mask_secrets
 from abflow.results import ExperimentResult
 from abflow.summary import utc_minute
 
@@ -95,10 +96,15 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'`])")
 
 
 def redact(text: str | None) -> str:
-    """One line of free text, without credentials in URLs or `password=…`-style secrets."""
+    """One line of free text, without credentials in URLs or `password=…`-style secrets.
+
+    abflow.redact masks the configured URLs' secrets and URL passwords; this also masks a bare
+    user token in a URL and `token=`/`api_key=`/`secret=` values.
+    """
     if not text:
         return ""
     line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    line = mask_secrets(line)
     line = _URL_CREDENTIALS.sub(r"\1***@", line)
     line = _ASSIGNED_SECRET.sub(r"\1\2***", line)
     return line if len(line) <= MAX_TEXT else line[: MAX_TEXT - 1] + "…"

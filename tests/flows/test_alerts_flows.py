@@ -233,7 +233,7 @@ def test_the_daily_digest_artifact_and_cli(
     md = res.output
     assert md.startswith("# abflow digest — 2026-11-20 00:00 UTC to 2026-11-22 00:00 UTC")
     report = "`abflow report alerts_digest --out alerts_digest.html`"
-    assert f"alerts_digest ({report}): keep_running → **ship green**" in md
+    assert f"alerts\\_digest ({report}): keep\\_running → **ship green**" in md
     res = runner.invoke(app, ["digest", "--since", "soon"])
     assert res.exit_code == 1 and res.output.startswith("error: --since")
 

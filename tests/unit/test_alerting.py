@@ -142,7 +142,7 @@ def test_a_failed_run_event_carries_a_redacted_one_line_error() -> None:
     text = json.dumps(spec.payload) + json.dumps(spec.resource)
     assert "s3cret" not in text and "hunter2" not in text and "Traceback" not in text
     assert spec.payload["error"] == (
-        "OperationalError: connection to postgresql://***@db:5432/w failed (password=***)"
+        "OperationalError: connection to postgresql://***@db:5432/w failed (password=***"
     )
     assert "abflow.decision" not in spec.resource
 
@@ -306,12 +306,13 @@ def test_digest_lists_changes_unhealthy_winners_and_overdue_with_links() -> None
     )  # fmt: skip
     assert "## Decisions that changed (1)" in md
     url = "https://abflow.example.com/experiments"
-    assert f"- [checkout]({url}/checkout): keep_running → **ship green**" in md
+    assert f"- [checkout]({url}/checkout): keep\\_running → **ship green**" in md
     assert "## Became unhealthy or failed (2)" in md and "pw@" not in md
     assert "**promoted 'green'** automatically (config v2" in md
     assert "**ready to ship 'b'** (as of 2026-11-21 00:00 UTC; config pinned by alice)" in md
     assert "ready to ship 'green'" not in md  # already served
     assert "## Other config changes (1)" in md and "unpin by bob (config v5" in md
-    assert f"old_test]({url}/old_test): running 60.0 days" in md
+    assert "(`decision.max_runtime_days`: 28)" in md
+    assert f"[old\\_test]({url}/old_test): running 60.0 days" in md
     empty = render_digest({}, [], since=now, until=now, link=lambda k: f"abflow report {k}")
     assert empty.count("None.") == 5
