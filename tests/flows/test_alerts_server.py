@@ -195,11 +195,14 @@ def test_a_critical_health_failure_notifies_through_the_unhealthy_automation(
     receiver: Receiver,
     engine: Engine,
     demo_loaded: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     e = copy_experiment(engine, demo_loaded["experiments"]["checkout_button"], "srv_sick")
     add_ghost_exposures(engine, e.key)
     _, done = _analyze(prefect_stack, e.key, DEMO_AS_OF)
     body = receiver.wait_for(r"^srv_sick is unhealthy", since=done)[1]
+    with capsys.disabled():
+        print(f"\nunhealthy notification:\n{json.dumps(body, indent=2)}")
     assert "gx_assignments_variant_key_in_set" in body["subject"]
     lines = body["body"].splitlines()
     assert lines[0].startswith("srv_sick: investigate — Health checks failed")
