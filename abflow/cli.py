@@ -426,13 +426,18 @@ def backfill(
 
 def _config_change(key: str, change: Any) -> None:
     """One transaction under the experiment's lock (no DDL: the schema must be migrated)."""
+    from abflow.alerts_cli import notify_config_change
+    from abflow.warehouse.activity import last_promotion_id
 
     def go() -> None:
         settings = get_settings()
         eng = _check_schema(settings)
         with eng.begin() as conn:
+            mark = last_promotion_id(conn, key)
             out = change(conn, settings.lock_timeout_seconds)
         console.print(Text(f"{key}: {out.message}"), soft_wrap=True)
+        if out.changed:  # abflow.experiment.* events, when a Prefect server is configured
+            notify_config_change(settings, eng, key, mark)
 
     _run_guarded(go)
 
@@ -691,6 +696,16 @@ def _register_simulate() -> None:
 
 
 _register_simulate()
+
+
+def _register_alerts() -> None:
+    # Own module (abflow/alerts_cli.py): `alerts install|list|remove` and `digest`.
+    from abflow.alerts_cli import register
+
+    register(app)
+
+
+_register_alerts()
 
 
 def main() -> None:

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     schema_name: str = Field(default="abflow", alias="ABFLOW_SCHEMA", pattern=r"^[a-z_][a-z0-9_]*$")
     assignments_source: str = "assignments"
     events_source: str = "events"
+    # Alerts and the digest link here: the web page or published report, `{key}` and `{run_id}`
+    # filled in (e.g. https://abflow.example.com/experiments/{key}); unset: the Prefect run page.
+    report_url: str | None = None
+    # Optional Great Expectations Data Docs site per experiment (abflow/warehouse/data_docs.py).
+    gx_data_docs_dir: Path | None = None
     # Incremental refresh (abflow.warehouse.incremental): read only events since the last run
     # plus this lookback for late arrivals; `abflow run --full-refresh` recomputes everything.
     incremental: bool = False

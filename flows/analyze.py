@@ -20,6 +20,7 @@ from abflow.redact import one_line
 from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
 from abflow.settings import Settings, get_settings
 from abflow.warehouse.engine import embedded_url
+from tasks.alerts import publish_digest, publish_failure_events, publish_run_events, quietly
 from tasks.analysis import compute_statistics, validate_data
 from tasks.artifacts import publish_artifacts
 from tasks.metrics import push_metrics
@@ -84,6 +85,7 @@ def _finish(
     )
     promo = write_results(settings, url, result, p.experiment, backfill)
     publish_artifacts(result, promo)
+    quietly(lambda: publish_run_events(settings, url, result, backfill, promo), "abflow events")
     rec = result.recommendation
     return {
         "experiment_key": p.experiment.key,
@@ -166,6 +168,12 @@ def analyze_all(
                 summaries.append(
                     _record_failure(settings, url, p.experiment.key, as_of, fr_id, message)
                 )
+    failed = [s["experiment_key"] for s in summaries if s["status"] == "failed"]
+    if failed:
+        quietly(
+            lambda: publish_failure_events(settings, url, failed, as_of, fr_id, backfill),
+            "abflow events",
+        )
     return sorted(summaries, key=lambda s: s["experiment_key"])
 
 
@@ -191,6 +199,7 @@ def analyze_experiments(
     experiments, broken = load_experiments(settings, url, experiment_keys)
     summaries = analyze_all(settings, url, experiments, when, broken, full_refresh)
     push_metrics(settings, url, experiments)
+    quietly(lambda: publish_digest(settings, url, when), "abflow digest")
     failed = [s["experiment_key"] for s in summaries if s["status"] == "failed"]
     if failed:
         get_run_logger().warning("failed experiments: %s", ", ".join(failed))

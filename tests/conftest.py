@@ -196,3 +196,28 @@ def copy_experiment(engine: Engine, source: Experiment, key: str) -> Experiment:
             {"k": key, "src": source.key},
         )
     return copy
+
+
+# --- one Prefect server per test session, also under `pytest -n 2` ------------------------------
+
+# Modules sharing the session-scoped real `prefect server` (tests/flows/prefect_stack.py): xdist
+# must run them on one worker, or each worker starts its own server (~20-60 s of 2 cores each).
+# `xdist_group` + `--dist loadgroup` would say that, but with pytest 9.2 xdist's nodeid suffix no
+# longer takes effect (pytest-dev/pytest-xdist#1386), so the grouping is done here instead.
+ONE_WORKER_MODULES = ("tests/flows/test_prefect_server.py", "tests/flows/test_alerts_server.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist load`/`loadgroup`: like load, but the ONE_WORKER_MODULES form one work unit."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class OneServerScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.split("::", 1)[0] in ONE_WORKER_MODULES:
+                return "prefect-server"
+            return super()._split_scope(nodeid)
+
+    return OneServerScheduling(config, log)

@@ -26,6 +26,7 @@ from abflow.definitions import Experiment
 from abflow.redact import one_line, redact
 from abflow.results import CheckOutcome, Severity
 from abflow.settings import normalize_database_url
+from abflow.warehouse.data_docs import write_data_docs
 from abflow.warehouse.extract import VALUE_LIMIT, relation
 
 if TYPE_CHECKING:
@@ -67,8 +68,12 @@ def run_expectations(
     assignments_source: str = "assignments",
     events_source: str = "events",
     previous_units: int | None = None,
+    data_docs_dir: Path | None = None,
 ) -> list[CheckOutcome]:
-    """Validate the experiment's assignments, events and exposure units; one outcome per check."""
+    """Validate the experiment's assignments, events and exposure units; one outcome per check.
+
+    With data_docs_dir, GX's Data Docs of this validation go to `<dir>/<experiment key>/`.
+    """
     # GX logs a line per ephemeral context at INFO; our own report lists what matters.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     now = datetime.now(UTC)
@@ -89,6 +94,8 @@ def run_expectations(
         for name in SUITE_NAMES:
             expectations = bind_suite(load_suite(name), params)
             outcomes.extend(_validate(datasource, name, queries[name], expectations))
+        if data_docs_dir is not None:
+            write_data_docs(datasource.data_context, Path(data_docs_dir) / experiment.key)
     finally:
         _close(datasource)
     return outcomes

@@ -140,3 +140,16 @@ def as_login(monkeypatch: pytest.MonkeyPatch, prefect_harness: None) -> Iterator
 
     yield use
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    settings: Settings,
+    pg_url: str,
+) -> Iterator[Any]:
+    """One real `prefect server start` and `serve_all()` for the session (prefect_stack.py)."""
+    from tests.flows.prefect_stack import start_stack
+
+    yield from start_stack(request, tmp_path_factory, settings, pg_url)
