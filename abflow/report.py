@@ -12,6 +12,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from abflow.alerting.validation import describe as describe_check
+from abflow.alerting.validation import unexpected_count
 from abflow.definitions import Experiment, Metric
 from abflow.summary import describe_pin
 
@@ -622,7 +624,8 @@ def _health_section(latest: Row) -> str:
     )
     rows = "".join(_check_row(c) for c in checks)
     return (
-        f'<section class="card health"><h2>Health checks (SRM, exposure, sample, traffic)</h2>'
+        f'<section class="card health"><h2>Health checks and data validation (SRM, exposure, '
+        'sample, traffic, Great Expectations)</h2>'
         f'{summary}<div class="scroll"><table><tr><th class="l">check</th>'
         '<th class="l">severity</th><th>result</th>'
         f'<th>observed</th><th>threshold</th><th class="l">sample / details</th></tr>{rows}'
@@ -638,10 +641,19 @@ def _check_row(c: Row) -> str:
         result = '<span class="fail">✗ FAILED</span>'
     else:
         result = '<span class="warn">⚠ warning</span>'
+    # What was checked and how many rows broke it (GX expectations), from the stored row.
+    checked = describe_check(str(c.get("check_name")), c.get("details"))
+    bad = unexpected_count(c.get("details"))
+    detail = _check_sample(c.get("details"))
+    if bad is not None:
+        detail = f"{bad:,} unexpected row(s)" + (f"; {detail}" if detail else "")
+    if isinstance(c.get("details"), dict) and c["details"].get("error"):
+        detail = f"error: {c['details']['error']}"
     return (
-        f'<tr><td class="l">{_e(c.get("check_name"))}</td><td class="l">{_e(c.get("severity"))}'
+        f'<tr><td class="l">{_e(c.get("check_name"))}<div class="muted small">{_e(checked)}'
+        f'</div></td><td class="l">{_e(c.get("severity"))}'
         f'</td><td>{result}</td><td>{num(c.get("observed"))}</td><td>{num(c.get("threshold"))}'
-        f'</td><td class="l wrap small">{_e(_check_sample(c.get("details")))}</td></tr>'
+        f'</td><td class="l wrap small">{_e(detail)}</td></tr>'
     )
 
 

@@ -12,6 +12,11 @@ from abflow.definitions import Experiment
 from abflow.results import ExposureSummary, SufficientStats
 from abflow.warehouse.sqlfiles import read_sql
 
+# Event values outside [-VALUE_LIMIT, VALUE_LIMIT] (and NaN, ±Infinity) are bad rows: the metric
+# SQL reads them as missing, so sums of squares cannot overflow double precision (~1e154 would),
+# and the critical GX check gx_events_value_finite_in_range names them (the run is unhealthy).
+VALUE_LIMIT = 1e12
+
 
 def relation(name: str) -> sql.Composable:
     """Quote a possibly schema-qualified relation name ('view' or 'schema.view') as identifiers."""
@@ -79,6 +84,7 @@ def fetch_sufficient_stats(
         "experiment_key": experiment.key,
         "start_at": experiment.start_at,
         "as_of": min(as_of, experiment.end_at) if experiment.end_at else as_of,
+        "value_limit": VALUE_LIMIT,
         **metric_arrays(experiment),
         "segments": list(experiment.analysis.segments),
         "variants": [v.key for v in experiment.variants],

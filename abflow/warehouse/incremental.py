@@ -118,6 +118,7 @@ def fetch_sufficient_stats_incremental(
         **key,
         "start_at": experiment.start_at,
         "as_of": as_of,
+        "value_limit": extract.VALUE_LIMIT,
         **metric_arrays(experiment),
         "segments": list(experiment.analysis.segments),
         "variants": [v.key for v in experiment.variants],

@@ -29,26 +29,22 @@ def _fail(message: str) -> None:
 
 
 def _engine() -> Engine:
-    """The results database, checked to have the web tables (this never migrates)."""
-    from sqlalchemy import text
+    """The results database, checked to be fully migrated (this never migrates: a writer login
+    has no DDL; `abflow migrate` is the schema owner's)."""
     from sqlalchemy.exc import OperationalError
 
     from abflow.settings import get_settings
     from abflow.warehouse.engine import WarehouseUnavailable, make_engine
+    from abflow.warehouse.migrate import SchemaOutdated, check_schema
 
+    settings = get_settings()
     try:
-        engine = make_engine(get_settings())
-        with engine.connect() as conn:
-            present = conn.execute(text("select to_regclass('web_tokens') is not null")).scalar()
-    except WarehouseUnavailable as exc:
+        engine = make_engine(settings)
+        check_schema(engine, settings.schema_name)
+    except (WarehouseUnavailable, SchemaOutdated) as exc:
         _fail(str(exc).splitlines()[0])
     except OperationalError as exc:
         _fail(f"warehouse unreachable: {str(exc.orig or exc).splitlines()[0]}")
-    if not present:
-        _fail(
-            f"schema {get_settings().schema_name} has no web_tokens table: run `abflow migrate` "
-            "(as the schema owner) first"
-        )
     return engine
 
 

@@ -9,9 +9,9 @@
 --   (hidden from the dashboard's default list, never analysed again); its history is never
 --   deleted, and applying its definition again un-archives it.
 --
--- The web app logs in as a member of abflow_writer and never runs DDL: what it needs is granted
--- here (SELECT/INSERT/UPDATE on web_tokens for token checks and `last_used_at`, SELECT/INSERT on
--- the append-only web_audit, UPDATE on experiments for archiving, which it already had).
+-- The web app logs in as a member of abflow_writer and never runs DDL: it needs SELECT/INSERT/
+-- UPDATE on web_tokens (token checks, `last_used_at`, revocation), SELECT/INSERT on the
+-- append-only web_audit and UPDATE on experiments for archiving (which the writer already has).
 
 create table if not exists web_tokens (
     id bigserial primary key,
@@ -66,21 +66,14 @@ comment on column experiments.archived_by is 'Token name (or login) that archive
 create index if not exists analysis_runs_experiment_started_idx
     on analysis_runs (experiment_key, as_of desc, started_at desc);
 
-do $$
-declare
-    s text := current_schema();
-begin
-    if exists (select from pg_roles where rolname = 'abflow_writer') then
-        execute format('grant select, insert, update on %I.web_tokens to abflow_writer', s);
-        execute format('revoke delete on %I.web_tokens from abflow_writer', s);
-        execute format('grant select, insert on %I.web_audit to abflow_writer', s);
-        execute format('revoke update, delete on %I.web_audit from abflow_writer', s);
-        execute format('grant usage on sequence %I.web_tokens_id_seq, %I.web_audit_id_seq'
-                       ' to abflow_writer', s, s);
-    end if;
-    -- Token hashes are nobody else's business: not apps, not BI.
-    if exists (select from pg_roles where rolname = 'abflow_app') then
-        execute format('revoke all on %I.web_tokens, %I.web_audit from abflow_app', s, s);
-    end if;
-end
-$$;
+-- Grants: sql/privileges.sql (re-applied by every `abflow migrate`) gives abflow_writer SELECT,
+-- INSERT, UPDATE on web_tokens and SELECT, INSERT on web_audit; abflow_reader and abflow_app get
+-- nothing on either.
+
+-- web_audit is append-only for everyone, the owner included (as promotions, 006).
+drop trigger if exists web_audit_append_only on web_audit;
+create trigger web_audit_append_only before update or delete on web_audit
+    for each row execute function refuse_history_change();
+drop trigger if exists web_audit_no_truncate on web_audit;
+create trigger web_audit_no_truncate before truncate on web_audit
+    for each statement execute function refuse_history_change();

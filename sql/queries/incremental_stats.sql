@@ -18,8 +18,9 @@ with
 
 -- import CTEs ----------------------------------------------------------------
 changed_unit_events as (
-    -- exact duplicate rows count once, as in metric_stats.sql
-    select distinct u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
+    -- exact duplicate rows count once, and out-of-range values are missing, as in metric_stats.sql
+    select distinct u.unit_id, u.first_exposed_at, e.event_name,
+        case when abs(e.value) <= %(value_limit)s then e.value end as value, e.occurred_at
     from abflow_refresh_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id
@@ -33,7 +34,8 @@ changed_unit_events as (
 ),
 
 same_unit_events as (
-    select distinct u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
+    select distinct u.unit_id, u.first_exposed_at, e.event_name,
+        case when abs(e.value) <= %(value_limit)s then e.value end as value, e.occurred_at
     from abflow_refresh_units as u
     inner join {events} as e
         on e.unit_id = u.unit_id

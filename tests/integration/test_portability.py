@@ -37,6 +37,7 @@ def _params(experiment: Any) -> dict[str, Any]:
         "start_at": experiment.start_at,
         "as_of": DEMO_AS_OF,
         "lookback_days": lookback,
+        "value_limit": extract.VALUE_LIMIT,
         **extract.metric_arrays(experiment),
     }
 

@@ -81,7 +81,7 @@ def test_list_shows_the_demo_with_decisions(client: TestClient, tokens: dict[str
     rows = {row["experiment_key"]: row for row in r.json()}
     assert {k: rows[k]["decision"] for k in DEMO} == DEMO
     ship = rows["enrichment_strategy"]
-    assert ship["variant_key"] == "hybrid" and ship["health"] == "healthy"
+    assert ship["variant_key"] == "hybrid" and ship["health"] in {"healthy", "warnings"}
     assert ship["rationale_first"] and ship["rationale_first"] in ship["rationale"]
     assert ship["units"] > 0 and ship["days_running"] > 0 and ship["last_run_at"]
     running = client.get(

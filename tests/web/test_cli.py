@@ -76,6 +76,7 @@ def test_unmigrated_schema_is_refused(
         for args in (["token", "list"], ["web", "--port", "1"]):
             r = runner.invoke(app, args)
             assert r.exit_code == 1
-            assert "has no web_tokens table: run `abflow migrate`" in r.output
+            assert "schema never_migrated is at migration 0" in r.output
+            assert "run `abflow migrate` as the schema owner" in r.output
     finally:
         get_settings.cache_clear()

@@ -1,42 +1,20 @@
 """The web app logged in as a member of abflow_writer: reads, token checks and every write work
-without DDL; applications (abflow_app) cannot read token hashes or the web audit."""
+without DDL; applications and BI (abflow_app, abflow_reader) cannot read token hashes or the web
+audit, which is append-only for everyone."""
 
 from __future__ import annotations
 
-import secrets
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import ProgrammingError
-from sqlalchemy.pool import NullPool
 
 from abflow.definitions import Experiment
 from abflow.settings import Settings
+from tests.conftest import login_engine
 from tests.web.conftest import DEFINITION_FOR_ROLES, auth, config_row, make_app
-
-
-def _login(engine: Engine, settings: Settings, group: str) -> Iterator[Engine]:
-    name = f"t_web_{group}_{uuid.uuid4().hex[:8]}"
-    password = secrets.token_hex(16)
-    with engine.begin() as conn:
-        conn.execute(text(f"create role {name} login password '{password}' in role {group}"))
-    url = make_url(engine.url.render_as_string(hide_password=False)).set(
-        username=name, password=password
-    )
-    user_engine = create_engine(
-        url, poolclass=NullPool,
-        connect_args={"options": f"-c search_path={settings.schema_name}"},
-    )  # fmt: skip
-    try:
-        yield user_engine
-    finally:
-        user_engine.dispose()
-        with engine.begin() as conn:
-            conn.execute(text(f"drop owned by {name}"))
-            conn.execute(text(f"drop role {name}"))
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +22,15 @@ def writer_engine(
     web_engine: Engine, web_settings: Settings, web_demo: dict[str, Experiment]
 ) -> Iterator[Engine]:
     """Connected as a login member of abflow_writer."""
-    yield from _login(web_engine, web_settings, "abflow_writer")
+    yield from login_engine(web_engine, web_settings, "abflow_writer")
 
 
-@pytest.fixture(scope="module")
-def app_engine(web_engine: Engine, web_settings: Settings) -> Iterator[Engine]:
-    """Connected as a login member of abflow_app."""
-    yield from _login(web_engine, web_settings, "abflow_app")
+@pytest.fixture(scope="module", params=["abflow_app", "abflow_reader"])
+def other_engine(
+    request: pytest.FixtureRequest, web_engine: Engine, web_settings: Settings
+) -> Iterator[Engine]:
+    """Connected as a login member of abflow_app, then of abflow_reader."""
+    yield from login_engine(web_engine, web_settings, request.param)
 
 
 def test_the_web_app_runs_as_a_writer_login(
@@ -86,9 +66,25 @@ def test_the_web_app_runs_as_a_writer_login(
     assert [(a["action"], a["actor"]) for a in cfg["audit"]] == [
         ("promote", "alice"), ("rollback", "alice"), ("unpin", "alice"),
     ]  # fmt: skip
+    # The database records who really wrote them: the web app's login (006's trigger).
+    login = str(writer_engine.url.username)
+    assert {a["db_user"] for a in cfg["audit"]} == {login}
 
 
-def test_apps_cannot_read_token_hashes_or_the_web_audit(app_engine: Engine) -> None:
+def test_apps_and_bi_cannot_read_token_hashes_or_the_web_audit(other_engine: Engine) -> None:
     for table in ("web_tokens", "web_audit"):
-        with app_engine.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
+        with other_engine.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
             conn.execute(text(f"select * from {table}"))  # noqa: S608
+
+
+def test_web_audit_is_append_only_even_for_the_owner(web_engine: Engine) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    for sql in ("update web_audit set detail = 'x'", "delete from web_audit",
+                "truncate web_audit"):  # fmt: skip
+        with web_engine.begin() as conn:
+            conn.execute(
+                text("insert into web_audit (token_name, action, outcome) values ('t', 'p', 'ok')")
+            )
+        with web_engine.begin() as conn, pytest.raises(DBAPIError, match="append-only"):
+            conn.execute(text(sql))
