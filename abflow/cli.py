@@ -589,6 +589,61 @@ def validate(
         raise typer.Exit(2)
 
 
+@app.command("sql")
+def sql_(
+    experiment: Annotated[
+        str, typer.Option("--experiment", "-e", help="experiment key, or a YAML definition file")
+    ],
+    dialect: Annotated[
+        str | None,
+        typer.Option(
+            "--dialect",
+            "-d",
+            help="postgres|duckdb|spark|snowflake|bigquery|databricks|trino|redshift "
+            "(default: the configured warehouse's)",
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="ISO timestamp (default: now)")
+    ] = None,
+) -> None:
+    """Print every statement abflow runs (or would run) for an experiment, in one dialect."""
+    from abflow.warehouse.dialects import DIALECTS
+    from abflow.warehouse.engines import warehouse_kind
+    from abflow.warehouse.extract import default_sources
+    from abflow.warehouse.show import experiment_sql
+
+    def go() -> str:
+        s = get_settings()
+        configured = warehouse_kind(s.warehouse_url).dialect if s.warehouse_url else "postgres"
+        target = dialect or configured
+        if target not in DIALECTS:
+            raise CliError(f"--dialect {target!r}: expected one of {', '.join(DIALECTS)}")
+        when = _parse_ts(as_of) or datetime.now(UTC)
+        path = Path(experiment)
+        if experiment.endswith((".yaml", ".yml")) or path.is_file():
+            found = load_experiment_files([path])
+            if len(found) != 1:
+                raise CliError(f"{experiment}: expected one experiment definition")
+            definition = found[0]
+        else:
+            from abflow.warehouse.experiments_repo import list_experiments
+
+            engine = _engine(s)
+            try:
+                with engine.connect() as conn:
+                    matches = [e for e in list_experiments(conn) if e.key == experiment]
+            finally:
+                engine.dispose()
+            if not matches:
+                raise CliError(f"unknown experiment key: {experiment}")
+            definition = matches[0]
+        sources = default_sources(s.assignments_source, s.events_source)
+        return experiment_sql(definition, when, target, sources)
+
+    sys.stdout.write(_run_guarded(go))
+
+
 @app.command()
 def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q"),

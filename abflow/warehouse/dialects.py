@@ -354,9 +354,48 @@ class Rendered:
     select_sql: str = ""
 
 
+def _timestamp_arithmetic(query: exp.Expr) -> exp.Expr:
+    """`ts + n * interval '1 unit'` (or `-`) -> TIMESTAMPADD(unit, n, ts) for every engine.
+
+    Multiplying an interval is PostgreSQL's way; Snowflake has no interval arithmetic, BigQuery
+    multiplies intervals by integers only, and sqlglot's DATE_ADD for Spark truncates to a date.
+    sqlglot renders a TimestampAdd node correctly everywhere (`ts + INTERVAL '1 SECOND' * n`,
+    `TIMESTAMPADD`, `TIMESTAMP_ADD`, `DATE_ADD('SECOND', ...)`), so the canonical form is
+    rewritten into it before rendering.
+    """
+
+    def scaled_interval(node: exp.Expr) -> tuple[exp.Expr, str] | None:
+        if not isinstance(node, exp.Mul):
+            return None
+        for interval, factor in ((node.left, node.right), (node.right, node.left)):
+            if (
+                isinstance(interval, exp.Interval)
+                and interval.this is not None
+                and interval.this.name == "1"
+                and interval.unit is not None
+            ):
+                return factor, interval.unit.name.upper()
+        return None
+
+    def transform(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Add | exp.Sub):
+            found = scaled_interval(node.right)
+            if found:
+                amount, unit = found
+                if isinstance(node, exp.Sub):
+                    amount = exp.Neg(this=exp.paren(amount.copy()))
+                return exp.TimestampAdd(
+                    this=node.left.copy(), expression=amount.copy(), unit=exp.var(unit)
+                )
+        return node
+
+    return query.transform(transform)
+
+
 def to_sql(query: exp.Expr, dialect_name: str) -> str:
     """Generate `query` in `dialect_name`; constructs the dialect cannot express raise."""
     d = dialect(dialect_name)
+    query = _timestamp_arithmetic(query)
     try:
         return query.sql(
             dialect=d.sqlglot, pretty=True, unsupported_level=ErrorLevel.RAISE, comments=False

@@ -16,6 +16,7 @@ PostgreSQL results database (`ABFLOW_DATABASE_URL`), never to the warehouse.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import uuid
@@ -29,6 +30,9 @@ from urllib.parse import unquote, urlsplit
 from abflow.warehouse.dialects import Rendered, Source, Statement, render_plan
 
 _PLACEHOLDER_PG = re.compile(r"%\(\w+\)s")
+_SECRET_PARAM = re.compile(
+    r"(?i)[?&;](token|password|pwd|secret|key|access_token|private_key\w*|credentials\w*)=([^&;]+)"
+)
 
 
 class UnsupportedWarehouse(ValueError):
@@ -151,15 +155,13 @@ class DuckDBWarehouse:
 
     @classmethod
     def from_url(cls, url: str) -> DuckDBWarehouse:
-        parts = urlsplit(url)
-        path = unquote(parts.path)
-        if parts.netloc and parts.netloc != "":
-            path = unquote(parts.netloc) + path
-        if path.startswith("/") and url.startswith("duckdb:///"):
-            path = path[1:] if path.startswith("/:memory:") else path
-        if path in ("", "/", ":memory:", "/:memory:"):
-            path = ":memory:"
-        read_only = "read_only=true" in (parts.query or "").lower()
+        """`duckdb:///relative.duckdb`, `duckdb:////absolute.duckdb` (SQLAlchemy's convention),
+        `duckdb:///:memory:`; `?read_only=true` opens the file read-only."""
+        if not url.startswith("duckdb:///"):
+            raise ValueError("a DuckDB URL starts with duckdb:/// (duckdb:////abs/path.duckdb)")
+        rest, _, query = url.removeprefix("duckdb:///").partition("?")
+        path = unquote(rest) or ":memory:"
+        read_only = "read_only=true" in query.lower()
         return cls(path, read_only=read_only)
 
     def connection(self) -> Any:
@@ -267,6 +269,8 @@ def spark_session(url: str) -> Any:
         else:
             rest = url.removeprefix("spark://") or "local[*]"
             master = rest if rest.startswith("local") else f"spark://{rest}"
+            if master.startswith("local"):
+                os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             builder = cast(Any, SparkSession.builder).master(master).appName("abflow")
             for key, value in SPARK_LOCAL_CONF.items():
                 builder = builder.config(key, value)
@@ -279,6 +283,9 @@ def spark_session(url: str) -> Any:
 
 SPARK_LOCAL_CONF = {
     "spark.sql.session.timeZone": "UTC",
+    # a local session talks to itself on the loopback interface only
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     # small data on few cores: 200 shuffle partitions cost more than they split
@@ -303,6 +310,10 @@ def redact(text: str, url: str | None) -> str:
         secrets.add(unquote(parts.password))
     if parts.username and parts.password:
         secrets.add(f"{parts.username}:{parts.password}")
+    # credentials passed as parameters: ?password=..., ;token=... (Spark Connect), key=...
+    for match in _SECRET_PARAM.finditer(url):
+        secrets.add(match.group(2))
+        secrets.add(unquote(match.group(2)))
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= 3:
             text = text.replace(secret, "***")

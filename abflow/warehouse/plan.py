@@ -27,7 +27,7 @@ METRIC_DEF_COLUMNS: tuple[tuple[str, str], ...] = (
     ("num_agg", "text"),
     ("den_event", "text"),
     ("den_agg", "text"),
-    ("window_hours", "double precision"),
+    ("window_seconds", "bigint"),
 )
 
 
@@ -79,7 +79,7 @@ def metric_defs_table(experiment: Experiment) -> ParamTable:
             d["num_agg"],
             d["den_event"],
             d["den_agg"],
-            None if d["window_hours"] is None else float(d["window_hours"]),
+            None if d["window_hours"] is None else round(float(d["window_hours"]) * 3600),
         )
         for i, d in enumerate(metric_definitions(experiment), start=1)
     )

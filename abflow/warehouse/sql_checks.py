@@ -39,6 +39,9 @@ ASSETS = "queries/check_assets.sql"
 NOTE = "validated in SQL on this engine (no GX datasource); offending rows are not sampled"
 
 
+RUN_TIME = "(the wall-clock time of the run)"
+
+
 def run_sql_checks(
     executor: Executor,
     experiment: Experiment,
@@ -50,32 +53,49 @@ def run_sql_checks(
 ) -> list[CheckOutcome]:
     """Every expectation of the suites, evaluated in the warehouse; one outcome per check."""
     now = now or datetime.now(UTC)
-    params = suite_parameters(experiment, as_of, now, previous_units)
-    values = {
-        "experiment_key": experiment.key,
-        "as_of": as_of,
-        "now": now,
-        "start_at": experiment.start_at,
-        "window_end": plan.analysis_end(experiment, as_of),
-        "events_from": experiment.start_at - timedelta(days=plan.lookback_days(experiment)),
-        "event_names": metric_event_names(experiment),
-        "variants": [v.key for v in experiment.variants],
-    }
-    suites = {name: bind_suite(load_suite(name), params) for name in SUITE_NAMES}
-    statements = []
-    builders = {}
-    for name, expectations in suites.items():
-        builder = _SuiteQuery(name)
-        for i, e in enumerate(expectations):
-            builder.add(i, e)
-        builders[name] = builder
-        statements.append(builder.statement(values))
+    suites = _suites(experiment, as_of, now, previous_units)
+    statements = check_statements(experiment, as_of, now=now, previous_units=previous_units)
     rows = execute_plan(executor, statements, sources)
     outcomes: list[CheckOutcome] = []
     for name, expectations in suites.items():
         row = rows[f"check_{name}"][0]
         outcomes.extend(_outcome(name, i, e, row) for i, e in enumerate(expectations))
     return outcomes
+
+
+def _suites(
+    experiment: Experiment, as_of: datetime, now: Any, previous_units: int | None
+) -> dict[str, list[dict[str, Any]]]:
+    params = suite_parameters(experiment, as_of, now, previous_units)
+    return {name: bind_suite(load_suite(name), params) for name in SUITE_NAMES}
+
+
+def check_statements(
+    experiment: Experiment,
+    as_of: datetime,
+    *,
+    now: datetime | None,
+    previous_units: int | None = None,
+) -> list[Statement]:
+    """One aggregate statement per suite (`now` None: shown as the time of the run)."""
+    current: Any = now if now is not None else RUN_TIME
+    values = {
+        "experiment_key": experiment.key,
+        "as_of": as_of,
+        "now": current,
+        "start_at": experiment.start_at,
+        "window_end": plan.analysis_end(experiment, as_of),
+        "events_from": experiment.start_at - timedelta(days=plan.lookback_days(experiment)),
+        "event_names": metric_event_names(experiment),
+        "variants": [v.key for v in experiment.variants],
+    }
+    statements = []
+    for name, expectations in _suites(experiment, as_of, current, previous_units).items():
+        builder = _SuiteQuery(name)
+        for i, e in enumerate(expectations):
+            builder.add(i, e)
+        statements.append(builder.statement(values))
+    return statements
 
 
 class _SuiteQuery:

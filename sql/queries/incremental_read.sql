@@ -70,8 +70,8 @@ classified_events as (
     inner join abflow_metric_events as m
         on m.event_name = ue.event_name
         and (
-            m.window_hours is null
-            or ue.occurred_at < ue.first_exposed_at + m.window_hours * interval '1 hour'
+            m.window_seconds is null
+            or ue.occurred_at < ue.first_exposed_at + m.window_seconds * interval '1 second'
         )
 ),
 

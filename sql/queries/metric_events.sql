@@ -5,7 +5,9 @@
 --
 -- metric_defs is a parameter table: abflow/warehouse/plan.py supplies it as a CTE of bound
 -- values, one row per metric (metric_id, metric_key, kind, num_event, num_agg, den_event,
--- den_agg, window_hours), so no SQL is built from user keys and no array type is needed.
+-- den_agg, window_seconds), so no SQL is built from user keys and no array type is needed. The
+-- window is whole seconds (an integer): BigQuery and Snowflake add integers to timestamps, not
+-- fractions of an hour.
 
 with
 
@@ -23,7 +25,7 @@ final as (
         r.event_name,
         r.event_name = m.num_event as is_num,
         coalesce(r.event_name = m.den_event, false) as is_den,
-        m.window_hours,
+        m.window_seconds,
         -- y: 'any' is the proportion's 0/1; x only for ratios; c (CUPED) only with a lookback
         case when m.kind = 'proportion' then 'any' else m.num_agg end as y_agg,
         case when m.kind = 'ratio' then m.den_agg end as x_agg,

@@ -45,8 +45,8 @@ unit_metric_events as (
     inner join abflow_metric_events as m
         on m.event_name = e.event_name
         and (
-            m.window_hours is null
-            or e.occurred_at < u.first_exposed_at + m.window_hours * interval '1 hour'
+            m.window_seconds is null
+            or e.occurred_at < u.first_exposed_at + m.window_seconds * interval '1 second'
         )
 ),
 
