@@ -564,18 +564,25 @@ def validate(
                 if (experiment and e.key in experiment)
                 or (not experiment and e.status == "running")
             ]
+            from tasks import engines as elsewhere
+
+            warehouse = elsewhere.is_elsewhere(s, url)
             for e in exps:
-                checks = run_expectations(
-                    url,
-                    s.schema_name,
-                    e,
-                    now,
-                    assignments_source=s.assignments_source,
-                    events_source=s.events_source,
-                )
-                exposure = extract.fetch_exposure_summary(
-                    conn, e, now, assignments=s.assignments_source
-                )
+                if warehouse and not warehouse.startswith("postgres"):  # DuckDB, Spark
+                    checks = elsewhere.checks_elsewhere(s, warehouse, e, now, None)
+                    exposure = elsewhere.exposure_elsewhere(s, warehouse, e, now)
+                else:
+                    checks = run_expectations(
+                        warehouse or url,
+                        s.schema_name,
+                        e,
+                        now,
+                        assignments_source=s.assignments_source,
+                        events_source=s.events_source,
+                    )
+                    exposure = extract.fetch_exposure_summary(
+                        conn, e, now, assignments=s.assignments_source
+                    )
                 checks += health.exposure_checks(e, exposure)
                 bad = [c for c in checks if not c.passed]
                 failures += len(health.critical_failures(checks))

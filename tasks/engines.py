@@ -104,6 +104,22 @@ def extract_elsewhere(
     return stats, exposure
 
 
+def exposure_elsewhere(
+    settings: Settings, url: str, experiment: Experiment, as_of: datetime
+) -> ExposureSummary:
+    """Only the exposure summary on a DuckDB or Spark warehouse (`abflow validate`)."""
+    try:
+        sources = extract.default_sources(settings.assignments_source, settings.events_source)
+        with open_warehouse(url).session() as executor:
+            _, exposure = extract.analyse_in_warehouse(
+                executor, experiment, as_of, sources, stats=False
+            )
+    except Exception as exc:
+        raise RuntimeError(redact(f"{type(exc).__name__}: {exc}", url)) from None
+    assert exposure is not None
+    return exposure
+
+
 def checks_elsewhere(
     settings: Settings,
     url: str,
