@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -31,6 +32,10 @@ console = Console(width=None if Console().is_terminal else 150)
 err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 150)
 
 DEMO_AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
+
+# Great Expectations imports pyspark when it is installed (the spark extra), and pyspark warns
+# about pandas 3 on import; abflow never hands pandas frames to Spark, so the CLI stays quiet.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
 
 
 class CliError(Exception):

@@ -214,19 +214,11 @@ WITH unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id,
     m.metric_id,
-    m.y_agg,
-    m.x_agg,
-    m.c_agg,
+    u.first_exposed_at,
     e.occurred_at,
     e.value,
     m.is_num,
-    m.is_den,
-    e.occurred_at >= u.first_exposed_at AS post,
-    e.occurred_at < u.first_exposed_at
-    AND e.occurred_at >= TIMESTAMPADD(DAY, -(
-      CAST(:lookback_days AS INT)
-    ), u.first_exposed_at) AS pre,
-    e.occurred_at < u.first_exposed_at AND e.occurred_at >= :start_at AS early
+    m.is_den
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -243,52 +235,90 @@ WITH unit_values_unit_metric_events AS (
       m.window_seconds IS NULL
       OR e.occurred_at < TIMESTAMPADD(SECOND, m.window_seconds, u.first_exposed_at)
     )
-), unit_values_unit_metric_values AS (
+), unit_values_phased_events AS (
   SELECT
     unit_id,
     metric_id,
-    CASE y_agg
-      WHEN 'any'
-      THEN CASE WHEN COUNT_IF(is_num AND post) > 0 THEN 1.0 ELSE 0.0 END
-      WHEN 'sum'
-      THEN COALESCE(SUM(IFF(is_num AND post, value, NULL)), 0.0)
-      WHEN 'count'
-      THEN CAST(COUNT_IF(is_num AND post) AS DOUBLE)
-      WHEN 'mean'
-      THEN AVG(IFF(is_num AND post, value, NULL))
-      WHEN 'max'
-      THEN MAX(IFF(is_num AND post, value, NULL))
-    END AS y,
-    CASE x_agg
-      WHEN 'sum'
-      THEN COALESCE(SUM(IFF(is_den AND post, value, NULL)), 0.0)
-      WHEN 'count'
-      THEN CAST(COUNT_IF(is_den AND post) AS DOUBLE)
-      WHEN 'mean'
-      THEN AVG(IFF(is_den AND post, value, NULL))
-      WHEN 'max'
-      THEN MAX(IFF(is_den AND post, value, NULL))
-    END AS x,
-    CASE c_agg
-      WHEN 'any'
-      THEN CASE WHEN COUNT_IF(is_num AND pre) > 0 THEN 1.0 ELSE 0.0 END
-      WHEN 'sum'
-      THEN COALESCE(SUM(IFF(is_num AND pre, value, NULL)), 0.0)
-      WHEN 'count'
-      THEN CAST(COUNT_IF(is_num AND pre) AS DOUBLE)
-      WHEN 'mean'
-      THEN COALESCE(AVG(IFF(is_num AND pre, value, NULL)), 0.0)
-      WHEN 'max'
-      THEN COALESCE(MAX(IFF(is_num AND pre, value, NULL)), 0.0)
-    END AS c,
-    COUNT_IF(is_num AND early) > 0 AS contaminated
+    value,
+    is_num AND occurred_at >= first_exposed_at AS num_post,
+    is_den AND occurred_at >= first_exposed_at AS den_post,
+    is_num
+    AND occurred_at < first_exposed_at
+    AND occurred_at >= TIMESTAMPADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), first_exposed_at) AS num_pre,
+    is_num AND occurred_at < first_exposed_at AND occurred_at >= :start_at AS num_early
   FROM unit_values_unit_metric_events AS unit_metric_events
+), unit_values_unit_metric_aggregates AS (
+  SELECT
+    unit_id,
+    metric_id,
+    COUNT_IF(num_post) AS num_count,
+    SUM(IFF(num_post, value, NULL)) AS num_sum,
+    AVG(IFF(num_post, value, NULL)) AS num_mean,
+    MAX(IFF(num_post, value, NULL)) AS num_max,
+    COUNT_IF(den_post) AS den_count,
+    SUM(IFF(den_post, value, NULL)) AS den_sum,
+    AVG(IFF(den_post, value, NULL)) AS den_mean,
+    MAX(IFF(den_post, value, NULL)) AS den_max,
+    COUNT_IF(num_pre) AS pre_count,
+    SUM(IFF(num_pre, value, NULL)) AS pre_sum,
+    AVG(IFF(num_pre, value, NULL)) AS pre_mean,
+    MAX(IFF(num_pre, value, NULL)) AS pre_max,
+    COUNT_IF(num_early) AS early_count
+  FROM unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
+    metric_id
+), unit_values_metric_aggs AS (
+  SELECT DISTINCT
     metric_id,
     y_agg,
     x_agg,
     c_agg
+  FROM abflow_metric_events
+), unit_values_unit_metric_values AS (
+  SELECT
+    a.unit_id,
+    a.metric_id,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.num_mean
+      WHEN 'max'
+      THEN a.num_max
+    END AS y,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.den_mean
+      WHEN 'max'
+      THEN a.den_max
+    END AS x,
+    CASE m.c_agg
+      WHEN 'any'
+      THEN CASE WHEN a.pre_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.pre_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.pre_count AS DOUBLE)
+      WHEN 'mean'
+      THEN COALESCE(a.pre_mean, 0.0)
+      WHEN 'max'
+      THEN COALESCE(a.pre_max, 0.0)
+    END AS c,
+    a.early_count > 0 AS contaminated
+  FROM unit_values_unit_metric_aggregates AS a
+  INNER JOIN unit_values_metric_aggs AS m
+    ON m.metric_id = a.metric_id
 ), unit_values AS (
   SELECT
     *
