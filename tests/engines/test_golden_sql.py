@@ -69,6 +69,13 @@ def test_traps_are_avoided() -> None:
         assert trap not in text, trap
 
 
+def test_redshift_gets_no_aggregate_filter_clause() -> None:
+    """Redshift has no FILTER (WHERE ...) on aggregates: CASE inside the aggregate instead."""
+    text = (GOLDEN / "checkout_button.redshift.sql").read_text(encoding="utf-8")
+    assert "FILTER(" not in text and "COUNT(CASE WHEN" in text
+    assert "FILTER(" in (GOLDEN / "checkout_button.postgres.sql").read_text(encoding="utf-8")
+
+
 def test_parquet_sources_render_only_for_duckdb_and_spark() -> None:
     sources = {
         "assignments": Source.parse("parquet:/data/assignments/*.parquet"),

@@ -259,32 +259,19 @@ WITH unit_values_unit_metric_events AS (
   SELECT
     unit_id,
     metric_id,
-    COUNT(*) FILTER(WHERE
-      num_post) AS num_count,
-    SUM(value) FILTER(WHERE
-      num_post) AS num_sum,
-    AVG(value) FILTER(WHERE
-      num_post) AS num_mean,
-    MAX(value) FILTER(WHERE
-      num_post) AS num_max,
-    COUNT(*) FILTER(WHERE
-      den_post) AS den_count,
-    SUM(value) FILTER(WHERE
-      den_post) AS den_sum,
-    AVG(value) FILTER(WHERE
-      den_post) AS den_mean,
-    MAX(value) FILTER(WHERE
-      den_post) AS den_max,
-    COUNT(*) FILTER(WHERE
-      num_pre) AS pre_count,
-    SUM(value) FILTER(WHERE
-      num_pre) AS pre_sum,
-    AVG(value) FILTER(WHERE
-      num_pre) AS pre_mean,
-    MAX(value) FILTER(WHERE
-      num_pre) AS pre_max,
-    COUNT(*) FILTER(WHERE
-      num_early) AS early_count
+    COUNT(CASE WHEN num_post THEN 1 END) AS num_count,
+    SUM(CASE WHEN num_post THEN value END) AS num_sum,
+    AVG(CASE WHEN num_post THEN value END) AS num_mean,
+    MAX(CASE WHEN num_post THEN value END) AS num_max,
+    COUNT(CASE WHEN den_post THEN 1 END) AS den_count,
+    SUM(CASE WHEN den_post THEN value END) AS den_sum,
+    AVG(CASE WHEN den_post THEN value END) AS den_mean,
+    MAX(CASE WHEN den_post THEN value END) AS den_max,
+    COUNT(CASE WHEN num_pre THEN 1 END) AS pre_count,
+    SUM(CASE WHEN num_pre THEN value END) AS pre_sum,
+    AVG(CASE WHEN num_pre THEN value END) AS pre_mean,
+    MAX(CASE WHEN num_pre THEN value END) AS pre_max,
+    COUNT(CASE WHEN num_early THEN 1 END) AS early_count
   FROM unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
@@ -353,13 +340,10 @@ WITH unit_values_unit_metric_events AS (
     SUM(uv.x) AS denominator_sum,
     SUM(uv.x * uv.x) AS denominator_sum_squares,
     SUM(uv.x * uv.y) AS sum_products,
-    SUM(uv.c) FILTER(WHERE
-      uv.y IS NOT NULL) AS covariate_sum,
-    SUM(uv.c * uv.c) FILTER(WHERE
-      uv.y IS NOT NULL) AS covariate_sum_squares,
+    SUM(CASE WHEN uv.y IS NOT NULL THEN uv.c END) AS covariate_sum,
+    SUM(CASE WHEN uv.y IS NOT NULL THEN uv.c * uv.c END) AS covariate_sum_squares,
     SUM(uv.c * uv.y) AS covariate_sum_products,
-    COUNT(*) FILTER(WHERE
-      uv.contaminated) AS contaminated_units
+    COUNT(CASE WHEN uv.contaminated THEN 1 END) AS contaminated_units
   FROM unit_values AS uv
   INNER JOIN abflow_unit_segments AS us
     ON us.unit_id = uv.unit_id
@@ -511,42 +495,42 @@ SELECT
   COUNT(*) AS e0_n,
   COUNT(*) AS e1_n,
   0 AS e1_missing,
-  COUNT(*) FILTER(WHERE
-    experiment_key IS NULL) AS e1_bad,
+  COUNT(CASE WHEN experiment_key IS NULL THEN 1 END) AS e1_bad,
   COUNT(*) AS e2_n,
   0 AS e2_missing,
-  COUNT(*) FILTER(WHERE
-    unit_id IS NULL) AS e2_bad,
+  COUNT(CASE WHEN unit_id IS NULL THEN 1 END) AS e2_bad,
   COUNT(*) AS e3_n,
   0 AS e3_missing,
-  COUNT(*) FILTER(WHERE
-    variant_key IS NULL) AS e3_bad,
+  COUNT(CASE WHEN variant_key IS NULL THEN 1 END) AS e3_bad,
   COUNT(*) AS e4_n,
   0 AS e4_missing,
-  COUNT(*) FILTER(WHERE
-    assigned_at IS NULL) AS e4_bad,
+  COUNT(CASE WHEN assigned_at IS NULL THEN 1 END) AS e4_bad,
   COUNT(*) AS e5_n,
-  COUNT(*) FILTER(WHERE
-    variant_key IS NULL) AS e5_missing,
-  COUNT(*) FILTER(WHERE
-    NOT variant_key IS NULL AND (
-      NOT variant_key IN (%(e5_set_0)s, %(e5_set_1)s)
-    )) AS e5_bad,
+  COUNT(CASE WHEN variant_key IS NULL THEN 1 END) AS e5_missing,
+  COUNT(
+    CASE
+      WHEN NOT variant_key IS NULL AND (
+        NOT variant_key IN (%(e5_set_0)s, %(e5_set_1)s)
+      )
+      THEN 1
+    END
+  ) AS e5_bad,
   COUNT(*) AS e6_n,
-  COUNT(*) FILTER(WHERE
-    assigned_at IS NULL) AS e6_missing,
-  COUNT(*) FILTER(WHERE
-    NOT assigned_at IS NULL
-    AND (
-      assigned_at < %(e6_min)s OR assigned_at > %(e6_max)s
-    )) AS e6_bad,
+  COUNT(CASE WHEN assigned_at IS NULL THEN 1 END) AS e6_missing,
+  COUNT(
+    CASE
+      WHEN NOT assigned_at IS NULL
+      AND (
+        assigned_at < %(e6_min)s OR assigned_at > %(e6_max)s
+      )
+      THEN 1
+    END
+  ) AS e6_bad,
   COUNT(*) AS e7_n,
-  COUNT(*) FILTER(WHERE
-    assigned_at IS NULL) AS e7_missing,
-  COUNT(*) FILTER(WHERE
-    NOT assigned_at IS NULL AND (
-      assigned_at > %(e7_max)s
-    )) AS e7_bad
+  COUNT(CASE WHEN assigned_at IS NULL THEN 1 END) AS e7_missing,
+  COUNT(CASE WHEN NOT assigned_at IS NULL AND (
+    assigned_at > %(e7_max)s
+  ) THEN 1 END) AS e7_bad
 FROM asset;
 
 -- [7] check_events: rows come back to Python
@@ -603,43 +587,41 @@ WITH asset AS (
 SELECT
   COUNT(*) AS e0_n,
   0 AS e0_missing,
-  COUNT(*) FILTER(WHERE
-    unit_id IS NULL) AS e0_bad,
+  COUNT(CASE WHEN unit_id IS NULL THEN 1 END) AS e0_bad,
   COUNT(*) AS e1_n,
   0 AS e1_missing,
-  COUNT(*) FILTER(WHERE
-    event_name IS NULL) AS e1_bad,
+  COUNT(CASE WHEN event_name IS NULL THEN 1 END) AS e1_bad,
   COUNT(*) AS e2_n,
   0 AS e2_missing,
-  COUNT(*) FILTER(WHERE
-    occurred_at IS NULL) AS e2_bad,
+  COUNT(CASE WHEN occurred_at IS NULL THEN 1 END) AS e2_bad,
   COUNT(*) AS e3_n,
-  COUNT(*) FILTER(WHERE
-    occurred_at IS NULL) AS e3_missing,
-  COUNT(*) FILTER(WHERE
-    NOT occurred_at IS NULL AND (
-      occurred_at > %(e3_max)s
-    )) AS e3_bad,
-  COUNT(*) FILTER(WHERE
-    event_name IN (%(e4_cond_0)s, %(e4_cond_1)s)) AS e4_n,
+  COUNT(CASE WHEN occurred_at IS NULL THEN 1 END) AS e3_missing,
+  COUNT(CASE WHEN NOT occurred_at IS NULL AND (
+    occurred_at > %(e3_max)s
+  ) THEN 1 END) AS e3_bad,
+  COUNT(CASE WHEN event_name IN (%(e4_cond_0)s, %(e4_cond_1)s) THEN 1 END) AS e4_n,
   0 AS e4_missing,
-  COUNT(*) FILTER(WHERE
-    event_name IN (%(e4_cond_0)s, %(e4_cond_1)s) AND value IS NULL) AS e4_bad,
-  COUNT(*) FILTER(WHERE
-    event_name IN (%(e5_cond_0)s, %(e5_cond_1)s)) AS e5_n,
-  COUNT(*) FILTER(WHERE
-    event_name IN (%(e5_cond_0)s, %(e5_cond_1)s) AND value IS NULL) AS e5_missing,
-  COUNT(*) FILTER(WHERE
-    (
-      event_name IN (%(e5_cond_0)s, %(e5_cond_1)s) AND NOT value IS NULL
-    )
-    AND (
-      value < %(e5_min)s OR value > %(e5_max)s
-    )) AS e5_bad,
+  COUNT(
+    CASE WHEN event_name IN (%(e4_cond_0)s, %(e4_cond_1)s) AND value IS NULL THEN 1 END
+  ) AS e4_bad,
+  COUNT(CASE WHEN event_name IN (%(e5_cond_0)s, %(e5_cond_1)s) THEN 1 END) AS e5_n,
+  COUNT(
+    CASE WHEN event_name IN (%(e5_cond_0)s, %(e5_cond_1)s) AND value IS NULL THEN 1 END
+  ) AS e5_missing,
+  COUNT(
+    CASE
+      WHEN (
+        event_name IN (%(e5_cond_0)s, %(e5_cond_1)s) AND NOT value IS NULL
+      )
+      AND (
+        value < %(e5_min)s OR value > %(e5_max)s
+      )
+      THEN 1
+    END
+  ) AS e5_bad,
   COUNT(*) AS e6_n,
   0 AS e6_missing,
-  COUNT(*) FILTER(WHERE
-    NOT duplicate_of IS NULL) AS e6_bad
+  COUNT(CASE WHEN NOT duplicate_of IS NULL THEN 1 END) AS e6_bad
 FROM asset;
 
 -- [8] check_variant_stats: rows come back to Python
@@ -675,8 +657,6 @@ WITH asset AS (
     variant_key
 )
 SELECT
-  COUNT(*) FILTER(WHERE
-    variant_key = %(e0_want_0)s) AS e0_has_0,
-  COUNT(*) FILTER(WHERE
-    variant_key = %(e0_want_1)s) AS e0_has_1
+  COUNT(CASE WHEN variant_key = %(e0_want_0)s THEN 1 END) AS e0_has_0,
+  COUNT(CASE WHEN variant_key = %(e0_want_1)s THEN 1 END) AS e0_has_1
 FROM asset;
