@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -36,6 +37,10 @@ err_console = Console(
 )
 
 DEMO_AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
+
+# Great Expectations imports pyspark when it is installed (the spark extra), and pyspark warns
+# about pandas 3 on import; abflow never hands pandas frames to Spark, so the CLI stays quiet.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
 
 
 _ACTOR_HELP = (
@@ -609,18 +614,25 @@ def validate(
             for key, msg in sorted(broken.items()):
                 failures += 1
                 console.print(Text(f"{key}: invalid stored definition: {msg}", style="red"))
+            from tasks import engines as elsewhere
+
+            warehouse = elsewhere.is_elsewhere(s, url)
             for e in exps:
-                checks = run_expectations(
-                    url,
-                    s.schema_name,
-                    e,
-                    now,
-                    assignments_source=s.assignments_source,
-                    events_source=s.events_source,
-                )
-                exposure = extract.fetch_exposure_summary(
-                    conn, e, now, assignments=s.assignments_source
-                )
+                if warehouse and not warehouse.startswith("postgres"):  # DuckDB, Spark
+                    checks = elsewhere.checks_elsewhere(s, warehouse, e, now, None)
+                    exposure = elsewhere.exposure_elsewhere(s, warehouse, e, now)
+                else:
+                    checks = run_expectations(
+                        warehouse or url,
+                        s.schema_name,
+                        e,
+                        now,
+                        assignments_source=s.assignments_source,
+                        events_source=s.events_source,
+                    )
+                    exposure = extract.fetch_exposure_summary(
+                        conn, e, now, assignments=s.assignments_source
+                    )
                 checks += health.exposure_checks(e, exposure)
                 bad = [c for c in checks if not c.passed]
                 failures += len(health.critical_failures(checks))
@@ -636,6 +648,61 @@ def validate(
 
     if _run_guarded(go):
         raise typer.Exit(2)
+
+
+@app.command("sql")
+def sql_(
+    experiment: Annotated[
+        str, typer.Option("--experiment", "-e", help="experiment key, or a YAML definition file")
+    ],
+    dialect: Annotated[
+        str | None,
+        typer.Option(
+            "--dialect",
+            "-d",
+            help="postgres|duckdb|spark|snowflake|bigquery|databricks|trino|redshift "
+            "(default: the configured warehouse's)",
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="ISO timestamp (default: now)")
+    ] = None,
+) -> None:
+    """Print every statement abflow runs (or would run) for an experiment, in one dialect."""
+    from abflow.warehouse.dialects import DIALECTS
+    from abflow.warehouse.engines import warehouse_kind
+    from abflow.warehouse.extract import default_sources
+    from abflow.warehouse.show import experiment_sql
+
+    def go() -> str:
+        s = get_settings()
+        configured = warehouse_kind(s.warehouse_url).dialect if s.warehouse_url else "postgres"
+        target = dialect or configured
+        if target not in DIALECTS:
+            raise CliError(f"--dialect {target!r}: expected one of {', '.join(DIALECTS)}")
+        when = _parse_ts(as_of) or datetime.now(UTC)
+        path = Path(experiment)
+        if experiment.endswith((".yaml", ".yml")) or path.is_file():
+            found = load_experiment_files([path])
+            if len(found) != 1:
+                raise CliError(f"{experiment}: expected one experiment definition")
+            definition = found[0]
+        else:
+            from abflow.warehouse.experiments_repo import list_experiments
+
+            engine = _engine(s)
+            try:
+                with engine.connect() as conn:
+                    matches = [e for e in list_experiments(conn) if e.key == experiment]
+            finally:
+                engine.dispose()
+            if not matches:
+                raise CliError(f"unknown experiment key: {experiment}")
+            definition = matches[0]
+        sources = default_sources(s.assignments_source, s.events_source)
+        return experiment_sql(definition, when, target, sources)
+
+    sys.stdout.write(_run_guarded(go))
 
 
 @app.command()

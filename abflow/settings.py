@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     report_url: str | None = None
     # Optional Great Expectations Data Docs site per experiment (abflow/warehouse/data_docs.py).
     gx_data_docs_dir: Path | None = None
+    # Where assignments and events live and the aggregation SQL runs (abflow.warehouse.engines):
+    # postgresql+psycopg://..., duckdb:///file.duckdb, spark://local[N], sc://host:15002.
+    # Unset: the results database is also the warehouse. ABFLOW_WAREHOUSE_BLOCK names a Prefect
+    # Secret or SqlAlchemyConnector block holding the URL instead (never logged).
+    warehouse_url: str | None = Field(default=None, repr=False)
+    warehouse_block: str | None = None
     # Incremental refresh (abflow.warehouse.incremental): read only events since the last run
     # plus this lookback for late arrivals; `abflow run --full-refresh` recomputes everything.
     incremental: bool = False

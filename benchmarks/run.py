@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import sqlglot
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
@@ -29,15 +30,23 @@ from sqlalchemy import Connection, Engine
 from abflow.definitions import Experiment
 from abflow.results import SufficientStats
 from abflow.settings import Settings
+from abflow.warehouse import plan
+from abflow.warehouse.dialects import (
+    CANONICAL,
+    Statement,
+    canonical,
+    render_plan,
+    with_ctes,
+)
 from abflow.warehouse.engine import embedded_url, make_engine
+from abflow.warehouse.engines import PostgresExecutor, execute_plan
 from abflow.warehouse.extract import (
     build_analysis_tables,
+    default_sources,
     fetch_sufficient_stats,
-    metric_arrays,
     relation,
 )
 from abflow.warehouse.incremental import fetch_sufficient_stats_incremental
-from abflow.warehouse.sqlfiles import read_sql
 from benchmarks import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,8 +289,6 @@ def query_params(experiment: Experiment) -> dict[str, Any]:
         "as_of": generate.AS_OF,
         "variants": [v.key for v in experiment.variants],
         "lookback_days": lookback,
-        **metric_arrays(experiment),
-        "segments": list(experiment.analysis.segments),
     }
 
 
@@ -343,13 +350,10 @@ def run_abflow(conn: Connection, experiment: Experiment) -> dict[StatKey, StatVa
 
 def run_proposed(conn: Connection, experiment: Experiment,
                  path: Path) -> dict[StatKey, StatValues]:
-    """(b') abflow's units.sql and unit_segments.sql, then the proposed metric_stats.sql."""
-    params = query_params(experiment)
-    build_analysis_tables(conn, params, assignments="assignments")
-    cur = _cursor_execute(conn, proposed_query(path), params)
-    cols = [d.name for d in cur.description or ()]
-    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    cur.close()
+    """(b') abflow's stages, then the proposed per-unit step (a candidate metric_stats.sql)."""
+    build_analysis_tables(conn, experiment, generate.AS_OF, assignments="assignments")
+    rows = execute_plan(PostgresExecutor(conn), [proposed_statement(experiment, path)],
+                        default_sources("assignments", "events"))["metric_stats"]
     return from_stats([_stats_row(r) for r in rows])
 
 
@@ -364,9 +368,20 @@ def _stats_row(row: dict[str, Any]) -> SufficientStats:
     return SufficientStats(**values)
 
 
-def proposed_query(path: Path) -> sql.Composed:
-    """A candidate metric_stats.sql (same parameters and columns) with events composed in."""
-    return sql.SQL(path.read_text(encoding="utf-8")).format(events=relation("events"))
+def proposed_statement(experiment: Experiment, path: Path) -> Statement:
+    """A candidate metric_stats.sql (canonical SQL, same columns) fed into the final step."""
+    candidate = sqlglot.parse_one(path.read_text(encoding="utf-8"), read=CANONICAL)
+    assert isinstance(candidate, sqlglot.exp.Query)
+    final = with_ctes(canonical("queries/metric_final.sql"), [("unit_values", candidate)])
+    values = plan.analysis_values(experiment, generate.AS_OF)
+    return Statement("metric_stats", final).bind(values)
+
+
+def _pg_text(experiment: Experiment, statement: Statement) -> sql.Composed:
+    """A rendered PostgreSQL statement with its values inlined as literals (for EXPLAIN)."""
+    rendered = render_plan([statement], "postgres", default_sources("assignments", "events"))[0]
+    text = re.sub(r"%\((\w+)\)s", lambda m: "{" + m.group(1) + "}", rendered.sql)
+    return sql.SQL(text).format(**{k: sql.Literal(v) for k, v in rendered.params.items()})
 
 
 def compare(expected: dict[StatKey, StatValues], got: dict[StatKey, StatValues]) -> list[str]:
@@ -405,16 +420,18 @@ def explain(engine: Engine, experiment: Experiment, settings: dict[str, str], pa
     params = query_params(experiment)
     prefix = sql.SQL("explain (analyze, buffers, settings) ")
     sections: list[str] = []
+    values = plan.analysis_values(experiment, generate.AS_OF)
     with engine.begin() as conn:
         apply_settings(conn, settings)
-        build_analysis_tables(conn, params, assignments="assignments")
+        build_analysis_tables(conn, experiment, generate.AS_OF, assignments="assignments")
         queries = {
             "(a) reference": reference_query(),
-            "(b) sql/queries/metric_stats.sql": sql.SQL(read_sql("queries/metric_stats.sql"))
-            .format(events=relation("events")),
+            "(b) sql/queries/metric_stats.sql": _pg_text(
+                experiment, plan.metric_stats_statement(values)),
         }
         if proposed:
-            queries[f"(b') proposed {proposed}"] = proposed_query(proposed)
+            queries[f"(b') proposed {proposed}"] = _pg_text(
+                experiment, proposed_statement(experiment, proposed))
         for title, query in queries.items():
             cur = _cursor_execute(conn, prefix + query, params)
             sections.append(f"=== {title}\n" + "\n".join(str(r[0]) for r in cur.fetchall()))

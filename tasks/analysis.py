@@ -13,6 +13,7 @@ from abflow.pipeline import assemble_result
 from abflow.results import CheckOutcome, ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
 from abflow.warehouse.quality import run_expectations
+from tasks import engines
 
 
 @task(
@@ -28,9 +29,15 @@ def validate_data(
     as_of: datetime,
     previous_units: int | None = None,
 ) -> list[CheckOutcome]:
-    """Great Expectations suites inside the warehouse; failures are data, never retried."""
+    """Great Expectations suites inside the warehouse; failures are data, never retried.
+
+    On DuckDB and Spark (no GX datasource) the same suites run as SQL (tasks/engines.py).
+    """
+    elsewhere = engines.is_elsewhere(settings, url)
+    if elsewhere and not elsewhere.startswith("postgres"):
+        return engines.checks_elsewhere(settings, elsewhere, experiment, as_of, previous_units)
     return run_expectations(
-        url,
+        elsewhere or url,
         settings.schema_name,
         experiment,
         as_of,

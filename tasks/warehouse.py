@@ -15,6 +15,7 @@ from abflow.settings import Settings
 from abflow.warehouse import experiments_repo, extract, incremental, promotion, readback, writer
 from abflow.warehouse.engine import make_engine
 from abflow.warehouse.migrate import check_schema
+from tasks import engines
 from tasks.retry import RETRY_DELAYS, retry_transient
 
 
@@ -90,8 +91,14 @@ def extract_aggregates(
     as_of: datetime,
     full_refresh: bool = False,
 ) -> tuple[list[SufficientStats], ExposureSummary]:
-    """Sufficient statistics (incremental refresh or one full pass) and the exposure summary."""
-    with engine_for(settings, url).connect() as conn:
+    """Sufficient statistics (incremental refresh or one full pass) and the exposure summary.
+
+    In the warehouse (ABFLOW_WAREHOUSE_URL, tasks/engines.py) when it is not the results database.
+    """
+    elsewhere = engines.is_elsewhere(settings, url)
+    if elsewhere and not elsewhere.startswith("postgres"):
+        return engines.extract_elsewhere(settings, elsewhere, experiment, as_of, full_refresh)
+    with engine_for(settings, elsewhere or url).connect() as conn:
         # Repeatable read: both queries see the same snapshot of a table being appended to.
         # A refresh racing another one of the same experiment fails to serialise and is retried.
         conn = conn.execution_options(isolation_level="REPEATABLE READ")

@@ -1,7 +1,12 @@
-"""Extraction: run the aggregate queries in the warehouse; only sufficient statistics come back."""
+"""Extraction: run the aggregate queries in the warehouse; only sufficient statistics come back.
+
+The statements come from abflow.warehouse.plan (one canonical source, rendered per dialect);
+this module runs them and turns their rows into records.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -10,12 +15,14 @@ from sqlalchemy import Connection
 
 from abflow.definitions import Experiment
 from abflow.results import ExposureSummary, SufficientStats
-from abflow.warehouse.sqlfiles import read_sql
+from abflow.warehouse import plan
+from abflow.warehouse.dialects import Source
+from abflow.warehouse.engines import Executor, PostgresExecutor, execute_plan
 
 # Event values outside [-VALUE_LIMIT, VALUE_LIMIT] (and NaN, ±Infinity) are bad rows: the metric
 # SQL reads them as missing, so sums of squares cannot overflow double precision (~1e154 would),
 # and the critical GX check gx_events_value_finite_in_range names them (the run is unhealthy).
-VALUE_LIMIT = 1e12
+VALUE_LIMIT = plan.VALUE_LIMIT
 
 
 def relation(name: str) -> sql.Composable:
@@ -27,44 +34,39 @@ def relation(name: str) -> sql.Composable:
 
 
 def metric_definitions(experiment: Experiment) -> list[dict[str, Any]]:
-    """Metric definitions as plain records (metric_arrays; the incremental definition hash)."""
-    return [
-        {
-            "metric_key": m.key,
-            "kind": m.kind,
-            "num_event": m.numerator_event,
-            "num_agg": m.numerator_agg,
-            "den_event": m.denominator_event,
-            "den_agg": m.denominator_agg,
-            "window_hours": m.window_hours,
-        }
-        for m in experiment.metrics
-    ]
+    """Metric definitions as plain records (the metric_defs table; the incremental hash)."""
+    return plan.metric_definitions(experiment)
 
 
-def metric_arrays(experiment: Experiment) -> dict[str, list[Any]]:
-    """Metric definitions as parallel arrays (metric_events.sql unnests them in lockstep)."""
-    defs = metric_definitions(experiment)
-    names = {
-        "metric_keys": "metric_key",
-        "metric_kinds": "kind",
-        "num_events": "num_event",
-        "num_aggs": "num_agg",
-        "den_events": "den_event",
-        "den_aggs": "den_agg",
-        "window_hours": "window_hours",
-    }
-    arrays = {param: [d[field] for d in defs] for param, field in names.items()}
-    return {"metric_ids": list(range(1, len(defs) + 1)), **arrays}
+def default_sources(assignments: str, events: str) -> dict[str, Source]:
+    """The source relations as `Source`s ('name', 'schema.name' or 'parquet:/path')."""
+    return {"assignments": Source.parse(assignments), "events": Source.parse(events)}
 
 
-def _execute(conn: Connection, template: str, params: dict[str, Any], sources: dict[str, str]):
-    query = sql.SQL(template).format(**{k: relation(v) for k, v in sources.items()})
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    cur = raw.cursor()
-    cur.execute(query, params)
-    return cur
+def analyse_in_warehouse(
+    executor: Executor,
+    experiment: Experiment,
+    as_of: datetime,
+    sources: Mapping[str, Source],
+    *,
+    stats: bool = True,
+    exposure: bool = True,
+) -> tuple[list[SufficientStats], ExposureSummary | None]:
+    """One full analysis on any executed engine: sufficient statistics and exposure summary.
+
+    Runs the statements of `plan.analysis_plan` rendered for the executor's dialect, inside the
+    executor's snapshot; only aggregate rows come back.
+    """
+    if stats:
+        statements = plan.analysis_plan(experiment, as_of)
+    else:
+        statements = [plan.exposure_statement(plan.analysis_values(experiment, as_of))]
+    if not exposure:
+        statements = [s for s in statements if s.name != "exposure_summary"]
+    rows = execute_plan(executor, statements, sources)
+    records = [stats_from_row(r) for r in rows["metric_stats"]] if stats else []
+    summary = exposure_from_rows(experiment, rows["exposure_summary"]) if exposure else None
+    return records, summary
 
 
 def fetch_sufficient_stats(
@@ -77,43 +79,29 @@ def fetch_sufficient_stats(
 ) -> list[SufficientStats]:
     """One pass over the experiment's events -> sufficient statistics per metric/variant/segment.
 
-    Must run inside a transaction: the unit tables are temporary and dropped on commit.
+    PostgreSQL, on a SQLAlchemy connection. Must run inside a transaction: the unit tables are
+    temporary and dropped on commit.
     """
-    lookback = experiment.analysis.cuped.lookback_days if experiment.analysis.cuped else 0
-    params = {
-        "experiment_key": experiment.key,
-        "start_at": experiment.start_at,
-        "as_of": min(as_of, experiment.end_at) if experiment.end_at else as_of,
-        "value_limit": VALUE_LIMIT,
-        **metric_arrays(experiment),
-        "segments": list(experiment.analysis.segments),
-        "variants": [v.key for v in experiment.variants],
-        "lookback_days": lookback,
-    }
-    build_analysis_tables(conn, params, assignments=assignments)
-    cur = _execute(conn, read_sql("queries/metric_stats.sql"), params, {"events": events})
-    cols = [d.name for d in cur.description or ()]
-    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    cur.close()
-    return [stats_from_row(r) for r in rows]
+    stats, _ = analyse_in_warehouse(
+        PostgresExecutor(conn),
+        experiment,
+        as_of,
+        default_sources(assignments, events),
+        exposure=False,
+    )
+    return stats
 
 
-ANALYSIS_TABLES = (
-    ("queries/units.sql", "abflow_units"),
-    ("queries/unit_segments.sql", "abflow_unit_segments"),
-    ("queries/metric_events.sql", "abflow_metric_events"),
-)
-
-
-def build_analysis_tables(conn: Connection, params: dict[str, Any], *, assignments: str) -> None:
-    """Create and ANALYZE the temporary tables metric_stats.sql reads (units, segments, metrics).
+def build_analysis_tables(
+    conn: Connection, experiment: Experiment, as_of: datetime, *, assignments: str
+) -> None:
+    """Create and ANALYZE the temporary stage tables (units, segments, metrics) on PostgreSQL.
 
     Real row counts matter: without them the planner guessed a few dozen units or metric rows
     and chose nested loops or sorts that cost 10x (see benchmarks/README.md).
     """
-    for step, table in ANALYSIS_TABLES:
-        _execute(conn, read_sql(step), params, {"assignments": assignments}).close()
-        _execute(conn, f"analyze {table}", {}, {}).close()
+    sources = {"assignments": Source.parse(assignments), "events": Source.parse("events")}
+    execute_plan(PostgresExecutor(conn), plan.stage_statements(experiment, as_of), sources)
 
 
 def stats_from_row(r: dict[str, Any]) -> SufficientStats:
@@ -139,33 +127,35 @@ def stats_from_row(r: dict[str, Any]) -> SufficientStats:
 def fetch_exposure_summary(
     conn: Connection, experiment: Experiment, as_of: datetime, *, assignments: str
 ) -> ExposureSummary:
-    """Units per variant, multiple exposures and unknown variants from the assignments source."""
-    params = {
-        "experiment_key": experiment.key,
-        "start_at": experiment.start_at,
-        "as_of": min(as_of, experiment.end_at) if experiment.end_at else as_of,
-        "variants": [v.key for v in experiment.variants],
-    }
-    cur = _execute(
-        conn, read_sql("queries/exposure_summary.sql"), params, {"assignments": assignments}
+    """Units per variant, multiple exposures and unknown variants (PostgreSQL connection)."""
+    values = plan.analysis_values(experiment, as_of)
+    rows = execute_plan(
+        PostgresExecutor(conn),
+        [plan.exposure_statement(values)],
+        {"assignments": Source.parse(assignments), "events": Source.parse("events")},
     )
-    rows = cur.fetchall()
-    cur.close()
+    return exposure_from_rows(experiment, rows["exposure_summary"])
+
+
+def exposure_from_rows(experiment: Experiment, rows: list[dict[str, Any]]) -> ExposureSummary:
+    """exposure_summary.sql's rows as an ExposureSummary."""
     by_variant = {v.key: 0 for v in experiment.variants}
     unknown: dict[str, int] = {}
     multiple = 0
     sample_multiple: tuple[str, ...] = ()
     firsts, lasts = [], []
-    for variant_key, is_multiple, is_unknown, units, first_at, last_at, sample in rows:
-        if is_multiple:
-            multiple += int(units)
-            sample_multiple = tuple(sample or ())
-        elif is_unknown:
-            unknown[variant_key] = int(units)
+    for r in rows:
+        units = int(r["units"])
+        if r["multiple"]:
+            multiple += units
+            sample = (r[f"sample_{i}"] for i in range(1, 6))
+            sample_multiple = tuple(u for u in sample if u is not None)
+        elif r["unknown"]:
+            unknown[r["variant_key"]] = units
         else:
-            by_variant[variant_key] = int(units)
-            firsts.append(first_at)
-            lasts.append(last_at)
+            by_variant[r["variant_key"]] = units
+            firsts.append(r["first_exposed_at"])
+            lasts.append(r["last_exposed_at"])
     return ExposureSummary(
         units_by_variant=by_variant,
         multiple_exposure_units=multiple,

@@ -27,24 +27,30 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-import psycopg
-from psycopg import sql
+import sqlglot
 from sqlalchemy import Connection
+from sqlglot.errors import ErrorLevel
 
 from abflow.definitions import Experiment
 from abflow.results import SufficientStats
-from abflow.warehouse import extract
-from abflow.warehouse.extract import (
-    build_analysis_tables,
-    metric_arrays,
-    metric_definitions,
-    relation,
+from abflow.warehouse import extract, plan
+from abflow.warehouse.dialects import (
+    CANONICAL,
+    Source,
+    Statement,
+    canonical,
+    canonical_block,
+    with_ctes,
 )
+from abflow.warehouse.engines import Executor, PostgresExecutor, execute_plan
+from abflow.warehouse.extract import metric_definitions
 from abflow.warehouse.sqlfiles import read_sql
 
 RefreshMode = Literal["full", "incremental"]
@@ -104,34 +110,102 @@ def fetch_sufficient_stats_incremental(
 ) -> tuple[list[SufficientStats], RefreshInfo]:
     """Refresh the experiment's partials up to as_of and return its sufficient statistics.
 
-    Runs in the caller's transaction (temporary tables are dropped on commit; a rollback also
-    undoes the refresh). The results equal `extract.fetch_sufficient_stats` for the same as_of,
-    except for events that arrived later than `late_lookback_hours` (see the module docstring).
+    PostgreSQL, in the caller's transaction (temporary tables are dropped on commit; a rollback
+    also undoes the refresh). The results equal `extract.fetch_sufficient_stats` for the same
+    as_of, except for events that arrived later than `late_lookback_hours` (module docstring).
     """
+    return refresh(
+        PostgresExecutor(conn),
+        experiment,
+        as_of,
+        extract.default_sources(assignments, events),
+        source_names=(assignments, events),
+        late_lookback_hours=late_lookback_hours,
+        full_refresh=full_refresh,
+    )
+
+
+_local_locks: dict[str, threading.Lock] = {}
+_local_locks_guard = threading.Lock()
+
+
+def ensure_state_tables(executor: Executor) -> None:
+    """Create the refresh state tables where no migration made them (DuckDB).
+
+    The CREATE TABLE statements of migration 004, rendered for the executor's dialect: one
+    definition of the tables for every engine.
+    """
+    statements: list[Statement] = []
+    for chunk in read_sql("migrations/004_incremental.sql").split(";"):
+        body = re.sub(r"--[^\n]*", "", chunk).strip()
+        if body.lower().startswith("create table"):
+            create = sqlglot.parse_one(body, read=CANONICAL, error_level=ErrorLevel.RAISE)
+            statements.append(Statement(f"create_{len(statements)}", create, kind="execute"))
+    execute_plan(executor, statements, {})
+
+
+def refresh(
+    executor: Executor,
+    experiment: Experiment,
+    as_of: datetime,
+    sources: Mapping[str, Source],
+    *,
+    source_names: tuple[str, str],
+    late_lookback_hours: float = DEFAULT_LATE_LOOKBACK_HOURS,
+    full_refresh: bool = False,
+) -> tuple[list[SufficientStats], RefreshInfo]:
+    """The incremental refresh on PostgreSQL or DuckDB, inside the executor's transaction."""
     if late_lookback_hours < 0:
         raise ValueError("late_lookback_hours must be >= 0")
-    as_of = min(as_of, experiment.end_at) if experiment.end_at else as_of
+    # PostgreSQL locks the experiment in the transaction (the lock block); DuckDB: one refresh
+    # of an experiment at a time in this process (DuckDB files have one writing process)
+    lock: AbstractContextManager[Any] = nullcontext()
+    if executor.dialect != "postgres":
+        with _local_locks_guard:
+            lock = _local_locks.setdefault(experiment.key, threading.Lock())
+    with lock:
+        return _refresh(
+            executor, experiment, as_of, sources, source_names, late_lookback_hours, full_refresh
+        )
+
+
+def _refresh(
+    executor: Executor,
+    experiment: Experiment,
+    as_of: datetime,
+    sources: Mapping[str, Source],
+    source_names: tuple[str, str],
+    late_lookback_hours: float,
+    full_refresh: bool,
+) -> tuple[list[SufficientStats], RefreshInfo]:
+    as_of = plan.analysis_end(experiment, as_of)
     lookback_days = _lookback_days(experiment)
-    digest = definition_hash(experiment, assignments=assignments, events=events)
+    digest = definition_hash(
+        experiment, assignments=source_names[0], events=source_names[1]
+    )
     key = {"experiment_key": experiment.key}
-    params: dict[str, Any] = {
-        **key,
-        "start_at": experiment.start_at,
-        "as_of": as_of,
-        "value_limit": extract.VALUE_LIMIT,
-        **metric_arrays(experiment),
-        "segments": list(experiment.analysis.segments),
-        "variants": [v.key for v in experiment.variants],
+    values: dict[str, Any] = {
+        **plan.analysis_values(experiment, as_of),
         "event_names": sorted(
             {m.numerator_event for m in experiment.metrics}
             | {m.denominator_event for m in experiment.metrics if m.denominator_event}
         ),
-        "lookback_days": lookback_days,
         "sealed_before": utc_midnight(as_of - timedelta(hours=late_lookback_hours)),
     }
 
-    _run(conn, _statement("lock"), key)
-    state = _fetchone(conn, _statement("read_state"), key)
+    first = [_block("read_state", key)]
+    if executor.dialect == "postgres":
+        first.insert(0, _block("lock", key))
+    state_rows = execute_plan(executor, first, sources)["read_state"]
+    state = (
+        (
+            _aware(state_rows[0]["watermark"]),
+            _aware(state_rows[0]["sealed_before"]),
+            state_rows[0]["definition_hash"],
+        )
+        if state_rows
+        else None
+    )
     previous_watermark = state[0] if state else None
     reason = _full_refresh_reason(state, digest, as_of, late_lookback_hours, requested=full_refresh)
     mode: RefreshMode = "full" if reason else "incremental"
@@ -143,45 +217,62 @@ def fetch_sufficient_stats_incremental(
     else:
         events_from = state[1]
 
-    # The analysed units exactly as extract.fetch_sufficient_stats builds them.
-    _run(conn, _statement("drop_temp_tables"), {})
-    build_analysis_tables(conn, params, assignments=assignments)
-    _run(conn, _statement("refresh_units"), {**key, "full": full})
-    _run(conn, _statement("analyze_refresh_units"), {})
-    recomputed = _fetchone(
-        conn, "select count(*) from abflow_refresh_units where status in ('new', 'moved')", {}
+    # The analysed units exactly as the full pass builds them, and what changed since.
+    units = execute_plan(
+        executor,
+        [
+            *plan.stage_statements(experiment, as_of),
+            _block("refresh_units", {**key, "full": full}, relation="abflow_refresh_units"),
+            _block("count_recomputed", {}),
+        ],
+        sources,
     )
-    units_recomputed = int(recomputed[0]) if recomputed else 0
+    units_recomputed = int(units["count_recomputed"][0]["units"])
 
-    if full:
-        _run(conn, _statement("forget_experiment_partials"), key)
-        _run(conn, _statement("forget_experiment_seen"), key)
-    else:
-        _run(conn, _statement("forget_changed_units"), key)
-        _run(conn, _statement("forget_gone_seen"), key)
-    stats, sealed_rows = _fetch_stats(
-        conn,
-        {
-            **params,
-            "read_from": events_from,
-            # Gates, not filters: a false one removes that scan of events from the plan.
-            "read_changed": units_recomputed > 0,
-            "read_same": not full,
-        },
-        events,
+    forget = (
+        ("forget_experiment_partials", "forget_experiment_seen")
+        if full
+        else ("forget_changed_units", "forget_gone_seen")
     )
-    _run(conn, _statement("remember_seen"), key)
-    _run(
-        conn,
-        _statement("write_state"),
-        {
-            **key,
-            "as_of": as_of,
-            "sealed_before": params["sealed_before"],
-            "definition_hash": digest,
-            "mode": mode,
-        },
+    read_values = {
+        **values,
+        "read_from": events_from,
+        # Gates, not filters: a false one removes that scan of events from the plan.
+        "read_changed": units_recomputed > 0,
+        "read_same": not full,
+    }
+    stats_query = with_ctes(
+        canonical("queries/metric_final.sql"),
+        [("unit_values", canonical("queries/incremental_stats.sql"))],
     )
+    rows = execute_plan(
+        executor,
+        [
+            *(_block(name, key, kind="execute") for name in forget),
+            Statement(
+                "incremental_read",
+                canonical("queries/incremental_read.sql"),
+                relation="abflow_read_partials",
+            ).bind(read_values),
+            Statement("metric_stats", stats_query).bind(values),
+            _block("count_sealed", {}),
+            _block("seal", key, kind="execute"),
+            _block("remember_seen", key, kind="execute"),
+            _block(
+                "write_state",
+                {
+                    **key,
+                    "as_of": as_of,
+                    "sealed_before": values["sealed_before"],
+                    "definition_hash": digest,
+                    "mode": mode,
+                },
+                kind="execute",
+            ),
+        ],
+        sources,
+    )
+    stats = [extract.stats_from_row(r) for r in rows["metric_stats"]]
     info = RefreshInfo(
         mode=mode,
         reason=reason or "watermark",
@@ -189,10 +280,25 @@ def fetch_sufficient_stats_incremental(
         previous_watermark=previous_watermark,
         events_from=events_from,
         units_recomputed=units_recomputed,
-        partial_rows_sealed=sealed_rows,
-        sealed_before=params["sealed_before"],
+        partial_rows_sealed=int(rows["count_sealed"][0]["sealed_rows"]),
+        sealed_before=values["sealed_before"],
     )
     return stats, info
+
+
+def _block(
+    name: str,
+    values: Mapping[str, Any],
+    *,
+    relation: str | None = None,
+    kind: Literal["query", "execute"] = "query",
+) -> Statement:
+    query = canonical_block("queries/incremental_refresh.sql", name)
+    return Statement(name, query, relation=relation, kind=kind).bind(values)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _full_refresh_reason(
@@ -217,57 +323,6 @@ def _full_refresh_reason(
     if utc_midnight(watermark - timedelta(hours=late_lookback_hours)) < sealed_before:
         return "late-arrival lookback widened"
     return None
-
-
-def _fetch_stats(
-    conn: Connection, params: dict[str, Any], events: str
-) -> tuple[list[SufficientStats], int]:
-    """Read the unsealed events, seal the old part; return the statistics and the rows sealed."""
-    query = sql.SQL(read_sql("queries/incremental_stats.sql")).format(events=relation(events))
-    with _cursor(conn) as cur:
-        cur.execute(query, params, prepare=False)
-        cols = [d.name for d in cur.description or ()]
-        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    sealed = int(rows[0]["partial_rows_sealed"]) if rows else 0
-    return [extract.stats_from_row(r) for r in rows], sealed
-
-
-@cache
-def _statements() -> dict[str, str]:
-    """The '-- name: x' blocks of incremental_refresh.sql, by name."""
-    text = read_sql("queries/incremental_refresh.sql")
-    parts = re.split(r"^-- name: (\w+)\s*$", text, flags=re.MULTILINE)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-def _statement(name: str) -> str:
-    return _statements()[name]
-
-
-def _cursor(conn: Connection) -> psycopg.Cursor[Any]:
-    raw = cast(psycopg.Connection, conn.connection.dbapi_connection)
-    return raw.cursor()
-
-
-def _run(
-    conn: Connection,
-    template: str,
-    params: dict[str, Any],
-    sources: dict[str, str] | None = None,
-) -> int:
-    """Execute one statement (source relations as identifiers); return the rows it affected."""
-    query = sql.SQL(template).format(**{k: relation(v) for k, v in (sources or {}).items()})
-    with _cursor(conn) as cur:
-        # Never a server-side prepared statement: a generic plan would not see the time bounds,
-        # and the refresh window is what makes the events scan small.
-        cur.execute(query, params, prepare=False)
-        return max(cur.rowcount, 0)
-
-
-def _fetchone(conn: Connection, template: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-    with _cursor(conn) as cur:
-        cur.execute(sql.SQL(template), params, prepare=False)
-        return cur.fetchone()
 
 
 def _lookback_days(experiment: Experiment) -> int:

@@ -1,16 +1,17 @@
 -- Exposure health for one experiment: first-exposure units per variant, units seen in several
--- variants, unknown variant keys, and traffic per day. Reads assignments only.
+-- variants, unknown variant keys, with the first five units of each group as a sample. Reads
+-- assignments only.
 
 with
 
 raw_exposures as (
     -- a NULL variant is an unknown variant; a NULL unit id is no unit at all (GX counts both)
     select unit_id, coalesce(variant_key, '(null)') as variant_key, assigned_at
-    from {assignments}
-    where experiment_key = %(experiment_key)s
+    from source_assignments
+    where experiment_key = :experiment_key
       and unit_id is not null
-      and assigned_at >= %(start_at)s
-      and assigned_at <= %(as_of)s
+      and assigned_at >= :start_at
+      and assigned_at <= :as_of
 ),
 
 per_unit as (
@@ -18,22 +19,44 @@ per_unit as (
         unit_id,
         min(assigned_at) as first_exposed_at,
         min(variant_key) as variant_key,
-        count(distinct variant_key) as variant_count
+        min(variant_key) <> max(variant_key) as multiple
     from raw_exposures
     group by unit_id
 ),
 
+labelled as (
+    select
+        unit_id,
+        first_exposed_at,
+        multiple,
+        case when multiple then '(multiple)' else variant_key end as variant_key,
+        not multiple and variant_key not in (:variants) as unknown
+    from per_unit
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (partition by variant_key, multiple, unknown order by unit_id)
+            as unit_rank
+    from labelled
+),
+
 final as (
     select
-        case when variant_count > 1 then '(multiple)' else variant_key end as variant_key,
-        variant_count > 1 as multiple,
-        not (variant_key = any(cast(%(variants)s as text[]))) and variant_count = 1 as unknown,
+        variant_key,
+        multiple,
+        unknown,
         count(*) as units,
         min(first_exposed_at) as first_exposed_at,
         max(first_exposed_at) as last_exposed_at,
-        (array_agg(unit_id order by unit_id))[1:5] as sample_units
-    from per_unit
-    group by 1, 2, 3
+        max(case when unit_rank = 1 then unit_id end) as sample_1,
+        max(case when unit_rank = 2 then unit_id end) as sample_2,
+        max(case when unit_rank = 3 then unit_id end) as sample_3,
+        max(case when unit_rank = 4 then unit_id end) as sample_4,
+        max(case when unit_rank = 5 then unit_id end) as sample_5
+    from ranked
+    group by variant_key, multiple, unknown
 )
 
 select * from final

@@ -1,30 +1,25 @@
--- Incremental refresh: the small bookkeeping statements, one per "-- name:" block (each block is
--- one statement, executed on its own with bound parameters). The events are read by
--- incremental_stats.sql.
+-- Incremental refresh: the bookkeeping statements, one per "-- name:" block (each block is one
+-- statement, rendered for the warehouse's dialect and executed on its own with bound values).
+-- The events are read by incremental_read.sql and merged by incremental_stats.sql. The state
+-- tables (unit_metric_partials, unit_exposures_seen, refresh_state) live in the warehouse:
+-- migration 004 creates them on PostgreSQL; on DuckDB its CREATE TABLE statements are rendered
+-- and run (abflow.warehouse.incremental.ensure_state_tables).
 
 -- name: lock
--- One refresh per experiment at a time: the partials are read-modify-write.
-select pg_advisory_xact_lock(hashtextextended('abflow.incremental:' || %(experiment_key)s, 0))
+-- PostgreSQL only: one refresh per experiment at a time (the partials are read-modify-write).
+-- Other engines serialise refreshes of one experiment inside the process.
+select pg_advisory_xact_lock(hashtextextended('abflow.incremental:' || :experiment_key, 0))
 
 -- name: read_state
 select watermark, sealed_before, definition_hash
 from refresh_state
-where experiment_key = %(experiment_key)s
-
--- name: drop_temp_tables
--- The temporary tables are dropped on commit; dropping them first also allows a second
--- extraction in the same transaction (e.g. a full pass and a refresh compared in one snapshot).
--- Qualified with pg_temp so a permanent table of the same name can never be dropped.
-drop table if exists pg_temp.abflow_refresh_units, pg_temp.abflow_unit_segments, pg_temp.abflow_units,
-    pg_temp.abflow_metric_events
+where experiment_key = :experiment_key
 
 -- name: refresh_units
 -- Every analysed unit now, and every unit analysed at the last refresh, with what changed:
 -- 'new' / 'moved' (first exposure differs) units are recomputed from all their events, 'gone'
 -- units are forgotten, 'same' units keep their sealed partials and only the events not sealed
--- yet are read for them.
-create temporary table abflow_refresh_units on commit drop as
-
+-- yet are read for them. Materialised as abflow_refresh_units.
 with
 
 current_units as (
@@ -35,8 +30,8 @@ current_units as (
 seen_units as (
     select unit_id, first_exposed_at
     from unit_exposures_seen
-    where experiment_key = %(experiment_key)s
-      and not %(full)s
+    where experiment_key = :experiment_key
+      and not :full
 ),
 
 final as (
@@ -55,34 +50,64 @@ final as (
 
 select * from final
 
--- name: analyze_refresh_units
-analyze abflow_refresh_units
+-- name: count_recomputed
+select count(*) as units from abflow_refresh_units where status in ('new', 'moved')
 
 -- name: forget_experiment_partials
 delete from unit_metric_partials
-where experiment_key = %(experiment_key)s
+where experiment_key = :experiment_key
 
 -- name: forget_experiment_seen
 delete from unit_exposures_seen
-where experiment_key = %(experiment_key)s
+where experiment_key = :experiment_key
 
 -- name: forget_changed_units
-delete from unit_metric_partials as p
-using abflow_refresh_units as r
-where p.experiment_key = %(experiment_key)s
-  and p.unit_id = r.unit_id
-  and r.status <> 'same'
+delete from unit_metric_partials
+where experiment_key = :experiment_key
+  and unit_id in (select unit_id from abflow_refresh_units where status <> 'same')
 
 -- name: forget_gone_seen
-delete from unit_exposures_seen as s
-using abflow_refresh_units as r
-where s.experiment_key = %(experiment_key)s
-  and s.unit_id = r.unit_id
-  and r.status = 'gone'
+delete from unit_exposures_seen
+where experiment_key = :experiment_key
+  and unit_id in (select unit_id from abflow_refresh_units where status = 'gone')
+
+-- name: seal
+-- The part of what was just read that is now older than the lookback joins the stored partials.
+-- Rows of events in none of the classes (a denominator event before exposure) change nothing.
+insert into unit_metric_partials (
+    experiment_key, unit_id, metric_key,
+    num_count, num_value_count, num_sum, num_max,
+    den_count, den_value_count, den_sum, den_max,
+    pre_count, pre_value_count, pre_sum, pre_max,
+    contaminated_count
+)
+select
+    :experiment_key, unit_id, metric_key,
+    num_count, num_value_count, num_sum, num_max,
+    den_count, den_value_count, den_sum, den_max,
+    pre_count, pre_value_count, pre_sum, pre_max,
+    contaminated_count
+from abflow_read_partials
+where sealed
+  and num_count + den_count + pre_count + contaminated_count > 0
+on conflict (experiment_key, unit_id, metric_key) do update set
+    num_count = unit_metric_partials.num_count + excluded.num_count,
+    num_value_count = unit_metric_partials.num_value_count + excluded.num_value_count,
+    num_sum = unit_metric_partials.num_sum + excluded.num_sum,
+    num_max = greatest(unit_metric_partials.num_max, excluded.num_max),
+    den_count = unit_metric_partials.den_count + excluded.den_count,
+    den_value_count = unit_metric_partials.den_value_count + excluded.den_value_count,
+    den_sum = unit_metric_partials.den_sum + excluded.den_sum,
+    den_max = greatest(unit_metric_partials.den_max, excluded.den_max),
+    pre_count = unit_metric_partials.pre_count + excluded.pre_count,
+    pre_value_count = unit_metric_partials.pre_value_count + excluded.pre_value_count,
+    pre_sum = unit_metric_partials.pre_sum + excluded.pre_sum,
+    pre_max = greatest(unit_metric_partials.pre_max, excluded.pre_max),
+    contaminated_count = unit_metric_partials.contaminated_count + excluded.contaminated_count
 
 -- name: remember_seen
 insert into unit_exposures_seen (experiment_key, unit_id, first_exposed_at)
-select %(experiment_key)s, unit_id, first_exposed_at
+select :experiment_key, unit_id, first_exposed_at
 from abflow_refresh_units
 where status in ('new', 'moved')
 on conflict (experiment_key, unit_id) do update
@@ -91,10 +116,17 @@ on conflict (experiment_key, unit_id) do update
 -- name: write_state
 insert into refresh_state
     (experiment_key, watermark, sealed_before, definition_hash, mode, refreshed_at)
-values (%(experiment_key)s, %(as_of)s, %(sealed_before)s, %(definition_hash)s, %(mode)s, now())
+values (:experiment_key, :as_of, :sealed_before, :definition_hash, :mode, current_timestamp)
 on conflict (experiment_key) do update set
     watermark = excluded.watermark,
     sealed_before = excluded.sealed_before,
     definition_hash = excluded.definition_hash,
     mode = excluded.mode,
     refreshed_at = excluded.refreshed_at
+
+-- name: count_sealed
+-- Unit x metric rows the seal step merges into unit_metric_partials (read before it runs).
+select count(*) as sealed_rows
+from abflow_read_partials
+where sealed
+  and num_count + den_count + pre_count + contaminated_count > 0

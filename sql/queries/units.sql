@@ -1,18 +1,22 @@
--- Analysed units of one experiment as a session temporary table: first exposure per unit, units
--- seen in more than one variant or in an unknown variant excluded. Built once per extraction and
--- ANALYZEd so the one pass over events gets a plan based on real row counts.
-create temporary table abflow_units on commit drop as
+-- Analysed units of one experiment: first exposure per unit, units seen in more than one variant
+-- or in an unknown variant excluded. Materialised once per extraction as abflow_units (a
+-- temporary table, ANALYZEd on PostgreSQL) so the one pass over events gets a plan based on real
+-- row counts; inlined as a CTE on engines without temporary tables.
+--
+-- Canonical SQL (see abflow/warehouse/dialects.py): PostgreSQL syntax restricted to what sqlglot
+-- renders for every engine; :name placeholders are bound values, `in (:list)` expands to one
+-- placeholder per element; source_assignments is replaced by the configured source relation.
 
 with
 
 raw_exposures as (
     -- a NULL variant is an unknown variant; a NULL unit id is no unit at all (GX counts both)
     select unit_id, coalesce(variant_key, '(null)') as variant_key, assigned_at
-    from {assignments}
-    where experiment_key = %(experiment_key)s
+    from source_assignments
+    where experiment_key = :experiment_key
       and unit_id is not null
-      and assigned_at >= %(start_at)s
-      and assigned_at <= %(as_of)s
+      and assigned_at >= :start_at
+      and assigned_at <= :as_of
 ),
 
 first_exposures as (
@@ -30,7 +34,7 @@ final as (
     select unit_id, first_exposed_at, variant_key
     from first_exposures
     where single_variant
-      and variant_key = any(cast(%(variants)s as text[]))
+      and variant_key in (:variants)
 )
 
 select * from final

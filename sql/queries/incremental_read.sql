@@ -1,0 +1,104 @@
+-- Incremental refresh, step 1: the events not sealed yet, read once and classified, as mergeable
+-- per-(unit, metric) aggregates split by whether they are now older than the late-arrival
+-- lookback (sealed). Materialised as abflow_read_partials; incremental_stats.sql merges it with
+-- the stored partials and incremental_refresh.sql (seal) stores its sealed part.
+--
+-- Reads abflow_units, abflow_metric_events (the stages of the full pass) and
+-- abflow_refresh_units (incremental_refresh.sql: refresh_units). Events are read for
+--   * 'new' / 'moved' units (all units on the full path): all their events up to as_of, because
+--     their pre-period and contamination events may be old (gated by :read_changed);
+--   * 'same' units: only events in [:read_from, :as_of], the days not sealed yet, which include
+--     late arrivals within the lookback (gated by :read_same).
+-- Events are classified exactly as in metric_stats.sql (tests compare the two field by field).
+
+with
+
+changed_unit_events as (
+    -- exact duplicate rows count once, as in metric_stats.sql
+    select distinct u.unit_id, u.first_exposed_at, e.event_name,
+        -- out-of-range values (and NaN, ±Infinity) are missing, as in metric_stats.sql
+        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at
+    from abflow_refresh_units as u
+    inner join source_events as e
+        on e.unit_id = u.unit_id
+        and e.occurred_at <= :as_of
+        and e.occurred_at >= least(
+            u.first_exposed_at - cast(:lookback_days as integer) * interval '1 day', :start_at
+        )
+    where :read_changed
+      and u.status in ('new', 'moved')
+      and e.event_name in (:event_names)
+),
+
+same_unit_events as (
+    select distinct u.unit_id, u.first_exposed_at, e.event_name,
+        -- out-of-range values (and NaN, ±Infinity) are missing, as in metric_stats.sql
+        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at
+    from abflow_refresh_units as u
+    inner join source_events as e
+        on e.unit_id = u.unit_id
+        -- constant bounds: the planner range-scans events by time, reading only the open days
+        and e.occurred_at >= :read_from
+        and e.occurred_at <= :as_of
+        and e.occurred_at >= least(
+            u.first_exposed_at - cast(:lookback_days as integer) * interval '1 day', :start_at
+        )
+    where :read_same
+      and u.status = 'same'
+      and e.event_name in (:event_names)
+),
+
+read_events as (
+    select * from changed_unit_events
+    union all
+    select * from same_unit_events
+),
+
+classified_events as (
+    -- one row per (event, metric reading it) with the event's place relative to the exposure
+    select
+        ue.unit_id,
+        m.metric_key,
+        ue.occurred_at < :sealed_before as sealed,
+        ue.value,
+        m.is_num and ue.occurred_at >= ue.first_exposed_at as is_num,
+        m.is_den and ue.occurred_at >= ue.first_exposed_at as is_den,
+        m.is_num and ue.occurred_at < ue.first_exposed_at
+            and ue.occurred_at >= ue.first_exposed_at
+                - cast(:lookback_days as integer) * interval '1 day'
+            as is_pre,
+        -- contamination: the metric's own event after the start but before this unit's exposure
+        m.is_num and ue.occurred_at < ue.first_exposed_at
+            and ue.occurred_at >= :start_at as is_contaminated
+    from read_events as ue
+    inner join abflow_metric_events as m
+        on m.event_name = ue.event_name
+        and (
+            m.window_seconds is null
+            or ue.occurred_at < ue.first_exposed_at + m.window_seconds * interval '1 second'
+        )
+),
+
+final as (
+    select
+        unit_id,
+        metric_key,
+        sealed,
+        count(*) filter (where is_num) as num_count,
+        count(value) filter (where is_num) as num_value_count,
+        coalesce(sum(value) filter (where is_num), 0.0) as num_sum,
+        max(value) filter (where is_num) as num_max,
+        count(*) filter (where is_den) as den_count,
+        count(value) filter (where is_den) as den_value_count,
+        coalesce(sum(value) filter (where is_den), 0.0) as den_sum,
+        max(value) filter (where is_den) as den_max,
+        count(*) filter (where is_pre) as pre_count,
+        count(value) filter (where is_pre) as pre_value_count,
+        coalesce(sum(value) filter (where is_pre), 0.0) as pre_sum,
+        max(value) filter (where is_pre) as pre_max,
+        count(*) filter (where is_contaminated) as contaminated_count
+    from classified_events
+    group by unit_id, metric_key, sealed
+)
+
+select * from final
