@@ -246,8 +246,13 @@ def create_app(
     of abflow_writer (DML only).
     """
     from abflow import reporting
+    from abflow.redact import install_log_redaction
     from abflow.warehouse.engine import make_engine
     from abflow.web import api, pages
+
+    # Also in uvicorn's worker processes (--workers) and `uvicorn --factory`, which do not pass
+    # through the CLI's main(): no credential in a logged error or traceback.
+    install_log_redaction()
 
     settings = settings or get_settings()
     web = web or WebSettings()
