@@ -8,7 +8,7 @@ export UV_COMPILE_BYTECODE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: demo test install install-dev lint typecheck bench clean
+.PHONY: demo test install install-dev lint typecheck bench bench-engines clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,6 +38,9 @@ lint: install-dev
 
 bench: install-dev
 	$(VENV)/bin/python -m benchmarks.run --sizes 1000000 --set enable_indexscan=off
+
+bench-engines: install-dev
+	$(VENV)/bin/python -m benchmarks.engines --sizes 1000000 --repeat 3 --e2e
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .abflow/pgdata
