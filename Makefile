@@ -8,7 +8,7 @@ export UV_COMPILE_BYTECODE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: demo test install install-dev lint typecheck bench bench-web screenshots web clean
+.PHONY: demo test install install-dev lint typecheck bench bench-engines bench-web screenshots web clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -50,6 +50,9 @@ screenshots: install-dev
 # Latency of the web app with 200 experiments and 10,000 runs (needs wrk; benchmarks/README.md).
 bench-web: install-dev
 	$(VENV)/bin/python -m benchmarks.web
+
+bench-engines: install-dev
+	$(VENV)/bin/python -m benchmarks.engines --sizes 1000000 --repeat 3 --e2e
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .abflow/pgdata

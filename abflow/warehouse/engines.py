@@ -217,9 +217,12 @@ class SparkExecutor:
         return out
 
     def close(self) -> None:
-        for name, df in self._views:
-            self.spark.catalog.dropTempView(name)
+        # Unpersist before dropping: Spark Connect re-analyses a DataFrame's plan to unpersist
+        # it, and the later stages read the earlier views.
+        for _, df in reversed(self._views):
             df.unpersist()
+        for name, _ in reversed(self._views):
+            self.spark.catalog.dropTempView(name)
         self._views.clear()
 
 
