@@ -8,7 +8,7 @@ export UV_COMPILE_BYTECODE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: demo test install install-dev lint typecheck bench bench-engines clean
+.PHONY: demo test install install-dev lint typecheck bench bench-engines bench-web screenshots web clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,6 +38,18 @@ lint: install-dev
 
 bench: install-dev
 	$(VENV)/bin/python -m benchmarks.run --sizes 1000000 --set enable_indexscan=off
+
+# The dashboard on the demo's data: `make demo` first, then a token (`abflow token create …`).
+web: install
+	$(VENV)/bin/abflow web
+
+# Browser tests writing their screenshots into docs/screenshots (needs Debian's chromium).
+screenshots: install-dev
+	ABFLOW_WEB_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest tests/web/test_browser.py -q
+
+# Latency of the web app with 200 experiments and 10,000 runs (needs wrk; benchmarks/README.md).
+bench-web: install-dev
+	$(VENV)/bin/python -m benchmarks.web
 
 bench-engines: install-dev
 	$(VENV)/bin/python -m benchmarks.engines --sizes 1000000 --repeat 3 --e2e

@@ -6,13 +6,20 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from abflow import stats as st
-from abflow.decisions.plan import FALLBACK_TUNING, mixture_tuning, planned_sample
-from abflow.definitions import Experiment, Metric
+from abflow.decisions.plan import (
+    FALLBACK_TUNING,
+    mixture_tuning,
+    planned_sample,
+    primary_control,
+)
+from abflow.definitions import Experiment, Metric, Prior, PriorSpec
 from abflow.results import InsightRow, SufficientStats, VariantStatRow
 from abflow.stats import frequentist, sequential
+from abflow.stats.frequentist import Alternative
 
 StatsObject = st.MeanStats | st.ProportionStats | st.RatioStats | st.RegressionAdjustedStats
 
@@ -32,6 +39,7 @@ class Comparison:
     var_mean_t: float = 0.0
     n_total: float = 0.0
     tuning: float = 0.0
+    alternative: Alternative = "two-sided"
 
 
 def _finite(x: float | None, default: float = 0.0) -> float:
@@ -124,13 +132,15 @@ def compare_arms(
     a = experiment.analysis
     test = a.test if metric.kind == "proportion" else "welch"
     n_star = float(tuning or a.sequential_tuning or FALLBACK_TUNING)
+    alternative = metric_alternative(metric)
     kwargs = dict(
         engine=a.engine,
         alpha=a.alpha if alpha is None else alpha,
         sequential=a.sequential,
         sequential_tuning=n_star,
         test=test,
-        prior=a.prior,
+        prior=stats_prior(metric.prior if metric.prior is not None else a.prior),
+        alternative=alternative,
     )
     rel = st.compare(control, treatment, difference="relative", **kwargs)  # type: ignore[arg-type]
     abs_ = st.compare(control, treatment, difference="absolute", **kwargs)  # type: ignore[arg-type]
@@ -145,7 +155,22 @@ def compare_arms(
         var_mean_t=_var_mean(treatment),
         n_total=float(control.n + treatment.n),
         tuning=n_star,
+        alternative=alternative,
     )
+
+
+def metric_alternative(metric: Metric) -> Alternative:
+    """`sided: one` tests only in the metric's direction; two-sided otherwise."""
+    if metric.sided == "one":
+        return "greater" if metric.direction == "increase" else "less"
+    return "two-sided"
+
+
+def stats_prior(prior: Prior) -> st.NormalPrior | Literal["flat", "proper"]:
+    """The stats engine's prior for a definition's `prior` setting."""
+    if isinstance(prior, PriorSpec):
+        return st.NormalPrior(prior.mean, prior.stddev)
+    return prior
 
 
 def _var_mean(s: StatsObject) -> float:
@@ -162,16 +187,7 @@ def primary_tuning(
 ) -> tuple[int | None, float]:
     """(planned units per variant, mixture N*) from the primary metric's overall control arm."""
     primary = experiment.primary_metric
-    control = next(
-        (
-            s
-            for s in stats
-            if s.metric_key == primary.key
-            and s.segment == "all"
-            and s.variant_key == experiment.control.key
-        ),
-        None,
-    )
+    control = primary_control(experiment, stats)
     planned = None
     if control is not None and control.units > 1:
         obj = to_stats(primary, control)
@@ -200,6 +216,7 @@ def build_insights(
     experiment: Experiment,
     as_of: datetime,
     stats: list[SufficientStats],
+    days: float | None = None,
 ) -> tuple[list[VariantStatRow], list[InsightRow]]:
     """All variant_stats and insights rows of one run, with multiple-testing adjustment applied."""
     grouped: dict[tuple[str, str], dict[str, SufficientStats]] = defaultdict(dict)
@@ -241,7 +258,31 @@ def build_insights(
                         cuped_note,
                     )
                 )
-    return variant_rows, _adjusted_rows(run_id, experiment, as_of, pairs)
+    rows = _adjusted_rows(run_id, experiment, as_of, pairs)
+    if days and days > 0:
+        kinds = {m.key: m.kind for m in experiment.metrics}
+        rows = [
+            _with_impact(
+                r, grouped[(r.metric_key, r.segment)], days, kinds[r.metric_key] == "ratio"
+            )
+            for r in rows
+        ]
+    return variant_rows, rows
+
+
+def _with_impact(
+    row: InsightRow, arms: dict[str, SufficientStats], days: float, ratio: bool
+) -> InsightRow:
+    """Scaled impact: the absolute effect times the eligible volume per day (GrowthBook)."""
+    if not row.comparable:
+        return row
+    volume = sum((s.denominator_sum or 0.0) if ratio else s.units for s in arms.values()) / days
+    return replace(
+        row,
+        impact_per_day=_finite(row.abs_lift * volume),
+        impact_ci_low=_finite(row.abs_ci_low * volume),
+        impact_ci_high=_finite(row.abs_ci_high * volume),
+    )
 
 
 def decision_family(metric_role: str, segment: str) -> str:
@@ -277,7 +318,7 @@ def _adjusted_rows(
     for p, p_adj, level in zip(pairs, adjusted, levels, strict=True):
         row = _insight_row(run_id, experiment, as_of, p, level)
         row = replace(row, p_value_adjusted=min(1.0, max(0.0, p_adj)))
-        row = replace(row, significant=_significant(experiment, row))
+        row = replace(row, significant=_significant(experiment, row, level))
         if p.cuped_note and row.error is None and p.segment == "all":
             # Recorded, not fatal: the comparison itself is the unadjusted one.
             row = replace(row, method=f"{row.method}({p.cuped_note})")
@@ -292,25 +333,31 @@ def _evidence(cmp: Comparison) -> st.CompareResult:
     return cmp.absolute if cmp.absolute.error is None else cmp.relative
 
 
-def _significant(experiment: Experiment, row: InsightRow) -> bool:
+def _significant(experiment: Experiment, row: InsightRow, level: float | None = None) -> bool:
     a = experiment.analysis
     if not row.comparable:
         return False
     if a.engine == "bayesian" and not a.sequential:
-        # GrowthBook's fixed-horizon rule: chance to beat control ≥ 1−α (95%) or ≤ α.
-        return row.chance_to_beat_control >= 1 - a.alpha or row.chance_to_beat_control <= a.alpha
+        # GrowthBook's fixed-horizon rule: chance to beat control ≥ 1−α (95%) or ≤ α, with α the
+        # level the row's family correction tests it at (so `correction` is honoured here too).
+        t = a.alpha if level is None else level
+        return row.chance_to_beat_control >= 1 - t or row.chance_to_beat_control <= t
     return row.p_value_adjusted < a.alpha
 
 
 def _multiplier(cmp: Comparison, level: float, base_alpha: float) -> float | None:
     """Interval multiplier (in standard errors) of the evidence test at the given α."""
     r = cmp.absolute
+    # One-sided rows report the two-sided (1−2α) interval, whose matching bound is the test's.
     if r.method == "welch_t" and r.df:
-        return frequentist.t_quantile(level, r.df, "two-sided")
+        return frequentist.t_quantile(level, r.df, cmp.alternative)
     if r.method == "z_pooled":
-        return frequentist.z_quantile(level, "two-sided")
+        return frequentist.z_quantile(level, cmp.alternative)
     if r.method == "sequential_cs":
-        return sequential.cs_boundary_z(cmp.n_total, level, cmp.tuning, rho_alpha=base_alpha)
+        k = 1.0 if cmp.alternative == "two-sided" else 2.0
+        return sequential.cs_boundary_z(
+            cmp.n_total, k * level, cmp.tuning, rho_alpha=k * base_alpha
+        )
     return None
 
 

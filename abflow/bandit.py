@@ -98,13 +98,16 @@ def monte_carlo_probability_best(
     return {key: float(w) / draws for (key, _), w in zip(arms, wins, strict=True)}
 
 
-def floored_weights(probabilities: Mapping[str, float], floor: float) -> dict[str, float]:
-    """Probabilities with every arm at least `floor`, summing to 1, on a 1e-6 grid."""
+def floored_weights(
+    probabilities: Mapping[str, float], floor: float, total: float = 1.0
+) -> dict[str, float]:
+    """Probabilities with every arm at least `floor`, summing to `total`, on a 1e-6 grid."""
     keys = list(probabilities)
     if not keys:
         return {}
-    # An unattainable floor (k x floor > 1) degrades to the equal split it implies.
-    floor_units = min(round(floor * _WEIGHT_UNITS), _WEIGHT_UNITS // len(keys))
+    budget = round(total * _WEIGHT_UNITS)
+    # An unattainable floor (k x floor > total) degrades to the equal split it implies.
+    floor_units = min(round(floor * _WEIGHT_UNITS), budget // len(keys))
     p = {k: max(float(probabilities[k]), 0.0) for k in keys}
     pinned: set[str] = set()
     # Water-filling: arms whose share falls under the floor are pinned to it; the remaining mass
@@ -112,7 +115,7 @@ def floored_weights(probabilities: Mapping[str, float], floor: float) -> dict[st
     # It terminates with a free arm left: the free shares average at least the floor.
     while True:
         free = [k for k in keys if k not in pinned]
-        mass = _WEIGHT_UNITS - floor_units * len(pinned)
+        mass = budget - floor_units * len(pinned)
         total = sum(p[k] for k in free)
         share = {k: mass * (p[k] / total if total > 0 else 1.0 / len(free)) for k in free}
         low = {k for k, v in share.items() if v < floor_units}
@@ -122,7 +125,7 @@ def floored_weights(probabilities: Mapping[str, float], floor: float) -> dict[st
     raw = {**{k: float(floor_units) for k in pinned}, **share}
     # Largest remainder: integer micro-units that sum exactly to 10^6 and keep every floor.
     units = {k: math.floor(v) for k, v in raw.items()}
-    short = _WEIGHT_UNITS - sum(units.values())
+    short = budget - sum(units.values())
     for k in sorted(keys, key=lambda k: (units[k] - raw[k], keys.index(k)))[:short]:
         units[k] += 1
     return {k: units[k] / _WEIGHT_UNITS for k in keys}
@@ -137,17 +140,33 @@ def thompson_weights(
     seed: int = 0,
     draws: int = 200_000,
     current: Mapping[str, float] | None = None,
+    top_two: float | None = None,
 ) -> BanditDecision:
     """Thompson-sampling weights: P(arm is best) with a per-arm floor; unchanged while data is thin.
 
     `current` are the weights in force (equal split when omitted); they are returned as they are
     when any arm has fewer than `min_units` units. `seed`/`draws` drive the Monte Carlo fallback
-    used only if quadrature loses mass.
+    used only if quadrature loses mass. `top_two` (β) gives top-two Thompson sampling.
+    Priors: Beta(1, 1) on a rate; flat on a mean or ratio (the normal likelihood alone).
     """
     keys = [k for k, _ in arms]
     if len(set(keys)) != len(keys) or len(keys) < 2:
         raise ValueError("thompson_weights needs at least two arms with distinct keys")
     kept = dict(current) if current is not None else {k: 1.0 / len(keys) for k in keys}
+    # An arm whose metric is undefined (a ratio with no denominator yet) says nothing about its
+    # value: it keeps the weight it has; the others share the rest (never cut on missing data).
+    undefined = [k for k, st_ in arms if not _defined(st_)]
+    defined = [(k, st_) for k, st_ in arms if k not in undefined]
+    if len(defined) < 2:
+        names = ", ".join(undefined)
+        return BanditDecision(
+            weights=kept,
+            probabilities={},
+            reweighted=False,
+            reason=f"weights unchanged: the primary metric is undefined for {names}",
+        )
+    mass = 1.0 - sum(kept.get(k, 0.0) for k in undefined)
+    arms = defined
     probs = probability_best(arms, direction=direction)
     method = "quadrature"
     if not all(math.isfinite(v) for v in probs.values()) or (
@@ -172,7 +191,9 @@ def thompson_weights(
                 f"before reweighting (P(best) so far: {probs_txt})"
             ),
         )
-    weights = floored_weights(probs, floor)
+    weights = floored_weights(_top_two(probs, top_two) if top_two else probs, floor, mass)
+    weights = {**{k: kept[k] for k in undefined}, **weights}
+    weights = {k: weights[k] for k in [*keys]}
     weights_txt = ", ".join(f"{k} {v * 100:.1f}%" for k, v in weights.items())
     better = "highest" if direction == "increase" else "lowest"
     return BanditDecision(
@@ -184,6 +205,27 @@ def thompson_weights(
             f"weights {weights_txt} (floor {floor * 100:g}% per arm)"
         ),
     )
+
+
+def _defined(s: BanditStats) -> bool:
+    """Whether an arm's statistics define the metric (ratios need a non-zero denominator)."""
+    if isinstance(s, RatioStats):
+        return s.valid and s.d_sum != 0
+    return bool(s.valid)
+
+
+def _top_two(probs: Mapping[str, float], beta: float) -> dict[str, float]:
+    """Top-two Thompson allocation (Russo 2016): the leader with β, else a re-drawn challenger."""
+    # Leader I ~ P(best); the challenger is re-sampled until it differs from I, so
+    # P(J = i | I = j) = p_i / (1 − p_j) and ψ_i = β·p_i + (1 − β)·Σ_{j≠i} p_j·p_i/(1 − p_j).
+    out = {}
+    for i, p_i in probs.items():
+        challenger = sum(
+            p_j * p_i / (1.0 - p_j) for j, p_j in probs.items() if j != i and p_j < 1.0
+        )
+        out[i] = beta * p_i + (1.0 - beta) * challenger
+    total = sum(out.values())
+    return {k: v / total for k, v in out.items()} if total > 0 else dict(probs)
 
 
 def primary_arms(
@@ -232,4 +274,5 @@ def allocate(
         direction=experiment.primary_metric.direction,
         seed=d.seed,
         current=current if current is not None else {v.key: v.weight for v in experiment.variants},
+        top_two=d.bandit_top_two,
     )

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from abflow.definitions import DefinitionError, load_experiment_files
+from abflow.redact import install_log_redaction, redact
 from abflow.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -28,14 +29,25 @@ app = typer.Typer(
 experiments_app = typer.Typer(no_args_is_help=True, help="Manage experiment definitions.")
 app.add_typer(experiments_app, name="experiments")
 # Pipes and `make` get no terminal width; results tables need room, so never go below 150.
-console = Console(width=None if Console().is_terminal else 150)
-err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 150)
+# markup=False: experiment names, keys, variants and messages come from users and the warehouse;
+# "[/bold]" in a name must print as itself (styles are applied with Text, never with markup).
+console = Console(width=None if Console().is_terminal else 150, markup=False)
+err_console = Console(
+    stderr=True, width=None if Console(stderr=True).is_terminal else 150, markup=False
+)
 
 DEMO_AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
 
 # Great Expectations imports pyspark when it is installed (the spark extra), and pyspark warns
 # about pandas 3 on import; abflow never hands pandas frames to Spark, so the CLI stays quiet.
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+
+
+_ACTOR_HELP = (
+    "who asked, recorded as promotions.actor (default: the database login; the login itself is "
+    "always recorded in promotions.db_user)"
+)
+_SEVERITY_STYLE = {"critical": "red", "warning": "yellow"}
 
 
 class CliError(Exception):
@@ -71,13 +83,9 @@ def _flow_process() -> Iterator[Any]:
             # GX is imported inside the validation task otherwise: import it while we wait.
             import great_expectations  # noqa: F401
 
-            # A dead warehouse is one line here, not a failed flow run with a traceback per task.
-            engine = _engine(get_settings())
-            try:
-                with engine.connect():
-                    pass
-            finally:
-                engine.dispose()
+            # A dead warehouse or a schema behind this abflow is one line here, not a failed
+            # flow run with a traceback per task.
+            _check_schema(get_settings())
             try:
                 wait()
             except RuntimeError as exc:
@@ -92,6 +100,15 @@ def _engine(settings: Settings):
     return make_engine(settings)
 
 
+def _check_schema(settings: Settings) -> Any:
+    """An engine on a schema that has every migration; SchemaOutdated (one line) otherwise."""
+    from abflow.warehouse.migrate import check_schema
+
+    engine = _engine(settings)
+    check_schema(engine, settings.schema_name)
+    return engine
+
+
 def _url(settings: Settings) -> str:
     from abflow.warehouse.engine import embedded_url
 
@@ -101,26 +118,35 @@ def _url(settings: Settings) -> str:
 def _fail(message: str) -> None:
     # Text, not markup: messages quote user input such as "metrics[m].kind".
     line = Text("error: ", style="red")
-    line.append(message)
+    line.append(redact(message))
     err_console.print(line, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
 def _run_guarded(fn: Any) -> Any:
     """Turn expected failures into one-line messages and exit code 1."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DBAPIError, OperationalError
 
     from abflow.warehouse.engine import WarehouseUnavailable
+    from abflow.warehouse.migrate import SchemaOutdated
     from abflow.warehouse.promotion import PromotionRefused
 
     try:
         return fn()
     except (DefinitionError, CliError, PromotionRefused, ValueError) as exc:
-        _fail(str(exc).splitlines()[0])
-    except WarehouseUnavailable as exc:
-        _fail(str(exc).splitlines()[0])
+        _fail(_first_line(exc))
+    except (WarehouseUnavailable, SchemaOutdated) as exc:
+        _fail(_first_line(exc))
     except OperationalError as exc:
-        _fail(f"warehouse unreachable: {str(exc.orig).splitlines()[0] if exc.orig else exc}")
+        _fail(f"warehouse unreachable: {_first_line(exc.orig or exc)}")
+    except DBAPIError as exc:
+        # e.g. "permission denied for table promotions" for a login without the right role
+        _fail(f"warehouse refused: {_first_line(exc.orig or exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 @app.command()
@@ -129,8 +155,21 @@ def migrate() -> None:
     from abflow.warehouse.migrate import migrate as do_migrate
 
     def go() -> None:
+        import psycopg
+        from sqlalchemy.exc import ProgrammingError
+
         s = get_settings()
-        applied = do_migrate(_engine(s), s.schema_name)
+        eng = _engine(s)
+        try:
+            applied = do_migrate(eng, s.schema_name)
+        except ProgrammingError as exc:
+            if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+                raise
+            with eng.connect() as conn:
+                login = conn.exec_driver_sql("select session_user").scalar()
+            raise CliError(
+                f"`abflow migrate` needs the schema owner, not {login}: {_first_line(exc.orig)}"
+            ) from None
         console.print(
             f"schema {s.schema_name}: "
             + (f"applied {', '.join(applied)}" if applied else "up to date")
@@ -145,19 +184,17 @@ def experiments_apply(
 ) -> None:
     """Validate and upsert experiment definitions (all files or none)."""
     from abflow.warehouse.experiments_repo import upsert_experiments
-    from abflow.warehouse.migrate import migrate as do_migrate
 
     def go() -> None:
         exps = load_experiment_files(paths)
-        s = get_settings()
-        eng = _engine(s)
-        do_migrate(eng, s.schema_name)
+        eng = _check_schema(get_settings())
         with eng.begin() as conn:
             upsert_experiments(conn, exps)
         for e in exps:
             console.print(
                 f"applied {e.key} ({e.status}, {len(e.variants)} variants, "
-                f"{len(e.metrics)} metrics)"
+                f"{len(e.metrics)} metrics)",
+                highlight=False,
             )
 
     _run_guarded(go)
@@ -169,13 +206,10 @@ def experiments_list() -> None:
     from rich.table import Table
 
     from abflow.warehouse.experiments_repo import list_experiments_checked
-    from abflow.warehouse.migrate import migrate as do_migrate
     from abflow.warehouse.promotion import configs
 
     def go() -> None:
-        s = get_settings()
-        eng = _engine(s)
-        do_migrate(eng, s.schema_name)
+        eng = _check_schema(get_settings())
         with eng.connect() as conn:
             exps, broken = list_experiments_checked(conn)
             cfgs = configs(conn)
@@ -183,21 +217,29 @@ def experiments_list() -> None:
             "key", "name", "status", "start", "variants", "primary metric", "allocation", "config"
         )
         for e in exps:
+            # Text cells: a name like "Checkout [/bold] test" is shown, never parsed as markup.
             t.add_row(
-                e.key,
-                e.name,
-                e.status,
-                f"{e.start_at:%Y-%m-%d}",
-                ", ".join(v.key + ("*" if v.control else "") for v in e.variants),
-                e.primary_metric.key,
-                e.allocation,
+                *map(
+                    Text,
+                    (
+                        e.key,
+                        e.name,
+                        e.status,
+                        f"{e.start_at:%Y-%m-%d}",
+                        ", ".join(v.key + ("*" if v.control else "") for v in e.variants),
+                        e.primary_metric.key,
+                        e.allocation,
+                    ),
+                ),
                 _config_cell(cfgs.get(e.key)),
             )
         for key, msg in broken.items():
             t.add_row(
-                key, Text(f"invalid stored definition: {msg}", style="red"), "", "", "", "", "",
+                Text(key),
+                Text(f"invalid stored definition: {msg}", style="red"),
+                *(Text("") for _ in range(5)),
                 _config_cell(cfgs.get(key)),
-            )  # fmt: skip
+            )
         console.print(t)
 
     _run_guarded(go)
@@ -238,8 +280,10 @@ def _show(
     if quiet:
         for s in summaries:
             console.print(
-                f"{s['experiment_key']}: {s['status']} {s.get('decision') or ''} "
-                f"{s.get('variant_key') or ''}".rstrip()
+                Text(
+                    f"{s['experiment_key']}: {s['status']} {s.get('decision') or ''} "
+                    f"{s.get('variant_key') or ''}".rstrip()
+                )
             )
         return
     settings = get_settings()
@@ -250,7 +294,7 @@ def _show(
     for x in summaries:
         if x["status"] == "failed":
             line = Text(f"{x['experiment_key']} failed: ", style="red")
-            line.append(str(x.get("message")))
+            line.append(redact(x.get("message")))
             err_console.print(line)
         if x.get("promotion"):
             changed = not str(x["promotion"]).startswith("not ")
@@ -273,7 +317,7 @@ def _progress(silent: bool, label: str, total: int | None = None) -> Iterator[An
         yield None
         return
     bar = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -386,21 +430,21 @@ def backfill(
 
 
 def _config_change(key: str, change: Any) -> None:
-    """Migrate, then one transaction under the experiment's lock; print the outcome line."""
-    from abflow.warehouse.migrate import migrate as do_migrate
+    """One transaction under the experiment's lock (no DDL: the schema must be migrated)."""
+    from abflow.alerts_cli import notify_config_change
+    from abflow.warehouse.activity import last_promotion_id
 
     def go() -> None:
-        s = get_settings()
-        eng = _engine(s)
-        do_migrate(eng, s.schema_name)
+        settings = get_settings()
+        eng = _check_schema(settings)
         with eng.begin() as conn:
-            out = change(conn, s.lock_timeout_seconds)
+            mark = last_promotion_id(conn, key)
+            out = change(conn, settings.lock_timeout_seconds)
         console.print(Text(f"{key}: {out.message}"), soft_wrap=True)
+        if out.changed:  # abflow.experiment.* events, when a Prefect server is configured
+            notify_config_change(settings, eng, key, mark)
 
     _run_guarded(go)
-
-
-_ACTOR = os.environ.get("USER", "cli")
 
 
 @app.command()
@@ -408,7 +452,7 @@ def promote(
     key: str,
     variant: str,
     reason: Annotated[str | None, typer.Option("--reason", help="recorded in promotions")] = None,
-    actor: Annotated[str, typer.Option("--actor")] = _ACTOR,
+    actor: Annotated[str | None, typer.Option("--actor", help=_ACTOR_HELP)] = None,
     force: bool = typer.Option(
         False,
         "--force",
@@ -424,7 +468,7 @@ def promote(
     _config_change(
         key,
         lambda conn, timeout: do_promote(
-            conn, key, variant, actor=actor, reason=reason, force=force,
+            conn, key, variant, actor=actor or "", reason=reason, force=force,
             lock_timeout_seconds=timeout,
         ),
     )  # fmt: skip
@@ -434,7 +478,7 @@ def promote(
 def rollback(
     key: str,
     reason: Annotated[str | None, typer.Option("--reason")] = None,
-    actor: Annotated[str, typer.Option("--actor")] = _ACTOR,
+    actor: Annotated[str | None, typer.Option("--actor", help=_ACTOR_HELP)] = None,
 ) -> None:
     """Undo the newest promotion still in force and pin the result (audited).
 
@@ -445,7 +489,7 @@ def rollback(
     _config_change(
         key,
         lambda conn, timeout: do_rollback(
-            conn, key, actor=actor, reason=reason, lock_timeout_seconds=timeout
+            conn, key, actor=actor or "", reason=reason, lock_timeout_seconds=timeout
         ),
     )
 
@@ -454,7 +498,7 @@ def rollback(
 def unpin(
     key: str,
     reason: Annotated[str | None, typer.Option("--reason")] = None,
-    actor: Annotated[str, typer.Option("--actor")] = _ACTOR,
+    actor: Annotated[str | None, typer.Option("--actor", help=_ACTOR_HELP)] = None,
 ) -> None:
     """Hand a pinned config back to the decision rules (audited)."""
     from abflow.warehouse.promotion import unpin as do_unpin
@@ -462,7 +506,7 @@ def unpin(
     _config_change(
         key,
         lambda conn, timeout: do_unpin(
-            conn, key, actor=actor, reason=reason, lock_timeout_seconds=timeout
+            conn, key, actor=actor or "", reason=reason, lock_timeout_seconds=timeout
         ),
     )
 
@@ -528,8 +572,7 @@ def report(
     from abflow.warehouse.readback import insight_history, latest_results
 
     def go() -> None:
-        s = get_settings()
-        with _engine(s).connect() as conn:
+        with _check_schema(get_settings()).connect() as conn:
             exp = get_experiment(conn, key)
             if exp is None:
                 raise CliError(f"experiment '{key}' is not defined")
@@ -539,7 +582,7 @@ def report(
             raise CliError(f"experiment '{key}' has no analysis runs yet (run `abflow run`)")
         target = out or Path(f"{key}.html")
         target.write_text(render_report(exp, latest[0], history), encoding="utf-8")
-        console.print(f"wrote {target}")
+        console.print(Text(f"wrote {target}"))
 
     _run_guarded(go)
 
@@ -552,23 +595,25 @@ def validate(
     from datetime import UTC as _UTC
 
     from abflow import health
+    from abflow.summary import sample_text
     from abflow.warehouse import extract
-    from abflow.warehouse.experiments_repo import list_experiments
+    from abflow.warehouse.experiments_repo import list_experiments_checked
     from abflow.warehouse.quality import run_expectations
 
     def go() -> int:
         s = get_settings()
-        eng = _engine(s)
+        eng = _check_schema(s)
         url = _url(s)
         now = datetime.now(_UTC)
         failures = 0
         with eng.connect() as conn:
-            exps = [
-                e
-                for e in list_experiments(conn)
-                if (experiment and e.key in experiment)
-                or (not experiment and e.status == "running")
-            ]
+            # One broken stored definition is reported, never stops the others.
+            exps, broken = list_experiments_checked(
+                conn, status=None if experiment else "running", keys=experiment or None
+            )
+            for key, msg in sorted(broken.items()):
+                failures += 1
+                console.print(Text(f"{key}: invalid stored definition: {msg}", style="red"))
             from tasks import engines as elsewhere
 
             warehouse = elsewhere.is_elsewhere(s, url)
@@ -591,10 +636,14 @@ def validate(
                 checks += health.exposure_checks(e, exposure)
                 bad = [c for c in checks if not c.passed]
                 failures += len(health.critical_failures(checks))
-                console.print(f"[bold]{e.key}[/bold]: {len(checks)} checks, {len(bad)} failed")
+                head = Text(e.key, style="bold")
+                head.append(f": {len(checks)} checks, {len(bad)} failed")
+                console.print(head)
                 for c in bad:
                     obs = "" if c.observed is None else f" observed={c.observed:.4g}"
-                    console.print(f"  [{c.severity}] {c.check_name}{obs}")
+                    line = Text(f"  [{c.severity}]", style=_SEVERITY_STYLE[c.severity])
+                    line.append(f" {c.check_name}{obs}{sample_text(c.details)}")
+                    console.print(line)
         return failures
 
     if _run_guarded(go):
@@ -716,8 +765,29 @@ def _register_simulate() -> None:
 _register_simulate()
 
 
+def _register_alerts() -> None:
+    # Own module (abflow/alerts_cli.py): `alerts install|list|remove` and `digest`.
+    from abflow.alerts_cli import register
+
+    register(app)
+
+
+_register_alerts()
+
+
+def _register_web() -> None:
+    # Own module (abflow/web/cli.py): `web` and `token create|list|revoke`.
+    from abflow.web.cli import register
+
+    register(app)
+
+
+_register_web()
+
+
 def main() -> None:
     """Console entry point."""
+    install_log_redaction()
     app()
 
 

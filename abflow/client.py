@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,18 @@ class ExperimentConfig:
     promoted_variant_key: str | None
     promoted_config: dict[str, Any] | None
     version: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> ExperimentConfig:
+        """From an experiment_config row."""
+        return cls(
+            experiment_key=row["experiment_key"],
+            status=row["status"],
+            variants=tuple(row["variants"]),
+            promoted_variant_key=row["promoted_variant_key"],
+            promoted_config=row["promoted_config"],
+            version=row["version"],
+        )
 
 
 class AbflowClient:
@@ -45,18 +58,7 @@ class AbflowClient:
                 .mappings()
                 .first()
             )
-        cfg = (
-            None
-            if row is None
-            else ExperimentConfig(
-                experiment_key=row["experiment_key"],
-                status=row["status"],
-                variants=tuple(row["variants"]),
-                promoted_variant_key=row["promoted_variant_key"],
-                promoted_config=row["promoted_config"],
-                version=row["version"],
-            )
-        )
+        cfg = None if row is None else ExperimentConfig.from_row(row)
         self._cache[experiment_key] = (time.monotonic(), cfg)
         return cfg
 

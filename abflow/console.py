@@ -1,4 +1,8 @@
-"""Rich rendering of results for the CLI."""
+"""Rich rendering of results for the CLI.
+
+Every string here comes from the warehouse (experiment names, keys, variants, check samples,
+messages), so it is wrapped in Text and never parsed as Rich markup.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from abflow.summary import describe_pin, utc_minute
+from abflow.redact import redact
+from abflow.summary import describe_pin, sample_text, utc_minute
 
 DECISION_STYLE = {
     "ship": "bold green",
@@ -56,9 +61,9 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
             else ("red" if i["significant"] else "")
         )
         table.add_row(
-            i["metric_key"],
-            i["metric_role"],
-            i["variant_key"],
+            Text(i["metric_key"]),
+            Text(i["metric_role"]),
+            Text(i["variant_key"]),
             f"{i['control_mean']:.4g}",
             f"{i['variant_mean']:.4g}",
             Text(_pct(i["rel_lift"]), style=style),
@@ -67,21 +72,13 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
             f"{i['chance_to_beat_control'] * 100:.1f}%",
         )
     units = ", ".join(f"{k}: {v:,}" for k, v in res["units"].items())
-    failed = [c for c in res["checks"] if not c["passed"]]
-    health = Text("health: ")
-    if not failed:
-        health.append("all checks passed", style="green")
-    for c in failed:
-        style = "red" if c["severity"] == "critical" else "yellow"
-        obs = "" if c["observed"] is None else f" ({c['observed']:.3g})"
-        health.append(f"{c['check_name']}{obs} ", style=style)
     parts: list[Any] = [
         Text(
             f"as of {run['as_of']:%Y-%m-%d %H:%M %Z} · status {run['status']} · units {units}"
             f" · excluded {run['excluded_units'] or 0}"
         ),
         table,
-        health,
+        *health_lines(run, res["checks"]),
     ]
     if rec:
         head = Text("recommendation: ")
@@ -107,12 +104,32 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
     if newer:
         parts.append(
             Text(
-                f"the newest run, as of {utc_minute(newer['as_of'])}, failed: {newer['message']}"
+                f"the newest run, as of {utc_minute(newer['as_of'])}, failed: "
+                f"{redact(newer['message'] or 'no message')}"
                 " (shown: the newest run that did not fail)",
                 style="red",
             )
         )
-    return Panel(Group(*parts), title=f"[bold]{run['experiment_key']}[/bold]", expand=True)
+    return Panel(Group(*parts), title=Text(str(run["experiment_key"]), style="bold"), expand=True)
+
+
+def health_lines(run: dict[str, Any], checks: list[dict[str, Any]]) -> list[Text]:
+    """What the checks say: passed, the failures (with the rows they name), or not evaluated."""
+    if run["status"] == "failed":
+        line = Text("health: not evaluated, the run failed: ", style="red")
+        line.append(redact(run.get("message") or "no message"))
+        return [line]
+    failed = [c for c in checks if not c["passed"]]
+    if not failed:
+        return [Text("health: all checks passed", style="green")]
+    lines = [Text(f"health: {len(failed)} check(s) failed", style="red")]
+    for c in sorted(failed, key=lambda c: (c["severity"] != "critical", c["check_name"])):
+        style = "red" if c["severity"] == "critical" else "yellow"
+        obs = "" if c["observed"] is None else f" ({c['observed']:.3g})"
+        line = Text(f"  [{c['severity']}] ", style=style)
+        line.append(f"{c['check_name']}{obs}{sample_text(c.get('details'), 160)}")
+        lines.append(line)
+    return lines
 
 
 def print_results(console: Console, results: list[dict[str, Any]]) -> None:

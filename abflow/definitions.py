@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 KEY_PATTERN = r"^[a-z0-9_]+$"
 Key = Annotated[str, Field(pattern=KEY_PATTERN, min_length=1, max_length=63)]
@@ -30,7 +30,8 @@ class DefinitionError(ValueError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: `.inf`/`.nan` in YAML are rejected with the field's name, not stored.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Variant(_Frozen):
@@ -40,6 +41,22 @@ class Variant(_Frozen):
     weight: float = Field(ge=0.0, le=1.0)
     control: bool = False
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("config", mode="after")
+    @classmethod
+    def _json_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return json_value(value)  # apps read it as jsonb
+
+
+class PriorSpec(_Frozen):
+    """A normal prior N(mean, stddev²) on the relative lift."""
+
+    mean: float = Field(default=0.0, allow_inf_nan=False)
+    stddev: float = Field(gt=0, allow_inf_nan=False)
+
+
+Prior = Literal["flat", "proper"] | PriorSpec
+Sided = Literal["two", "one"]
 
 
 class EventRef(_Frozen):
@@ -65,6 +82,10 @@ class Metric(_Frozen):
     max: float | None = None
     min: float | None = None
     mde: float | None = Field(default=None, gt=0)
+    # one: test only in the metric's direction (primary and secondary metrics).
+    sided: Sided = "two"
+    # Overrides analysis.prior for this metric (bayesian engine).
+    prior: Prior | None = None
 
     @model_validator(mode="after")
     def _check_shape(self) -> Metric:
@@ -84,6 +105,11 @@ class Metric(_Frozen):
             object.__setattr__(self, "value", "sum")
         if self.role == "constraint" and self.max is None and self.min is None:
             raise ValueError("constraint metrics need 'max' or 'min'")
+        if self.sided == "one" and self.role in ("guardrail", "constraint"):
+            raise ValueError(
+                f"sided: one applies to primary and secondary metrics ({self.role}s already "
+                "test one side)"
+            )
         return self
 
     @property
@@ -126,7 +152,7 @@ class Analysis(_Frozen):
     sequential: bool = True
     # N* of the mixture; unset = a quarter of the primary comparison's planned total sample.
     sequential_tuning: float | None = Field(default=None, gt=0)
-    prior: Literal["flat", "proper"] = "flat"
+    prior: Prior = "flat"
     alpha: float = Field(default=0.05, gt=0, lt=1)
     power: float = Field(default=0.8, gt=0, lt=1)
     # Applied per family (primary across treatments, guardrails, everything else); a family of
@@ -139,6 +165,9 @@ class Analysis(_Frozen):
     contamination_warn: float = Field(default=0.25, ge=0, le=1)
     cuped: Cuped | None = None
     segments: tuple[Key, ...] = ()
+    # Health warnings from numbers already computed (GrowthBook's defaults).
+    max_plausible_lift: float = Field(default=0.5, gt=0, allow_inf_nan=False)
+    covariate_imbalance_threshold: float = Field(default=0.001, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _honoured(self) -> Analysis:
@@ -161,6 +190,8 @@ class Decision(_Frozen):
     expected_monthly_volume: float | None = Field(default=None, gt=0)
     bandit_floor: float = Field(default=0.01, ge=0, lt=0.5)
     bandit_min_units: int = Field(default=100, ge=1)
+    # Top-two Thompson sampling (Russo 2016): β is the leader's share; unset = plain Thompson.
+    bandit_top_two: float | None = Field(default=None, gt=0, lt=1)
     seed: int = 0
 
 
@@ -203,6 +234,14 @@ class Experiment(_Frozen):
         primaries = [m.key for m in self.metrics if m.role == "primary"]
         if len(primaries) != 1:
             raise ValueError(f"exactly one metric must have role: primary (found {len(primaries)})")
+        for m in self.metrics:
+            if m.prior is not None and self.analysis.engine != "bayesian":
+                raise ValueError(f"metric {m.key}: prior applies to engine: bayesian only")
+            if m.sided == "one" and self.analysis.engine == "bayesian":
+                raise ValueError(
+                    f"metric {m.key}: sided: one is a frequentist test; the bayesian engine "
+                    "reports the chance to beat control instead"
+                )
         return self
 
     @property
@@ -229,6 +268,51 @@ class Experiment(_Frozen):
         return next(v for v in self.variants if v.key == key)
 
 
+def json_value(value: Any, path: str = "") -> Any:
+    """A YAML value as JSON: dates become ISO strings; non-finite numbers and other types fail."""
+    where = f"{path}: " if path else ""
+    if isinstance(value, dict):
+        return {str(k): json_value(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}{value} is not a finite number")
+    if isinstance(value, date):  # datetime is a date too
+        return value.isoformat()
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    raise ValueError(f"{where}{type(value).__name__} values cannot be stored as JSON")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges on purpose
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                seen = first_line.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it below
+            if seen is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {seen + 1})",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML like yaml.safe_load, but a duplicate key in a mapping is an error."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no Python tags
+
+
 def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
     """Render a pydantic error location with variant/metric keys instead of list indexes."""
     parts: list[str] = []
@@ -241,7 +325,12 @@ def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
             parts.append(f"[{label}]")
             node = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
         else:
-            if item.startswith("function-") or item in {"literal", "constrained-str"}:
+            if (
+                item.startswith("function-")
+                or item.startswith("literal[")
+                or item in {"literal", "constrained-str"}
+                or item[:1].isupper()  # a union member's class name, e.g. PriorSpec
+            ):
                 continue
             parts.append(f".{item}" if parts else item)
             node = node.get(item) if isinstance(node, dict) else None
@@ -255,7 +344,13 @@ def parse_experiment(data: Any, source: str = "<input>") -> Experiment:
     try:
         return Experiment.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # A union (e.g. prior: flat | proper | {mean, stddev}) reports one error per branch;
+        # the structured branch's error names the field the user actually got wrong.
+        errors = sorted(
+            exc.errors(),
+            key=lambda e: e["type"] == "literal_error" and isinstance(e.get("input"), dict),
+        )
+        err = errors[0]
         field = _field_path(tuple(err["loc"]), data)
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "string_pattern_mismatch":
@@ -273,7 +368,7 @@ def load_experiment_file(path: Path) -> Experiment:
     except OSError as exc:
         raise DefinitionError(f"{path}: cannot read file ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

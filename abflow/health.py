@@ -1,12 +1,13 @@
-"""Experiment health checks beside the GX expectations: SRM, multiple exposure, sample, traffic."""
+"""Health checks beside the GX expectations: SRM, exposure, sample, traffic, balance, uplift."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
 
+from abflow import stats as st
 from abflow.definitions import Experiment
-from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
+from abflow.results import CheckOutcome, ExposureSummary, InsightRow, SufficientStats
 from abflow.stats import srm_p_value
 
 
@@ -152,3 +153,83 @@ def traffic_check(
 def critical_failures(checks: list[CheckOutcome]) -> list[CheckOutcome]:
     """Checks that block decisions and promotion."""
     return [c for c in checks if not c.passed and c.severity == "critical"]
+
+
+def covariate_imbalance_checks(
+    experiment: Experiment, stats: list[SufficientStats]
+) -> list[CheckOutcome]:
+    """Pre-exposure balance of each CUPED covariate, treatment vs control (a warning)."""
+    # Randomisation makes pre-exposure behaviour equal across arms; a tiny p-value says the
+    # assignment (or the covariate's window) is broken. GrowthBook flags p < 0.001.
+    a = experiment.analysis
+    overall = {(s.metric_key, s.variant_key): s for s in stats if s.segment == "all"}
+    control = experiment.control.key
+    worst: tuple[float, str, str] | None = None
+    tested: dict[str, dict[str, float]] = {}
+    for m in experiment.metrics:
+        c = overall.get((m.key, control))
+        if c is None or c.covariate_sum is None:
+            continue
+        for t in experiment.treatments:
+            s = overall.get((m.key, t.key))
+            if s is None or s.covariate_sum is None:
+                continue
+            r = st.compare(
+                st.MeanStats(c.units, c.covariate_sum, c.covariate_sum_squares or 0.0),
+                st.MeanStats(s.units, s.covariate_sum, s.covariate_sum_squares or 0.0),
+                difference="absolute",
+            )
+            if r.error is not None:
+                continue
+            tested.setdefault(m.key, {})[t.key] = r.p_value
+            if worst is None or r.p_value < worst[0]:
+                worst = (r.p_value, m.key, t.key)
+    if worst is None:
+        return []
+    p, metric, variant = worst
+    passed = p >= a.covariate_imbalance_threshold
+    return [
+        CheckOutcome(
+            check_name="covariate_imbalance",
+            severity="warning",
+            passed=passed,
+            observed=p,
+            threshold=a.covariate_imbalance_threshold,
+            details={
+                "p_values": tested,
+                "note": "pre-exposure covariates balanced across arms"
+                if passed
+                else f"{metric}'s pre-exposure covariate differs between {control} and "
+                f"{variant} (Welch p={p:.2g}): check the assignment and the lookback window",
+            },
+        )
+    ]
+
+
+def suspicious_uplift_check(experiment: Experiment, insights: list[InsightRow]) -> CheckOutcome:
+    """Relative lifts larger than analysis.max_plausible_lift usually mean a bug (a warning)."""
+    limit = experiment.analysis.max_plausible_lift
+    roles = {m.key: m.role for m in experiment.metrics}
+    flagged = [
+        r
+        for r in insights
+        if r.segment == "all"
+        and roles.get(r.metric_key) != "constraint"
+        and r.error is None
+        and abs(r.rel_lift) > limit
+    ]
+    biggest = max(flagged, key=lambda r: abs(r.rel_lift), default=None)
+    return CheckOutcome(
+        check_name="suspicious_uplift",
+        severity="warning",
+        passed=biggest is None,
+        observed=abs(biggest.rel_lift) if biggest else None,
+        threshold=limit,
+        details={
+            "flagged": {f"{r.metric_key}/{r.variant_key}": r.rel_lift for r in flagged},
+            "note": f"{biggest.metric_key} {biggest.variant_key} {biggest.rel_lift * 100:+.1f}% "
+            f"exceeds the plausible {limit * 100:.0f}%: check the metric and the tracking"
+            if biggest
+            else "no relative lift beyond the plausible limit",
+        },
+    )

@@ -8,11 +8,13 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+from prometheus_client.exposition import basic_auth_handler, default_handler
 
 from abflow.definitions import Experiment
+from abflow.redact import one_line, redact, register_url
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +23,44 @@ UNHEALTHY_STATUSES = {"unhealthy", "failed"}
 
 
 def validate_gateway_url(url: str) -> str:
-    """The URL with an http:// default scheme; ValueError when it is not a usable http(s) URL."""
+    """The URL with an http:// default scheme; ValueError when it is not a usable http(s) URL.
+
+    The error quotes the URL with its credentials masked.
+    """
+    register_url(url if isinstance(url, str) else None)
     candidate = url.strip() if isinstance(url, str) else ""
+    shown = redact(repr(url))
     if not candidate or any(ch.isspace() for ch in candidate):
-        raise ValueError(f"malformed Pushgateway URL: {url!r}")
+        raise ValueError(f"malformed Pushgateway URL: {shown}")
     if "://" not in candidate:
         candidate = "http://" + candidate  # prometheus_client accepts bare host:port too
-    parts = urlsplit(candidate)
     try:
+        parts = urlsplit(candidate)
         parts.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
     except ValueError as exc:
-        raise ValueError(f"malformed Pushgateway URL: {url!r} ({exc})") from None
+        raise ValueError(f"malformed Pushgateway URL: {shown} ({redact(exc)})") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"malformed Pushgateway URL: {url!r} (need http(s)://host[:port])")
+        raise ValueError(f"malformed Pushgateway URL: {shown} (need http(s)://host[:port])")
     return candidate.rstrip("/")
+
+
+def _auth(url: str) -> tuple[str, Any]:
+    """The URL without its user:password, and the handler that sends them as Basic auth.
+
+    urllib would otherwise read `user:password@host` as a host name (and quote the password in
+    its error).
+    """
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, default_handler
+    netloc = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit(parts._replace(netloc=netloc))
+    username, password = unquote(parts.username or ""), unquote(parts.password or "")
+
+    def handler(url: str, method: str, timeout: float | None, headers: Any, data: bytes) -> Any:
+        return basic_auth_handler(url, method, timeout, headers, data, username, password)
+
+    return bare, handler
 
 
 def _finite(value: Any) -> float | None:
@@ -155,7 +181,7 @@ def push_run_metrics(
     gateway error logs a warning and stops; the count of series pushed so far is returned
     (0 when the gateway is down). A malformed URL raises ValueError.
     """
-    url = validate_gateway_url(gateway_url)
+    url, handler = _auth(validate_gateway_url(gateway_url))
     pushed = 0
     for result in results:
         key = str((result.get("run") or {}).get("experiment_key"))
@@ -163,10 +189,10 @@ def push_run_metrics(
         try:
             # PUT replaces the experiment's whole group, so series of removed variants vanish.
             push_to_gateway(url, job=job, registry=registry, grouping_key={"experiment": key},
-                            timeout=timeout)
-        except (OSError, http.client.HTTPException) as exc:
+                            timeout=timeout, handler=handler)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             # Metrics are best effort: a down gateway must never fail the analysis run.
-            log.warning("pushing metrics for %s to %s failed: %s", key, url, exc)
+            log.warning("pushing metrics for %s to %s failed: %s", key, redact(url), one_line(exc))
             return pushed
         pushed += count
     return pushed

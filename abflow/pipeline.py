@@ -50,6 +50,11 @@ def assemble_result(
     variant_rows, insights, rec = evaluate(
         experiment, stats, exposure.units_by_variant, days, checks, run_id=run_id, as_of=as_of
     )
+    # Warnings from numbers already computed; they never change the decision.
+    checks += [
+        *health.covariate_imbalance_checks(experiment, stats),
+        health.suspicious_uplift_check(experiment, insights),
+    ]
     critical = health.critical_failures(checks)
     status: RunStatus = "unhealthy" if critical else "succeeded"
     message = (

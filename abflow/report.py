@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from markupsafe import Markup
+
+from abflow.alerting.validation import describe as describe_check
+from abflow.alerting.validation import unexpected_count
 from abflow.definitions import Experiment, Metric
 from abflow.summary import describe_pin
 
@@ -25,58 +29,6 @@ DECISIONS = {
     "investigate": ("Investigate", WARN),
 }
 ROLE_ORDER = {"primary": 0, "guardrail": 1, "constraint": 2, "secondary": 3}
-
-CSS = """
-*{box-sizing:border-box}
-body{margin:0;background:#f3f4f6;color:#111827;
- font:14px/1.45 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif}
-main{max-width:1240px;margin:0 auto;padding:24px}
-h1{font-size:26px;margin:0 0 4px}
-h2{font-size:17px;margin:0 0 10px}
-h3{font-size:14px;margin:0 0 6px}
-.card{background:#fff;border:1px solid #e5e7eb;border-radius:10px;padding:16px 18px;margin:0 0 16px}
-.muted{color:#6b7280}.small{font-size:12px}
-.hyp{font-size:15px;color:#374151;margin:4px 0 10px;font-style:italic}
-.meta{display:flex;flex-wrap:wrap;gap:8px 22px;align-items:center}
-.meta b{font-weight:600}
-.pill{display:inline-block;border-radius:999px;padding:1px 10px;font-size:12px;font-weight:600;
- color:#fff;background:#6b7280;vertical-align:middle}
-.units{display:flex;flex-wrap:wrap;gap:10px;margin-top:12px}
-.unit{border:1px solid #e5e7eb;border-radius:8px;padding:6px 12px;min-width:130px}
-.unit .n{font-size:20px;font-weight:700}
-.rec{display:grid;grid-template-columns:minmax(200px,240px) 1fr;gap:18px;align-items:center}
-.badge{border-radius:10px;color:#fff;padding:14px;text-align:center}
-.badge .d{font-size:24px;font-weight:800;letter-spacing:.3px}
-.badge .v{font-size:15px;margin-top:2px}
-.rationale{font-size:15px;margin:0 0 8px}
-.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(540px,1fr));gap:16px}
-.grid2>.card{margin:0}
-table{border-collapse:collapse;width:100%;font-size:13px}
-.scroll{overflow-x:auto}
-th,td{padding:5px 8px;border-bottom:1px solid #eef0f3;text-align:right;vertical-align:top}
-td{white-space:nowrap}
-th{background:#f9fafb;font-weight:600;color:#374151;vertical-align:bottom}
-.ci{font-size:11px;color:#6b7280;font-weight:400}
-.kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px;margin-top:14px}
-.kpi{border:1px solid #e5e7eb;border-radius:8px;padding:8px 12px}
-.kpi .t{font-size:12px;color:#6b7280}
-.kpi .n{font-size:22px;font-weight:700;line-height:1.2}
-.bar{height:6px;background:#e5e7eb;border-radius:3px;margin-top:6px;overflow:hidden}
-.bar i{display:block;height:100%;background:#2563eb}
-td.l,th.l{text-align:left}
-td.wrap{white-space:normal}
-tr.primary td{background:#eff6ff}
-.good{color:#15803d;font-weight:600}.bad{color:#b91c1c;font-weight:600}
-.ok{color:#15803d}.fail{color:#b91c1c;font-weight:700}.warn{color:#b45309;font-weight:700}
-.err{color:#b45309}
-svg{display:block;width:100%;height:auto}
-svg text{font-family:inherit}
-.legend{display:flex;gap:14px;flex-wrap:wrap;font-size:12px;color:#4b5563;margin-top:4px}
-.sw{display:inline-block;width:12px;height:12px;border-radius:3px;vertical-align:-2px;margin-right:4px}
-.empty{color:#6b7280;font-style:italic;padding:8px 0}
-footer{color:#9ca3af;font-size:12px;text-align:center;margin:8px 0 24px}
-"""
-
 
 def _e(value: Any) -> str:
     """Escape anything for HTML text and attributes (keys and names are user input)."""
@@ -127,6 +79,10 @@ def _date(value: Any, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
         dt = value.astimezone(UTC) if value.tzinfo else value
         return dt.strftime(fmt)
     return "—" if value is None else str(value)
+
+
+format_date = _date  # public for the shared templates' `date` filter
+
 
 
 def _metric(experiment: Experiment, key: str) -> Metric | None:
@@ -668,7 +624,8 @@ def _health_section(latest: Row) -> str:
     )
     rows = "".join(_check_row(c) for c in checks)
     return (
-        f'<section class="card health"><h2>Health checks (SRM, exposure, sample, traffic)</h2>'
+        f'<section class="card health"><h2>Health checks and data validation (SRM, exposure, '
+        'sample, traffic, Great Expectations)</h2>'
         f'{summary}<div class="scroll"><table><tr><th class="l">check</th>'
         '<th class="l">severity</th><th>result</th>'
         f'<th>observed</th><th>threshold</th><th class="l">sample / details</th></tr>{rows}'
@@ -684,10 +641,19 @@ def _check_row(c: Row) -> str:
         result = '<span class="fail">✗ FAILED</span>'
     else:
         result = '<span class="warn">⚠ warning</span>'
+    # What was checked and how many rows broke it (GX expectations), from the stored row.
+    checked = describe_check(str(c.get("check_name")), c.get("details"))
+    bad = unexpected_count(c.get("details"))
+    detail = _check_sample(c.get("details"))
+    if bad is not None:
+        detail = f"{bad:,} unexpected row(s)" + (f"; {detail}" if detail else "")
+    if isinstance(c.get("details"), dict) and c["details"].get("error"):
+        detail = f"error: {c['details']['error']}"
     return (
-        f'<tr><td class="l">{_e(c.get("check_name"))}</td><td class="l">{_e(c.get("severity"))}'
+        f'<tr><td class="l">{_e(c.get("check_name"))}<div class="muted small">{_e(checked)}'
+        f'</div></td><td class="l">{_e(c.get("severity"))}'
         f'</td><td>{result}</td><td>{num(c.get("observed"))}</td><td>{num(c.get("threshold"))}'
-        f'</td><td class="l wrap small">{_e(_check_sample(c.get("details")))}</td></tr>'
+        f'</td><td class="l wrap small">{_e(detail)}</td></tr>'
     )
 
 
@@ -799,12 +765,11 @@ def _segments_section(experiment: Experiment, latest: Row, history: list[Row]) -
     )
 
 
-def render_report(
+def render_report_body(
     experiment: Experiment, latest: dict[str, Any], history: list[dict[str, Any]]
-) -> str:
-    """The whole report as one self-contained HTML page."""
-    run = latest.get("run") or {}
-    body = "".join((
+) -> Markup:
+    """The report's sections (header to segments): the part the web page shows as well."""
+    return Markup("".join((  # each section escapes with _e
         _header(experiment, latest),
         _recommendation(experiment, latest),
         _forest_section(experiment, latest),
@@ -812,12 +777,20 @@ def render_report(
         _health_section(latest),
         _results_section(experiment, latest),
         _segments_section(experiment, latest, history),
-    ))
-    footer = (f'<footer>abflow report · run {_e(run.get("run_id", "—"))} · generated '
-              f'{_e(_date(datetime.now(UTC)))}</footer>')
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>{_e(experiment.name)} — A/B test report</title><style>{CSS}</style></head>'
-        f'<body><main>{body}{footer}</main></body></html>\n'
-    )
+    )))
+
+
+def render_report(
+    experiment: Experiment, latest: dict[str, Any], history: list[dict[str, Any]]
+) -> str:
+    """The whole report as one self-contained HTML page (the shared layout template)."""
+    from abflow.reporting import render
+
+    run = latest.get("run") or {}
+    return render(
+        "report.html.j2",
+        title=f"{experiment.name} — A/B test report",
+        body=render_report_body(experiment, latest, history),
+        run_id=run.get("run_id", "—"),
+        generated=datetime.now(UTC),
+    ) + "\n"

@@ -89,6 +89,10 @@ class InsightRow(_Row):
     chance_to_beat_control: float
     expected_loss: float
     error: str | None
+    # Absolute effect x eligible units (ratios: denominator events) per day, and its interval.
+    impact_per_day: float | None = None
+    impact_ci_low: float | None = None
+    impact_ci_high: float | None = None
 
     @property
     def comparable(self) -> bool:

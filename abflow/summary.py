@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from abflow.results import ExperimentResult
+
+# CommonMark lets a backslash escape any ASCII punctuation; these are the ones that format.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def md(value: object) -> str:
+    """A warehouse or user string as inert markdown text: no formatting, links, tables or HTML.
+
+    Markdown punctuation is backslash-escaped, `&`, `<` and `>` become entities and newlines
+    spaces, so `<script>` or `](javascript:…)` in a variant key shows as typed.
+    """
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def artifact_key(experiment_key: str, kind: str) -> str:
@@ -57,6 +71,15 @@ def table_records(result: ExperimentResult) -> list[dict[str, Any]]:
     ]
 
 
+def sample_text(details: Any, limit: int = 300) -> str:
+    """` sample=[…]` naming a failed check's offending rows or values ('' when it has none)."""
+    sample = details.get("sample") if isinstance(details, dict) else None
+    if not sample:
+        return ""
+    text = json.dumps(sample, default=str, ensure_ascii=False)
+    return f" sample={text if len(text) <= limit else text[: limit - 1] + '…'}"
+
+
 def failed_checks_lines(result: ExperimentResult) -> list[str]:
     """One line per failed check: what, severity, observed vs threshold, a sample."""
     lines = []
@@ -65,30 +88,32 @@ def failed_checks_lines(result: ExperimentResult) -> list[str]:
             continue
         obs = "" if c.observed is None else f" observed={c.observed:.4g}"
         thr = "" if c.threshold is None else f" threshold={c.threshold:.4g}"
-        sample = c.details.get("sample") if isinstance(c.details, dict) else None
-        extra = f" sample={sample}" if sample else ""
-        lines.append(f"[{c.severity}] {c.check_name}:{obs}{thr}{extra}")
+        lines.append(f"[{c.severity}] {c.check_name}:{obs}{thr}{sample_text(c.details)}")
     return lines
 
 
 def markdown_summary(result: ExperimentResult, promotion_message: str | None = None) -> str:
-    """Markdown with the recommendation, failed checks and the main results table."""
+    """Markdown with the recommendation, failed checks and the main results table.
+
+    Every string from the warehouse or a definition goes through md(): the Prefect UI renders
+    this as markdown.
+    """
     run, rec = result.run, result.recommendation
-    out = [f"# {run.experiment_key} — as of {run.as_of.isoformat()}", ""]
+    out = [f"# {md(run.experiment_key)} — as of {run.as_of.isoformat()}", ""]
     out.append(
-        f"**Run status:** {run.status} · units analysed: {run.units} · "
+        f"**Run status:** {md(run.status)} · units analysed: {run.units} · "
         f"excluded: {run.excluded_units}"
     )
     if rec is not None:
-        target = f" `{rec.variant_key}`" if rec.variant_key else ""
-        out += ["", f"## Recommendation: **{rec.decision}**{target}", "", rec.rationale]
+        target = f" **{md(rec.variant_key)}**" if rec.variant_key else ""
+        out += ["", f"## Recommendation: **{md(rec.decision)}**{target}", "", md(rec.rationale)]
         if rec.days_remaining:
             out.append(f"\nDays remaining (estimate): {rec.days_remaining:.1f}")
     if promotion_message:
-        out += ["", f"**Promotion:** {promotion_message}"]
-    failed = failed_checks_lines(result)
+        out += ["", f"**Promotion:** {md(promotion_message)}"]
+    failed = [f"- {md(line)}" for line in failed_checks_lines(result)]
     out += ["", "## Health", ""]
-    out += [f"- {line}" for line in failed] if failed else ["All checks passed."]
+    out += failed if failed else ["All checks passed."]
     out += [
         "",
         "## Results (all units)",
@@ -98,10 +123,11 @@ def markdown_summary(result: ExperimentResult, promotion_message: str | None = N
     ]
     for r in table_records(result):
         out.append(
-            f"| {r['metric']} | {r['variant']} | {r['control_mean']:.4g} | "
+            f"| {md(r['metric'])} | {md(r['variant'])} | {r['control_mean']:.4g} | "
             f"{r['variant_mean']:.4g} | {r['rel_lift'] * 100:+.2f}% | "
             f"[{r['rel_ci_low'] * 100:+.2f}%, {r['rel_ci_high'] * 100:+.2f}%] | "
             f"{r['p_value']:.3g} | {'yes' if r['significant'] else 'no'} |"
         )
-    out += ["", f"Report: `abflow report {run.experiment_key} --out {run.experiment_key}.html`"]
+    key = md(run.experiment_key)
+    out += ["", f"Report: abflow report {key} --out {key}.html"]
     return "\n".join(out)

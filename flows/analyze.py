@@ -16,16 +16,18 @@ from abflow import progress
 from abflow.as_of import check_not_future, utc
 from abflow.definitions import Experiment
 from abflow.pipeline import failed_run
+from abflow.redact import one_line
 from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
 from abflow.settings import Settings, get_settings
 from abflow.warehouse.engine import embedded_url
+from tasks.alerts import publish_digest, publish_failure_events, publish_run_events, quietly
 from tasks.analysis import compute_statistics, validate_data
 from tasks.artifacts import publish_artifacts
 from tasks.metrics import push_metrics
 from tasks.warehouse import (
+    check_schema_version,
     extract_aggregates,
     load_experiments,
-    prepare_warehouse,
     previous_units,
     record_failure,
     write_results,
@@ -83,6 +85,7 @@ def _finish(
     )
     promo = write_results(settings, url, result, p.experiment, backfill)
     publish_artifacts(result, promo)
+    quietly(lambda: publish_run_events(settings, url, result, backfill, promo), "abflow events")
     rec = result.recommendation
     return {
         "experiment_key": p.experiment.key,
@@ -152,7 +155,7 @@ def analyze_all(
             try:
                 pending.append(_submit(settings, url, e, as_of, full_refresh))
             except Exception as exc:  # log and skip, as jetstream does
-                pending.append((e, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+                pending.append((e, one_line(exc)))
         for p in pending:
             if isinstance(p, tuple):
                 summaries.append(_record_failure(settings, url, p[0].key, as_of, fr_id, p[1]))
@@ -161,10 +164,16 @@ def analyze_all(
                 summaries.append(_finish(settings, url, p, as_of, fr_id, backfill))
                 progress.emit("experiment_done", **summaries[-1])
             except Exception as exc:  # one experiment never stops the others
-                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                message = one_line(exc)
                 summaries.append(
                     _record_failure(settings, url, p.experiment.key, as_of, fr_id, message)
                 )
+    failed = [s["experiment_key"] for s in summaries if s["status"] == "failed"]
+    if failed:
+        quietly(
+            lambda: publish_failure_events(settings, url, failed, as_of, fr_id, backfill),
+            "abflow events",
+        )
     return sorted(summaries, key=lambda s: s["experiment_key"])
 
 
@@ -186,10 +195,11 @@ def analyze_experiments(
     check_not_future(when, "as_of")  # before anything is written, migrations included
     settings = get_settings()
     url = resolve_url(settings)
-    prepare_warehouse(settings, url)
+    check_schema_version(settings, url)
     experiments, broken = load_experiments(settings, url, experiment_keys)
     summaries = analyze_all(settings, url, experiments, when, broken, full_refresh)
     push_metrics(settings, url, experiments)
+    quietly(lambda: publish_digest(settings, url, when), "abflow digest")
     failed = [s["experiment_key"] for s in summaries if s["status"] == "failed"]
     if failed:
         get_run_logger().warning("failed experiments: %s", ", ".join(failed))

@@ -13,7 +13,7 @@ from abflow.as_of import check_backfill_end, day_ends
 from abflow.settings import get_settings
 from flows.analyze import analyze_all, resolve_url
 from tasks.metrics import push_metrics
-from tasks.warehouse import load_experiments, prepare_warehouse
+from tasks.warehouse import check_schema_version, load_experiments
 
 # Prefect's server ignores JSON Schema `format` when it checks parameters; a pattern makes
 # enforce_parameter_schema reject non-dates (the UI keeps its date picker from `format`).
@@ -34,7 +34,7 @@ def backfill_experiments(
     check_backfill_end(end, "end")  # before anything is written, migrations included
     settings = get_settings()
     url = resolve_url(settings)
-    prepare_warehouse(settings, url)
+    check_schema_version(settings, url)
     chosen, broken = load_experiments(settings, url, experiments)
     logger = get_run_logger()
     out: list[dict[str, Any]] = []

@@ -8,17 +8,24 @@ from prefect import flow, get_run_logger
 
 from abflow.settings import get_settings
 from flows.analyze import resolve_url
+from tasks.alerts import promotion_mark, publish_config_events, quietly
 from tasks.promotion import promote_variant, rollback_variant, unpin_config
-from tasks.warehouse import prepare_warehouse
+from tasks.warehouse import check_schema_version
 
 
-def _manual(change: Any, *args: Any) -> str:
-    """Migrate, run one config-change task, log and return its one-line outcome."""
+def _manual(change: Any, key: str, *args: Any) -> str:
+    """Check the schema version, run one config-change task, log and return its outcome.
+
+    The change's promotions rows become events (promoted, rolled_back, pinned, unpinned).
+    """
     settings = get_settings()
     url = resolve_url(settings)
-    prepare_warehouse(settings, url)
-    msg: str = change(settings, url, *args)
+    check_schema_version(settings, url)
+    mark = quietly(lambda: promotion_mark(settings, url, key), "abflow events")
+    msg: str = change(settings, url, key, *args)
     get_run_logger().info(msg)
+    if mark is not None:
+        quietly(lambda: publish_config_events(settings, url, key, mark), "abflow events")
     return msg
 
 

@@ -44,6 +44,7 @@ def validate_data(
         assignments_source=settings.assignments_source,
         events_source=settings.events_source,
         previous_units=previous_units,
+        data_docs_dir=settings.gx_data_docs_dir,
     )
 
 

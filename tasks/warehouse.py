@@ -1,4 +1,4 @@
-"""Warehouse tasks: migrate, load definitions, extract aggregates, write results."""
+"""Warehouse tasks: check the schema, load definitions, extract aggregates, write results."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
 from abflow.warehouse import experiments_repo, extract, incremental, promotion, readback, writer
 from abflow.warehouse.engine import make_engine
-from abflow.warehouse.migrate import migrate
+from abflow.warehouse.migrate import check_schema
 from tasks import engines
 from tasks.retry import RETRY_DELAYS, retry_transient
 
@@ -26,15 +26,19 @@ def engine_for(settings: Settings, url: str) -> Engine:
 
 
 @task(
-    name="prepare-warehouse",
+    name="check-schema",
     retries=3,
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
 )
-def prepare_warehouse(settings: Settings, url: str) -> list[str]:
-    """Apply pending migrations (a no-op when up to date)."""
-    return migrate(engine_for(settings, url), settings.schema_name)
+def check_schema_version(settings: Settings, url: str) -> None:
+    """Stop (SchemaOutdated, one line) unless the schema has every migration; never migrates.
+
+    Runs, backfills and promotions work as a login that is only in abflow_writer: the schema
+    owner applies migrations with `abflow migrate`.
+    """
+    check_schema(engine_for(settings, url), settings.schema_name)
 
 
 @task(

@@ -60,6 +60,44 @@ def engine(settings: Settings) -> Iterator[Engine]:
     eng.dispose()
 
 
+def login_engine(
+    engine: Engine, settings: Settings, group: str | None, *, schema_usage: bool = False
+) -> Iterator[Engine]:
+    """A throwaway LOGIN role (member of `group` only) and an engine connected as it.
+
+    The role is dropped afterwards. Its URL (password included) is
+    `user_engine.url.render_as_string(hide_password=False)`.
+    """
+    import secrets
+
+    from sqlalchemy import create_engine, make_url, text
+    from sqlalchemy.pool import NullPool
+
+    name = f"t_{group or 'nobody'}_{uuid.uuid4().hex[:8]}"
+    password = secrets.token_hex(16)  # ignored under trust auth, needed elsewhere
+    membership = f" in role {group}" if group else ""
+    with engine.begin() as conn:
+        conn.execute(text(f"create role {name} login password '{password}'{membership}"))
+        if schema_usage:
+            conn.execute(text(f'grant usage on schema "{settings.schema_name}" to {name}'))
+    url = make_url(engine.url.render_as_string(hide_password=False)).set(
+        username=name, password=password
+    )
+    user_engine = create_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={"options": f"-c search_path={settings.schema_name}"},
+    )
+    try:
+        yield user_engine
+    finally:
+        user_engine.dispose()
+        with engine.begin() as conn:
+            # drop owned also revokes what was granted to the role, which drop role requires.
+            conn.execute(text(f"drop owned by {name}"))
+            conn.execute(text(f"drop role {name}"))
+
+
 def repo_root() -> Path:
     """The project root (for experiments/ and sql/)."""
     return Path(__file__).resolve().parents[1]
@@ -158,3 +196,28 @@ def copy_experiment(engine: Engine, source: Experiment, key: str) -> Experiment:
             {"k": key, "src": source.key},
         )
     return copy
+
+
+# --- one Prefect server per test session, also under `pytest -n 2` ------------------------------
+
+# Modules sharing the session-scoped real `prefect server` (tests/flows/prefect_stack.py): xdist
+# must run them on one worker, or each worker starts its own server (~20-60 s of 2 cores each).
+# `xdist_group` + `--dist loadgroup` would say that, but with pytest 9.2 xdist's nodeid suffix no
+# longer takes effect (pytest-dev/pytest-xdist#1386), so the grouping is done here instead.
+ONE_WORKER_MODULES = ("tests/flows/test_prefect_server.py", "tests/flows/test_alerts_server.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist load`/`loadgroup`: like load, but the ONE_WORKER_MODULES form one work unit."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class OneServerScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.split("::", 1)[0] in ONE_WORKER_MODULES:
+                return "prefect-server"
+            return super()._split_scope(nodeid)
+
+    return OneServerScheduling(config, log)

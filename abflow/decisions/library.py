@@ -62,7 +62,7 @@ def evaluate(
 ) -> tuple[list[Any], list[InsightRow], Recommendation]:
     """variant_stats rows, insights and the recommendation: the one path flows and library share."""
     when = as_of or experiment.start_at + timedelta(days=days_since_start)
-    variant_rows, insights = build_insights(run_id, experiment, when, stats)
+    variant_rows, insights = build_insights(run_id, experiment, when, stats, days_since_start)
     rec = apply_rules(
         DecisionInputs(
             experiment=experiment,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Iterable
+from typing import Literal, Protocol, TypeVar
 
 from abflow import stats as st
 from abflow.definitions import Experiment
@@ -12,6 +13,31 @@ from abflow.stats.sequential import PLAN_OVER_TUNING
 DEFAULT_RELATIVE_MDE = 0.05  # planned sample uses a 5% relative MDE when a metric sets none
 # gbstats' default mixture tuning, used while the planned sample cannot be computed yet.
 FALLBACK_TUNING = 5000.0
+
+
+class _ArmRow(Protocol):
+    @property
+    def metric_key(self) -> str: ...
+    @property
+    def segment(self) -> str: ...
+    @property
+    def variant_key(self) -> str: ...
+
+
+R = TypeVar("R", bound=_ArmRow)
+
+
+def primary_control(experiment: Experiment, rows: Iterable[R]) -> R | None:
+    """The overall-segment row of the primary metric's control arm, if any."""
+    key, control = experiment.primary_metric.key, experiment.control.key
+    return next(
+        (
+            r
+            for r in rows
+            if r.metric_key == key and r.segment == "all" and r.variant_key == control
+        ),
+        None,
+    )
 
 
 def planned_sample(

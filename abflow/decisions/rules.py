@@ -8,7 +8,7 @@ from typing import Any
 
 from scipy import special
 
-from abflow.decisions.plan import DEFAULT_RELATIVE_MDE, planned_sample
+from abflow.decisions.plan import DEFAULT_RELATIVE_MDE, planned_sample, primary_control
 from abflow.definitions import Experiment, Metric
 from abflow.results import CheckOutcome, DecisionKind, InsightRow, VariantStatRow
 from abflow.stats.models import ZERO_CONTROL_MEAN
@@ -140,17 +140,7 @@ def constraint_status(
 
 def required_sample(experiment: Experiment, rows: list[VariantStatRow]) -> int | None:
     """Units per variant the rule in force needs to detect the primary metric's MDE."""
-    m = experiment.primary_metric
-    control = next(
-        (
-            r
-            for r in rows
-            if r.metric_key == m.key
-            and r.segment == "all"
-            and r.variant_key == experiment.control.key
-        ),
-        None,
-    )
+    control = primary_control(experiment, rows)
     if control is None:
         return None
     return planned_sample(experiment, control.mean, control.variance)
@@ -459,6 +449,13 @@ def _ship_or_wait(
         f"{_fmt(row.variant_mean)} ({_lift_text(row)}, CI {_pct(row.rel_ci_low)} to "
         f"{_pct(row.rel_ci_high)}, {_evidence(e, row)}, {_rule_name(e)})"
     )
+    if row.impact_per_day is not None:
+        low, high = 30 * (row.impact_ci_low or 0.0), 30 * (row.impact_ci_high or 0.0)
+        what = "units converting" if primary.kind == "proportion" else primary.key
+        text += (
+            f"; at today's traffic that is {row.impact_per_day:+,.4g} {what} per day "
+            f"({30 * row.impact_per_day:+,.4g} per 30 days, CI {low:+,.4g} to {high:+,.4g})"
+        )
     if best.guards:
         text += "; guardrails hold (" + "; ".join(g.text for g in best.guards) + ")"
     if len(qualified) > 1:

@@ -1,6 +1,6 @@
 """Pure statistics core of abflow: sufficient statistics in, lifts and decisions data out."""
 
-from abflow.stats.bayesian import beta_binomial_chance_to_win
+from abflow.stats.bayesian import NormalPrior, beta_binomial_chance_to_win
 from abflow.stats.compare import compare
 from abflow.stats.cuped import cuped_adjust, cuped_theta
 from abflow.stats.models import (
@@ -19,6 +19,7 @@ __all__ = [
     "SRM_THRESHOLD",
     "CompareResult",
     "MeanStats",
+    "NormalPrior",
     "ProportionStats",
     "RatioStats",
     "RegressionAdjustedStats",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import integrate, special
@@ -12,6 +13,21 @@ from abflow.stats.models import ProportionStats
 # Proper prior on the relative lift, N(0, 0.3²) (GrowthBook's default informative prior).
 PROPER_PRIOR_MEAN = 0.0
 PROPER_PRIOR_VARIANCE = 0.3**2
+
+
+@dataclass(frozen=True)
+class NormalPrior:
+    """A normal prior N(mean, stddev²) on the relative lift (GrowthBook's custom prior)."""
+
+    mean: float
+    stddev: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.mean) and math.isfinite(self.stddev) and self.stddev > 0):
+            raise ValueError("a normal prior needs a finite mean and a positive finite stddev")
+
+
+PROPER_PRIOR = NormalPrior(PROPER_PRIOR_MEAN, math.sqrt(PROPER_PRIOR_VARIANCE))
 
 # Above this many series terms the closed form is summed in chunks to bound memory.
 _CHUNK = 1_000_000

@@ -23,7 +23,7 @@ from abflow.stats.models import (
 Difference = Literal["relative", "absolute"]
 Engine = Literal["frequentist", "bayesian"]
 Test = Literal["welch", "z_pooled"]
-Prior = Literal["flat", "proper"]
+Prior = Literal["flat", "proper"] | bayesian.NormalPrior
 
 
 def _method(control: Stats, engine: str, sequential_: bool, test: str) -> str:
@@ -48,7 +48,7 @@ def _validate(
     tuning: float,
     test: str,
     alternative: str,
-    prior: str,
+    prior: Prior,
 ) -> None:
     """Raise on programming errors (bad arguments); data problems are never raised."""
     if type(control) is not type(treatment):
@@ -61,7 +61,7 @@ def _validate(
         raise ValueError(f"unknown test {test!r}")
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"unknown alternative {alternative!r}")
-    if prior not in ("flat", "proper"):
+    if not isinstance(prior, bayesian.NormalPrior) and prior not in ("flat", "proper"):
         raise ValueError(f"unknown prior {prior!r}")
     if not 0.0 < alpha < 1.0:
         raise ValueError("alpha must be in (0, 1)")
@@ -143,7 +143,7 @@ def _compute(
     alpha: float,
     tuning: float,
     alternative: frequentist.Alternative,
-    prior: str,
+    prior: Prior,
     test: str = "welch",
 ) -> CompareResult | str:
     """The non-degenerate path; an error code instead when the lift variance vanishes."""
@@ -174,11 +174,12 @@ def _compute(
             p_value = sequential.cs_p_value(estimate, variance, n_c + n_t, alpha, tuning)
         prior_var: float | None = None
         prior_mean = 0.0
-        if prior == "proper":
-            # Prior N(0, 0.3²) is on the relative lift; rescale by |μC| for absolute lifts.
+        normal = bayesian.PROPER_PRIOR if prior == "proper" else prior
+        if isinstance(normal, bayesian.NormalPrior):
+            # The prior is on the relative lift; rescale by |μC| for absolute lifts.
             scale = 1.0 if relative else raw_c**2
-            prior_var = bayesian.PROPER_PRIOR_VARIANCE * scale
-            prior_mean = bayesian.PROPER_PRIOR_MEAN * math.sqrt(scale)
+            prior_var = normal.stddev**2 * scale
+            prior_mean = normal.mean * math.sqrt(scale)
             if not prior_var > 0:
                 prior_var = None
         post_mean, post_var = bayesian.posterior_normal(estimate, variance, prior_mean, prior_var)
@@ -187,8 +188,12 @@ def _compute(
         estimate, se, df = post_mean, post_sd, None
         low, high = post_mean - q * post_sd, post_mean + q * post_sd
     elif method == "sequential_cs":
-        half = sequential.cs_half_width(variance, n_c + n_t, alpha, tuning)
-        p_value = sequential.cs_p_value(estimate, variance, n_c + n_t, alpha, tuning)
+        # One-sided (gbstats SequentialOneSided*TTest): the side of the two-sided CS at 2α, its
+        # mixture tuned at 2α too, so the one-sided p is half the two-sided one at 2α.
+        one_sided = alternative != "two-sided"
+        level = 2.0 * alpha if one_sided else alpha
+        half = sequential.cs_half_width(variance, n_c + n_t, level, tuning)
+        p_value = sequential.cs_p_value(estimate, variance, n_c + n_t, level, tuning)
         if (
             test == "z_pooled"
             and isinstance(control, ProportionStats)
@@ -196,12 +201,11 @@ def _compute(
         ):
             # Honour test: z_pooled under monitoring: the pooled (score) z in the same bound.
             z = frequentist.pooled_z_statistic(float(control.sum), n_c, float(treatment.sum), n_t)
-            p_value = sequential.cs_p_value(z, 1.0, n_c + n_t, alpha, tuning)
-        # One-sided: the two-sided CS is used as is (conservative); a lift in the wrong
-        # direction can never be evidence for the alternative.
-        wrong_way = estimate <= 0 if alternative == "greater" else estimate >= 0
-        if alternative != "two-sided" and wrong_way:
-            p_value = 1.0
+            p_value = sequential.cs_p_value(z, 1.0, n_c + n_t, level, tuning)
+        if one_sided:
+            # A lift in the wrong direction can never be evidence for the alternative.
+            wrong_way = estimate <= 0 if alternative == "greater" else estimate >= 0
+            p_value = 1.0 if wrong_way else p_value / 2.0
         df = None
         low, high = estimate - half, estimate + half
     elif method == "z_pooled":

@@ -10,7 +10,8 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event
 
-from abflow.settings import Settings
+from abflow.redact import one_line, register_url
+from abflow.settings import Settings, normalize_database_url
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,17 @@ def embedded_url(pgdata: Path) -> str:
 def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
     """Create the SQLAlchemy engine for the configured warehouse (embedded by default)."""
     target = url or settings.database_url or embedded_url(settings.pgdata)
-    if target.startswith("postgresql://"):
-        target = "postgresql+psycopg://" + target.removeprefix("postgresql://")
-    engine = create_engine(
-        target,
-        pool_pre_ping=True,
-        pool_size=max(2, settings.max_concurrency),
-        max_overflow=2,
-        connect_args={"connect_timeout": 10, "application_name": "abflow"},
-    )
+    register_url(target)
+    try:
+        engine = create_engine(
+            normalize_database_url(target),
+            pool_pre_ping=True,
+            pool_size=max(2, settings.max_concurrency),
+            max_overflow=2,
+            connect_args={"connect_timeout": 10, "application_name": "abflow"},
+        )
+    except Exception as exc:  # a malformed URL: one line, and never the URL's password
+        raise WarehouseUnavailable(f"unusable database URL: {one_line(exc)}") from None
     schema = settings.schema_name
 
     @event.listens_for(engine, "connect")

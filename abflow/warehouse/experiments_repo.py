@@ -42,6 +42,14 @@ def upsert_experiments(conn: Connection, experiments: list[Experiment]) -> None:
                 "d": json.dumps(definition),
             },
         )
+        # Applying a definition again restores an archived experiment (007_web_tokens.sql).
+        conn.execute(
+            text(
+                "update experiments set archived_at = null, archived_by = null"
+                " where experiment_key = :k and archived_at is not null"
+            ),
+            {"k": e.key},
+        )
         # Weights in config follow the definition unless a bandit owns them; version moves
         # only when what apps see changes.
         conn.execute(

@@ -19,6 +19,11 @@ from abflow.warehouse import plan
 from abflow.warehouse.dialects import Source
 from abflow.warehouse.engines import Executor, PostgresExecutor, execute_plan
 
+# Event values outside [-VALUE_LIMIT, VALUE_LIMIT] (and NaN, ±Infinity) are bad rows: the metric
+# SQL reads them as missing, so sums of squares cannot overflow double precision (~1e154 would),
+# and the critical GX check gx_events_value_finite_in_range names them (the run is unhealthy).
+VALUE_LIMIT = plan.VALUE_LIMIT
+
 
 def relation(name: str) -> sql.Composable:
     """Quote a possibly schema-qualified relation name ('view' or 'schema.view') as identifiers."""

@@ -41,10 +41,16 @@ def analysis_end(experiment: Experiment, as_of: datetime) -> datetime:
     return min(as_of, experiment.end_at) if experiment.end_at else as_of
 
 
+# Event values outside [-VALUE_LIMIT, VALUE_LIMIT] (and NaN, ±Infinity) are bad rows: the metric
+# SQL reads them as missing (their squares would overflow a sum) and a critical check names them.
+VALUE_LIMIT = 1e12
+
+
 def analysis_values(experiment: Experiment, as_of: datetime) -> dict[str, Any]:
     """Values of the placeholders the analysis statements use."""
     return {
         "experiment_key": experiment.key,
+        "value_limit": VALUE_LIMIT,
         "start_at": experiment.start_at,
         "as_of": analysis_end(experiment, as_of),
         "variants": [v.key for v in experiment.variants],

@@ -106,6 +106,8 @@ def _step(
     promoted=(variant, config) sets the override (None, None is the weighted split); variants
     replaces the weights; pin=True pins to (actor, reason, now), False unpins, None leaves it.
     """
+    # No actor given: the database login asked (the same default the audit trigger applies).
+    actor = actor or str(conn.execute(text("select session_user")).scalar_one())
     version: int = conn.execute(
         text(
             "update experiment_config set"

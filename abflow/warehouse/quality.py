@@ -23,8 +23,11 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from abflow.definitions import Experiment
+from abflow.redact import one_line, redact
 from abflow.results import CheckOutcome, Severity
-from abflow.warehouse.extract import relation
+from abflow.settings import normalize_database_url
+from abflow.warehouse.data_docs import write_data_docs
+from abflow.warehouse.extract import VALUE_LIMIT, relation
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuiteValidationResult
@@ -65,8 +68,12 @@ def run_expectations(
     assignments_source: str = "assignments",
     events_source: str = "events",
     previous_units: int | None = None,
+    data_docs_dir: Path | None = None,
 ) -> list[CheckOutcome]:
-    """Validate the experiment's assignments, events and exposure units; one outcome per check."""
+    """Validate the experiment's assignments, events and exposure units; one outcome per check.
+
+    With data_docs_dir, GX's Data Docs of this validation go to `<dir>/<experiment key>/`.
+    """
     # GX logs a line per ephemeral context at INFO; our own report lists what matters.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     now = datetime.now(UTC)
@@ -78,12 +85,17 @@ def run_expectations(
         "events": events_query(events, assignments, experiment, as_of, now),
         "variant_stats": variant_units_query(assignments, experiment, as_of),
     }
-    datasource = _datasource(connection_string)
+    try:
+        datasource = _datasource(connection_string)
+    except Exception as exc:  # GX may quote the connection string: never let it out unmasked
+        raise RuntimeError(f"cannot open the warehouse for GX: {one_line(exc)}") from None
     outcomes: list[CheckOutcome] = []
     try:
         for name in SUITE_NAMES:
             expectations = bind_suite(load_suite(name), params)
             outcomes.extend(_validate(datasource, name, queries[name], expectations))
+        if data_docs_dir is not None:
+            write_data_docs(datasource.data_context, Path(data_docs_dir) / experiment.key)
     finally:
         _close(datasource)
     return outcomes
@@ -204,7 +216,11 @@ def events_query(
         # a repeat of an identical row (NULL values compare equal here) carries its key
         "case when row_number() over (partition by e.unit_id, e.event_name, e.occurred_at, "
         "e.value) > 1 then concat_ws(' | ', e.unit_id, e.event_name, e.occurred_at, e.value) "
-        "end as duplicate_of "
+        "end as duplicate_of, "
+        # a value the metric SQL reads as missing (out of range, NaN, ±Infinity) names its row
+        "case when e.value is not null and not abs(e.value) <= {limit} "
+        "then concat_ws(' | ', e.unit_id, e.event_name, e.occurred_at, e.value) "
+        "end as out_of_range "
         "from {events} as e "
         "where e.unit_id in (select a.unit_id from {assignments} as a "
         "where a.experiment_key = {key} and a.assigned_at <= {end}) "
@@ -216,6 +232,7 @@ def events_query(
         assignments=assignments,
         key=sql.Literal(experiment.key),
         names=names,
+        limit=sql.Literal(VALUE_LIMIT),
         start=sql.Literal(experiment.start_at - timedelta(days=lookback)),
         end=sql.Literal(end),
         now=sql.Literal(now),
@@ -276,9 +293,7 @@ def _datasource(connection_string: str) -> SQLDatasource:
     # After the import: GX configures its loggers on import; one INFO line per context is noise.
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    url = connection_string
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    url = normalize_database_url(connection_string)
     # Passed as a config variable: GX's DSN validation rejects socket URLs (no host) and the
     # secret stays out of the datasource config.
     context = gx.get_context(mode="ephemeral", runtime_environment={_URL_VARIABLE: url})
@@ -313,7 +328,7 @@ def _validate(
         )
         result: ExpectationSuiteValidationResult = validation.run(result_format=RESULT_FORMAT)
     except Exception as exc:  # a broken source fails its checks, not the run
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        message = one_line(exc)
         return [_error_outcome(name, e, message) for e in expectations]
     return [_outcome(name, r) for r in result.results]
 
@@ -377,7 +392,7 @@ def _error_message(info: Any) -> str | None:
     entries = [info] if "raised_exception" in info else list(info.values())
     for entry in entries:
         if isinstance(entry, Mapping) and entry.get("raised_exception"):
-            return str(entry.get("exception_message") or "metric computation failed")
+            return redact(entry.get("exception_message") or "metric computation failed")
     return None
 
 

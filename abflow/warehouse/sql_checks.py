@@ -85,6 +85,7 @@ def check_statements(
         "now": current,
         "start_at": experiment.start_at,
         "window_end": plan.analysis_end(experiment, as_of),
+        "value_limit": plan.VALUE_LIMIT,
         "events_from": experiment.start_at - timedelta(days=plan.lookback_days(experiment)),
         "event_names": metric_event_names(experiment),
         "variants": [v.key for v in experiment.variants],

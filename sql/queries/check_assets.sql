@@ -13,7 +13,8 @@ where experiment_key = :experiment_key
 
 -- name: events
 -- Metric events of the experiment's units in the window, plus rows stamped NULL or future;
--- duplicate_of is set on every repeat of an identical (unit, event, time, value) row.
+-- duplicate_of is set on every repeat of an identical (unit, event, time, value) row,
+-- out_of_range on every value the metric SQL reads as missing.
 select
     e.unit_id,
     e.event_name,
@@ -24,7 +25,10 @@ select
             partition by e.unit_id, e.event_name, e.occurred_at, e.value
             order by e.occurred_at
         ) > 1 then e.unit_id
-    end as duplicate_of
+    end as duplicate_of,
+    -- a value the metric SQL reads as missing (out of range, NaN, ±Infinity) names its unit
+    case when e.value is not null and not abs(e.value) <= :value_limit then e.unit_id end
+        as out_of_range
 from source_events as e
 where e.unit_id in (
         select a.unit_id

@@ -15,7 +15,9 @@ with
 
 changed_unit_events as (
     -- exact duplicate rows count once, as in metric_stats.sql
-    select distinct u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
+    select distinct u.unit_id, u.first_exposed_at, e.event_name,
+        -- out-of-range values (and NaN, ±Infinity) are missing, as in metric_stats.sql
+        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at
     from abflow_refresh_units as u
     inner join source_events as e
         on e.unit_id = u.unit_id
@@ -29,7 +31,9 @@ changed_unit_events as (
 ),
 
 same_unit_events as (
-    select distinct u.unit_id, u.first_exposed_at, e.event_name, e.value, e.occurred_at
+    select distinct u.unit_id, u.first_exposed_at, e.event_name,
+        -- out-of-range values (and NaN, ±Infinity) are missing, as in metric_stats.sql
+        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at
     from abflow_refresh_units as u
     inner join source_events as e
         on e.unit_id = u.unit_id

@@ -25,7 +25,9 @@ unit_metric_events as (
         m.metric_id,
         u.first_exposed_at,
         e.occurred_at,
-        e.value,
+        -- a value out of range (or NaN, ±Infinity) is a bad row: read as missing, never summed
+        -- (its square would overflow); the GX check value_finite_in_range reports it
+        case when abs(e.value) <= :value_limit then e.value end as value,
         m.is_num,
         m.is_den
     from abflow_units as u

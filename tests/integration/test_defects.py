@@ -64,6 +64,8 @@ def _experiment(key: str, **overrides: Any) -> Experiment:
             {"key": "conv", "kind": "proportion", "event": "buy", "role": "primary", "mde": 0.5}
         ],
         "decision": {"auto_promote": True, "min_runtime_days": 3},
+        # The planted win doubles conversion (+100%): plausible here by construction.
+        "analysis": {"max_plausible_lift": 2.0},
     }
     data.update(overrides)
     return parse_experiment(data)
@@ -495,7 +497,7 @@ def test_min_sample_not_reached_keeps_running(
     engine: Engine, pg_url: str, settings: Settings
 ) -> None:
     """100 units per arm against the 150 minimum: a warning, and the winner is not shipped yet."""
-    e = _experiment("dq_minsample")
+    e = _experiment("dq_minsample", analysis={"max_plausible_lift": 10.0})  # 10% vs 60%
     _define(engine, e)
     _seed(engine, e.key, "dqn", n=200, treatment_buys="g % 10 in (1, 3, 5)")
     run = _analyze(engine, pg_url, settings, e)
@@ -589,7 +591,9 @@ def test_srm_below_one_in_a_thousand_blocks(
 
 def test_srm_inside_one_segment_blocks(engine: Engine, pg_url: str, settings: Settings) -> None:
     """Balanced overall (1,000/1,000) but 600/400 on iOS and 400/600 on Android."""
-    e = _experiment("dq_srm_segment", analysis={"segments": ["platform"]})
+    e = _experiment(
+        "dq_srm_segment", analysis={"segments": ["platform"], "max_plausible_lift": 2.0}
+    )
     _define(engine, e)
     # control g % 10 in (0, 2, 4) and treatment g % 10 in (1, 3) are iOS
     platform = (
@@ -747,6 +751,63 @@ def test_null_values_of_a_value_metric_block(
     assert run.sums("revenue") == {"control": 900.0, "treatment": 2000.0}
     _assert_blocked(engine, run, e.key, ["gx_events_value_not_null"])
     assert "gx_events_value_not_null failed (observed 10, threshold 3)" in run.rationale
+
+
+def test_values_that_would_overflow_a_sum_block_and_are_named(
+    engine: Engine, pg_url: str, settings: Settings
+) -> None:
+    """1e200 (its square overflows double precision), NaN and -Infinity amounts on a revenue
+    metric: the run is recorded unhealthy with the check naming those rows, every metric is still
+    computed from the other rows, and the CLI panel says so (it used to fail the experiment with
+    "value out of range: overflow")."""
+    from rich.console import Console
+
+    from abflow.console import experiment_panel
+
+    e = _experiment(
+        "dq_overflow",
+        metrics=[
+            {"key": "conv", "kind": "proportion", "event": "buy", "role": "primary"},
+            {"key": "revenue", "kind": "mean", "event": "buy", "value": "sum"},
+            {"key": "biggest", "kind": "mean", "event": "buy", "value": "max"},
+        ],
+    )
+    _define(engine, e)
+    bad = {20: "1e200", 40: "'NaN'", 41: "'-Infinity'"}
+    value = "case " + " ".join(f"when g = {g} then {v}" for g, v in bad.items())
+    value += " else 10 + g % 7 end"
+    _seed(engine, e.key, "dqo", value=value)
+    run = _analyze(engine, pg_url, settings, e)
+    check = run.checks["gx_events_value_finite_in_range"]
+    assert (check["severity"], check["passed"], check["observed"]) == ("critical", False, 3)
+    named = sorted((r.split(" | ")[0], r.split(" | ")[3]) for r in check["details"]["sample"])
+    assert named == [("dqo20", "1e+200"), ("dqo40", "NaN"), ("dqo41", "-Infinity")]
+    assert run.failed() == {"gx_events_value_finite_in_range": "critical"}
+    # Out-of-range amounts are read as missing (the other purchases add 10 + g % 7 each);
+    # conversion still counts every purchase.
+    kept = [g for g in range(1, 2001) if g not in bad]
+    assert run.sums("revenue") == {
+        "control": sum(10 + g % 7 for g in kept if g % 2 == 0 and g % 20 == 0),
+        "treatment": sum(10 + g % 7 for g in kept if g % 2 == 1 and g % 10 == 1),
+    }
+    assert run.sums("conv") == {"control": 100.0, "treatment": 200.0}
+    assert {i.metric_key for i in run.result.insights if i.error is None} == {
+        "conv",
+        "revenue",
+        "biggest",
+    }
+    _assert_blocked(engine, run, e.key, ["gx_events_value_finite_in_range"])
+
+    with engine.connect() as conn:
+        (latest,) = readback.latest_results(conn, [e.key])
+    out = Console(record=True, width=250, markup=False)
+    out.print(experiment_panel(latest))
+    panel = out.export_text()
+    assert "status unhealthy" in panel
+    assert "health: 1 check(s) failed" in panel
+    assert "[critical] gx_events_value_finite_in_range (3)" in panel
+    assert "dqo20 | buy |" in panel and "1e+200" in panel
+    assert "recommendation: investigate" in panel
 
 
 def test_empty_window_blocks(engine: Engine, pg_url: str, settings: Settings) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 from abflow.definitions import Experiment, Metric
 from abflow.warehouse import extract
 from abflow.warehouse.writer import write_result
-from tests.conftest import DEMO_AS_OF, analyse
+from tests.conftest import DEMO_AS_OF, analyse, copy_experiment
 
 
 def _agg(frame: pd.DataFrame, how: str, units: pd.Index, fill: bool) -> pd.Series:
@@ -177,7 +177,8 @@ def _counts(engine: Engine, key: str) -> dict[str, int]:
 
 
 def test_rerun_replaces_rows(engine: Engine, demo_loaded: dict[str, Any]) -> None:
-    e = demo_loaded["experiments"]["followup_timing"]
+    # Its own copy: other tests of the session (flows, backfills) analyse followup_timing too.
+    e = copy_experiment(engine, demo_loaded["experiments"]["followup_timing"], "rerun_rows")
     for _ in range(2):
         result = analyse(engine, e)
         with engine.begin() as conn:

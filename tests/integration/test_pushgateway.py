@@ -233,3 +233,53 @@ def test_malformed_url_raises(url: str) -> None:
     """A malformed URL is a configuration error and raises before any network use."""
     with pytest.raises(ValueError, match="malformed Pushgateway URL"):
         push_run_metrics(url, [])
+
+
+@pytest.mark.parametrize("url", ["http://pg:PUSHSECRET@127.0.0.1:notaport",
+                                 "ftp://pg:PUSHSECRET@127.0.0.1:9091",
+                                 "http://pg:PUSHSECRET@exa mple:9091"])
+def test_malformed_url_error_masks_the_password(url: str) -> None:
+    with pytest.raises(ValueError, match="malformed Pushgateway URL") as info:
+        push_run_metrics(url, [])
+    assert "PUSHSECRET" not in str(info.value) and "pg:***@" in str(info.value)
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(
+    latest: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """user:password@ goes out as an Authorization header, never as part of the host."""
+    import base64
+    import http.server
+    import threading
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # http.server's method naming
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        count = push_run_metrics(f"http://ops:p%40ss%3Aword@127.0.0.1:{port}",
+                                 latest["results"][:1])
+    finally:
+        server.shutdown()
+        thread.join()
+    assert count > 0
+    expected = "Basic " + base64.b64encode(b"ops:p@ss:word").decode()
+    assert seen and all(auth == expected for _, auth in seen)
+    assert all(path.startswith("/metrics/job/abflow/") for path, _ in seen)
+    # and when that gateway is gone, the warning names it without the password
+    push_run_metrics(f"http://ops:p%40ss%3Aword@127.0.0.1:{port}", latest["results"][:1],
+                     timeout=1.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and not any("p%40ss" in w or "p@ss" in w for w in warnings)

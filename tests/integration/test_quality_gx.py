@@ -291,7 +291,12 @@ def test_non_finite_values_are_critical(warehouse: Warehouse) -> None:
     load(warehouse, assignments, events)
     outcome = run(warehouse, make_experiment())["gx_events_value_finite_in_range"]
     assert (outcome.severity, outcome.passed, outcome.observed) == ("critical", False, 2)
-    assert sorted(outcome.details["sample"]) == ["inf", "nan"]
+    # the sample names the rows: unit | event | time | value
+    rows = sorted(s.split(" | ") for s in outcome.details["sample"])
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        ("u00", "page_load", "NaN"),
+        ("u01", "purchase", "Infinity"),
+    ]
 
 
 def test_exposures_outside_the_window_warn(warehouse: Warehouse) -> None:

@@ -211,7 +211,9 @@ def _dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 def _bind(sql: str, schema: str) -> str:
     """Substitute the Grafana macros and variables the way Grafana would for our demo data."""
     sql = re.sub(r"\$__timeFilter\([^)]*\)", "true", sql)
-    sql = sql.replace("$experiment", KEY).replace("$metric", METRIC)
+    # ${var:sqlstring}: Grafana quotes the value and doubles its quotes (test_dashboard.py)
+    sql = sql.replace("${experiment:sqlstring}", f"'{KEY}'")
+    sql = sql.replace("${metric:sqlstring}", f"'{METRIC}'")
     return re.sub(r"\babflow\.", f'"{schema}".', sql)
 
 

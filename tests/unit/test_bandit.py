@@ -180,3 +180,52 @@ def test_degenerate_inputs_do_not_crash() -> None:
     assert d.weights == {"a": 0.99, "b": 0.01}
     with pytest.raises(ValueError, match="two arms"):
         thompson_weights([("a", ProportionStats(300, 3))])
+
+
+def test_an_arm_with_an_undefined_ratio_keeps_its_weight() -> None:
+    """Σ denominator = 0 used to give P(best) ≈ 0 and cut the arm to the floor."""
+    from abflow.stats import RatioStats
+
+    arms: list[tuple[str, BanditStats]] = [
+        ("control", RatioStats(500, 100.0, 140.0, 1000.0, 2200.0, 260.0)),
+        ("b", RatioStats(500, 120.0, 170.0, 1000.0, 2200.0, 300.0)),
+        ("c", RatioStats(500, 0.0, 0.0, 0.0, 0.0, 0.0)),
+    ]
+    current = {"control": 0.3, "b": 0.3, "c": 0.4}
+    d = thompson_weights(arms, current=current, min_units=100)
+    assert d.reweighted and d.weights["c"] == 0.4
+    assert sum(d.weights.values()) == pytest.approx(1.0, abs=1e-9)
+    assert d.weights["b"] > d.weights["control"] and set(d.probabilities) == {"control", "b"}
+    one_left = thompson_weights([arms[0], arms[2]], current={"control": 0.5, "c": 0.5})
+    assert not one_left.reweighted and one_left.weights == {"control": 0.5, "c": 0.5}
+    assert "undefined for c" in one_left.reason
+
+
+def test_top_two_matches_the_resampling_procedure() -> None:
+    """ψ_i = β·p_i + (1−β)·Σ_j p_j·p_i/(1−p_j) equals leader/re-drawn-challenger frequencies."""
+    import numpy as np
+
+    from abflow.bandit import _top_two
+
+    p = {"a": 0.7, "b": 0.2, "c": 0.1}
+    beta = 0.5
+    psi = _top_two(p, beta)
+    rng = np.random.default_rng(5)
+    keys, probs = list(p), np.array(list(p.values()))
+    counts = dict.fromkeys(keys, 0)
+    n = 200_000
+    leaders = rng.choice(3, size=n, p=probs)
+    for leader, coin in zip(leaders, rng.random(n) < beta, strict=True):
+        if coin:
+            counts[keys[leader]] += 1
+            continue
+        while (j := rng.choice(3, p=probs)) == leader:
+            pass
+        counts[keys[j]] += 1
+    for k in keys:
+        assert psi[k] == pytest.approx(counts[k] / n, abs=0.005)
+    # the challenger gets more than plain Thompson sampling would give it
+    assert psi["b"] > p["b"] and psi["a"] < p["a"]
+    d = thompson_weights(THREE, top_two=0.5)
+    plain = thompson_weights(THREE)
+    assert d.weights["b"] < plain.weights["b"]

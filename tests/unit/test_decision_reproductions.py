@@ -14,28 +14,12 @@ from abflow import stats as st
 from abflow.analysis import build_insights
 from abflow.decisions.library import load_definition, to_sufficient
 from abflow.stats import MeanStats, ProportionStats, RatioStats
-
-CONV = {"key": "conv", "kind": "proportion", "event": "buy", "role": "primary"}
+from tests.unit.definitions_helper import CONV, guardrails
+from tests.unit.definitions_helper import definition as base_definition
 
 
 def definition(metrics: list[dict[str, Any]], arms: int = 2, **extra: Any) -> dict[str, Any]:
-    w = round(1 / arms, 6)
-    return {
-        "key": "repro",
-        "name": "reproduction",
-        "status": "running",
-        "start_at": "2026-11-01T00:00:00Z",
-        "variants": [
-            {
-                "key": "control" if i == 0 else f"t{i}",
-                "weight": w if i < arms - 1 else round(1 - w * (arms - 1), 6),
-                "control": i == 0,
-            }
-            for i in range(arms)
-        ],
-        "metrics": metrics,
-        **extra,
-    }
+    return base_definition(metrics, n_arms=arms, **extra)
 
 
 def test_an_errored_guardrail_blocks_ship_and_says_why() -> None:
@@ -115,16 +99,7 @@ def test_no_rollback_on_day_0_2_with_40_units_per_arm() -> None:
 
 
 def test_one_of_ten_guardrails_at_p_0_028_on_day_one_is_no_rollback() -> None:
-    guards = [
-        {
-            "key": f"g{i}",
-            "kind": "proportion",
-            "event": f"g{i}",
-            "role": "guardrail",
-            "direction": "decrease",
-        }
-        for i in range(10)
-    ]
+    guards = guardrails(10)
     d = definition([CONV, *guards], decision={"min_runtime_days": 0})
     n = 5000
     control = {
@@ -374,3 +349,20 @@ def test_decide_accepts_a_yaml_path(tmp_path: Any) -> None:
     }
     rec = abflow.decide(str(path), stats, 1)
     assert rec.decision == "keep_running" and rec.days_remaining is not None
+
+
+def test_bayesian_fixed_horizon_honours_the_correction() -> None:
+    """3 treatments, GrowthBook's 95% rule: a 97% chance to beat control passes alone, not Holm."""
+    d = definition(
+        [CONV], arms=4, analysis={"engine": "bayesian", "sequential": False, "correction": "holm"}
+    )
+    e = load_definition(d)
+    arms = {"control": 1000, "t1": 1085, "t2": 1000, "t3": 1000}
+    rows = [to_sufficient("conv", k, ProportionStats(10_000, float(v))) for k, v in arms.items()]
+    _, insights = build_insights(uuid.UUID(int=8), e, datetime(2026, 11, 20, tzinfo=UTC), rows)
+    t1 = next(r for r in insights if r.variant_key == "t1")
+    assert 0.95 < t1.chance_to_beat_control < 1 - 0.05 / 3
+    assert not t1.significant
+    none = load_definition({**d, "analysis": {**d["analysis"], "correction": "none"}})
+    _, plain = build_insights(uuid.UUID(int=8), none, datetime(2026, 11, 20, tzinfo=UTC), rows)
+    assert next(r for r in plain if r.variant_key == "t1").significant

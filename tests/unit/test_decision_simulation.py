@@ -17,6 +17,8 @@ import pytest
 from abflow.decisions.library import load_definition
 from abflow.decisions.simulate import Scenario, simulate
 from abflow.definitions import Experiment
+from tests.unit.definitions_helper import definition as base_definition
+from tests.unit.definitions_helper import guardrails
 
 RUNS = 1000
 PER_ARM_PER_DAY = 1000
@@ -26,27 +28,8 @@ def definition(
     arms: int = 2, metrics: list[dict[str, Any]] | None = None, **analysis: Any
 ) -> Experiment:
     """The default YAML: only what a new user must write (keys, arms, one primary metric)."""
-    w = round(1 / arms, 6)
-    variants = [
-        {
-            "key": "control" if i == 0 else f"t{i}",
-            "weight": w if i < arms - 1 else round(1 - w * (arms - 1), 6),
-            "control": i == 0,
-        }
-        for i in range(arms)
-    ]
-    data: dict[str, Any] = {
-        "key": "sim",
-        "name": "simulated",
-        "status": "running",
-        "start_at": "2026-11-01T00:00:00Z",
-        "variants": variants,
-        "metrics": metrics
-        or [{"key": "conv", "kind": "proportion", "event": "buy", "role": "primary"}],
-    }
-    if analysis:
-        data["analysis"] = analysis
-    return load_definition(data)
+    extra = {"analysis": analysis} if analysis else {}
+    return load_definition(base_definition(metrics, n_arms=arms, **extra))
 
 
 @pytest.mark.parametrize("engine", ["frequentist", "bayesian"])
@@ -82,16 +65,7 @@ def test_four_arms_a_a_ship_any_arm_at_most_two_and_a_half_percent() -> None:
 
 def test_guardrails_form_their_own_corrected_family() -> None:
     """Ten flat guardrails under A/A: rollbacks driven by guardrail noise stay within α/2."""
-    guards = [
-        {
-            "key": f"g{i}",
-            "kind": "proportion",
-            "event": f"g{i}",
-            "role": "guardrail",
-            "direction": "decrease",
-        }
-        for i in range(10)
-    ]
+    guards = guardrails(10)
     e = definition(
         metrics=[{"key": "conv", "kind": "proportion", "event": "buy", "role": "primary"}, *guards]
     )

@@ -207,13 +207,14 @@ FROM final;
 --   as_of = 2026-11-21T00:00:00+00:00
 --   lookback_days = 14
 --   start_at = 2026-11-01T00:00:00+00:00
+--   value_limit = 1000000000000.0
 WITH unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
-    e.value,
+    CASE WHEN ABS(e.value) <= :value_limit THEN e.value END AS value,
     m.is_num,
     m.is_den
   FROM abflow_units AS u
@@ -543,8 +544,6 @@ FROM asset;
 --   e4_cond_1 = 'purchase'
 --   e5_cond_0 = 'page_load'
 --   e5_cond_1 = 'purchase'
---   e5_max = 1000000000000.0
---   e5_min = -1000000000000.0
 --   event_names_1 = 'click'
 --   event_names_2 = 'impression'
 --   event_names_3 = 'page_load'
@@ -552,6 +551,7 @@ FROM asset;
 --   events_from = 2026-10-18T00:00:00+00:00
 --   experiment_key = 'checkout_button'
 --   now = '(the wall-clock time of the run)'
+--   value_limit = 1000000000000.0
 --   window_end = 2026-11-21T00:00:00+00:00
 WITH asset AS (
   SELECT
@@ -565,7 +565,11 @@ WITH asset AS (
         ORDER BY e.occurred_at NULLS LAST
       ) > 1
       THEN e.unit_id
-    END AS duplicate_of
+    END AS duplicate_of,
+    CASE
+      WHEN e.value IS NOT NULL AND NOT ABS(e.value) <= :value_limit
+      THEN e.unit_id
+    END AS out_of_range
   FROM `events` AS e
   WHERE
     e.unit_id IN (
@@ -614,15 +618,9 @@ SELECT
     event_name IN (:e4_cond_0, :e4_cond_1) AND value IS NULL) AS e4_bad,
   COUNT(*) FILTER(WHERE
     event_name IN (:e5_cond_0, :e5_cond_1)) AS e5_n,
+  0 AS e5_missing,
   COUNT(*) FILTER(WHERE
-    event_name IN (:e5_cond_0, :e5_cond_1) AND value IS NULL) AS e5_missing,
-  COUNT(*) FILTER(WHERE
-    (
-      event_name IN (:e5_cond_0, :e5_cond_1) AND NOT value IS NULL
-    )
-    AND (
-      value < :e5_min OR value > :e5_max
-    )) AS e5_bad,
+    event_name IN (:e5_cond_0, :e5_cond_1) AND NOT out_of_range IS NULL) AS e5_bad,
   COUNT(*) AS e6_n,
   0 AS e6_missing,
   COUNT(*) FILTER(WHERE
