@@ -16,7 +16,7 @@ from abflow.definitions import Experiment
 from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
 from abflow.settings import Settings
 from abflow.warehouse import extract, incremental, sql_checks
-from abflow.warehouse.engines import open_warehouse, redact, warehouse_kind
+from abflow.warehouse.engines import open_warehouse, redact
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,3 @@ def checks_elsewhere(
             )
     except Exception as exc:
         raise RuntimeError(redact(f"{type(exc).__name__}: {exc}", url)) from None
-
-
-def describe(url: str) -> str:
-    """A loggable description of the warehouse: its dialect, never the URL."""
-    return warehouse_kind(url).dialect

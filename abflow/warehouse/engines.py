@@ -323,14 +323,6 @@ def redact(text: str, url: str | None) -> str:
     return text
 
 
-def describe_url(url: str) -> str:
-    """A loggable form of a warehouse URL: scheme, host and path, no user or password."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 # --- opening a warehouse ------------------------------------------------------------------------
 
 
