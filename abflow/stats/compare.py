@@ -19,6 +19,7 @@ from abflow.stats.models import (
     Stats,
     neutral_result,
 )
+from abflow.stats.quantile import QuantileStats
 
 Difference = Literal["relative", "absolute"]
 Engine = Literal["frequentist", "bayesian"]
@@ -75,6 +76,10 @@ def _degenerate(control: Stats, treatment: Stats, relative: bool) -> str | None:
         return INVALID_INPUT
     if control.n <= 1 or treatment.n <= 1:
         return N_TOO_SMALL
+    if isinstance(control, QuantileStats) and isinstance(treatment, QuantileStats):
+        # the rank bounds fall outside the sample: no order statistic bounds the quantile
+        if not (control.bounds_inside and treatment.bounds_inside):
+            return N_TOO_SMALL
     if isinstance(control, RatioStats) and isinstance(treatment, RatioStats):
         if control.d_sum == 0 or treatment.d_sum == 0:
             return ZERO_DENOMINATOR
