@@ -36,6 +36,18 @@ class SufficientStats(_Row):
     covariate_sum_squares: float | None = None
     covariate_sum_products: float | None = None
     contaminated_units: int = 0
+    # kind: quantile (metric_quantiles.sql): n observations, q̂ and the order statistics at the
+    # rank bounds; over events also the cluster moments (abflow.stats.quantile)
+    quantile_n: int | None = None
+    quantile: float | None = None
+    quantile_lower: float | None = None
+    quantile_upper: float | None = None
+    n_clusters: int | None = None
+    below_sum: float | None = None
+    below_sum_squares: float | None = None
+    events_sum: float | None = None
+    events_sum_squares: float | None = None
+    below_events_sum_products: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,10 @@ class VariantStatRow(_Row):
     covariate_sum: float | None
     covariate_sum_squares: float | None
     covariate_sum_products: float | None
+    # quantile metrics: the arm's 95% order-statistic interval and observations (events or units)
+    quantile_lower: float | None = None
+    quantile_upper: float | None = None
+    quantile_n: int | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,15 @@ from typing import Any
 from sqlglot import exp
 
 from abflow.definitions import Experiment
-from abflow.warehouse.dialects import ParamTable, Statement, canonical, with_ctes
+from abflow.stats.quantile import BOUND_Z
+from abflow.warehouse.dialects import (
+    ParamTable,
+    Statement,
+    canonical,
+    canonical_block,
+    rename_tables,
+    with_ctes,
+)
 
 DIMENSION_TEMPLATE = "DIMENSION"
 
@@ -55,6 +63,8 @@ def analysis_values(experiment: Experiment, as_of: datetime) -> dict[str, Any]:
         "as_of": analysis_end(experiment, as_of),
         "variants": [v.key for v in experiment.variants],
         "lookback_days": lookback_days(experiment),
+        # metric_stats.sql groups by week since exposure only for exposure_age_statement
+        "by_exposure_age": 0,
     }
 
 
@@ -134,6 +144,74 @@ def metric_stats_statement(values: dict[str, Any]) -> Statement:
     return Statement("metric_stats", final).bind(values)
 
 
+QUANTILE_DEF_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("metric_id", "integer"),
+    ("metric_key", "text"),
+    ("level", "text"),
+    ("nu", "double precision"),
+    ("zero_fill", "integer"),
+)
+
+
+def quantile_defs_table(experiment: Experiment) -> ParamTable:
+    """The quantile metrics as bound values (metric_id as in metric_defs)."""
+    rows = tuple(
+        (i, m.key, m.level, m.quantile, 1 if m.numerator_agg in ("sum", "count") else 0)
+        for i, m in enumerate(experiment.metrics, start=1)
+        if m.kind == "quantile"
+    )
+    return ParamTable("quantile_defs", QUANTILE_DEF_COLUMNS, rows)
+
+
+def has_quantiles(experiment: Experiment) -> bool:
+    """Whether the experiment has quantile metrics (the metric_quantiles statement runs)."""
+    return any(m.kind == "quantile" for m in experiment.metrics)
+
+
+def quantile_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
+    """Order statistics of the quantile metrics (metric_quantiles.sql over metric_stats.sql).
+
+    The scan of events inside is restricted to the quantile metrics' reads.
+    """
+    defs = quantile_defs_table(experiment)
+    per_unit = canonical("queries/metric_stats.sql")
+    scan = _cte(per_unit, "unit_metric_events").this
+    assert isinstance(scan, exp.Select)
+    ids = [row[0] for row in defs.rows]
+    scan.where(
+        exp.In(
+            this=exp.column("metric_id", table="m"),
+            expressions=[exp.Placeholder(this="quantile_metric_ids")],
+        ),
+        copy=False,
+    )
+    query = with_ctes(canonical("queries/metric_quantiles.sql"), [("unit_values", per_unit)])
+    st = Statement("metric_quantiles", query).with_tables(defs)
+    return st.bind({**values, "quantile_metric_ids": ids, "bound_z": BOUND_Z})
+
+
+def exposure_age_statement(values: dict[str, Any]) -> Statement:
+    """Sufficient statistics by week since first exposure (exposure_age.sql + metric_final.sql).
+
+    Rows come back as SufficientStats whose segment is '@exposure_age=<cohort>'.
+    """
+    final = rename_tables(
+        canonical("queries/metric_final.sql"), {"abflow_unit_segments": "exposure_age_units"}
+    )
+    values_block = canonical_block("queries/exposure_age.sql", "values")
+    units_block = canonical_block("queries/exposure_age.sql", "units")
+    assert isinstance(values_block, exp.Query) and isinstance(units_block, exp.Query)
+    query = with_ctes(
+        final,
+        [
+            ("exposure_age_unit_values", canonical("queries/metric_stats.sql")),
+            ("unit_values", values_block),
+            ("exposure_age_units", units_block),
+        ],
+    )
+    return Statement("exposure_age_stats", query).bind({**values, "by_exposure_age": 1})
+
+
 def exposure_statement(values: dict[str, Any]) -> Statement:
     return Statement("exposure_summary", canonical("queries/exposure_summary.sql")).bind(values)
 
@@ -154,8 +232,19 @@ def analysis_plan(experiment: Experiment, as_of: datetime) -> list[Statement]:
     return [
         *stage_statements(experiment, as_of),
         metric_stats_statement(values),
+        *extra_statements(experiment, values),
         exposure_statement(values),
     ]
+
+
+def extra_statements(experiment: Experiment, values: dict[str, Any]) -> list[Statement]:
+    """Quantile order statistics and exposure-age cohorts, where the experiment has them."""
+    out = []
+    if has_quantiles(experiment):
+        out.append(quantile_statement(experiment, values))
+    if experiment.analysis.exposure_age:
+        out.append(exposure_age_statement(values))
+    return out
 
 
 def _cte(query: exp.Query, name: str) -> exp.CTE:

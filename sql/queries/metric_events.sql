@@ -30,7 +30,8 @@ final as (
         case when m.kind = 'proportion' then 'any' else m.num_agg end as y_agg,
         case when m.kind = 'ratio' then m.den_agg end as x_agg,
         case
-            when cast(:lookback_days as integer) = 0 or m.kind = 'ratio' then cast(null as text)
+            when cast(:lookback_days as integer) = 0 then cast(null as text)
+            when m.kind in ('ratio', 'quantile') then cast(null as text)
             when m.kind = 'proportion' then 'any'
             else m.num_agg
         end as c_agg
