@@ -8,6 +8,7 @@ Equality across PostgreSQL, DuckDB and Spark is tested on the demo experiments
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,7 +115,7 @@ def stats(frames: tuple[pd.DataFrame, pd.DataFrame]) -> dict[tuple[str, str, str
     wh = DuckDBWarehouse(":memory:")
     con = wh.connection()
     assignments = units.assign(experiment_key="q_test")
-    assignments["attributes"] = ['{"country": "%s"}' % c for c in units["country"]]
+    assignments["attributes"] = [json.dumps({"country": c}) for c in units["country"]]
     con.register("a_df", assignments)
     con.execute(
         "create table assignments as select experiment_key, unit_id, variant_key, assigned_at, "
