@@ -21,7 +21,13 @@ from abflow.results import InsightRow, SufficientStats, VariantStatRow
 from abflow.stats import frequentist, sequential
 from abflow.stats.frequentist import Alternative
 
-StatsObject = st.MeanStats | st.ProportionStats | st.RatioStats | st.RegressionAdjustedStats
+StatsObject = (
+    st.MeanStats
+    | st.ProportionStats
+    | st.RatioStats
+    | st.RegressionAdjustedStats
+    | st.QuantileStats
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,9 @@ class Comparison:
     alternative: Alternative = "two-sided"
 
 
+QUANTILE_METHODS = {"unit": "quantile_order_stats", "event": "quantile_order_stats_clustered"}
+
+
 def _finite(x: float | None, default: float = 0.0) -> float:
     return default if x is None or not math.isfinite(x) else float(x)
 
@@ -59,7 +68,29 @@ def to_stats(metric: Metric, s: SufficientStats) -> StatsObject:
             d_sum_squares=s.denominator_sum_squares or 0.0,
             m_d_sum_of_products=s.sum_products or 0.0,
         )
+    if metric.kind == "quantile":
+        return quantile_stats(metric, s)
     return st.MeanStats(n=s.units, sum=s.sum, sum_squares=s.sum_squares)
+
+
+def quantile_stats(metric: Metric, s: SufficientStats) -> st.QuantileStats:
+    """The arm's quantile statistic from its order statistics (Yao, Li & Lu 2024; gbstats)."""
+    if not s.quantile_n or s.quantile is None:
+        return st.QuantileStats(n=0, nu=float(metric.quantile or 0.5), quantile=0, lower=0, upper=0)
+    return st.QuantileStats(
+        n=s.quantile_n,
+        nu=float(metric.quantile or 0.5),
+        quantile=s.quantile,
+        lower=_finite(s.quantile_lower, s.quantile),
+        upper=_finite(s.quantile_upper, s.quantile),
+        # over events: clustered by unit (gbstats QuantileClusteredStatistic)
+        n_clusters=s.n_clusters if metric.level == "event" else None,
+        below_sum=_finite(s.below_sum),
+        below_sum_squares=_finite(s.below_sum_squares),
+        events_sum=_finite(s.events_sum),
+        events_sum_squares=_finite(s.events_sum_squares),
+        below_events_sum_products=_finite(s.below_events_sum_products),
+    )
 
 
 def variant_stat_row(
@@ -68,8 +99,10 @@ def variant_stat_row(
     """One `variant_stats` row with mean and variance per SPEC §4 conventions."""
     obj = to_stats(metric, s)
     ok = s.units > 0 and not (metric.kind == "ratio" and not s.denominator_sum)
+    if metric.kind == "quantile":
+        ok = obj.n > 0
     mean = _finite(obj.mean) if ok else None
-    variance = _finite(obj.variance) if ok and s.units > 1 else None
+    variance = _finite(obj.variance) if ok and obj.n > 1 else None
     return VariantStatRow(
         run_id=run_id,
         experiment_key=experiment.key,
@@ -87,6 +120,9 @@ def variant_stat_row(
         covariate_sum=s.covariate_sum,
         covariate_sum_squares=s.covariate_sum_squares,
         covariate_sum_products=s.covariate_sum_products,
+        quantile_lower=s.quantile_lower,
+        quantile_upper=s.quantile_upper,
+        quantile_n=s.quantile_n,
     )
 
 
@@ -98,6 +134,8 @@ def _cuped_inputs(
         return None, None
     if metric.kind == "ratio":
         return None, "cuped_not_applied_ratio"
+    if metric.kind == "quantile":
+        return None, None  # the method column names the quantile estimator instead
     rows = list(arms.values())
     if any(r.covariate_sum is None for r in rows):
         return None, "cuped_no_covariate"
@@ -261,8 +299,11 @@ def build_insights(
     rows = _adjusted_rows(run_id, experiment, as_of, pairs)
     if days and days > 0:
         kinds = {m.key: m.kind for m in experiment.metrics}
+        # a difference of quantiles does not scale with volume: no impact for quantile metrics
         rows = [
-            _with_impact(
+            r
+            if kinds[r.metric_key] == "quantile"
+            else _with_impact(
                 r, grouped[(r.metric_key, r.segment)], days, kinds[r.metric_key] == "ratio"
             )
             for r in rows
@@ -319,7 +360,11 @@ def _adjusted_rows(
         row = _insight_row(run_id, experiment, as_of, p, level)
         row = replace(row, p_value_adjusted=min(1.0, max(0.0, p_adj)))
         row = replace(row, significant=_significant(experiment, row, level))
-        if p.cuped_note and row.error is None and p.segment == "all":
+        if p.metric.kind == "quantile":
+            # name the estimator: order-statistic bounds (Yao, Li & Lu 2024), clustered by unit
+            # over events (Deng, Knoblich & Lu 2018), as gbstats Quantile(Clustered)Statistic
+            row = replace(row, method=f"{row.method}({QUANTILE_METHODS[p.metric.level or 'unit']})")
+        elif p.cuped_note and row.error is None and p.segment == "all":
             # Recorded, not fatal: the comparison itself is the unadjusted one.
             row = replace(row, method=f"{row.method}({p.cuped_note})")
         rows.append(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from abflow import health
+from abflow import health, novelty
 from abflow.analysis import extra_statistics
 from abflow.decisions.library import evaluate
 from abflow.definitions import Experiment
@@ -39,6 +39,7 @@ def assemble_result(
     quality_checks: list[CheckOutcome],
 ) -> ExperimentResult:
     """Turn sufficient statistics and checks into every row one run writes."""
+    stats, cohort_stats = novelty.split_cohort_stats(stats)
     checks = [
         *quality_checks,
         *health.exposure_checks(experiment, exposure),
@@ -55,6 +56,10 @@ def assemble_result(
         *health.covariate_imbalance_checks(experiment, stats),
         health.suspicious_uplift_check(experiment, insights),
     ]
+    lifts = novelty.cohort_lifts(run_id, experiment, cohort_stats)
+    novelty_check = novelty.novelty_check(experiment, lifts) if cohort_stats else None
+    if novelty_check is not None:
+        checks.append(novelty_check)
     critical = health.critical_failures(checks)
     status: RunStatus = "unhealthy" if critical else "succeeded"
     message = (
@@ -90,6 +95,7 @@ def assemble_result(
             days_remaining=None if rec.days_remaining is None else round(rec.days_remaining, 2),
             details={**rec.details, **extra_statistics(experiment, stats)},
         ),
+        lift_by_exposure_age=tuple(cl.row for cl in lifts),
     )
 
 

@@ -118,6 +118,30 @@ class InsightRow(_Row):
 
 
 @dataclass(frozen=True)
+class LiftByExposureAgeRow(_Row):
+    """A `lift_by_exposure_age` row: one metric's lift in one cohort of days since exposure."""
+
+    run_id: UUID
+    experiment_key: str
+    metric_key: str
+    variant_key: str
+    control_key: str
+    cohort: str
+    first_day: int
+    last_day: int | None
+    control_units: int
+    variant_units: int
+    control_mean: float | None
+    variant_mean: float | None
+    rel_lift: float | None
+    rel_ci_low: float | None
+    rel_ci_high: float | None
+    abs_lift: float | None
+    p_value: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class HealthCheckRow(_Row):
     """A `health_checks` row."""
 
@@ -187,6 +211,7 @@ class ExperimentResult:
     insights: tuple[InsightRow, ...]
     health_checks: tuple[HealthCheckRow, ...]
     recommendation: RecommendationRow | None
+    lift_by_exposure_age: tuple[LiftByExposureAgeRow, ...] = ()
 
 
 @dataclass(frozen=True)
