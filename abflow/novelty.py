@@ -108,48 +108,44 @@ def _lift(
 
 
 def novelty_check(experiment: Experiment, lifts: list[CohortLift]) -> CheckOutcome | None:
-    """novelty_effect (warning): the first week's lift differs from the later weeks' lift.
+    """novelty_effect (warning): a metric's first-week lift differs from its later weeks' lift.
 
-    Test: z = (L₀ − L̄)/sqrt(se₀² + se̅²), L₀ the primary metric's relative lift in days 0-6 and
-    L̄ the inverse-variance-weighted mean of the later cohorts' lifts; two-sided normal p,
-    Bonferroni over treatments, flagged below analysis.novelty_alpha (default 0.01). A unit
-    adds to several cohorts, so L₀ and L̄ are positively correlated and the variance above (which
-    ignores that) makes the test conservative. None when exposure-age cohorts are off.
+    Test, per metric (constraints and quantiles aside) and treatment: z = (L₀ − L̄)/sqrt(se₀² +
+    se̅²), L₀ the relative lift in days 0-6 and L̄ the inverse-variance-weighted mean of the later
+    cohorts' lifts; two-sided normal p, Bonferroni over the metric x treatment pairs tested,
+    flagged below analysis.novelty_alpha (default 0.01). A unit adds to several cohorts, so L₀
+    and L̄ are positively correlated and the variance above (which ignores that) makes the test
+    conservative. None when exposure-age cohorts are off.
     """
     if not experiment.analysis.exposure_age:
         return None
     alpha = experiment.analysis.novelty_alpha
-    primary = experiment.primary_metric
-    tested: dict[str, dict[str, float]] = {}
-    worst: tuple[float, str, float, float] | None = None
-    k = len(experiment.treatments)
-    for t in experiment.treatments:
-        cohorts = {
-            cl.row.cohort: cl.result
-            for cl in lifts
-            if cl.row.metric_key == primary.key
-            and cl.row.variant_key == t.key
-            and cl.result.error is None
-            and cl.result.std_error > 0
-        }
-        first = cohorts.get(COHORTS[0][0])
-        later = [cohorts[label] for label, _, _ in COHORTS[1:] if label in cohorts]
-        if first is None or not later:
+    usable: dict[tuple[str, str], dict[str, st.CompareResult]] = defaultdict(dict)
+    for cl in lifts:
+        if cl.result.error is None and cl.result.std_error > 0:
+            usable[(cl.row.metric_key, cl.row.variant_key)][cl.row.cohort] = cl.result
+    tested: dict[str, dict[str, dict[str, float]]] = {}
+    for m in experiment.metrics:
+        if m.role == "constraint" or m.kind == "quantile":
             continue
-        weights = [1.0 / r.std_error**2 for r in later]
-        pooled = sum(w * r.estimate for w, r in zip(weights, later, strict=True)) / sum(weights)
-        pooled_se = math.sqrt(1.0 / sum(weights))
-        z = (first.estimate - pooled) / math.sqrt(first.std_error**2 + pooled_se**2)
-        p = min(1.0, 2.0 * float(special.ndtr(-abs(z))) * k)
-        tested[t.key] = {
-            "first_week_lift": first.estimate,
-            "later_lift": pooled,
-            "z": z,
-            "p_value": p,
-        }
-        if worst is None or p < worst[0]:
-            worst = (p, t.key, first.estimate, pooled)
-    if worst is None:
+        for t in experiment.treatments:
+            cohorts = usable.get((m.key, t.key), {})
+            first = cohorts.get(COHORTS[0][0])
+            later = [cohorts[label] for label, _, _ in COHORTS[1:] if label in cohorts]
+            if first is None or not later:
+                continue
+            weights = [1.0 / r.std_error**2 for r in later]
+            pooled = sum(w * r.estimate for w, r in zip(weights, later, strict=True)) / sum(weights)
+            se = math.sqrt(first.std_error**2 + 1.0 / sum(weights))
+            z = (first.estimate - pooled) / se
+            tested.setdefault(m.key, {})[t.key] = {
+                "first_week_lift": first.estimate,
+                "later_lift": pooled,
+                "z": z,
+                "p_value": 2.0 * float(special.ndtr(-abs(z))),
+            }
+    pairs = [(m, v, r) for m, by_v in tested.items() for v, r in by_v.items()]
+    if not pairs:
         return CheckOutcome(
             check_name="novelty_effect",
             severity="warning",
@@ -157,13 +153,16 @@ def novelty_check(experiment: Experiment, lifts: list[CohortLift]) -> CheckOutco
             observed=None,
             threshold=alpha,
             details={
-                "metric": primary.key,
-                "note": "not testable yet: needs the first week and a later cohort of "
-                f"{primary.key} in both arms",
+                "note": "not testable yet: no metric has a usable lift in both the first week "
+                "and a later cohort since exposure"
             },
         )
-    p, variant, first_lift, later_lift = worst
+    for _, _, r in pairs:
+        r["p_adjusted"] = min(1.0, r["p_value"] * len(pairs))
+    metric, variant, worst = min(pairs, key=lambda x: x[2]["p_adjusted"])
+    p = worst["p_adjusted"]
     passed = p >= alpha
+    first_lift, later_lift = worst["first_week_lift"], worst["later_lift"]
     kind = "novelty" if abs(first_lift) > abs(later_lift) else "primacy"
     return CheckOutcome(
         check_name="novelty_effect",
@@ -172,15 +171,14 @@ def novelty_check(experiment: Experiment, lifts: list[CohortLift]) -> CheckOutco
         observed=p,
         threshold=alpha,
         details={
-            "metric": primary.key,
             "tests": tested,
-            "test": "z-test of first-week lift vs inverse-variance-weighted later lift, "
-            "Bonferroni over treatments",
-            "note": f"no {primary.key} lift difference between the first week and later"
+            "test": "z-test of the first-week relative lift against the inverse-variance-"
+            "weighted lift of days 7+, Bonferroni over metric x treatment",
+            "note": "no metric's lift differs between the first week since exposure and later"
             if passed
-            else f"{variant}'s {primary.key} lift is {first_lift * 100:+.1f}% in days 0-6 but "
-            f"{later_lift * 100:+.1f}% from day 7 on (p={p:.2g}): a {kind} effect; judge the "
-            "long-run lift by the later cohorts",
+            else f"{variant}'s {metric} lift is {first_lift * 100:+.1f}% in days 0-6 since "
+            f"exposure but {later_lift * 100:+.1f}% from day 7 on (p={p:.2g}): a {kind} "
+            "effect; judge the lasting effect by the later cohorts",
         },
     )
 

@@ -88,7 +88,15 @@ def extract_elsewhere(
                     late_lookback_hours=settings.late_lookback_hours,
                     full_refresh=full_refresh,
                 )
-                log.info("%s: %s refresh (%s)", experiment.key, info.mode, info.reason)
+                log.info(
+                    "%s: %s refresh (%s)%s",
+                    experiment.key,
+                    info.mode,
+                    info.reason,
+                    "; full scan of events for " + ", ".join(info.full_scans)
+                    if info.full_scans
+                    else "",
+                )
                 _, exposure = extract.analyse_in_warehouse(
                     executor, experiment, as_of, sources, stats=False
                 )

@@ -114,12 +114,15 @@ def extract_aggregates(
                     full_refresh=full_refresh,
                 )
                 get_run_logger().info(
-                    "%s: %s refresh (%s), events from %s, %d unit(s) recomputed",
+                    "%s: %s refresh (%s), events from %s, %d unit(s) recomputed%s",
                     experiment.key,
                     info.mode,
                     info.reason,
                     info.events_from.isoformat(),
                     info.units_recomputed,
+                    "; full scan of events for " + ", ".join(info.full_scans)
+                    if info.full_scans
+                    else "",
                 )
             else:
                 stats = extract.fetch_sufficient_stats(
