@@ -125,6 +125,22 @@ FROM final;
 --   metric_defs_4_num_agg = 'mean'
 --   metric_defs_4_num_event = 'page_load'
 --   metric_defs_4_window_seconds = NULL
+--   metric_defs_5_den_agg = NULL
+--   metric_defs_5_den_event = NULL
+--   metric_defs_5_kind = 'quantile'
+--   metric_defs_5_metric_id = 5
+--   metric_defs_5_metric_key = 'latency_p90_ms'
+--   metric_defs_5_num_agg = 'mean'
+--   metric_defs_5_num_event = 'page_load'
+--   metric_defs_5_window_seconds = NULL
+--   metric_defs_6_den_agg = NULL
+--   metric_defs_6_den_event = NULL
+--   metric_defs_6_kind = 'mean'
+--   metric_defs_6_metric_id = 6
+--   metric_defs_6_metric_key = 'sessions'
+--   metric_defs_6_num_agg = 'count'
+--   metric_defs_6_num_event = 'session_start'
+--   metric_defs_6_window_seconds = NULL
 WITH metric_defs AS (
   SELECT
     CAST(:metric_defs_1_metric_id AS INT) AS metric_id,
@@ -165,6 +181,26 @@ WITH metric_defs AS (
     CAST(:metric_defs_4_den_event AS STRING) AS den_event,
     CAST(:metric_defs_4_den_agg AS STRING) AS den_agg,
     CAST(:metric_defs_4_window_seconds AS BIGINT) AS window_seconds
+  UNION ALL
+  SELECT
+    CAST(:metric_defs_5_metric_id AS INT) AS metric_id,
+    CAST(:metric_defs_5_metric_key AS STRING) AS metric_key,
+    CAST(:metric_defs_5_kind AS STRING) AS kind,
+    CAST(:metric_defs_5_num_event AS STRING) AS num_event,
+    CAST(:metric_defs_5_num_agg AS STRING) AS num_agg,
+    CAST(:metric_defs_5_den_event AS STRING) AS den_event,
+    CAST(:metric_defs_5_den_agg AS STRING) AS den_agg,
+    CAST(:metric_defs_5_window_seconds AS BIGINT) AS window_seconds
+  UNION ALL
+  SELECT
+    CAST(:metric_defs_6_metric_id AS INT) AS metric_id,
+    CAST(:metric_defs_6_metric_key AS STRING) AS metric_key,
+    CAST(:metric_defs_6_kind AS STRING) AS kind,
+    CAST(:metric_defs_6_num_event AS STRING) AS num_event,
+    CAST(:metric_defs_6_num_agg AS STRING) AS num_agg,
+    CAST(:metric_defs_6_den_event AS STRING) AS den_event,
+    CAST(:metric_defs_6_den_agg AS STRING) AS den_agg,
+    CAST(:metric_defs_6_window_seconds AS BIGINT) AS window_seconds
 ), metric_reads AS (
   SELECT
     metric_id,
@@ -188,7 +224,9 @@ WITH metric_defs AS (
     CASE WHEN m.kind = 'proportion' THEN 'any' ELSE m.num_agg END AS y_agg,
     CASE WHEN m.kind = 'ratio' THEN m.den_agg END AS x_agg,
     CASE
-      WHEN CAST(:lookback_days AS INT) = 0 OR m.kind = 'ratio'
+      WHEN CAST(:lookback_days AS INT) = 0
+      THEN CAST(NULL AS STRING)
+      WHEN m.kind IN ('ratio', 'quantile')
       THEN CAST(NULL AS STRING)
       WHEN m.kind = 'proportion'
       THEN 'any'
@@ -205,6 +243,7 @@ FROM final;
 -- [4] metric_stats: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
+--   by_exposure_age = 0
 --   lookback_days = 14
 --   start_at = 2026-11-01T00:00:00+00:00
 --   value_limit = 1000000000000.0
@@ -242,7 +281,18 @@ WITH unit_values_unit_metric_events AS (
     AND occurred_at >= DATE_ADD(DAY, -(
       CAST(:lookback_days AS INT)
     ), first_exposed_at) AS num_pre,
-    is_num AND occurred_at < first_exposed_at AND occurred_at >= :start_at AS num_early
+    is_num AND occurred_at < first_exposed_at AND occurred_at >= :start_at AS num_early,
+    CASE
+      WHEN CAST(:by_exposure_age AS INT) = 0
+      THEN 0
+      WHEN occurred_at < DATE_ADD(DAY, 7, first_exposed_at)
+      THEN 0
+      WHEN occurred_at < DATE_ADD(DAY, 14, first_exposed_at)
+      THEN 1
+      WHEN occurred_at < DATE_ADD(DAY, 21, first_exposed_at)
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
   FROM unit_values_unit_metric_events AS unit_metric_events
 ), unit_values_unit_metric_aggregates AS (
   SELECT
@@ -273,11 +323,13 @@ WITH unit_values_unit_metric_events AS (
     MAX(value) FILTER(WHERE
       num_pre) AS pre_max,
     COUNT(*) FILTER(WHERE
-      num_early) AS early_count
+      num_early) AS early_count,
+    exposure_cohort
   FROM unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    metric_id
+    metric_id,
+    exposure_cohort
 ), unit_values_metric_aggs AS (
   SELECT DISTINCT
     metric_id,
@@ -323,7 +375,8 @@ WITH unit_values_unit_metric_events AS (
       WHEN 'max'
       THEN COALESCE(a.pre_max, 0.0)
     END AS c,
-    a.early_count > 0 AS contaminated
+    a.early_count > 0 AS contaminated,
+    a.exposure_cohort
   FROM unit_values_unit_metric_aggregates AS a
   INNER JOIN unit_values_metric_aggs AS m
     ON m.metric_id = a.metric_id
@@ -404,7 +457,621 @@ ORDER BY
   variant_key NULLS LAST,
   segment NULLS LAST;
 
--- [5] exposure_summary: rows come back to Python
+-- [5] metric_quantiles: rows come back to Python
+-- parameters:
+--   as_of = 2026-11-21T00:00:00+00:00
+--   bound_z = 1.9599639845400545
+--   by_exposure_age = 0
+--   lookback_days = 14
+--   quantile_defs_1_level = 'unit'
+--   quantile_defs_1_metric_id = 5
+--   quantile_defs_1_metric_key = 'latency_p90_ms'
+--   quantile_defs_1_nu = 0.9
+--   quantile_defs_1_zero_fill = 0
+--   quantile_metric_ids_1 = 5
+--   start_at = 2026-11-01T00:00:00+00:00
+--   value_limit = 1000000000000.0
+WITH quantile_defs AS (
+  SELECT
+    CAST(:quantile_defs_1_metric_id AS INT) AS metric_id,
+    CAST(:quantile_defs_1_metric_key AS STRING) AS metric_key,
+    CAST(:quantile_defs_1_level AS STRING) AS level,
+    CAST(:quantile_defs_1_nu AS DOUBLE) AS nu,
+    CAST(:quantile_defs_1_zero_fill AS INT) AS zero_fill
+), unit_values_unit_metric_events AS (
+  SELECT DISTINCT
+    u.unit_id,
+    m.metric_id,
+    u.first_exposed_at,
+    e.occurred_at,
+    CASE WHEN ABS(e.value) <= :value_limit THEN e.value END AS value,
+    m.is_num,
+    m.is_den
+  FROM abflow_units AS u
+  INNER JOIN `events` AS e
+    ON e.unit_id = u.unit_id
+    AND e.occurred_at <= :as_of
+    AND e.occurred_at >= LEAST(DATE_ADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), u.first_exposed_at), :start_at)
+  INNER JOIN abflow_metric_events AS m
+    ON m.event_name = e.event_name
+    AND (
+      m.window_seconds IS NULL
+      OR e.occurred_at < DATE_ADD(SECOND, m.window_seconds, u.first_exposed_at)
+    )
+  WHERE
+    m.metric_id IN (:quantile_metric_ids_1)
+), unit_values_phased_events AS (
+  SELECT
+    unit_id,
+    metric_id,
+    value,
+    is_num AND occurred_at >= first_exposed_at AS num_post,
+    is_den AND occurred_at >= first_exposed_at AS den_post,
+    is_num
+    AND occurred_at < first_exposed_at
+    AND occurred_at >= DATE_ADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), first_exposed_at) AS num_pre,
+    is_num AND occurred_at < first_exposed_at AND occurred_at >= :start_at AS num_early,
+    CASE
+      WHEN CAST(:by_exposure_age AS INT) = 0
+      THEN 0
+      WHEN occurred_at < DATE_ADD(DAY, 7, first_exposed_at)
+      THEN 0
+      WHEN occurred_at < DATE_ADD(DAY, 14, first_exposed_at)
+      THEN 1
+      WHEN occurred_at < DATE_ADD(DAY, 21, first_exposed_at)
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
+  FROM unit_values_unit_metric_events AS unit_metric_events
+), unit_values_unit_metric_aggregates AS (
+  SELECT
+    unit_id,
+    metric_id,
+    COUNT(*) FILTER(WHERE
+      num_post) AS num_count,
+    SUM(value) FILTER(WHERE
+      num_post) AS num_sum,
+    AVG(value) FILTER(WHERE
+      num_post) AS num_mean,
+    MAX(value) FILTER(WHERE
+      num_post) AS num_max,
+    COUNT(*) FILTER(WHERE
+      den_post) AS den_count,
+    SUM(value) FILTER(WHERE
+      den_post) AS den_sum,
+    AVG(value) FILTER(WHERE
+      den_post) AS den_mean,
+    MAX(value) FILTER(WHERE
+      den_post) AS den_max,
+    COUNT(*) FILTER(WHERE
+      num_pre) AS pre_count,
+    SUM(value) FILTER(WHERE
+      num_pre) AS pre_sum,
+    AVG(value) FILTER(WHERE
+      num_pre) AS pre_mean,
+    MAX(value) FILTER(WHERE
+      num_pre) AS pre_max,
+    COUNT(*) FILTER(WHERE
+      num_early) AS early_count,
+    exposure_cohort
+  FROM unit_values_phased_events AS phased_events
+  GROUP BY
+    unit_id,
+    metric_id,
+    exposure_cohort
+), unit_values_metric_aggs AS (
+  SELECT DISTINCT
+    metric_id,
+    y_agg,
+    x_agg,
+    c_agg
+  FROM abflow_metric_events
+), unit_values_unit_metric_values AS (
+  SELECT
+    a.unit_id,
+    a.metric_id,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.num_mean
+      WHEN 'max'
+      THEN a.num_max
+    END AS y,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.den_mean
+      WHEN 'max'
+      THEN a.den_max
+    END AS x,
+    CASE m.c_agg
+      WHEN 'any'
+      THEN CASE WHEN a.pre_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.pre_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.pre_count AS DOUBLE)
+      WHEN 'mean'
+      THEN COALESCE(a.pre_mean, 0.0)
+      WHEN 'max'
+      THEN COALESCE(a.pre_max, 0.0)
+    END AS c,
+    a.early_count > 0 AS contaminated,
+    a.exposure_cohort
+  FROM unit_values_unit_metric_aggregates AS a
+  INNER JOIN unit_values_metric_aggs AS m
+    ON m.metric_id = a.metric_id
+), unit_values AS (
+  SELECT
+    *
+  FROM unit_values_unit_metric_values AS unit_metric_values
+), unit_observations AS (
+  SELECT
+    q.metric_id,
+    us.variant_key,
+    us.segment,
+    us.unit_id,
+    CASE WHEN q.zero_fill = 1 THEN COALESCE(uv.y, 0.0) ELSE uv.y END AS y
+  FROM abflow_unit_segments AS us
+  CROSS JOIN quantile_defs AS q
+  LEFT JOIN unit_values AS uv
+    ON uv.unit_id = us.unit_id AND uv.metric_id = q.metric_id
+  WHERE
+    q.level = 'unit'
+), event_observations AS (
+  SELECT
+    q.metric_id,
+    us.variant_key,
+    us.segment,
+    e.unit_id,
+    e.value AS y
+  FROM unit_values_phased_events AS e
+  INNER JOIN quantile_defs AS q
+    ON q.metric_id = e.metric_id
+  INNER JOIN abflow_unit_segments AS us
+    ON us.unit_id = e.unit_id
+  WHERE
+    q.level = 'event' AND e.num_post
+), observations AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    unit_id,
+    y
+  FROM unit_observations
+  WHERE
+    y IS NOT NULL
+  UNION ALL
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    unit_id,
+    y
+  FROM event_observations
+  WHERE
+    y IS NOT NULL
+), ranked AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    y,
+    ROW_NUMBER() OVER (PARTITION BY metric_id, variant_key, segment ORDER BY y NULLS LAST) AS rn,
+    CAST(COUNT(*) OVER (PARTITION BY metric_id, variant_key, segment) AS DOUBLE) AS n
+  FROM observations
+), positions AS (
+  SELECT
+    r.metric_id,
+    r.variant_key,
+    r.segment,
+    r.y,
+    r.rn,
+    r.n,
+    (
+      r.n - 1.0
+    ) * q.nu + 1.0 AS h_quantile,
+    (
+      r.n - 1.0
+    ) * GREATEST(q.nu - :bound_z * SQRT(q.nu * (
+      1.0 - q.nu
+    ) / r.n), 1e-8) + 1.0 AS h_lower,
+    (
+      r.n - 1.0
+    ) * LEAST(q.nu + :bound_z * SQRT(q.nu * (
+      1.0 - q.nu
+    ) / r.n), 1.0 - 1e-8) + 1.0 AS h_upper
+  FROM ranked AS r
+  INNER JOIN quantile_defs AS q
+    ON q.metric_id = r.metric_id
+), order_statistics AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    MAX(n) AS n,
+    MAX(h_quantile) AS h_quantile,
+    MAX(h_lower) AS h_lower,
+    MAX(h_upper) AS h_upper,
+    MAX(CASE WHEN rn = FLOOR(h_quantile) THEN y END) AS quantile_at,
+    MAX(CASE WHEN rn = FLOOR(h_quantile) + 1 THEN y END) AS quantile_next,
+    MAX(CASE WHEN rn = FLOOR(h_lower) THEN y END) AS lower_at,
+    MAX(CASE WHEN rn = FLOOR(h_lower) + 1 THEN y END) AS lower_next,
+    MAX(CASE WHEN rn = FLOOR(h_upper) THEN y END) AS upper_at,
+    MAX(CASE WHEN rn = FLOOR(h_upper) + 1 THEN y END) AS upper_next
+  FROM positions
+  WHERE
+    rn >= FLOOR(h_lower) AND rn <= FLOOR(h_upper) + 1
+  GROUP BY
+    metric_id,
+    variant_key,
+    segment
+), estimates AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    n,
+    quantile_at + (
+      h_quantile - FLOOR(h_quantile)
+    ) * (
+      COALESCE(quantile_next, quantile_at) - quantile_at
+    ) AS quantile,
+    lower_at + (
+      h_lower - FLOOR(h_lower)
+    ) * (
+      COALESCE(lower_next, lower_at) - lower_at
+    ) AS quantile_lower,
+    upper_at + (
+      h_upper - FLOOR(h_upper)
+    ) * (
+      COALESCE(upper_next, upper_at) - upper_at
+    ) AS quantile_upper
+  FROM order_statistics
+), unit_counts AS (
+  SELECT
+    o.metric_id,
+    o.variant_key,
+    o.segment,
+    CAST(COUNT(*) FILTER(WHERE
+      o.y <= e.quantile) AS DOUBLE) AS below,
+    CAST(COUNT(*) AS DOUBLE) AS events
+  FROM event_observations AS o
+  INNER JOIN estimates AS e
+    ON e.metric_id = o.metric_id
+    AND e.variant_key = o.variant_key
+    AND e.segment = o.segment
+  WHERE
+    o.y IS NOT NULL
+  GROUP BY
+    o.metric_id,
+    o.variant_key,
+    o.segment,
+    o.unit_id
+), cluster_moments AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    COUNT(*) AS n_clusters,
+    SUM(below) AS below_sum,
+    SUM(below * below) AS below_sum_squares,
+    SUM(events) AS events_sum,
+    SUM(events * events) AS events_sum_squares,
+    SUM(below * events) AS below_events_sum_products
+  FROM unit_counts
+  GROUP BY
+    metric_id,
+    variant_key,
+    segment
+), final AS (
+  SELECT
+    q.metric_key,
+    e.variant_key,
+    e.segment,
+    CAST(e.n AS BIGINT) AS quantile_n,
+    e.quantile,
+    e.quantile_lower,
+    e.quantile_upper,
+    c.n_clusters,
+    c.below_sum,
+    c.below_sum_squares,
+    c.events_sum,
+    c.events_sum_squares,
+    c.below_events_sum_products
+  FROM estimates AS e
+  INNER JOIN quantile_defs AS q
+    ON q.metric_id = e.metric_id
+  LEFT JOIN cluster_moments AS c
+    ON c.metric_id = e.metric_id
+    AND c.variant_key = e.variant_key
+    AND c.segment = e.segment
+)
+SELECT
+  *
+FROM final
+ORDER BY
+  metric_key NULLS LAST,
+  variant_key NULLS LAST,
+  segment NULLS LAST;
+
+-- [6] exposure_age_stats: rows come back to Python
+-- parameters:
+--   as_of = 2026-11-21T00:00:00+00:00
+--   by_exposure_age = 1
+--   lookback_days = 14
+--   start_at = 2026-11-01T00:00:00+00:00
+--   value_limit = 1000000000000.0
+WITH exposure_age_unit_values_unit_metric_events AS (
+  SELECT DISTINCT
+    u.unit_id,
+    m.metric_id,
+    u.first_exposed_at,
+    e.occurred_at,
+    CASE WHEN ABS(e.value) <= :value_limit THEN e.value END AS value,
+    m.is_num,
+    m.is_den
+  FROM abflow_units AS u
+  INNER JOIN `events` AS e
+    ON e.unit_id = u.unit_id
+    AND e.occurred_at <= :as_of
+    AND e.occurred_at >= LEAST(DATE_ADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), u.first_exposed_at), :start_at)
+  INNER JOIN abflow_metric_events AS m
+    ON m.event_name = e.event_name
+    AND (
+      m.window_seconds IS NULL
+      OR e.occurred_at < DATE_ADD(SECOND, m.window_seconds, u.first_exposed_at)
+    )
+), exposure_age_unit_values_phased_events AS (
+  SELECT
+    unit_id,
+    metric_id,
+    value,
+    is_num AND occurred_at >= first_exposed_at AS num_post,
+    is_den AND occurred_at >= first_exposed_at AS den_post,
+    is_num
+    AND occurred_at < first_exposed_at
+    AND occurred_at >= DATE_ADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), first_exposed_at) AS num_pre,
+    is_num AND occurred_at < first_exposed_at AND occurred_at >= :start_at AS num_early,
+    CASE
+      WHEN CAST(:by_exposure_age AS INT) = 0
+      THEN 0
+      WHEN occurred_at < DATE_ADD(DAY, 7, first_exposed_at)
+      THEN 0
+      WHEN occurred_at < DATE_ADD(DAY, 14, first_exposed_at)
+      THEN 1
+      WHEN occurred_at < DATE_ADD(DAY, 21, first_exposed_at)
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
+  FROM exposure_age_unit_values_unit_metric_events AS unit_metric_events
+), exposure_age_unit_values_unit_metric_aggregates AS (
+  SELECT
+    unit_id,
+    metric_id,
+    COUNT(*) FILTER(WHERE
+      num_post) AS num_count,
+    SUM(value) FILTER(WHERE
+      num_post) AS num_sum,
+    AVG(value) FILTER(WHERE
+      num_post) AS num_mean,
+    MAX(value) FILTER(WHERE
+      num_post) AS num_max,
+    COUNT(*) FILTER(WHERE
+      den_post) AS den_count,
+    SUM(value) FILTER(WHERE
+      den_post) AS den_sum,
+    AVG(value) FILTER(WHERE
+      den_post) AS den_mean,
+    MAX(value) FILTER(WHERE
+      den_post) AS den_max,
+    COUNT(*) FILTER(WHERE
+      num_pre) AS pre_count,
+    SUM(value) FILTER(WHERE
+      num_pre) AS pre_sum,
+    AVG(value) FILTER(WHERE
+      num_pre) AS pre_mean,
+    MAX(value) FILTER(WHERE
+      num_pre) AS pre_max,
+    COUNT(*) FILTER(WHERE
+      num_early) AS early_count,
+    exposure_cohort
+  FROM exposure_age_unit_values_phased_events AS phased_events
+  GROUP BY
+    unit_id,
+    metric_id,
+    exposure_cohort
+), exposure_age_unit_values_metric_aggs AS (
+  SELECT DISTINCT
+    metric_id,
+    y_agg,
+    x_agg,
+    c_agg
+  FROM abflow_metric_events
+), exposure_age_unit_values_unit_metric_values AS (
+  SELECT
+    a.unit_id,
+    a.metric_id,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.num_mean
+      WHEN 'max'
+      THEN a.num_max
+    END AS y,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.den_mean
+      WHEN 'max'
+      THEN a.den_max
+    END AS x,
+    CASE m.c_agg
+      WHEN 'any'
+      THEN CASE WHEN a.pre_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.pre_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.pre_count AS DOUBLE)
+      WHEN 'mean'
+      THEN COALESCE(a.pre_mean, 0.0)
+      WHEN 'max'
+      THEN COALESCE(a.pre_max, 0.0)
+    END AS c,
+    a.early_count > 0 AS contaminated,
+    a.exposure_cohort
+  FROM exposure_age_unit_values_unit_metric_aggregates AS a
+  INNER JOIN exposure_age_unit_values_metric_aggs AS m
+    ON m.metric_id = a.metric_id
+), exposure_age_unit_values AS (
+  SELECT
+    *
+  FROM exposure_age_unit_values_unit_metric_values AS unit_metric_values
+), unit_values_final AS (
+  SELECT
+    unit_id || ':' || CAST(exposure_cohort AS STRING) AS unit_id,
+    metric_id,
+    y,
+    x,
+    CAST(NULL AS DOUBLE) AS c,
+    FALSE AS contaminated
+  FROM exposure_age_unit_values
+), unit_values AS (
+  SELECT
+    *
+  FROM unit_values_final AS final
+), exposure_age_units_cohorts AS (
+  SELECT
+    0 AS cohort,
+    0 AS first_day,
+    '0-6' AS label
+  UNION ALL
+  SELECT
+    1 AS cohort,
+    7 AS first_day,
+    '7-13' AS label
+  UNION ALL
+  SELECT
+    2 AS cohort,
+    14 AS first_day,
+    '14-20' AS label
+  UNION ALL
+  SELECT
+    3 AS cohort,
+    21 AS first_day,
+    '21+' AS label
+), exposure_age_units_final AS (
+  SELECT
+    u.unit_id || ':' || CAST(c.cohort AS STRING) AS unit_id,
+    u.variant_key,
+    '@exposure_age=' || c.label AS segment
+  FROM abflow_units AS u
+  CROSS JOIN exposure_age_units_cohorts AS c
+  WHERE
+    DATE_ADD(DAY, c.first_day, u.first_exposed_at) <= :as_of
+), exposure_age_units AS (
+  SELECT
+    *
+  FROM exposure_age_units_final AS final
+), value_sums AS (
+  SELECT
+    uv.metric_id,
+    us.variant_key,
+    us.segment,
+    COUNT(uv.y) AS units,
+    SUM(uv.y) AS sum,
+    SUM(uv.y * uv.y) AS sum_squares,
+    SUM(uv.x) AS denominator_sum,
+    SUM(uv.x * uv.x) AS denominator_sum_squares,
+    SUM(uv.x * uv.y) AS sum_products,
+    SUM(uv.c) FILTER(WHERE
+      uv.y IS NOT NULL) AS covariate_sum,
+    SUM(uv.c * uv.c) FILTER(WHERE
+      uv.y IS NOT NULL) AS covariate_sum_squares,
+    SUM(uv.c * uv.y) AS covariate_sum_products,
+    COUNT(*) FILTER(WHERE
+      uv.contaminated) AS contaminated_units
+  FROM unit_values AS uv
+  INNER JOIN exposure_age_units AS us
+    ON us.unit_id = uv.unit_id
+  GROUP BY
+    uv.metric_id,
+    us.variant_key,
+    us.segment
+), exposed AS (
+  SELECT
+    variant_key,
+    segment,
+    COUNT(*) AS exposed_units
+  FROM exposure_age_units AS abflow_unit_segments
+  GROUP BY
+    variant_key,
+    segment
+), metric_nulls AS (
+  SELECT DISTINCT
+    metric_id,
+    metric_key,
+    y_agg IN ('any', 'sum', 'count') AS y_zero,
+    COALESCE(x_agg IN ('sum', 'count'), FALSE) AS x_zero,
+    c_agg IS NOT NULL AS c_zero
+  FROM abflow_metric_events
+), final AS (
+  SELECT
+    m.metric_key,
+    ex.variant_key,
+    ex.segment,
+    ex.exposed_units,
+    CASE WHEN m.y_zero THEN ex.exposed_units ELSE COALESCE(vs.units, 0) END AS units,
+    COALESCE(vs.sum, 0.0) AS sum,
+    COALESCE(vs.sum_squares, 0.0) AS sum_squares,
+    COALESCE(vs.denominator_sum, CASE WHEN m.x_zero THEN 0.0 END) AS denominator_sum,
+    COALESCE(vs.denominator_sum_squares, CASE WHEN m.x_zero THEN 0.0 END) AS denominator_sum_squares,
+    COALESCE(vs.sum_products, CASE WHEN m.x_zero AND m.y_zero THEN 0.0 END) AS sum_products,
+    COALESCE(vs.covariate_sum, CASE WHEN m.c_zero AND m.y_zero THEN 0.0 END) AS covariate_sum,
+    COALESCE(vs.covariate_sum_squares, CASE WHEN m.c_zero AND m.y_zero THEN 0.0 END) AS covariate_sum_squares,
+    COALESCE(vs.covariate_sum_products, CASE WHEN m.c_zero AND m.y_zero THEN 0.0 END) AS covariate_sum_products,
+    COALESCE(vs.contaminated_units, 0) AS contaminated_units
+  FROM exposed AS ex
+  CROSS JOIN metric_nulls AS m
+  LEFT JOIN value_sums AS vs
+    ON vs.metric_id = m.metric_id
+    AND vs.variant_key = ex.variant_key
+    AND vs.segment = ex.segment
+)
+SELECT
+  *
+FROM final
+ORDER BY
+  metric_key NULLS LAST,
+  variant_key NULLS LAST,
+  segment NULLS LAST;
+
+-- [7] exposure_summary: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   experiment_key = 'checkout_button'
@@ -473,7 +1140,7 @@ ORDER BY
 -- == 2. data-quality checks ==
 -- The suites of expectations/*.json as SQL (Great Expectations has no datasource here).
 
--- [6] check_assignments: rows come back to Python
+-- [8] check_assignments: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   e5_set_0 = 'control'
@@ -537,7 +1204,7 @@ SELECT
     )) AS e7_bad
 FROM asset;
 
--- [7] check_events: rows come back to Python
+-- [9] check_events: rows come back to Python
 -- parameters:
 --   e3_max = '(the wall-clock time of the run)'
 --   e4_cond_0 = 'page_load'
@@ -548,6 +1215,7 @@ FROM asset;
 --   event_names_2 = 'impression'
 --   event_names_3 = 'page_load'
 --   event_names_4 = 'purchase'
+--   event_names_5 = 'session_start'
 --   events_from = 2026-10-18T00:00:00+00:00
 --   experiment_key = 'checkout_button'
 --   now = '(the wall-clock time of the run)'
@@ -580,7 +1248,7 @@ WITH asset AS (
         a.experiment_key = :experiment_key AND a.assigned_at <= :window_end
     )
     AND (
-      e.event_name IN (:event_names_1, :event_names_2, :event_names_3, :event_names_4)
+      e.event_name IN (:event_names_1, :event_names_2, :event_names_3, :event_names_4, :event_names_5)
       OR e.event_name IS NULL
     )
     AND (
@@ -627,7 +1295,7 @@ SELECT
     NOT duplicate_of IS NULL) AS e6_bad
 FROM asset;
 
--- [8] check_variant_stats: rows come back to Python
+-- [10] check_variant_stats: rows come back to Python
 -- parameters:
 --   e0_want_0 = 'control'
 --   e0_want_1 = 'green'
