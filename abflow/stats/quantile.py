@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scipy import special
 
@@ -178,12 +178,8 @@ def order_statistics(
         below[c] = below.get(c, 0) + (1 if v <= q else 0)
     s = [below[c] for c in events]
     m = [events[c] for c in events]
-    return QuantileStats(
-        n=n,
-        nu=nu,
-        quantile=stats.quantile,
-        lower=stats.lower,
-        upper=stats.upper,
+    return replace(
+        stats,
         n_clusters=len(m),
         below_sum=float(sum(s)),
         below_sum_squares=float(sum(x * x for x in s)),
