@@ -113,3 +113,64 @@ def test_coverage_event_level_clustered_p90() -> None:
     assert abs(cov - 0.95) <= 0.015
     # the iid variance ignores that a unit's events move together: it under-covers
     assert cov_iid < 0.90
+
+
+def _guarded(latency_factor: float):
+    """abflow.decide on a proportion primary with a p90 latency guardrail (direction decrease)."""
+    import abflow
+    from abflow.stats import ProportionStats
+
+    definition = {
+        "key": "q_guard",
+        "name": "p90 guardrail",
+        "status": "running",
+        "start_at": "2026-01-01T00:00:00Z",
+        "variants": [
+            {"key": "a", "weight": 0.5, "control": True},
+            {"key": "b", "weight": 0.5},
+        ],
+        "metrics": [
+            {"key": "buy", "kind": "proportion", "event": "buy", "role": "primary"},
+            {
+                "key": "p90_ms",
+                "kind": "quantile",
+                "quantile": 0.9,
+                "event": "load",
+                "value": "mean",
+                "direction": "decrease",
+                "role": "guardrail",
+                "non_inferiority_margin": 0.05,
+            },
+        ],
+        "analysis": {"sequential": True},
+    }
+    rng = np.random.default_rng(99)
+    n = 20_000
+    return abflow.decide(
+        definition,
+        {
+            "a": {
+                "buy": ProportionStats(n=n, sum=2000),
+                "p90_ms": order_statistics(rng.lognormal(6.5, 0.4, n).tolist(), 0.9),
+            },
+            "b": {
+                "buy": ProportionStats(n=n, sum=2300),
+                "p90_ms": order_statistics(
+                    (rng.lognormal(6.5, 0.4, n) * latency_factor).tolist(), 0.9
+                ),
+            },
+        },
+        days_since_start=10,
+    )
+
+
+def test_p90_guardrail_lets_a_winner_ship_when_latency_holds() -> None:
+    rec = _guarded(1.0)
+    assert rec.decision == "ship" and rec.variant_key == "b"
+    assert "p90_ms upper bound" in rec.rationale
+
+
+def test_p90_guardrail_blocks_a_winner_that_is_slower() -> None:
+    rec = _guarded(1.15)  # p90 15% slower, margin 5%
+    assert rec.decision != "ship"
+    assert "p90_ms" in rec.rationale
