@@ -209,7 +209,10 @@ def exposure_age_statement(values: dict[str, Any]) -> Statement:
             ("exposure_age_units", units_block),
         ],
     )
-    return Statement("exposure_age_stats", query).bind({**values, "by_exposure_age": 1})
+    # no CUPED covariate by cohort: without a lookback the scan skips the pre-exposure events
+    return Statement("exposure_age_stats", query).bind(
+        {**values, "by_exposure_age": 1, "lookback_days": 0}
+    )
 
 
 def exposure_statement(values: dict[str, Any]) -> Statement:

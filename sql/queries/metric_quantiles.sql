@@ -4,8 +4,10 @@
 -- between two order statistics exactly as PostgreSQL's percentile_cont does (position
 -- (n - 1) p + 1), plus n; for quantiles over events the per-unit moments of s (the unit's events
 -- at or below q) and m (the unit's events) for the clustered variance (Deng, Knoblich & Lu 2018).
--- Order statistics come from row_number(), not percentile_cont / percentile_disc: those are
--- approximate or missing on some engines (dialects.py), row_number() is exact everywhere.
+-- Order statistics come from row_number(), not percentile_cont / percentile_disc: sqlglot 30.30
+-- renders `percentile_cont(0.9) within group (order by y)` as PERCENTILE_APPROX on Spark and
+-- Databricks, APPROX_PERCENTILE on Trino, `QUANTILE_CONT(y, 0.9 ORDER BY y)` on DuckDB and keeps
+-- the WITHIN GROUP form BigQuery lacks as an aggregate; row_number() is exact on every engine.
 --
 -- abflow/warehouse/plan.py supplies quantile_defs (metric_id, metric_key, level, nu,
 -- zero_fill) as bound values and prepends metric_stats.sql as unit_values, its CTEs hoisted as
