@@ -18,9 +18,53 @@ from datetime import datetime
 
 from scipy import stats as sps
 
+from abflow.results import SufficientStats
 from abflow.stats import MeanStats, ProportionStats, RatioStats
 
 ArmStats = ProportionStats | MeanStats | RatioStats
+
+# Segment label of allocation period N (1-based) in the warehouse's per-period rows: '#' cannot
+# start a dimension key, so no configured segment can take this name.
+PERIOD_SEGMENT_PREFIX = "#period="
+ESTIMATOR = (
+    "post-stratification on allocation period (Miratrix, Sekhon & Yu 2013; the period weighting "
+    "of GrowthBook's bandits and Optimizely's Epoch Stats Engine): per-arm means within each "
+    "period where assignment weights were fixed, combined with the period's share of all units"
+)
+
+
+def period_segment(index: int) -> str:
+    """The segment label of allocation period `index` (1-based)."""
+    return f"{PERIOD_SEGMENT_PREFIX}{index}"
+
+
+def period_index(segment: str) -> int | None:
+    """The period number of a '#period=N' segment label; None for any other segment."""
+    if not segment.startswith(PERIOD_SEGMENT_PREFIX):
+        return None
+    rest = segment.removeprefix(PERIOD_SEGMENT_PREFIX)
+    return int(rest) if rest.isdigit() else None
+
+
+def split_periods(
+    stats: Sequence[SufficientStats],
+) -> tuple[list[SufficientStats], list[SufficientStats]]:
+    """(the ordinary rows, the per-period rows) of one extraction."""
+    ordinary = [s for s in stats if period_index(s.segment) is None]
+    periods = [s for s in stats if period_index(s.segment) is not None]
+    return ordinary, periods
+
+
+def by_period(
+    rows: Sequence[SufficientStats], metric_key: str
+) -> list[tuple[int, dict[str, SufficientStats]]]:
+    """One metric's per-period rows as (period number, {variant: row}), in period order."""
+    out: dict[int, dict[str, SufficientStats]] = {}
+    for r in rows:
+        idx = period_index(r.segment)
+        if idx is not None and r.metric_key == metric_key:
+            out.setdefault(idx, {})[r.variant_key] = r
+    return sorted(out.items())
 
 
 @dataclass(frozen=True)
@@ -46,30 +90,52 @@ def periods_from_history(
     return out
 
 
-def _mean_and_var(s: ArmStats) -> tuple[float, float] | None:
-    """An arm's mean in one period and the variance of that mean; None when undefined."""
+def _mean_and_var(s: ArmStats, beta_prior: bool = False) -> tuple[float, float] | None:
+    """An arm's mean in one period and the variance of that mean; None when undefined.
+
+    beta_prior: a rate's Beta(1 + conversions, 1 + failures) posterior mean and variance (the
+    Beta(1, 1) prior Thompson sampling documents) instead of the sample mean and p(1-p)/n.
+    """
     if not s.valid or s.n < 2:
         return None
     if isinstance(s, RatioStats) and s.d_sum == 0:
         return None
+    if beta_prior and isinstance(s, ProportionStats):
+        a = 1.0 + min(max(float(s.sum), 0.0), float(s.n))
+        b = 2.0 + float(s.n) - a
+        mean = a / (a + b)
+        return mean, mean * (1.0 - mean) / (a + b + 1.0)
     var = float(s.variance)
     if not math.isfinite(var):
         return None
     return float(s.mean), var / float(s.n)
 
 
-def stratified_arms(per_period: Sequence[Mapping[str, ArmStats]]) -> dict[str, MeanStats]:
+def usable_periods(per_period: Sequence[Mapping[str, ArmStats]]) -> int:
+    """How many periods have usable data for every arm (the strata the estimate uses)."""
+    arms = {k for p in per_period for k in p}
+    return sum(
+        1
+        for p in per_period
+        if all(k in p and _mean_and_var(p[k]) is not None for k in arms)
+    )
+
+
+def stratified_arms(
+    per_period: Sequence[Mapping[str, ArmStats]], *, beta_prior: bool = False
+) -> dict[str, MeanStats]:
     """Per arm, the period-weighted mean as MeanStats with the stratified variance of the mean.
 
     Periods where some arm has no usable data are left out (their weight goes to the others):
-    a period only compares arms that were all running in it.
+    a period only compares arms that were all running in it. beta_prior: rates enter as their
+    Beta(1, 1) posteriors (Thompson sampling), not as sample means (reported lifts).
     """
     if not per_period:
         return {}
     arms = sorted({k for p in per_period for k in p})
     usable: list[tuple[int, dict[str, tuple[float, float]]]] = []
     for p in per_period:
-        found = {k: _mean_and_var(p[k]) for k in arms if k in p}
+        found = {k: _mean_and_var(p[k], beta_prior) for k in arms if k in p}
         mv = {k: v for k, v in found.items() if v is not None}
         if len(mv) == len(arms):
             usable.append((sum(int(p[k].n) for k in arms), mv))
