@@ -10,7 +10,7 @@ from typing import Literal
 from uuid import UUID
 
 from abflow import stats as st
-from abflow.bandit_periods import by_period, stratified_arms, usable_periods
+from abflow.bandit_periods import batched_comparison, by_period
 from abflow.decisions.plan import (
     FALLBACK_TUNING,
     mixture_tuning,
@@ -215,23 +215,17 @@ class _Pair:
     period_weighted: bool = False
 
 
-def period_weighted_arms(
+def period_arms(
     experiment: Experiment, metric: Metric, period_stats: list[SufficientStats]
-) -> dict[str, StatsObject] | None:
-    """A bandit's per-arm estimates post-stratified on allocation period (bandit_periods).
-
-    None when the experiment is not a bandit or no period has usable data for every arm (then
-    the pooled statistics stand, and the row says so through its method).
-    """
+) -> list[dict[str, st.MeanStats | st.ProportionStats | st.RatioStats]] | None:
+    """A bandit's per-period arm statistics of one metric; None for fixed allocation."""
     if experiment.allocation != "bandit" or not period_stats:
         return None
-    per_period: list[dict[str, st.MeanStats | st.ProportionStats | st.RatioStats]] = [
+    per_period = [
         {k: to_stats(metric, r) for k, r in arms.items()}
         for _, arms in by_period(period_stats, metric.key)
     ]
-    if not per_period or usable_periods(per_period) == 0:
-        return None
-    return dict(stratified_arms(per_period))
+    return per_period or None
 
 
 def build_insights(
@@ -271,24 +265,26 @@ def build_insights(
             if control_key not in arms:
                 continue
             cuped, cuped_note = _cuped_inputs(experiment, metric, arms)
-            weighted = (
-                period_weighted_arms(experiment, metric, period_stats or [])
-                if segment == "all"
-                else None
+            per_period = (
+                period_arms(experiment, metric, period_stats or []) if segment == "all" else None
             )
-            if weighted is not None:
-                # Period weighting replaces pooling; CUPED is not combined with it (yet).
-                cuped = None
-                if experiment.analysis.cuped is not None:
-                    cuped_note = "cuped_not_applied_period_weighted"
             for t in experiment.treatments:
                 if t.key not in arms:
                     continue
                 c_raw, t_raw = to_stats(metric, arms[control_key]), to_stats(metric, arms[t.key])
                 c_in = cuped[control_key] if cuped else c_raw
                 t_in = cuped[t.key] if cuped else t_raw
-                if weighted is not None and control_key in weighted and t.key in weighted:
-                    c_in, t_in = weighted[control_key], weighted[t.key]
+                # A bandit's overall comparison: period by period, never pooled over its moving
+                # weights (bandit_periods.batched_comparison); CUPED is not combined with it.
+                weighted = (
+                    batched_comparison(per_period, control_key, t.key) if per_period else None
+                )
+                pair_cuped, pair_note = cuped is not None, cuped_note
+                if weighted is not None:
+                    c_in, t_in = weighted
+                    pair_cuped = False
+                    if experiment.analysis.cuped is not None:
+                        pair_note = "cuped_not_applied_period_weighted"
                 pairs.append(
                     _Pair(
                         metric,
@@ -299,8 +295,8 @@ def build_insights(
                         c_in,
                         t_in,
                         compare_arms(experiment, metric, c_in, t_in, tuning=tuning),
-                        cuped is not None,
-                        cuped_note,
+                        pair_cuped,
+                        pair_note,
                         weighted is not None,
                     )
                 )

@@ -27,9 +27,10 @@ ArmStats = ProportionStats | MeanStats | RatioStats
 # start a dimension key, so no configured segment can take this name.
 PERIOD_SEGMENT_PREFIX = "#period="
 ESTIMATOR = (
-    "post-stratification on allocation period (Miratrix, Sekhon & Yu 2013; the period weighting "
-    "of GrowthBook's bandits and Optimizely's Epoch Stats Engine): per-arm means within each "
-    "period where assignment weights were fixed, combined with the period's share of all units"
+    "arm means post-stratified on allocation period (Miratrix, Sekhon & Yu 2013; the period "
+    "weighting of GrowthBook's bandits and Optimizely's Epoch Stats Engine); effect, interval "
+    "and p-value from the per-period studentized differences combined with fixed weights "
+    "sqrt(N_p/N) (Batched OLS, Zhang, Janson & Murphy 2020)"
 )
 
 
@@ -149,8 +150,7 @@ def stratified_arms(
         mean = sum(size / total * mv[k][0] for size, mv in usable)
         var_mean = sum((size / total) ** 2 * mv[k][1] for size, mv in usable)
         # MeanStats whose mean is the stratified mean and whose variance/n is its variance.
-        sigma2 = n * var_mean
-        out[k] = MeanStats(n=n, sum=n * mean, sum_squares=(n - 1) * sigma2 + n * mean * mean)
+        out[k] = _with_mean_variance(n, mean, var_mean)
     return out
 
 
@@ -171,3 +171,65 @@ def srm_by_period(
             chi2 += (c.get(k, 0) - expected) ** 2 / expected
         df += len(live) - 1
     return float(sps.chi2.sf(chi2, df)) if df > 0 else 1.0
+
+
+def _diff_and_se(c: ArmStats, t: ArmStats) -> tuple[float, float] | None:
+    """One period's difference of means (t − c) and its Welch standard error."""
+    mc, mt = _mean_and_var(c), _mean_and_var(t)
+    if mc is None or mt is None:
+        return None
+    se = math.sqrt(mc[1] + mt[1])
+    return (mt[0] - mc[0], se) if se > 0 and math.isfinite(se) else None
+
+
+def batched_comparison(
+    per_period: Sequence[Mapping[str, ArmStats]], control: str, treatment: str
+) -> tuple[MeanStats, MeanStats] | None:
+    """Control and treatment as MeanStats whose difference test is the Batched OLS statistic.
+
+    Under adaptive weights the stratified Wald statistic is not normal: its variance grows with
+    the early deviations that pushed the weights to an extreme, so its intervals over-cover
+    (measured 97.7% for a nominal 95%; abflow.decisions.bandit_sim). Zhang, Janson & Murphy
+    (2020, "Inference for Batched Bandits") studentize each period instead: Z_p = d_p / s_p is
+    N(0, 1) given the past, so Z = Σ a_p Z_p with fixed a_p = sqrt(N_p / N) (Σ a_p² = 1) is
+    N(0, 1) too. Inverting it for an effect β common to the periods gives the estimate
+    β̂ = Σ c_p d_p / Σ c_p (c_p = a_p / s_p) with standard error 1 / Σ c_p, which `compare`
+    then turns into intervals, p-values and chances to win like any other difference.
+
+    The control keeps its post-stratified mean; the treatment's mean is that plus β̂; the
+    variance of the difference is split between the arms as their stratified variances are,
+    so relative lifts see the control's uncertainty. None when no period compares both.
+    """
+    arms = sorted({k for p in per_period for k in p})
+    if control not in arms or treatment not in arms:
+        return None
+    sizes = [sum(int(p[k].n) for k in p) for p in per_period]
+    usable = [
+        (size, found)
+        for size, p in zip(sizes, per_period, strict=True)
+        if control in p
+        and treatment in p
+        and (found := _diff_and_se(p[control], p[treatment])) is not None
+    ]
+    total = sum(size for size, _ in usable)
+    if total == 0:
+        return None
+    c = [math.sqrt(size / total) / se for size, (_, se) in usable]
+    beta = sum(ci * d for ci, (_, (d, _)) in zip(c, usable, strict=True)) / sum(c)
+    se_beta = 1.0 / sum(c)
+    strat = stratified_arms([{k: p[k] for k in (control, treatment) if k in p} for p in per_period])
+    sc, st_ = strat[control], strat[treatment]
+    vc = float(sc.variance) / sc.n if sc.n > 1 else 0.0
+    vt = float(st_.variance) / st_.n if st_.n > 1 else 0.0
+    share = vc / (vc + vt) if vc + vt > 0 else 0.5
+    mean_c = float(sc.mean)
+    return (
+        _with_mean_variance(sc.n, mean_c, se_beta**2 * share),
+        _with_mean_variance(st_.n, mean_c + beta, se_beta**2 * (1.0 - share)),
+    )
+
+
+def _with_mean_variance(n: int, mean: float, var_mean: float) -> MeanStats:
+    """MeanStats whose mean is `mean` and whose variance / n is `var_mean`."""
+    sigma2 = n * var_mean
+    return MeanStats(n=n, sum=n * mean, sum_squares=(n - 1) * sigma2 + n * mean * mean)
