@@ -74,7 +74,8 @@ def periods_from_rows(
     """Periods from promotions rows (at, previous_config) in id order and the current config."""
     defined = {v.key: v.weight for v in experiment.variants}
     after = [served_weights(r["previous_config"]) for r in rows[1:]]
-    after.append(served_weights(current))
+    if rows:
+        after.append(served_weights(current))
     # Before the first change: what it replaced; with no change at all: what is served now.
     initial = served_weights(rows[0]["previous_config"] if rows else current) or defined
     changes: list[tuple[datetime, Mapping[str, float]]] = []
