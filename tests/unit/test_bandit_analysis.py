@@ -209,7 +209,9 @@ def test_batched_comparison_is_the_per_period_studentized_statistic() -> None:
     assert r.estimate / r.std_error == pytest.approx(z, rel=1e-12)
     # the control keeps its post-stratified rate
     weights = np.array(n) / sum(n)
-    rate_c = sum(w * p["control"].sum / p["control"].n for w, p in zip(weights, periods))
+    rate_c = sum(
+        w * p["control"].sum / p["control"].n for w, p in zip(weights, periods, strict=True)
+    )
     assert float(pair[0].mean) == pytest.approx(rate_c, rel=1e-12)
     assert batched_comparison(periods, "control", "missing") is None
 
