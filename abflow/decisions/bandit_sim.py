@@ -33,6 +33,8 @@ def bandit_experiment(
     sequential: bool = False,
     floor: float = 0.01,
     min_units: int = 100,
+    key: str = "bandit_sim",
+    start: datetime = START,
 ) -> Experiment:
     """A two-arm bandit on a conversion rate (fixed-horizon 95% intervals unless sequential)."""
     decision: dict[str, object] = {"bandit_floor": floor, "bandit_min_units": min_units}
@@ -40,10 +42,10 @@ def bandit_experiment(
         decision["bandit_top_two"] = top_two
     return parse_experiment(
         {
-            "key": "bandit_sim",
+            "key": key,
             "name": "Simulated bandit",
             "status": "running",
-            "start_at": START.isoformat(),
+            "start_at": start.isoformat(),
             "allocation": "bandit",
             "variants": [
                 {"key": "control", "weight": 0.5, "control": True},
@@ -58,9 +60,7 @@ def bandit_experiment(
     )
 
 
-def proportion_rows(
-    segment: str, counts: dict[str, tuple[int, float]]
-) -> list[SufficientStats]:
+def proportion_rows(segment: str, counts: dict[str, tuple[int, float]]) -> list[SufficientStats]:
     """Warehouse rows of one segment of a conversion metric: {arm: (units, conversions)}."""
     return [
         SufficientStats("conversion", k, segment, n, n, c, c)
@@ -87,9 +87,11 @@ def analyse(
         uuid.UUID(int=0), experiment, START + timedelta(days=days),
         proportion_rows("all", pooled), days, period_rows,
     )  # fmt: skip
-    return insights[0], bandit.allocate(experiment, rows, current), {
-        k: c / n if n else 0.0 for k, (n, c) in pooled.items()
-    }
+    return (
+        insights[0],
+        bandit.allocate(experiment, rows, current),
+        {k: c / n if n else 0.0 for k, (n, c) in pooled.items()},
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import pytest
 from prefect.logging import disable_run_logger
 from sqlalchemy import Engine, text
 
+from abflow.decisions.bandit_sim import bandit_experiment
 from abflow.definitions import Experiment, parse_experiment
 from abflow.results import ExperimentResult
 from abflow.settings import Settings
@@ -40,30 +41,9 @@ def writer_url(engine: Engine, settings: Settings) -> Iterator[str]:
 
 
 def _experiment(engine: Engine, key: str, start: datetime) -> Experiment:
-    e = parse_experiment(
-        {
-            "key": key,
-            "name": "Bandit with moving weights",
-            "status": "running",
-            "start_at": start.isoformat(),
-            "allocation": "bandit",
-            "variants": [
-                {"key": "control", "weight": 0.5, "control": True},
-                {"key": "b", "weight": 0.5},
-            ],
-            "metrics": [
-                {
-                    "key": "conversion",
-                    "kind": "proportion",
-                    "event": "purchase",
-                    "role": "primary",
-                },
-                {"key": "revenue", "kind": "mean", "event": "purchase", "value": "sum"},
-            ],
-            "analysis": {"sequential": False},
-            "decision": {"bandit_min_units": 100},
-        }
-    )
+    base = bandit_experiment(key=key, start=start).model_dump(mode="json")
+    revenue = {"key": "revenue", "kind": "mean", "event": "purchase", "value": "sum"}
+    e = parse_experiment({**base, "metrics": [*base["metrics"], revenue]})
     with engine.begin() as conn:
         upsert_experiments(conn, [e])
     return e
