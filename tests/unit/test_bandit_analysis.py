@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from abflow import bandit, health
 from abflow.bandit_periods import Period, batched_comparison, period_segment
+from abflow.console import experiment_panel
 from abflow.decisions.bandit_sim import bandit_experiment, proportion_rows, simulate
 from abflow.definitions import Experiment, parse_experiment
 from abflow.pipeline import assemble_result
+from abflow.report import render_report_body
 from abflow.results import ExperimentResult, ExposureSummary, InsightRow, SufficientStats
 from abflow.stats import ProportionStats, compare
 from abflow.warehouse.allocation import periods_from_rows
@@ -259,3 +263,53 @@ def test_periods_from_the_promotions_history() -> None:
     ]
     assert len(periods_from_rows(e, rows, current, as_of=START + 3 * DAY)) == 3
     assert periods_from_rows(e, [], {"variants": w1}) == [Period(START, {"control": 0.3, "b": 0.7})]
+
+
+def _latest(result: ExperimentResult, weights: dict[str, float]) -> dict[str, Any]:
+    """What readback.latest_results returns for this run (rows as dicts)."""
+    rec = result.recommendation
+    assert rec is not None
+    return {
+        "run": result.run.as_row(),
+        "recommendation": rec.as_row(),
+        "insights": [i.as_row() for i in result.insights if i.segment == "all"],
+        "units": {"control": 6000, "b": 14000},
+        "checks": [c.as_row() for c in result.health_checks],
+        "config": {
+            "variants": [{"key": k, "weight": w} for k, w in weights.items()],
+            "version": 3,
+            "promoted_variant_key": None,
+            "pinned": False,
+        },
+    }
+
+
+def test_report_and_cli_mark_bandit_results_and_show_the_weight_history() -> None:
+    e = bandit_experiment()
+    latest = _latest(_run(e, [DAY1, DAY2], PERIODS), {"control": 0.5, "b": 0.5})
+    html = str(render_report_body(e, latest, []))
+    assert 'data-bandit="period-weighted"' in html and "Batched OLS" in html
+    section = html[html.index("data-bandit") : html.index("</section>", html.index("data-bandit"))]
+    for cell in (
+        "50.0%",
+        "10.0%",
+        "90.0%",
+        "5,000",
+        "9,000",
+        "now (config)",
+        "2026-11-03 00:00 UTC",
+    ):
+        assert cell in section, cell
+    console = Console(record=True, width=160)
+    console.print(experiment_panel(latest))
+    text = console.export_text()
+    assert "bandit: lifts are period-weighted" in text and "weight history" in text
+    assert "90.0%" in text and "9,000" in text and "now (config)" in text
+    # fixed allocation: no bandit section, no bandit lines
+    fixed = parse_experiment({**e.model_dump(mode="json"), "allocation": "fixed"})
+    plain = _latest(_run(fixed, [DAY1, DAY2], []), {"control": 0.5, "b": 0.5})
+    assert "data-bandit" not in str(render_report_body(fixed, plain, []))
+    console = Console(record=True, width=160)
+    console.print(experiment_panel(plain))
+    text = console.export_text()
+    assert "conversion" in text and "bandit:" not in text and "weight history" not in text
