@@ -47,7 +47,6 @@ from abflow.warehouse.dialects import (
     Statement,
     canonical,
     canonical_block,
-    with_ctes,
 )
 from abflow.warehouse.engines import Executor, PostgresExecutor, execute_plan
 from abflow.warehouse.extract import metric_definitions
@@ -163,10 +162,51 @@ def refresh(
     if executor.dialect != "postgres":
         with _local_locks_guard:
             lock = _local_locks.setdefault(experiment.key, threading.Lock())
+    reason = incremental_unsupported(experiment)
+    if reason:
+        return _full_pass(executor, experiment, as_of, sources, reason)
     with lock:
         return _refresh(
             executor, experiment, as_of, sources, source_names, late_lookback_hours, full_refresh
         )
+
+
+def incremental_unsupported(experiment: Experiment) -> str | None:
+    """Why the stored partials cannot give this experiment's statistics, or None.
+
+    The partials keep per-(unit, metric) aggregates of every event of the metric's names: they
+    know nothing of event properties (filters) and keep no pre-exposure denominator (ratio
+    CUPED). Capping needs nothing more: caps are taken from the merged per-unit values.
+    """
+    if any(m.numerator_filter or m.denominator_filter for m in experiment.metrics):
+        return "full pass: event property filters are not kept in the incremental partials"
+    if experiment.analysis.cuped and any(m.kind == "ratio" for m in experiment.metrics):
+        return "full pass: ratio CUPED needs pre-exposure denominators the partials do not keep"
+    return None
+
+
+def _full_pass(
+    executor: Executor,
+    experiment: Experiment,
+    as_of: datetime,
+    sources: Mapping[str, Source],
+    reason: str,
+) -> tuple[list[SufficientStats], RefreshInfo]:
+    """The one full pass over events instead of a refresh; the partials are left untouched."""
+    as_of = plan.analysis_end(experiment, as_of)
+    stats, _ = extract.analyse_in_warehouse(executor, experiment, as_of, sources, exposure=False)
+    events_from = experiment.start_at - timedelta(days=_lookback_days(experiment))
+    info = RefreshInfo(
+        mode="full",
+        reason=reason,
+        as_of=as_of,
+        previous_watermark=None,
+        events_from=events_from,
+        units_recomputed=0,
+        partial_rows_sealed=0,
+        sealed_before=events_from,
+    )
+    return stats, info
 
 
 def _refresh(
@@ -241,10 +281,6 @@ def _refresh(
         "read_changed": units_recomputed > 0,
         "read_same": not full,
     }
-    stats_query = with_ctes(
-        canonical("queries/metric_final.sql"),
-        [("unit_values", canonical("queries/incremental_stats.sql"))],
-    )
     rows = execute_plan(
         executor,
         [
@@ -254,7 +290,12 @@ def _refresh(
                 canonical("queries/incremental_read.sql"),
                 relation="abflow_read_partials",
             ).bind(read_values),
-            Statement("metric_stats", stats_query).bind(values),
+            Statement(
+                "unit_values",
+                canonical("queries/incremental_stats.sql"),
+                relation="abflow_unit_values",
+            ).bind(values),
+            plan.final_statement(values),
             _block("count_sealed", {}),
             _block("seal", key, kind="execute"),
             _block("remember_seen", key, kind="execute"),
@@ -272,7 +313,7 @@ def _refresh(
         ],
         sources,
     )
-    stats = [extract.stats_from_row(r) for r in rows["metric_stats"]]
+    stats = extract.stats_from_rows(rows["metric_stats"])
     info = RefreshInfo(
         mode=mode,
         reason=reason or "watermark",

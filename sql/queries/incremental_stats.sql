@@ -99,6 +99,9 @@ final as (
             when 'mean' then coalesce(ue.pre_mean, 0.0)
             when 'max' then coalesce(ue.pre_max, 0.0)
         end as c,
+        -- the partials keep no pre-exposure denominator: ratio CUPED and property filters take
+        -- the full pass (abflow/warehouse/incremental.py records why)
+        cast(null as double precision) as d,
         ue.contaminated_count > 0 as contaminated
     from unit_events as ue
     inner join metric_aggs as m on m.metric_key = ue.metric_key
