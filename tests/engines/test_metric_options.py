@@ -95,7 +95,7 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     )
     rows: list[dict[str, Any]] = []
     for i in range(N_UNITS):
-        for phase, rate, lo, hi in (("post", 1.2, 0.0, 4.0), ("pre", 0.6, -LOOKBACK + 0.01, -0.01)):
+        for rate, lo, hi in ((1.2, 0.0, 4.0), (0.6, -LOOKBACK + 0.01, -0.01)):
             for _ in range(rng.poisson(rate)):
                 amount = round(float(rng.lognormal(3.2, 1.0)), 2)
                 if rng.random() < 0.05:
@@ -144,8 +144,11 @@ def _number(v: Any) -> float | None:
         return None
     if isinstance(v, int | float):
         return float(v)
+    text = str(v)
+    if text.strip() != text or text.lower() in ("nan", "inf", "-inf", "infinity"):
+        return None
     try:
-        return float(v) if str(v).strip() == str(v) and str(v).lower() not in ("nan", "inf") else None
+        return float(text)
     except ValueError:
         return None
 
