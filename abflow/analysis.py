@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
@@ -17,7 +17,7 @@ from abflow.decisions.plan import (
     primary_control,
 )
 from abflow.definitions import Experiment, Metric, Prior, PriorSpec
-from abflow.results import CAP_FIELDS, InsightRow, SufficientStats, VariantStatRow
+from abflow.results import InsightRow, SufficientStats, VariantStatRow
 from abflow.stats import frequentist, sequential
 from abflow.stats.frequentist import Alternative
 
@@ -74,34 +74,24 @@ def variant_stat_row(
     """One `variant_stats` row with mean and variance per SPEC §4 conventions."""
     mean, variance = _mean_variance(metric, s)
     raw_mean, raw_variance = _mean_variance(metric, s.uncapped) if s.uncapped else (None, None)
+    # every sum, the capping flag and the caps are copied as the warehouse returned them
+    copied = {
+        f.name: getattr(s, f.name)
+        for f in fields(VariantStatRow)
+        if f.name in _STATS_FIELDS
+    }
     return VariantStatRow(
         run_id=run_id,
         experiment_key=experiment.key,
-        metric_key=s.metric_key,
-        variant_key=s.variant_key,
-        segment=s.segment,
-        units=s.units,
         mean=mean,
         variance=variance,
-        sum=s.sum,
-        sum_squares=s.sum_squares,
-        denominator_sum=s.denominator_sum,
-        denominator_sum_squares=s.denominator_sum_squares,
-        sum_products=s.sum_products,
-        covariate_sum=s.covariate_sum,
-        covariate_sum_squares=s.covariate_sum_squares,
-        covariate_sum_products=s.covariate_sum_products,
-        denominator_covariate_sum=s.denominator_covariate_sum,
-        denominator_covariate_sum_squares=s.denominator_covariate_sum_squares,
-        denominator_covariate_sum_products=s.denominator_covariate_sum_products,
-        covariate_cross_sum_products=s.covariate_cross_sum_products,
-        numerator_denominator_covariate_sum_products=s.numerator_denominator_covariate_sum_products,
-        covariate_denominator_sum_products=s.covariate_denominator_sum_products,
-        capped=s.capped,
-        **{k: getattr(s, k) for k in CAP_FIELDS},
         uncapped_mean=raw_mean,
         uncapped_variance=raw_variance,
+        **copied,
     )
+
+
+_STATS_FIELDS = frozenset(f.name for f in fields(SufficientStats)) - {"uncapped"}
 
 
 def _mean_variance(metric: Metric, s: SufficientStats) -> tuple[float | None, float | None]:
