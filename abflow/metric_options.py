@@ -8,17 +8,21 @@ from typing import Any
 from abflow.definitions import Capping, EventFilter, Metric
 
 
+def _value(v: str | float) -> str:
+    return f"{v:g}" if isinstance(v, float) else repr(v) if not v.isidentifier() else v
+
+
 def describe_filter(filters: tuple[EventFilter, ...]) -> str:
-    """`platform in [ios, android] and amount >= 10`."""
+    """`platform in [ios, android] and amount >= 10` (text that is not a plain word quoted)."""
     parts = []
     for f in filters:
         if f.op == "exists":
             parts.append(f"{f.property} exists")
         elif f.values is not None:
             op = "not in" if f.op == "not_in" else "in"
-            parts.append(f"{f.property} {op} [{', '.join(str(v) for v in f.bound_values)}]")
+            parts.append(f"{f.property} {op} [{', '.join(_value(v) for v in f.bound_values)}]")
         else:
-            parts.append(f"{f.property} {f.op} {f.bound_values[0]}")
+            parts.append(f"{f.property} {f.op} {_value(f.bound_values[0])}")
     return " and ".join(parts)
 
 
