@@ -55,7 +55,7 @@ from abflow.warehouse.sqlfiles import read_sql
 RefreshMode = Literal["full", "incremental"]
 
 # Bump when the meaning of the stored partials changes: every experiment then refreshes in full.
-PARTIALS_VERSION = 1
+PARTIALS_VERSION = 2  # 2: pre-exposure denominators (ratio CUPED), property filters
 DEFAULT_LATE_LOOKBACK_HOURS = 48.0
 
 
@@ -131,13 +131,17 @@ _local_locks_guard = threading.Lock()
 def ensure_state_tables(executor: Executor) -> None:
     """Create the refresh state tables where no migration made them (DuckDB).
 
-    The CREATE TABLE statements of migration 004, rendered for the executor's dialect: one
-    definition of the tables for every engine.
+    The CREATE TABLE statements of migration 004 and the columns migration 012 adds, rendered
+    for the executor's dialect: one definition of the tables for every engine.
     """
     statements: list[Statement] = []
-    for chunk in read_sql("migrations/004_incremental.sql").split(";"):
+    chunks = [
+        *read_sql("migrations/004_incremental.sql").split(";"),
+        *read_sql("migrations/012_metrics_partials.sql").split(";"),
+    ]
+    for chunk in chunks:
         body = re.sub(r"--[^\n]*", "", chunk).strip()
-        if body.lower().startswith("create table"):
+        if body.lower().startswith(("create table", "alter table")):
             create = sqlglot.parse_one(body, read=CANONICAL, error_level=ErrorLevel.RAISE)
             statements.append(Statement(f"create_{len(statements)}", create, kind="execute"))
     execute_plan(executor, statements, {})
@@ -162,51 +166,10 @@ def refresh(
     if executor.dialect != "postgres":
         with _local_locks_guard:
             lock = _local_locks.setdefault(experiment.key, threading.Lock())
-    reason = incremental_unsupported(experiment)
-    if reason:
-        return _full_pass(executor, experiment, as_of, sources, reason)
     with lock:
         return _refresh(
             executor, experiment, as_of, sources, source_names, late_lookback_hours, full_refresh
         )
-
-
-def incremental_unsupported(experiment: Experiment) -> str | None:
-    """Why the stored partials cannot give this experiment's statistics, or None.
-
-    The partials keep per-(unit, metric) aggregates of every event of the metric's names: they
-    know nothing of event properties (filters) and keep no pre-exposure denominator (ratio
-    CUPED). Capping needs nothing more: caps are taken from the merged per-unit values.
-    """
-    if any(m.numerator_filter or m.denominator_filter for m in experiment.metrics):
-        return "full pass: event property filters are not kept in the incremental partials"
-    if experiment.analysis.cuped and any(m.kind == "ratio" for m in experiment.metrics):
-        return "full pass: ratio CUPED needs pre-exposure denominators the partials do not keep"
-    return None
-
-
-def _full_pass(
-    executor: Executor,
-    experiment: Experiment,
-    as_of: datetime,
-    sources: Mapping[str, Source],
-    reason: str,
-) -> tuple[list[SufficientStats], RefreshInfo]:
-    """The one full pass over events instead of a refresh; the partials are left untouched."""
-    as_of = plan.analysis_end(experiment, as_of)
-    stats, _ = extract.analyse_in_warehouse(executor, experiment, as_of, sources, exposure=False)
-    events_from = experiment.start_at - timedelta(days=_lookback_days(experiment))
-    info = RefreshInfo(
-        mode="full",
-        reason=reason,
-        as_of=as_of,
-        previous_watermark=None,
-        events_from=events_from,
-        units_recomputed=0,
-        partial_rows_sealed=0,
-        sealed_before=events_from,
-    )
-    return stats, info
 
 
 def _refresh(
@@ -285,10 +248,13 @@ def _refresh(
         executor,
         [
             *(_block(name, key, kind="execute") for name in forget),
-            Statement(
-                "incremental_read",
-                canonical("queries/incremental_read.sql"),
-                relation="abflow_read_partials",
+            plan.with_event_filters(
+                Statement(
+                    "incremental_read",
+                    canonical("queries/incremental_read.sql"),
+                    relation="abflow_read_partials",
+                ),
+                experiment,
             ).bind(read_values),
             Statement(
                 "unit_values",

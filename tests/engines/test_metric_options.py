@@ -415,3 +415,28 @@ def test_filters_keep_what_pandas_keeps(
         assert totals[key] > 0, key
     # = and != split the buys that have a (non-null) plan; missing/null plans match neither
     assert totals["f_eq"] == totals["f_not_in"]
+
+
+def test_incremental_refresh_equals_the_full_pass(raw: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Filters, caps and ratio CUPED through the incremental partials (DuckDB), daily refreshes."""
+    from abflow.warehouse import incremental
+    from abflow.warehouse.engines import DuckDBWarehouse
+    from tests.engines.test_equality import _stats_equal
+
+    warehouse = DuckDBWarehouse(":memory:")
+    lake.load_duckdb(warehouse.connection(), *raw)
+    sources = extract.default_sources("assignments", "events")
+    exp = experiment()
+    infos = []
+    for as_of in (START + timedelta(days=3), START + timedelta(days=6), AS_OF):
+        with warehouse.session() as executor:
+            incremental.ensure_state_tables(executor)
+            stats, info = incremental.refresh(
+                executor, exp, as_of, sources, source_names=("assignments", "events")
+            )
+            full, _ = extract.analyse_in_warehouse(executor, exp, as_of, sources, exposure=False)
+        infos.append(info)
+        assert _stats_equal(full, stats) == [], info
+    warehouse.close()
+    assert [i.mode for i in infos] == ["full", "incremental", "incremental"]
+    assert infos[2].partial_rows_sealed > 0

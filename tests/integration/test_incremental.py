@@ -18,7 +18,6 @@ from abflow.warehouse import extract
 from abflow.warehouse.incremental import (
     RefreshInfo,
     fetch_sufficient_stats_incremental,
-    incremental_unsupported,
     utc_midnight,
 )
 from tests.engines.test_equality import _flat
@@ -226,15 +225,9 @@ def test_demo_refreshes_equal_full_pass(
     experiment = demo_loaded["experiments"][key]
     sources: Sources = {"assignments": "assignments", "events": "events"}
     days = [DEMO_AS_OF - timedelta(days=3), DEMO_AS_OF - timedelta(days=1, hours=5), DEMO_AS_OF]
-    unsupported = incremental_unsupported(experiment)
     for i, as_of in enumerate(days):
         stats, info = _refresh(engine, experiment, as_of, full_refresh=i == 0, **sources)
-        if unsupported:
-            # checkout_button: a filtered metric and a ratio with CUPED take the full pass,
-            # with the reason recorded, and leave the partials alone
-            assert (info.mode, info.reason) == ("full", unsupported), info
-        else:
-            assert info.mode == ("full" if i == 0 else "incremental"), info
+        assert info.mode == ("full" if i == 0 else "incremental"), info
         assert stats, "no statistics"
         assert _differences(stats, _full(engine, experiment, as_of, **sources)) == []
 
