@@ -28,7 +28,6 @@ from tasks.warehouse import (
     check_schema_version,
     extract_aggregates,
     load_experiments,
-    previous_units,
     record_failure,
     write_results,
 )
@@ -53,12 +52,11 @@ def _submit(
     settings: Settings, url: str, experiment: Experiment, as_of: datetime, full_refresh: bool
 ) -> _Pending:
     """Start extraction and validation; both run on the task runner's worker threads."""
-    before = previous_units(settings, url, experiment.key, as_of)
     return _Pending(
         experiment=experiment,
         started=datetime.now(UTC),
         extracted=extract_aggregates.submit(settings, url, experiment, as_of, full_refresh),
-        checks=validate_data.submit(settings, url, experiment, as_of, before),
+        checks=validate_data.submit(settings, url, experiment, as_of),
     )
 
 

@@ -12,8 +12,10 @@ from abflow.definitions import Experiment
 from abflow.pipeline import assemble_result
 from abflow.results import CheckOutcome, ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
-from abflow.warehouse.quality import run_expectations
+from abflow.warehouse import readback
+from abflow.warehouse.validate import validate_postgres
 from tasks import engines
+from tasks.warehouse import engine_for
 
 
 @task(
@@ -27,25 +29,44 @@ def validate_data(
     url: str,
     experiment: Experiment,
     as_of: datetime,
-    previous_units: int | None = None,
 ) -> list[CheckOutcome]:
-    """Great Expectations suites inside the warehouse; failures are data, never retried.
+    """The expectation suites inside the warehouse; failures are data, never retried.
 
+    PostgreSQL: the suites as SQL with samples of what failed (abflow.warehouse.validate), or
+    through Great Expectations itself when its Data Docs are wanted (ABFLOW_GX_DATA_DOCS_DIR).
     On DuckDB and Spark (no GX datasource) the same suites run as SQL (tasks/engines.py).
     """
+    # Units of the latest earlier successful run, for the traffic-drop expectation.
+    with engine_for(settings, url).connect() as conn:
+        previous_units = readback.previous_units(conn, experiment.key, as_of)
     elsewhere = engines.is_elsewhere(settings, url)
     if elsewhere and not elsewhere.startswith("postgres"):
         return engines.checks_elsewhere(settings, elsewhere, experiment, as_of, previous_units)
-    return run_expectations(
-        elsewhere or url,
-        settings.schema_name,
-        experiment,
-        as_of,
-        assignments_source=settings.assignments_source,
-        events_source=settings.events_source,
-        previous_units=previous_units,
-        data_docs_dir=settings.gx_data_docs_dir,
-    )
+    if settings.gx_data_docs_dir is not None:
+        from abflow.warehouse.quality import run_expectations
+
+        return run_expectations(
+            elsewhere or url,
+            settings.schema_name,
+            experiment,
+            as_of,
+            assignments_source=settings.assignments_source,
+            events_source=settings.events_source,
+            previous_units=previous_units,
+            data_docs_dir=settings.gx_data_docs_dir,
+        )
+    with engine_for(settings, elsewhere or url).connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            return validate_postgres(
+                conn,
+                settings.schema_name,
+                experiment,
+                as_of,
+                assignments_source=settings.assignments_source,
+                events_source=settings.events_source,
+                previous_units=previous_units,
+            )
 
 
 @task(name="compute-statistics", cache_policy=NO_CACHE, task_run_name="statistics-{experiment.key}")

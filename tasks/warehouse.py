@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from abflow.definitions import Experiment
 from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
-from abflow.warehouse import experiments_repo, extract, incremental, promotion, readback, writer
+from abflow.warehouse import experiments_repo, extract, incremental, promotion, writer
 from abflow.warehouse.engine import make_engine
 from abflow.warehouse.migrate import check_schema
 from tasks import engines
@@ -61,19 +61,6 @@ def load_experiments(
         if missing:
             raise ValueError(f"unknown experiment key(s): {', '.join(missing)}")
     return good, broken
-
-
-@task(
-    name="previous-units",
-    retries=3,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-    cache_policy=NO_CACHE,
-)
-def previous_units(settings: Settings, url: str, key: str, as_of: datetime) -> int | None:
-    """Units analysed by the latest earlier successful run (for the traffic-drop check)."""
-    with engine_for(settings, url).connect() as conn:
-        return readback.previous_units(conn, key, as_of)
 
 
 @task(
