@@ -29,6 +29,7 @@ from tasks.warehouse import (
     extract_aggregates,
     load_experiments,
     record_failure,
+    refresh_window,
     write_results,
 )
 
@@ -52,11 +53,16 @@ def _submit(
     settings: Settings, url: str, experiment: Experiment, as_of: datetime, full_refresh: bool
 ) -> _Pending:
     """Start extraction and validation; both run on the task runner's worker threads."""
+    since = (
+        refresh_window(settings, url, experiment, as_of, full_refresh)
+        if settings.incremental
+        else None
+    )
     return _Pending(
         experiment=experiment,
         started=datetime.now(UTC),
         extracted=extract_aggregates.submit(settings, url, experiment, as_of, full_refresh),
-        checks=validate_data.submit(settings, url, experiment, as_of),
+        checks=validate_data.submit(settings, url, experiment, as_of, since),
     )
 
 

@@ -29,8 +29,12 @@ def validate_data(
     url: str,
     experiment: Experiment,
     as_of: datetime,
+    events_from: datetime | None = None,
 ) -> list[CheckOutcome]:
     """The expectation suites inside the warehouse; failures are data, never retried.
+
+    `events_from` (an incremental run, PostgreSQL): the events suite checks only the events the
+    refresh reads from there on, so validation work follows the new events, not the history.
 
     PostgreSQL: the suites as SQL with samples of what failed (abflow.warehouse.validate), or
     through Great Expectations itself when its Data Docs are wanted (ABFLOW_GX_DATA_DOCS_DIR).
@@ -54,6 +58,7 @@ def validate_data(
             events_source=settings.events_source,
             previous_units=previous_units,
             data_docs_dir=settings.gx_data_docs_dir,
+            events_from=events_from,
         )
     with engine_for(settings, elsewhere or url).connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
@@ -66,6 +71,7 @@ def validate_data(
                 assignments_source=settings.assignments_source,
                 events_source=settings.events_source,
                 previous_units=previous_units,
+                events_from=events_from,
             )
 
 

@@ -14,6 +14,7 @@ from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
 from abflow.warehouse import experiments_repo, extract, incremental, promotion, writer
 from abflow.warehouse.engine import make_engine
+from abflow.warehouse.engines import PostgresExecutor
 from abflow.warehouse.migrate import check_schema
 from tasks import engines
 from tasks.retry import RETRY_DELAYS, retry_transient
@@ -61,6 +62,35 @@ def load_experiments(
         if missing:
             raise ValueError(f"unknown experiment key(s): {', '.join(missing)}")
     return good, broken
+
+
+@task(
+    name="refresh-window",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="refresh-window-{experiment.key}",
+)
+def refresh_window(
+    settings: Settings, url: str, experiment: Experiment, as_of: datetime, full_refresh: bool
+) -> datetime | None:
+    """Where this run's incremental refresh reads events from on PostgreSQL (None: a full pass).
+
+    Read before the refresh starts (it moves the state), so validation can check the same events.
+    """
+    elsewhere = engines.is_elsewhere(settings, url)
+    if not settings.incremental or (elsewhere and not elsewhere.startswith("postgres")):
+        return None
+    with engine_for(settings, elsewhere or url).connect() as conn:
+        return incremental.next_events_from(
+            PostgresExecutor(conn),
+            experiment,
+            as_of,
+            source_names=(settings.assignments_source, settings.events_source),
+            late_lookback_hours=settings.late_lookback_hours,
+            full_refresh=full_refresh,
+        )
 
 
 @task(

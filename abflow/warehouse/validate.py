@@ -25,6 +25,7 @@ from abflow.warehouse import quality, sql_checks
 from abflow.warehouse.engines import PostgresExecutor
 from abflow.warehouse.extract import default_sources
 
+_EVENTS = "gx_events_"
 NOTE = "validated in SQL (the suites of expectations/, evaluated without GX)"
 _SAMPLED = frozenset(
     {
@@ -46,6 +47,7 @@ def validate_postgres(
     events_source: str,
     previous_units: int | None = None,
     now: datetime | None = None,
+    events_from: datetime | None = None,
 ) -> list[CheckOutcome]:
     """Every expectation of the suites evaluated in PostgreSQL; failures carry a sample.
 
@@ -59,11 +61,20 @@ def validate_postgres(
         default_sources(assignments_source, events_source),
         previous_units=previous_units,
         now=now,
+        events_from=events_from,
     )
     failed = [o for o in outcomes if not o.passed and o.details.get("expectation") in _SAMPLED]
+    if events_from is not None:  # an incremental run validated the events its refresh reads
+        since = {"events_from": events_from.isoformat()}
+        outcomes = [
+            replace(o, details={**o.details, **since})
+            if o.check_name.startswith("gx_events_")
+            else o
+            for o in outcomes
+        ]
     if not failed:
         return [_noted(o, []) for o in outcomes]
-    assets = _assets(schema, experiment, as_of, now, assignments_source, events_source)
+    assets = _assets(schema, experiment, as_of, now, assignments_source, events_source, events_from)
     suites = _bound_suites(experiment, as_of, now, previous_units)
     configs = {
         quality._check_name(suite, e): (suite, e)
@@ -105,13 +116,14 @@ def _assets(
     now: datetime,
     assignments_source: str,
     events_source: str,
+    events_from: datetime | None,
 ) -> dict[str, sql.Composed]:
     """The suites' query assets, exactly as GX validates them (quality.py)."""
     assignments = quality.source_relation(assignments_source, schema)
     events = quality.source_relation(events_source, schema)
     return {
         "assignments": quality.assignments_query(assignments, experiment, as_of, now),
-        "events": quality.events_query(events, assignments, experiment, as_of, now),
+        "events": quality.events_query(events, assignments, experiment, as_of, now, events_from),
     }
 
 
