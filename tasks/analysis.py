@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from prefect import task
@@ -46,6 +47,12 @@ def validate_data(
     elsewhere = engines.is_elsewhere(settings, url)
     if elsewhere and not elsewhere.startswith("postgres"):
         return engines.checks_elsewhere(settings, elsewhere, experiment, as_of, previous_units)
+    common: dict[str, Any] = {
+        "assignments_source": settings.assignments_source,
+        "events_source": settings.events_source,
+        "previous_units": previous_units,
+        "events_from": events_from,
+    }
     if settings.gx_data_docs_dir is not None:
         from abflow.warehouse.quality import run_expectations
 
@@ -54,25 +61,13 @@ def validate_data(
             settings.schema_name,
             experiment,
             as_of,
-            assignments_source=settings.assignments_source,
-            events_source=settings.events_source,
-            previous_units=previous_units,
             data_docs_dir=settings.gx_data_docs_dir,
-            events_from=events_from,
+            **common,
         )
     with engine_for(settings, elsewhere or url).connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            return validate_postgres(
-                conn,
-                settings.schema_name,
-                experiment,
-                as_of,
-                assignments_source=settings.assignments_source,
-                events_source=settings.events_source,
-                previous_units=previous_units,
-                events_from=events_from,
-            )
+            return validate_postgres(conn, settings.schema_name, experiment, as_of, **common)
 
 
 @task(name="compute-statistics", cache_policy=NO_CACHE, task_run_name="statistics-{experiment.key}")
