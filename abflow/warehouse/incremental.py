@@ -198,9 +198,7 @@ def _refresh(
 ) -> tuple[list[SufficientStats], RefreshInfo]:
     as_of = plan.analysis_end(experiment, as_of)
     lookback_days = _lookback_days(experiment)
-    digest = definition_hash(
-        experiment, assignments=source_names[0], events=source_names[1]
-    )
+    digest = definition_hash(experiment, assignments=source_names[0], events=source_names[1])
     key = {"experiment_key": experiment.key}
     values: dict[str, Any] = {
         **plan.analysis_values(experiment, as_of),
@@ -306,6 +304,37 @@ def _refresh(
         sealed_before=values["sealed_before"],
     )
     return stats, info
+
+
+def next_events_from(
+    executor: Executor,
+    experiment: Experiment,
+    as_of: datetime,
+    *,
+    source_names: tuple[str, str],
+    late_lookback_hours: float = DEFAULT_LATE_LOOKBACK_HOURS,
+    full_refresh: bool = False,
+) -> datetime | None:
+    """Where an incremental refresh as of `as_of` would start reading events; None if full.
+
+    Read before the refresh runs (it moves the state): the validation of an incremental run
+    checks the events this refresh reads, not the whole history again.
+    """
+    as_of = plan.analysis_end(experiment, as_of)
+    digest = definition_hash(experiment, assignments=source_names[0], events=source_names[1])
+    rows = execute_plan(executor, [_block("read_state", {"experiment_key": experiment.key})], {})[
+        "read_state"
+    ]
+    if not rows:
+        return None
+    state = (
+        _aware(rows[0]["watermark"]),
+        _aware(rows[0]["sealed_before"]),
+        rows[0]["definition_hash"],
+    )
+    if _full_refresh_reason(state, digest, as_of, late_lookback_hours, requested=full_refresh):
+        return None
+    return state[1]
 
 
 def _block(
