@@ -43,6 +43,7 @@ final as (
         y,
         x,
         cast(null as double precision) as c,
+        cast(null as double precision) as d,
         false as contaminated
     from exposure_age_unit_values
 )

@@ -1,4 +1,4 @@
--- abflow schema, version 12: quantile metrics and novelty/primacy cohorts (issue 14 items 2, 9).
+-- abflow schema, version 13: quantile metrics and novelty/primacy cohorts (issue 14 items 2, 9).
 
 -- Quantile metrics hold the per-arm quantile in variant_stats.mean (SPEC §3.2); beside it the
 -- order statistics at the 95% rank bounds and the number of observations they were taken over.
