@@ -79,6 +79,7 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
         ),
         table,
         *bandit_lines((rec or {}).get("details"), res.get("config")),
+        *metric_option_lines(res),
         *health_lines(run, res["checks"]),
     ]
     if rec:
@@ -154,6 +155,27 @@ def bandit_lines(details: Any, config: dict[str, Any] | None) -> list[Any]:
             )  # fmt: skip
         out.append(table)
     return out
+
+
+def metric_option_lines(res: dict[str, Any]) -> list[Text]:
+    """Capped metrics with their uncapped result beside; filtered metrics with their filter."""
+    notes = res.get("metric_notes") or {}
+    lines = []
+    for i in res["insights"]:
+        note = notes.get(i["metric_key"], {})
+        if note.get("capping") and i.get("uncapped_rel_lift") is not None:
+            line = Text(f"{i['metric_key']} ({i['variant_key']}) {note['capping']}: ", style="dim")
+            line.append(f"capped {_pct(i['rel_lift'])} p {_p(i['p_value'])}")
+            line.append(
+                f" · uncapped {i['uncapped_control_mean']:.4g} → {i['uncapped_variant_mean']:.4g}"
+                f", {_pct(i['uncapped_rel_lift'])} [{_pct(i['uncapped_rel_ci_low'])}, "
+                f"{_pct(i['uncapped_rel_ci_high'])}] p {_p(i['uncapped_p_value'])}"
+            )
+            lines.append(line)
+    for key, note in notes.items():
+        if note.get("filter"):
+            lines.append(Text(f"{key}: only events where {note['filter']}", style="dim"))
+    return lines
 
 
 def health_lines(run: dict[str, Any], checks: list[dict[str, Any]]) -> list[Text]:

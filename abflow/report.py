@@ -709,6 +709,10 @@ def _metric_note(experiment: Experiment, key: str) -> str:
     notes = []
     if m.role == "guardrail" and m.non_inferiority_margin is not None:
         notes.append(f"margin {m.non_inferiority_margin:.1%}")
+    if m.capped:
+        notes.append("capped")
+    if m.numerator_filter or m.denominator_filter:
+        notes.append("filtered")
     if m.max is not None:
         notes.append(f"mean ≤ {m.max:g}")
     if m.min is not None:
@@ -741,6 +745,46 @@ def _results_section(experiment: Experiment, latest: Row) -> str:
         f'{_table_head(False)}{body}</table></div><p class="muted small">Method: {_e(method)}'
         f' · correction: '
         f'{_e(experiment.analysis.correction)} · ↓ = lower is better.</p></section>'
+    )
+
+
+def _metric_options_section(experiment: Experiment, latest: Row) -> str:
+    """Capped metrics beside their uncapped results, and the filters of filtered metrics."""
+    notes = latest.get("metric_notes") or {}
+    rows = [r for r in _sorted_insights(experiment, latest.get("insights") or [])
+            if (notes.get(r.get("metric_key", "")) or {}).get("capping")
+            and r.get("uncapped_rel_lift") is not None]
+    body = "".join(
+        f'<tr><td class="l"><b>{_e(r.get("metric_key"))}</b></td>'
+        f'<td class="l">{_e(r.get("variant_key"))} vs {_e(r.get("control_key"))}</td>'
+        f'<td class="l wrap">{_e(notes[r["metric_key"]]["capping"])}</td>'
+        f'<td>{num(r.get("control_mean"))} → {num(r.get("variant_mean"))}</td>'
+        f'<td>{pct(r.get("rel_lift"))} [{pct(r.get("rel_ci_low"))}, {pct(r.get("rel_ci_high"))}]'
+        f'</td><td>{p_fmt(r.get("p_value"))}</td>'
+        f'<td>{num(r.get("uncapped_control_mean"))} → {num(r.get("uncapped_variant_mean"))}</td>'
+        f'<td>{pct(r.get("uncapped_rel_lift"))} [{pct(r.get("uncapped_rel_ci_low"))}, '
+        f'{pct(r.get("uncapped_rel_ci_high"))}]</td><td>{p_fmt(r.get("uncapped_p_value"))}</td>'
+        '</tr>'
+        for r in rows
+    )
+    filters = "".join(
+        f'<li><b>{_e(key)}</b>: only events where {_e(note["filter"])}</li>'
+        for key, note in notes.items() if note.get("filter")
+    )
+    if not body and not filters:
+        return ""
+    table = (
+        '<div class="scroll"><table><tr><th class="l">metric</th><th class="l">comparison</th>'
+        '<th class="l">capping (caps used)</th><th>capped means (C → V)</th>'
+        '<th>capped rel lift [95% CI]</th><th>p</th><th>uncapped means (C → V)</th>'
+        '<th>uncapped rel lift [95% CI]</th><th>uncapped p</th></tr>'
+        f'{body}</table></div><p class="muted small">Decisions use the capped results; the '
+        'uncapped ones show what capping changed (not adjusted for multiple testing).</p>'
+        if body else ""
+    )
+    listing = f'<ul class="small">{filters}</ul>' if filters else ""
+    return (
+        f'<section class="card"><h2>Capping and filters</h2>{table}{listing}</section>'
     )
 
 
@@ -793,6 +837,7 @@ def render_report_body(
         _lift_section(experiment, history),
         _health_section(latest),
         _results_section(experiment, latest),
+        _metric_options_section(experiment, latest),
         _segments_section(experiment, latest, history),
     )))
 

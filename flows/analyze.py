@@ -30,8 +30,8 @@ from tasks.warehouse import (
     check_schema_version,
     extract_aggregates,
     load_experiments,
-    previous_units,
     record_failure,
+    refresh_window,
     write_results,
 )
 
@@ -56,7 +56,11 @@ def _submit(
     settings: Settings, url: str, experiment: Experiment, as_of: datetime, full_refresh: bool
 ) -> _Pending:
     """Start extraction and validation; both run on the task runner's worker threads."""
-    before = previous_units(settings, url, experiment.key, as_of)
+    since = (
+        refresh_window(settings, url, experiment, as_of, full_refresh)
+        if settings.incremental
+        else None
+    )
     # A bandit's allocation periods (weights in force from each reweight): per-period rows in
     # the same pass, period-weighted estimates and SRM against the weights actually served.
     periods = allocation_periods(settings, url, experiment, as_of)
@@ -66,7 +70,7 @@ def _submit(
         extracted=extract_aggregates.submit(
             settings, url, experiment, as_of, full_refresh, periods
         ),
-        checks=validate_data.submit(settings, url, experiment, as_of, before),
+        checks=validate_data.submit(settings, url, experiment, as_of, since),
         periods=periods,
     )
 

@@ -19,10 +19,10 @@ from abflow.warehouse import (
     extract,
     incremental,
     promotion,
-    readback,
     writer,
 )
 from abflow.warehouse.engine import make_engine
+from abflow.warehouse.engines import PostgresExecutor
 from abflow.warehouse.migrate import check_schema
 from tasks import engines
 from tasks.retry import RETRY_DELAYS, retry_transient
@@ -73,16 +73,32 @@ def load_experiments(
 
 
 @task(
-    name="previous-units",
+    name="refresh-window",
     retries=3,
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
+    task_run_name="refresh-window-{experiment.key}",
 )
-def previous_units(settings: Settings, url: str, key: str, as_of: datetime) -> int | None:
-    """Units analysed by the latest earlier successful run (for the traffic-drop check)."""
-    with engine_for(settings, url).connect() as conn:
-        return readback.previous_units(conn, key, as_of)
+def refresh_window(
+    settings: Settings, url: str, experiment: Experiment, as_of: datetime, full_refresh: bool
+) -> datetime | None:
+    """Where this run's incremental refresh reads events from on PostgreSQL (None: a full pass).
+
+    Read before the refresh starts (it moves the state), so validation can check the same events.
+    """
+    elsewhere = engines.is_elsewhere(settings, url)
+    if not settings.incremental or (elsewhere and not elsewhere.startswith("postgres")):
+        return None
+    with engine_for(settings, elsewhere or url).connect() as conn:
+        return incremental.next_events_from(
+            PostgresExecutor(conn),
+            experiment,
+            as_of,
+            source_names=(settings.assignments_source, settings.events_source),
+            late_lookback_hours=settings.late_lookback_hours,
+            full_refresh=full_refresh,
+        )
 
 
 @task(

@@ -7,6 +7,7 @@ this module runs them and turns their rows into records.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from psycopg import sql
 from sqlalchemy import Connection
 
 from abflow.definitions import Experiment
-from abflow.results import ExposureSummary, SufficientStats
+from abflow.results import CAP_FIELDS, ExposureSummary, SufficientStats
 from abflow.warehouse import plan
 from abflow.warehouse.dialects import Source
 from abflow.warehouse.engines import Executor, PostgresExecutor, execute_plan
@@ -66,7 +67,7 @@ def analyse_in_warehouse(
     if not exposure:
         statements = [s for s in statements if s.name != "exposure_summary"]
     rows = execute_plan(executor, statements, sources)
-    records = [stats_from_row(r) for r in rows["metric_stats"]] if stats else []
+    records = stats_from_rows(rows["metric_stats"]) if stats else []
     summary = exposure_from_rows(experiment, rows["exposure_summary"]) if exposure else None
     return records, summary
 
@@ -108,8 +109,22 @@ def build_analysis_tables(
     execute_plan(PostgresExecutor(conn), plan.stage_statements(experiment, as_of), sources)
 
 
+def stats_from_rows(rows: list[dict[str, Any]]) -> list[SufficientStats]:
+    """metric_final.sql's rows as records: a capped metric's capped row carries its raw one."""
+    raw = {
+        (r["metric_key"], r["variant_key"], r["segment"]): stats_from_row(r)
+        for r in rows
+        if not r["capped"]
+    }
+    for r in rows:
+        if r["capped"]:
+            key = (r["metric_key"], r["variant_key"], r["segment"])
+            raw[key] = replace(stats_from_row(r), uncapped=raw.get(key))
+    return list(raw.values())
+
+
 def stats_from_row(r: dict[str, Any]) -> SufficientStats:
-    """One row of metric_stats.sql (or incremental_stats.sql) as a SufficientStats record."""
+    """One row of metric_final.sql as a SufficientStats record (capped or raw sums)."""
     return SufficientStats(
         metric_key=r["metric_key"],
         variant_key=r["variant_key"],
@@ -125,6 +140,16 @@ def stats_from_row(r: dict[str, Any]) -> SufficientStats:
         covariate_sum_squares=_opt(r["covariate_sum_squares"]),
         covariate_sum_products=_opt(r["covariate_sum_products"]),
         contaminated_units=int(r["contaminated_units"]),
+        denominator_covariate_sum=_opt(r["denominator_covariate_sum"]),
+        denominator_covariate_sum_squares=_opt(r["denominator_covariate_sum_squares"]),
+        denominator_covariate_sum_products=_opt(r["denominator_covariate_sum_products"]),
+        covariate_cross_sum_products=_opt(r["covariate_cross_sum_products"]),
+        numerator_denominator_covariate_sum_products=_opt(
+            r["numerator_denominator_covariate_sum_products"]
+        ),
+        covariate_denominator_sum_products=_opt(r["covariate_denominator_sum_products"]),
+        capped=bool(r["capped"]),
+        **{k: _opt(r[k]) for k in CAP_FIELDS},  # type: ignore[arg-type]
     )
 
 

@@ -47,7 +47,6 @@ from abflow.warehouse.dialects import (
     Statement,
     canonical,
     canonical_block,
-    with_ctes,
 )
 from abflow.warehouse.engines import Executor, PostgresExecutor, execute_plan
 from abflow.warehouse.extract import metric_definitions
@@ -56,7 +55,7 @@ from abflow.warehouse.sqlfiles import read_sql
 RefreshMode = Literal["full", "incremental"]
 
 # Bump when the meaning of the stored partials changes: every experiment then refreshes in full.
-PARTIALS_VERSION = 1
+PARTIALS_VERSION = 2  # 2: pre-exposure denominators (ratio CUPED), property filters
 DEFAULT_LATE_LOOKBACK_HOURS = 48.0
 
 
@@ -134,13 +133,17 @@ _local_locks_guard = threading.Lock()
 def ensure_state_tables(executor: Executor) -> None:
     """Create the refresh state tables where no migration made them (DuckDB).
 
-    The CREATE TABLE statements of migration 004, rendered for the executor's dialect: one
-    definition of the tables for every engine.
+    The CREATE TABLE statements of migration 004 and the columns migration 012 adds, rendered
+    for the executor's dialect: one definition of the tables for every engine.
     """
     statements: list[Statement] = []
-    for chunk in read_sql("migrations/004_incremental.sql").split(";"):
+    chunks = [
+        *read_sql("migrations/004_incremental.sql").split(";"),
+        *read_sql("migrations/012_metrics_partials.sql").split(";"),
+    ]
+    for chunk in chunks:
         body = re.sub(r"--[^\n]*", "", chunk).strip()
-        if body.lower().startswith("create table"):
+        if body.lower().startswith(("create table", "alter table")):
             create = sqlglot.parse_one(body, read=CANONICAL, error_level=ErrorLevel.RAISE)
             statements.append(Statement(f"create_{len(statements)}", create, kind="execute"))
     execute_plan(executor, statements, {})
@@ -195,9 +198,7 @@ def _refresh(
 ) -> tuple[list[SufficientStats], RefreshInfo]:
     as_of = plan.analysis_end(experiment, as_of)
     lookback_days = _lookback_days(experiment)
-    digest = definition_hash(
-        experiment, assignments=source_names[0], events=source_names[1]
-    )
+    digest = definition_hash(experiment, assignments=source_names[0], events=source_names[1])
     key = {"experiment_key": experiment.key}
     values: dict[str, Any] = {
         **plan.analysis_values(experiment, as_of),
@@ -256,20 +257,24 @@ def _refresh(
         "read_changed": units_recomputed > 0,
         "read_same": not full,
     }
-    stats_query = with_ctes(
-        canonical("queries/metric_final.sql"),
-        [("unit_values", canonical("queries/incremental_stats.sql"))],
-    )
     rows = execute_plan(
         executor,
         [
             *(_block(name, key, kind="execute") for name in forget),
-            Statement(
-                "incremental_read",
-                canonical("queries/incremental_read.sql"),
-                relation="abflow_read_partials",
+            plan.with_event_filters(
+                Statement(
+                    "incremental_read",
+                    canonical("queries/incremental_read.sql"),
+                    relation="abflow_read_partials",
+                ),
+                experiment,
             ).bind(read_values),
-            Statement("metric_stats", stats_query).bind(values),
+            Statement(
+                "unit_values",
+                canonical("queries/incremental_stats.sql"),
+                relation="abflow_unit_values",
+            ).bind(values),
+            plan.final_statement(values),
             _block("count_sealed", {}),
             _block("seal", key, kind="execute"),
             _block("remember_seen", key, kind="execute"),
@@ -287,7 +292,7 @@ def _refresh(
         ],
         sources,
     )
-    stats = [extract.stats_from_row(r) for r in rows["metric_stats"]]
+    stats = extract.stats_from_rows(rows["metric_stats"])
     info = RefreshInfo(
         mode=mode,
         reason=reason or "watermark",
@@ -299,6 +304,37 @@ def _refresh(
         sealed_before=values["sealed_before"],
     )
     return stats, info
+
+
+def next_events_from(
+    executor: Executor,
+    experiment: Experiment,
+    as_of: datetime,
+    *,
+    source_names: tuple[str, str],
+    late_lookback_hours: float = DEFAULT_LATE_LOOKBACK_HOURS,
+    full_refresh: bool = False,
+) -> datetime | None:
+    """Where an incremental refresh as of `as_of` would start reading events; None if full.
+
+    Read before the refresh runs (it moves the state): the validation of an incremental run
+    checks the events this refresh reads, not the whole history again.
+    """
+    as_of = plan.analysis_end(experiment, as_of)
+    digest = definition_hash(experiment, assignments=source_names[0], events=source_names[1])
+    rows = execute_plan(executor, [_block("read_state", {"experiment_key": experiment.key})], {})[
+        "read_state"
+    ]
+    if not rows:
+        return None
+    state = (
+        _aware(rows[0]["watermark"]),
+        _aware(rows[0]["sealed_before"]),
+        rows[0]["definition_hash"],
+    )
+    if _full_refresh_reason(state, digest, as_of, late_lookback_hours, requested=full_refresh):
+        return None
+    return state[1]
 
 
 def _block(
