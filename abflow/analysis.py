@@ -10,6 +10,7 @@ from typing import Literal
 from uuid import UUID
 
 from abflow import stats as st
+from abflow.bandit_periods import batched_comparison, by_period
 from abflow.decisions.plan import (
     FALLBACK_TUNING,
     mixture_tuning,
@@ -52,7 +53,9 @@ def _finite(x: float | None, default: float = 0.0) -> float:
     return default if x is None or not math.isfinite(x) else float(x)
 
 
-def to_stats(metric: Metric, s: SufficientStats) -> StatsObject:
+def to_stats(
+    metric: Metric, s: SufficientStats
+) -> st.MeanStats | st.ProportionStats | st.RatioStats:
     """Build the stats-engine input for one variant from its warehouse sufficient statistics."""
     if metric.kind == "proportion":
         return st.ProportionStats(n=s.units, sum=s.sum)
@@ -271,7 +274,21 @@ class _Pair:
     cmp: Comparison
     cuped: bool
     cuped_note: str | None
+    period_weighted: bool = False
     uncapped: dict[str, float | None] | None = None
+
+
+def period_arms(
+    experiment: Experiment, metric: Metric, period_stats: list[SufficientStats]
+) -> list[dict[str, st.MeanStats | st.ProportionStats | st.RatioStats]] | None:
+    """A bandit's per-period arm statistics of one metric; None for fixed allocation."""
+    if experiment.allocation != "bandit" or not period_stats:
+        return None
+    per_period = [
+        {k: to_stats(metric, r) for k, r in arms.items()}
+        for _, arms in by_period(period_stats, metric.key)
+    ]
+    return per_period or None
 
 
 def build_insights(
@@ -280,8 +297,14 @@ def build_insights(
     as_of: datetime,
     stats: list[SufficientStats],
     days: float | None = None,
+    period_stats: list[SufficientStats] | None = None,
 ) -> tuple[list[VariantStatRow], list[InsightRow]]:
-    """All variant_stats and insights rows of one run, with multiple-testing adjustment applied."""
+    """All variant_stats and insights rows of one run, with multiple-testing adjustment applied.
+
+    `period_stats`: a bandit's per-(arm, allocation period) rows ('#period=N' segments). Its
+    overall comparisons then use the period-weighted estimates, and the rows are kept in
+    variant_stats; they never become comparisons of their own.
+    """
     grouped: dict[tuple[str, str], dict[str, SufficientStats]] = defaultdict(dict)
     for s in stats:
         grouped[(s.metric_key, s.segment)][s.variant_key] = s
@@ -289,6 +312,10 @@ def build_insights(
     _, tuning = primary_tuning(experiment, stats)
     variant_rows: list[VariantStatRow] = []
     pairs: list[_Pair] = []
+    by_metric = {m.key: m for m in experiment.metrics}
+    for s in period_stats or ():
+        if s.metric_key in by_metric:
+            variant_rows.append(variant_stat_row(run_id, experiment, by_metric[s.metric_key], s))
     for metric in experiment.metrics:
         segments = sorted(
             {seg for (mk, seg) in grouped if mk == metric.key}, key=lambda x: (x != "all", x)
@@ -301,12 +328,26 @@ def build_insights(
             if control_key not in arms:
                 continue
             cuped, cuped_note = _cuped_inputs(experiment, metric, arms)
+            per_period = (
+                period_arms(experiment, metric, period_stats or []) if segment == "all" else None
+            )
             for t in experiment.treatments:
                 if t.key not in arms:
                     continue
                 c_raw, t_raw = to_stats(metric, arms[control_key]), to_stats(metric, arms[t.key])
                 c_in = cuped[control_key] if cuped else c_raw
                 t_in = cuped[t.key] if cuped else t_raw
+                # A bandit's overall comparison: period by period, never pooled over its moving
+                # weights (bandit_periods.batched_comparison); CUPED is not combined with it.
+                weighted = (
+                    batched_comparison(per_period, control_key, t.key) if per_period else None
+                )
+                pair_cuped, pair_note = cuped is not None, cuped_note
+                if weighted is not None:
+                    c_in, t_in = weighted
+                    pair_cuped = False
+                    if experiment.analysis.cuped is not None:
+                        pair_note = "cuped_not_applied_period_weighted"
                 pairs.append(
                     _Pair(
                         metric,
@@ -317,8 +358,9 @@ def build_insights(
                         c_in,
                         t_in,
                         compare_arms(experiment, metric, c_in, t_in, tuning=tuning),
-                        cuped is not None,
-                        cuped_note,
+                        pair_cuped,
+                        pair_note,
+                        weighted is not None,
                         _uncapped(experiment, metric, arms, t.key, tuning),
                     )
                 )
@@ -504,7 +546,9 @@ def _insight_row(
         variant_key=p.variant_key,
         control_key=experiment.control.key,
         segment=p.segment,
-        method=_evidence(cmp).method + ("+cuped" if p.cuped else ""),
+        method=_evidence(cmp).method
+        + ("+cuped" if p.cuped else "")
+        + ("+period_weighted" if p.period_weighted else ""),
         control_units=p.control.units,
         variant_units=p.treatment.units,
         control_mean=raw_c,
@@ -544,6 +588,9 @@ def adjust_insights(experiment: Experiment, insights: list[InsightRow]) -> list[
 def extra_statistics(experiment: Experiment, stats: list[SufficientStats]) -> dict[str, object]:
     """Omnibus χ² over k>2 proportion arms and the exact Beta-Binomial P(beat control)."""
     out: dict[str, object] = {}
+    if experiment.allocation == "bandit":
+        # Both pool units over allocation periods, which a bandit's moving weights confound.
+        return out
     overall = {(s.metric_key, s.variant_key): s for s in stats if s.segment == "all"}
     keys = [v.key for v in experiment.variants]
     control = experiment.control.key

@@ -15,7 +15,7 @@ from markupsafe import Markup
 from abflow.alerting.validation import describe as describe_check
 from abflow.alerting.validation import unexpected_count
 from abflow.definitions import Experiment, Metric
-from abflow.summary import describe_pin
+from abflow.summary import bandit_history, describe_pin
 
 Row = dict[str, Any]
 
@@ -809,6 +809,22 @@ def _segments_section(experiment: Experiment, latest: Row, history: list[Row]) -
     )
 
 
+def _bandit_section(experiment: Experiment, latest: Row) -> str:
+    """A bandit's estimator note and weight history (templates/bandit.html.j2)."""
+    from abflow.reporting import render
+
+    if experiment.allocation != "bandit":
+        return ""
+    bandit = bandit_history((latest.get("recommendation") or {}).get("details"))
+    if bandit is None:
+        return ""
+    cfg = latest.get("config") or {}
+    current = {str(v["key"]): float(v["weight"]) for v in cfg.get("variants") or []}
+    return render(
+        "bandit.html.j2", bandit=bandit, arms=[v.key for v in experiment.variants], current=current
+    )
+
+
 def render_report_body(
     experiment: Experiment, latest: dict[str, Any], history: list[dict[str, Any]]
 ) -> Markup:
@@ -816,6 +832,7 @@ def render_report_body(
     return Markup("".join((  # each section escapes with _e
         _header(experiment, latest),
         _recommendation(experiment, latest),
+        _bandit_section(experiment, latest),
         _forest_section(experiment, latest),
         _lift_section(experiment, history),
         _health_section(latest),

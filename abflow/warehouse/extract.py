@@ -6,7 +6,7 @@ this module runs them and turns their rows into records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -52,14 +52,16 @@ def analyse_in_warehouse(
     *,
     stats: bool = True,
     exposure: bool = True,
+    periods: Sequence[datetime] = (),
 ) -> tuple[list[SufficientStats], ExposureSummary | None]:
     """One full analysis on any executed engine: sufficient statistics and exposure summary.
 
     Runs the statements of `plan.analysis_plan` rendered for the executor's dialect, inside the
-    executor's snapshot; only aggregate rows come back.
+    executor's snapshot; only aggregate rows come back. `periods`: a bandit's allocation period
+    starts, for the per-period rows ('#period=N' segments).
     """
     if stats:
-        statements = plan.analysis_plan(experiment, as_of)
+        statements = plan.analysis_plan(experiment, as_of, periods)
     else:
         statements = [plan.exposure_statement(plan.analysis_values(experiment, as_of))]
     if not exposure:
@@ -77,6 +79,7 @@ def fetch_sufficient_stats(
     *,
     assignments: str,
     events: str,
+    periods: Sequence[datetime] = (),
 ) -> list[SufficientStats]:
     """One pass over the experiment's events -> sufficient statistics per metric/variant/segment.
 
@@ -89,6 +92,7 @@ def fetch_sufficient_stats(
         as_of,
         default_sources(assignments, events),
         exposure=False,
+        periods=periods,
     )
     return stats
 

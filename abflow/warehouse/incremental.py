@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -106,6 +106,7 @@ def fetch_sufficient_stats_incremental(
     events: str,
     late_lookback_hours: float = DEFAULT_LATE_LOOKBACK_HOURS,
     full_refresh: bool = False,
+    periods: Sequence[datetime] = (),
 ) -> tuple[list[SufficientStats], RefreshInfo]:
     """Refresh the experiment's partials up to as_of and return its sufficient statistics.
 
@@ -121,6 +122,7 @@ def fetch_sufficient_stats_incremental(
         source_names=(assignments, events),
         late_lookback_hours=late_lookback_hours,
         full_refresh=full_refresh,
+        periods=periods,
     )
 
 
@@ -156,8 +158,13 @@ def refresh(
     source_names: tuple[str, str],
     late_lookback_hours: float = DEFAULT_LATE_LOOKBACK_HOURS,
     full_refresh: bool = False,
+    periods: Sequence[datetime] = (),
 ) -> tuple[list[SufficientStats], RefreshInfo]:
-    """The incremental refresh on PostgreSQL or DuckDB, inside the executor's transaction."""
+    """The incremental refresh on PostgreSQL or DuckDB, inside the executor's transaction.
+
+    `periods` (a bandit's allocation period starts) label units by the period of their first
+    exposure; the per-unit partials do not depend on them, so reweights never force a full pass.
+    """
     if late_lookback_hours < 0:
         raise ValueError("late_lookback_hours must be >= 0")
     # PostgreSQL locks the experiment in the transaction (the lock block); DuckDB: one refresh
@@ -168,7 +175,14 @@ def refresh(
             lock = _local_locks.setdefault(experiment.key, threading.Lock())
     with lock:
         return _refresh(
-            executor, experiment, as_of, sources, source_names, late_lookback_hours, full_refresh
+            executor,
+            experiment,
+            as_of,
+            sources,
+            source_names,
+            late_lookback_hours,
+            full_refresh,
+            periods,
         )
 
 
@@ -180,6 +194,7 @@ def _refresh(
     source_names: tuple[str, str],
     late_lookback_hours: float,
     full_refresh: bool,
+    periods: Sequence[datetime] = (),
 ) -> tuple[list[SufficientStats], RefreshInfo]:
     as_of = plan.analysis_end(experiment, as_of)
     lookback_days = _lookback_days(experiment)
@@ -224,7 +239,7 @@ def _refresh(
     units = execute_plan(
         executor,
         [
-            *plan.stage_statements(experiment, as_of),
+            *plan.stage_statements(experiment, as_of, periods),
             _block("refresh_units", {**key, "full": full}, relation="abflow_refresh_units"),
             _block("count_recomputed", {}),
         ],

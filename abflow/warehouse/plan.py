@@ -9,11 +9,13 @@ connection, no driver.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlglot import exp
 
+from abflow.bandit_periods import period_segment
 from abflow.definitions import Capping, EventFilter, Experiment
 from abflow.warehouse.dialects import (
     ParamTable,
@@ -43,6 +45,21 @@ METRIC_DEF_COLUMNS: tuple[tuple[str, str], ...] = (
     ("den_cap_upper", "double precision"),
     ("den_cap_ignore_zeros", "boolean"),
 )
+
+
+PERIOD_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("period_label", "text"),
+    ("period_start", "timestamptz"),
+    ("period_end", "timestamptz"),
+)
+def periods_table(starts: Sequence[datetime]) -> ParamTable:
+    """Allocation periods as bound values: [start_i, start_{i+1}), the last one open-ended."""
+    ordered = sorted(starts)
+    rows = tuple(
+        (period_segment(i), start, ordered[i] if i < len(ordered) else None)
+        for i, start in enumerate(ordered, start=1)
+    )
+    return ParamTable("bandit_periods", PERIOD_COLUMNS, rows)
 
 
 def lookback_days(experiment: Experiment) -> int:
@@ -126,8 +143,13 @@ def units_statement(values: dict[str, Any]) -> Statement:
     return Statement("units", canonical("queries/units.sql"), relation="abflow_units").bind(values)
 
 
-def unit_segments_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
-    """unit_segments.sql with its unit_levels template repeated per configured dimension."""
+def unit_segments_statement(
+    experiment: Experiment, values: dict[str, Any], periods: Sequence[datetime] = ()
+) -> Statement:
+    """unit_segments.sql with its unit_levels template repeated per configured dimension.
+
+    `periods` are the start instants of a bandit's allocation periods (empty: no period labels).
+    """
     query = canonical("queries/unit_segments.sql")
     cte = _cte(query, "unit_levels")
     template = cte.this
@@ -145,7 +167,8 @@ def unit_segments_statement(experiment: Experiment, values: dict[str, Any]) -> S
     for b in branches[1:]:
         body = exp.union(body, b, distinct=False)
     cte.set("this", body)
-    return Statement("unit_segments", query, relation="abflow_unit_segments").bind(values)
+    st = Statement("unit_segments", query, relation="abflow_unit_segments").bind(values)
+    return st.with_tables(periods_table(periods))
 
 
 def metric_events_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
@@ -290,21 +313,30 @@ def exposure_statement(values: dict[str, Any]) -> Statement:
     return Statement("exposure_summary", canonical("queries/exposure_summary.sql")).bind(values)
 
 
-def stage_statements(experiment: Experiment, as_of: datetime) -> list[Statement]:
-    """The stages every statistics statement reads: units, their segments, the metrics."""
+def stage_statements(
+    experiment: Experiment, as_of: datetime, periods: Sequence[datetime] = ()
+) -> list[Statement]:
+    """The stages every statistics statement reads: units, their segments, the metrics.
+
+    `periods`: a bandit's allocation period starts (abflow.warehouse.allocation), which add the
+    per-period segments; only the periods that began by the analysed end are bound.
+    """
     values = analysis_values(experiment, as_of)
+    end = analysis_end(experiment, as_of)
     return [
         units_statement(values),
-        unit_segments_statement(experiment, values),
+        unit_segments_statement(experiment, values, [p for p in periods if p <= end]),
         metric_events_statement(experiment, values),
     ]
 
 
-def analysis_plan(experiment: Experiment, as_of: datetime) -> list[Statement]:
+def analysis_plan(
+    experiment: Experiment, as_of: datetime, periods: Sequence[datetime] = ()
+) -> list[Statement]:
     """Every statement of one full analysis: stages, sufficient statistics, exposure summary."""
     values = analysis_values(experiment, as_of)
     return [
-        *stage_statements(experiment, as_of),
+        *stage_statements(experiment, as_of, periods),
         *metric_stats_statements(experiment, values),
         exposure_statement(values),
     ]

@@ -48,9 +48,19 @@ FROM final;
 
 -- [2] unit_segments: materialised as temporary table abflow_unit_segments
 -- parameters:
+--   bandit_periods_1_period_end = NULL
+--   bandit_periods_1_period_label = NULL
+--   bandit_periods_1_period_start = NULL
 --   experiment_key = 'checkout_button'
 CREATE TEMP TABLE abflow_unit_segments AS
-WITH unit_levels AS (
+WITH bandit_periods AS (
+  SELECT
+    CAST(@bandit_periods_1_period_label AS STRING) AS period_label,
+    CAST(@bandit_periods_1_period_start AS TIMESTAMP) AS period_start,
+    CAST(@bandit_periods_1_period_end AS TIMESTAMP) AS period_end
+  WHERE
+    FALSE
+), unit_levels AS (
   SELECT
     u.unit_id,
     u.variant_key,
@@ -64,6 +74,17 @@ WITH unit_levels AS (
   GROUP BY
     u.unit_id,
     u.variant_key
+), unit_periods AS (
+  SELECT
+    u.unit_id,
+    u.variant_key,
+    p.period_label
+  FROM abflow_units AS u
+  INNER JOIN bandit_periods AS p
+    ON u.first_exposed_at >= p.period_start
+    AND (
+      p.period_end IS NULL OR u.first_exposed_at < p.period_end
+    )
 ), level_ranks AS (
   SELECT
     dimension,
@@ -87,6 +108,12 @@ WITH unit_levels AS (
   FROM unit_levels AS ul
   INNER JOIN level_ranks AS lr
     ON lr.dimension = ul.dimension AND lr.level = ul.level
+  UNION ALL
+  SELECT
+    unit_id,
+    variant_key,
+    period_label AS segment
+  FROM unit_periods
 )
 SELECT
   *

@@ -8,6 +8,9 @@
 -- [1] metric_stats: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
+--   bandit_periods_1_period_end = NULL
+--   bandit_periods_1_period_label = NULL
+--   bandit_periods_1_period_start = NULL
 --   experiment_key = 'checkout_button'
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
@@ -132,6 +135,13 @@ WITH abflow_units_raw_exposures AS (
   SELECT
     *
   FROM abflow_units_final AS final
+), abflow_unit_segments_bandit_periods AS (
+  SELECT
+    CAST(:bandit_periods_1_period_label AS STRING) AS period_label,
+    CAST(:bandit_periods_1_period_start AS TIMESTAMP) AS period_start,
+    CAST(:bandit_periods_1_period_end AS TIMESTAMP) AS period_end
+  WHERE
+    FALSE
 ), abflow_unit_segments_unit_levels AS (
   SELECT
     u.unit_id,
@@ -146,6 +156,17 @@ WITH abflow_units_raw_exposures AS (
   GROUP BY
     u.unit_id,
     u.variant_key
+), abflow_unit_segments_unit_periods AS (
+  SELECT
+    u.unit_id,
+    u.variant_key,
+    p.period_label
+  FROM abflow_units AS u
+  INNER JOIN abflow_unit_segments_bandit_periods AS p
+    ON u.first_exposed_at >= p.period_start
+    AND (
+      p.period_end IS NULL OR u.first_exposed_at < p.period_end
+    )
 ), abflow_unit_segments_level_ranks AS (
   SELECT
     dimension,
@@ -169,6 +190,12 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_unit_segments_unit_levels AS ul
   INNER JOIN abflow_unit_segments_level_ranks AS lr
     ON lr.dimension = ul.dimension AND lr.level = ul.level
+  UNION ALL
+  SELECT
+    unit_id,
+    variant_key,
+    period_label AS segment
+  FROM abflow_unit_segments_unit_periods AS unit_periods
 ), abflow_unit_segments AS (
   SELECT
     *
