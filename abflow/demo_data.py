@@ -93,7 +93,7 @@ class _Units:
         name: str,
         at: IntArray,
         value: np.ndarray[Any, Any] | None = None,
-        properties: dict[str, Any] | None = None,
+        properties: dict[str, Any] | list[dict[str, Any]] | None = None,
     ) -> None:
         """Queue events (unit index, time, optional value); those after as_of are dropped later."""
         vals = np.full(len(unit), np.nan) if value is None else np.asarray(value, dtype=np.float64)
@@ -143,8 +143,22 @@ FOLLOWUP_DELAY_MIN = {"delay_30m": 30.0, "delay_5m": 5.0}
 
 
 def _revenue(rng: np.random.Generator, size: int) -> FloatArray:
-    """Order values in EUR (log-normal, median 40), rounded to cents."""
-    return np.round(rng.lognormal(np.log(40.0), 0.6, size), 2)
+    """Order values in EUR (log-normal, median 40), rounded to cents, with a few whales.
+
+    About 1 order in 250 (chosen by its cents, so the random stream is unchanged) is a bulk
+    order worth 40 times as much: the outliers a capped revenue metric is for.
+    """
+    values = np.round(rng.lognormal(np.log(40.0), 0.6, size), 2)
+    whales = np.round(values * 100).astype(np.int64) % 250 == 7
+    return np.where(whales, np.round(values * 40.0, 2), values)
+
+
+def _purchase_properties(platforms: list[str], unit: IntArray, values: FloatArray) -> list[Any]:
+    """Per-purchase properties: the buyer's platform and the order amount (filter examples)."""
+    return [
+        {"platform": platforms[i], "amount": float(v)}
+        for i, v in zip(unit.tolist(), values.tolist(), strict=True)
+    ]
 
 
 def _checkout(u: _Units) -> None:
@@ -163,14 +177,18 @@ def _checkout(u: _Units) -> None:
     pre = rng.poisson(lam * 0.3)
     pre_unit = _repeat(pre)
     pre_at = u.exposed[pre_unit] - _hours(rng.uniform(1.0, 14 * 24 - 1.0, len(pre_unit)))
-    u.emit(pre_unit, "purchase", pre_at, _revenue(rng, len(pre_unit)))
+    pre_values = _revenue(rng, len(pre_unit))
+    u.emit(pre_unit, "purchase", pre_at, pre_values,
+           _purchase_properties(platforms, pre_unit, pre_values))
 
     rate = np.array([_rate_for(p, shape) for p in u.per_arm(PURCHASE_RATE)])
     buys = rng.random(n) < 1.0 - np.exp(-rate * lam)
     extra = np.where(buys, rng.poisson(0.25 * lam), 0)
     post_unit = _repeat(buys.astype(np.int64) + extra)
     post_at = u.exposed[post_unit] + _hours(_delay_hours(rng, len(post_unit), 30.0, 167.0))
-    u.emit(post_unit, "purchase", post_at, _revenue(rng, len(post_unit)))
+    post_values = _revenue(rng, len(post_unit))
+    u.emit(post_unit, "purchase", post_at, post_values,
+           _purchase_properties(platforms, post_unit, post_values))
 
     impressions = 1 + rng.poisson(3.0, n)
     imp_unit = _repeat(impressions)
@@ -360,7 +378,15 @@ def _event_frame(u: _Units) -> pd.DataFrame:
     name = np.concatenate([np.full(len(c["unit"]), c["name"], dtype=object) for c in u.chunks])
     props = np.empty(len(unit), dtype=object)
     # one shared dict per chunk is fine: the frames are read, never mutated in place
-    props[:] = [p for c in u.chunks for p in [c["properties"]] * len(c["unit"])]
+    props[:] = [
+        p
+        for c in u.chunks
+        for p in (
+            c["properties"]
+            if isinstance(c["properties"], list)
+            else [c["properties"]] * len(c["unit"])
+        )
+    ]
     keep = at <= u.as_of
     return pd.DataFrame(
         {

@@ -15,7 +15,7 @@ from markupsafe import Markup
 from abflow.alerting.validation import describe as describe_check
 from abflow.alerting.validation import unexpected_count
 from abflow.definitions import Experiment, Metric
-from abflow.summary import describe_pin
+from abflow.summary import bandit_history, describe_pin
 
 Row = dict[str, Any]
 
@@ -709,6 +709,10 @@ def _metric_note(experiment: Experiment, key: str) -> str:
     notes = []
     if m.role == "guardrail" and m.non_inferiority_margin is not None:
         notes.append(f"margin {m.non_inferiority_margin:.1%}")
+    if m.capped:
+        notes.append("capped")
+    if m.numerator_filter or m.denominator_filter:
+        notes.append("filtered")
     if m.max is not None:
         notes.append(f"mean ≤ {m.max:g}")
     if m.min is not None:
@@ -744,6 +748,46 @@ def _results_section(experiment: Experiment, latest: Row) -> str:
     )
 
 
+def _metric_options_section(experiment: Experiment, latest: Row) -> str:
+    """Capped metrics beside their uncapped results, and the filters of filtered metrics."""
+    notes = latest.get("metric_notes") or {}
+    rows = [r for r in _sorted_insights(experiment, latest.get("insights") or [])
+            if (notes.get(r.get("metric_key", "")) or {}).get("capping")
+            and r.get("uncapped_rel_lift") is not None]
+    body = "".join(
+        f'<tr><td class="l"><b>{_e(r.get("metric_key"))}</b></td>'
+        f'<td class="l">{_e(r.get("variant_key"))} vs {_e(r.get("control_key"))}</td>'
+        f'<td class="l wrap">{_e(notes[r["metric_key"]]["capping"])}</td>'
+        f'<td>{num(r.get("control_mean"))} → {num(r.get("variant_mean"))}</td>'
+        f'<td>{pct(r.get("rel_lift"))} [{pct(r.get("rel_ci_low"))}, {pct(r.get("rel_ci_high"))}]'
+        f'</td><td>{p_fmt(r.get("p_value"))}</td>'
+        f'<td>{num(r.get("uncapped_control_mean"))} → {num(r.get("uncapped_variant_mean"))}</td>'
+        f'<td>{pct(r.get("uncapped_rel_lift"))} [{pct(r.get("uncapped_rel_ci_low"))}, '
+        f'{pct(r.get("uncapped_rel_ci_high"))}]</td><td>{p_fmt(r.get("uncapped_p_value"))}</td>'
+        '</tr>'
+        for r in rows
+    )
+    filters = "".join(
+        f'<li><b>{_e(key)}</b>: only events where {_e(note["filter"])}</li>'
+        for key, note in notes.items() if note.get("filter")
+    )
+    if not body and not filters:
+        return ""
+    table = (
+        '<div class="scroll"><table><tr><th class="l">metric</th><th class="l">comparison</th>'
+        '<th class="l">capping (caps used)</th><th>capped means (C → V)</th>'
+        '<th>capped rel lift [95% CI]</th><th>p</th><th>uncapped means (C → V)</th>'
+        '<th>uncapped rel lift [95% CI]</th><th>uncapped p</th></tr>'
+        f'{body}</table></div><p class="muted small">Decisions use the capped results; the '
+        'uncapped ones show what capping changed (not adjusted for multiple testing).</p>'
+        if body else ""
+    )
+    listing = f'<ul class="small">{filters}</ul>' if filters else ""
+    return (
+        f'<section class="card"><h2>Capping and filters</h2>{table}{listing}</section>'
+    )
+
+
 def _segments_section(experiment: Experiment, latest: Row, history: list[Row]) -> str:
     """Segment breakdown of the latest run (empty string when there are no segments)."""
     as_of = (latest.get("run") or {}).get("as_of")
@@ -765,6 +809,22 @@ def _segments_section(experiment: Experiment, latest: Row, history: list[Row]) -
     )
 
 
+def _bandit_section(experiment: Experiment, latest: Row) -> str:
+    """A bandit's estimator note and weight history (templates/bandit.html.j2)."""
+    from abflow.reporting import render
+
+    if experiment.allocation != "bandit":
+        return ""
+    bandit = bandit_history((latest.get("recommendation") or {}).get("details"))
+    if bandit is None:
+        return ""
+    cfg = latest.get("config") or {}
+    current = {str(v["key"]): float(v["weight"]) for v in cfg.get("variants") or []}
+    return render(
+        "bandit.html.j2", bandit=bandit, arms=[v.key for v in experiment.variants], current=current
+    )
+
+
 def render_report_body(
     experiment: Experiment, latest: dict[str, Any], history: list[dict[str, Any]]
 ) -> Markup:
@@ -772,10 +832,12 @@ def render_report_body(
     return Markup("".join((  # each section escapes with _e
         _header(experiment, latest),
         _recommendation(experiment, latest),
+        _bandit_section(experiment, latest),
         _forest_section(experiment, latest),
         _lift_section(experiment, history),
         _health_section(latest),
         _results_section(experiment, latest),
+        _metric_options_section(experiment, latest),
         _segments_section(experiment, latest, history),
     )))
 

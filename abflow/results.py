@@ -36,6 +36,38 @@ class SufficientStats(_Row):
     covariate_sum_squares: float | None = None
     covariate_sum_products: float | None = None
     contaminated_units: int = 0
+    # Ratio CUPED (gbstats ratio_ra): the pre-exposure denominator d and its products with the
+    # post numerator y, post denominator x and pre numerator c (the covariate above).
+    denominator_covariate_sum: float | None = None
+    denominator_covariate_sum_squares: float | None = None
+    denominator_covariate_sum_products: float | None = None  # Σ x·d
+    covariate_cross_sum_products: float | None = None  # Σ c·d
+    numerator_denominator_covariate_sum_products: float | None = None  # Σ y·d
+    covariate_denominator_sum_products: float | None = None  # Σ c·x
+    # Capping: these sums are of the capped values when `capped`; the caps used (None: that
+    # side not capped or no value to take a percentile of); the raw sums in `uncapped`.
+    capped: bool = False
+    cap_lower: float | None = None
+    cap_upper: float | None = None
+    denominator_cap_lower: float | None = None
+    denominator_cap_upper: float | None = None
+    covariate_cap_lower: float | None = None
+    covariate_cap_upper: float | None = None
+    denominator_covariate_cap_lower: float | None = None
+    denominator_covariate_cap_upper: float | None = None
+    uncapped: SufficientStats | None = None
+
+
+CAP_FIELDS = (
+    "cap_lower",
+    "cap_upper",
+    "denominator_cap_lower",
+    "denominator_cap_upper",
+    "covariate_cap_lower",
+    "covariate_cap_upper",
+    "denominator_covariate_cap_lower",
+    "denominator_covariate_cap_upper",
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +90,25 @@ class VariantStatRow(_Row):
     covariate_sum: float | None
     covariate_sum_squares: float | None
     covariate_sum_products: float | None
+    denominator_covariate_sum: float | None = None
+    denominator_covariate_sum_squares: float | None = None
+    denominator_covariate_sum_products: float | None = None
+    covariate_cross_sum_products: float | None = None
+    numerator_denominator_covariate_sum_products: float | None = None
+    covariate_denominator_sum_products: float | None = None
+    # Capped metrics: mean/variance/sums above are of the capped values; the caps and the raw
+    # (uncapped) mean and variance beside them.
+    capped: bool = False
+    cap_lower: float | None = None
+    cap_upper: float | None = None
+    denominator_cap_lower: float | None = None
+    denominator_cap_upper: float | None = None
+    covariate_cap_lower: float | None = None
+    covariate_cap_upper: float | None = None
+    denominator_covariate_cap_lower: float | None = None
+    denominator_covariate_cap_upper: float | None = None
+    uncapped_mean: float | None = None
+    uncapped_variance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +144,13 @@ class InsightRow(_Row):
     impact_per_day: float | None = None
     impact_ci_low: float | None = None
     impact_ci_high: float | None = None
+    # Capped metrics: the same comparison on the uncapped values, shown beside the capped one.
+    uncapped_control_mean: float | None = None
+    uncapped_variant_mean: float | None = None
+    uncapped_rel_lift: float | None = None
+    uncapped_rel_ci_low: float | None = None
+    uncapped_rel_ci_high: float | None = None
+    uncapped_p_value: float | None = None
 
     @property
     def comparable(self) -> bool:

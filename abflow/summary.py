@@ -131,3 +131,32 @@ def markdown_summary(result: ExperimentResult, promotion_message: str | None = N
     key = md(run.experiment_key)
     out += ["", f"Report: abflow report {key} --out {key}.html"]
     return "\n".join(out)
+
+
+def bandit_history(details: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A bandit run's estimator note and weight history from its recommendation details.
+
+    {"period_weighted": bool, "estimator": str, "periods": [{"start", "weights", "units"}]},
+    starts as '2026-11-30 09:12 UTC'; None for fixed allocation (no "bandit" entry).
+    """
+    bandit = (details or {}).get("bandit")
+    if not isinstance(bandit, Mapping):
+        return None
+    periods = []
+    for p in bandit.get("weight_history") or []:
+        try:
+            start = utc_minute(datetime.fromisoformat(str(p.get("start"))))
+        except ValueError:
+            start = str(p.get("start"))
+        periods.append(
+            {
+                "start": start,
+                "weights": dict(p.get("weights") or {}),
+                "units": dict(p.get("units") or {}),
+            }
+        )
+    return {
+        "period_weighted": bool(bandit.get("period_weighted")),
+        "estimator": str(bandit.get("estimator") or ""),
+        "periods": periods,
+    }

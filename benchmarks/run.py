@@ -379,7 +379,7 @@ def proposed_statement(experiment: Experiment, path: Path) -> Statement:
     """A candidate metric_stats.sql (canonical SQL, same columns) fed into the final step."""
     candidate = sqlglot.parse_one(path.read_text(encoding="utf-8"), read=CANONICAL)
     assert isinstance(candidate, sqlglot.exp.Query)
-    final = with_ctes(canonical("queries/metric_final.sql"), [("unit_values", candidate)])
+    final = with_ctes(canonical("queries/metric_final.sql"), [("abflow_unit_values", candidate)])
     values = plan.analysis_values(experiment, generate.AS_OF)
     return Statement("metric_stats", final).bind(values)
 

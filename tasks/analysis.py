@@ -9,6 +9,7 @@ from uuid import UUID
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from abflow.bandit_periods import Period
 from abflow.definitions import Experiment
 from abflow.pipeline import assemble_result
 from abflow.results import CheckOutcome, ExperimentResult, ExposureSummary, SufficientStats
@@ -81,6 +82,7 @@ def compute_statistics(
     stats: list[SufficientStats],
     exposure: ExposureSummary,
     quality_checks: list[CheckOutcome],
+    periods: list[Period] | None = None,
 ) -> ExperimentResult:
     """Inference, health checks and the recommendation (pure, in Python)."""
     return assemble_result(
@@ -93,4 +95,5 @@ def compute_statistics(
         stats=stats,
         exposure=exposure,
         quality_checks=quality_checks,
+        periods=periods or (),
     )

@@ -59,10 +59,16 @@ def evaluate(
     *,
     run_id: uuid.UUID = _RUN_ID,
     as_of: datetime | None = None,
+    period_stats: list[SufficientStats] | None = None,
 ) -> tuple[list[Any], list[InsightRow], Recommendation]:
-    """variant_stats rows, insights and the recommendation: the one path flows and library share."""
+    """variant_stats rows, insights and the recommendation: the one path flows and library share.
+
+    `period_stats`: a bandit's per-(arm, allocation period) rows (period-weighted estimates).
+    """
     when = as_of or experiment.start_at + timedelta(days=days_since_start)
-    variant_rows, insights = build_insights(run_id, experiment, when, stats, days_since_start)
+    variant_rows, insights = build_insights(
+        run_id, experiment, when, stats, days_since_start, period_stats
+    )
     rec = apply_rules(
         DecisionInputs(
             experiment=experiment,

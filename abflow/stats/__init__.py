@@ -2,12 +2,13 @@
 
 from abflow.stats.bayesian import NormalPrior, beta_binomial_chance_to_win
 from abflow.stats.compare import compare
-from abflow.stats.cuped import cuped_adjust, cuped_theta
+from abflow.stats.cuped import cuped_adjust, cuped_theta, ratio_cuped_theta
 from abflow.stats.models import (
     CompareResult,
     MeanStats,
     ProportionStats,
     RatioStats,
+    RegressionAdjustedRatioStats,
     RegressionAdjustedStats,
     Stats,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "NormalPrior",
     "ProportionStats",
     "RatioStats",
+    "RegressionAdjustedRatioStats",
     "RegressionAdjustedStats",
     "Stats",
     "adjust_p_values",
@@ -34,6 +36,7 @@ __all__ = [
     "cuped_theta",
     "days_remaining",
     "minimum_detectable_effect",
+    "ratio_cuped_theta",
     "sample_size_per_variant",
     "srm_p_value",
 ]

@@ -16,6 +16,7 @@ from abflow.stats.models import (
     CompareResult,
     ProportionStats,
     RatioStats,
+    RegressionAdjustedRatioStats,
     Stats,
     neutral_result,
 )
@@ -75,7 +76,8 @@ def _degenerate(control: Stats, treatment: Stats, relative: bool) -> str | None:
         return INVALID_INPUT
     if control.n <= 1 or treatment.n <= 1:
         return N_TOO_SMALL
-    if isinstance(control, RatioStats) and isinstance(treatment, RatioStats):
+    ratios = (RatioStats, RegressionAdjustedRatioStats)
+    if isinstance(control, ratios) and isinstance(treatment, ratios):
         if control.d_sum == 0 or treatment.d_sum == 0:
             return ZERO_DENOMINATOR
     if control.variance <= 0 and treatment.variance <= 0:

@@ -24,6 +24,7 @@ from abflow.warehouse.incremental import (
     utc_midnight,
 )
 from abflow.warehouse.validate import validate_postgres
+from tests.engines.test_equality import _flat
 from tests.integration.conftest import DEMO_AS_OF
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -202,8 +203,8 @@ def _refresh(
 
 def _differences(got: list[SufficientStats], want: list[SufficientStats]) -> list[str]:
     """Every field that differs by more than 1e-9 (relative or absolute)."""
-    a = {(r.metric_key, r.variant_key, r.segment): r.as_row() for r in got}
-    b = {(r.metric_key, r.variant_key, r.segment): r.as_row() for r in want}
+    a = {(r.metric_key, r.variant_key, r.segment): _flat(r.as_row()) for r in got}
+    b = {(r.metric_key, r.variant_key, r.segment): _flat(r.as_row()) for r in want}
     if a.keys() != b.keys():
         return [f"rows differ: {sorted(a.keys() ^ b.keys())}"]
     out = []

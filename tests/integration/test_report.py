@@ -242,3 +242,37 @@ def test_dashboard_sql_runs_against_schema(
             assert "$" not in bound, f"{where}: unsubstituted variable"
             rows = conn.execute(text(bound)).fetchall()
             assert rows, f"{where}: no rows"
+
+
+def test_capped_and_filtered_metrics_in_report_and_panel(
+    engine: Engine, demo_loaded: dict[str, Any]
+) -> None:
+    """checkout_button: capped revenue beside its uncapped result, caps used, the filter."""
+    from rich.console import Console
+
+    from abflow.console import experiment_panel
+    from abflow.warehouse.readback import insight_history, latest_results
+
+    experiment: Experiment = demo_loaded["experiments"]["checkout_button"]
+    backfill(engine, experiment, [LAST_DAY])
+    with engine.connect() as conn:
+        latest = latest_results(conn, ["checkout_button"])[0]
+        history = insight_history(conn, "checkout_button")
+        cap = conn.exec_driver_sql(
+            "select distinct cap_upper, uncapped_mean is not null from variant_stats"
+            " where run_id = %(r)s and metric_key = 'revenue' and segment = 'all'",
+            {"r": latest["run"]["run_id"]},
+        ).all()
+    assert len(cap) == 1 and cap[0][0] > 0 and cap[0][1]  # one pooled cap for both arms
+    revenue = next(i for i in latest["insights"] if i["metric_key"] == "revenue")
+    assert revenue["uncapped_rel_lift"] is not None
+    assert revenue["uncapped_control_mean"] > revenue["control_mean"]  # the whales, capped
+    out = render_report(experiment, latest, history)
+    assert "Capping and filters" in out
+    assert f"≤ {cap[0][0]:.4g}" in out and pct(revenue["uncapped_rel_lift"]) in out
+    assert "platform in [ios, android] and amount &gt;= 10" in out
+    console = Console(record=True, width=200)
+    console.print(experiment_panel(latest))
+    text = console.export_text()
+    assert "revenue (green) winsorized at p99 of all units" in text
+    assert "uncapped" in text and "app_revenue: only events where platform in" in text
