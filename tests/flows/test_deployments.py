@@ -50,7 +50,34 @@ def test_backfill_form_has_date_pickers_and_rejects_bad_input() -> None:
 def test_analyze_is_scheduled_daily() -> None:
     d = next(x for x in _deployments() if x["name"] == "analyze")
     assert d["schedules"][0]["cron"] == "15 6 * * *"
-    from flows.serve import ANALYZE_CRON, deployments
+    from abflow.flows.serve import ANALYZE_CRON, deployments
 
     assert ANALYZE_CRON == d["schedules"][0]["cron"]
     assert {x.name for x in deployments()} == {x["name"] for x in _deployments()}
+
+
+
+def test_prefect_loads_every_entrypoint_from_the_project_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As `prefect deploy` and a worker load them: execute the file named by the entrypoint."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    monkeypatch.chdir(repo_root())
+    for d in _deployments():
+        path, _ = d["entrypoint"].split(":")
+        assert (repo_root() / path).is_file()
+        # No placeholder: an import error in the file must fail here, not hide behind an AST parse.
+        loaded = load_flow_from_entrypoint(d["entrypoint"], use_placeholder_flow=False)
+        assert loaded.name == _flow(d["entrypoint"]).name, d["entrypoint"]
+
+
+def test_module_entrypoints_need_no_checkout() -> None:
+    """An installed wheel has no project files: `abflow.flows.<module>.<flow>` names the flows."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    for d in _deployments():
+        flow = _flow(d["entrypoint"])
+        module_path = f"{flow.fn.__module__}.{flow.fn.__name__}"
+        assert module_path.startswith("abflow.flows.")
+        assert load_flow_from_entrypoint(module_path, use_placeholder_flow=False) is flow

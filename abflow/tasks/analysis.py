@@ -12,8 +12,8 @@ from abflow.definitions import Experiment
 from abflow.pipeline import assemble_result
 from abflow.results import CheckOutcome, ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
+from abflow.tasks import engines
 from abflow.warehouse.quality import run_expectations
-from tasks import engines
 
 
 @task(
@@ -31,7 +31,7 @@ def validate_data(
 ) -> list[CheckOutcome]:
     """Great Expectations suites inside the warehouse; failures are data, never retried.
 
-    On DuckDB and Spark (no GX datasource) the same suites run as SQL (tasks/engines.py).
+    On DuckDB and Spark (no GX datasource) the same suites run as SQL (abflow/tasks/engines.py).
     """
     elsewhere = engines.is_elsewhere(settings, url)
     if elsewhere and not elsewhere.startswith("postgres"):

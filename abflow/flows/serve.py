@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import serve
 
-from flows.analyze import analyze_experiments
-from flows.backfill import backfill_experiments
-from flows.promote import promote_flow, rollback_flow, unpin_flow
+from abflow.flows.analyze import analyze_experiments
+from abflow.flows.backfill import backfill_experiments
+from abflow.flows.promote import promote_flow, rollback_flow, unpin_flow
 
 ANALYZE_CRON = "15 6 * * *"
 

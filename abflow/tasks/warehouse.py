@@ -12,11 +12,11 @@ from sqlalchemy import Engine
 from abflow.definitions import Experiment
 from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
+from abflow.tasks import engines
+from abflow.tasks.retry import RETRY_DELAYS, retry_transient
 from abflow.warehouse import experiments_repo, extract, incremental, promotion, readback, writer
 from abflow.warehouse.engine import make_engine
 from abflow.warehouse.migrate import check_schema
-from tasks import engines
-from tasks.retry import RETRY_DELAYS, retry_transient
 
 
 @lru_cache(maxsize=8)
@@ -93,7 +93,8 @@ def extract_aggregates(
 ) -> tuple[list[SufficientStats], ExposureSummary]:
     """Sufficient statistics (incremental refresh or one full pass) and the exposure summary.
 
-    In the warehouse (ABFLOW_WAREHOUSE_URL, tasks/engines.py) when it is not the results database.
+    In the warehouse (ABFLOW_WAREHOUSE_URL, abflow/tasks/engines.py) when it is not the results
+    database.
     """
     elsewhere = engines.is_elsewhere(settings, url)
     if elsewhere and not elsewhere.startswith("postgres"):
