@@ -16,6 +16,11 @@ import pandas as pd
 from psycopg import Connection, sql
 
 from abflow.definitions import Experiment
+from abflow.package_data import package_path
+
+# The example definitions `abflow demo` loads: abflow/experiments inside the package (the
+# checkout's top-level experiments/ links there), so the demo works from any directory.
+DEMO_EXPERIMENTS_DIR = package_path("experiments")
 
 ASSIGNMENT_COLUMNS = ("experiment_key", "unit_id", "variant_key", "assigned_at", "attributes")
 EVENT_COLUMNS = ("unit_id", "event_name", "value", "occurred_at", "properties")

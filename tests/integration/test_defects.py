@@ -205,7 +205,7 @@ def _analyze(
     assignments: str = "assignments",
     events: str = "events",
 ) -> Run:
-    """What flows.analyze does for one experiment, without Prefect: extract, GX, assemble, write."""
+    """What abflow.flows.analyze does for one experiment without Prefect: extract, GX, write."""
     with engine.connect() as conn:
         before = readback.previous_units(conn, e.key, as_of)
     quality = run_expectations(
@@ -229,7 +229,7 @@ def _analyze(
 
 
 def _write_and_promote(engine: Engine, result: ExperimentResult, e: Experiment) -> str | None:
-    """tasks.warehouse.write_results without Prefect: one transaction, promote a healthy ship."""
+    """abflow.tasks.warehouse.write_results without Prefect: one transaction, promote a ship."""
     with engine.begin() as conn:
         writer.lock_experiment(conn, result.run.experiment_key, 10)
         writer.write_result(conn, result)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import struct
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,19 +13,19 @@ import pytest
 from abflow.definitions import Experiment, load_experiment_files
 from abflow.demo_data import (
     ASSIGNMENT_COLUMNS,
+    DEMO_EXPERIMENTS_DIR,
     EVENT_COLUMNS,
     assign_indices,
     bucket,
     generate_demo_data,
 )
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def experiments() -> list[Experiment]:
-    return load_experiment_files([EXPERIMENTS_DIR])
+    return load_experiment_files([DEMO_EXPERIMENTS_DIR])
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,11 @@ from abflow.pipeline import failed_run
 from abflow.redact import one_line
 from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
 from abflow.settings import Settings, get_settings
-from abflow.warehouse.engine import embedded_url
-from tasks.alerts import publish_digest, publish_failure_events, publish_run_events, quietly
-from tasks.analysis import compute_statistics, validate_data
-from tasks.artifacts import publish_artifacts
-from tasks.metrics import push_metrics
-from tasks.warehouse import (
+from abflow.tasks.alerts import publish_digest, publish_failure_events, publish_run_events, quietly
+from abflow.tasks.analysis import compute_statistics, validate_data
+from abflow.tasks.artifacts import publish_artifacts
+from abflow.tasks.metrics import push_metrics
+from abflow.tasks.warehouse import (
     allocation_periods,
     check_schema_version,
     extract_aggregates,
@@ -34,6 +33,7 @@ from tasks.warehouse import (
     refresh_window,
     write_results,
 )
+from abflow.warehouse.engine import embedded_url
 
 
 def resolve_url(settings: Settings) -> str:

@@ -14,10 +14,10 @@ from abflow.definitions import Experiment
 from abflow.pipeline import assemble_result
 from abflow.results import CheckOutcome, ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
+from abflow.tasks import engines
+from abflow.tasks.warehouse import engine_for
 from abflow.warehouse import readback
 from abflow.warehouse.validate import validate_postgres
-from tasks import engines
-from tasks.warehouse import engine_for
 
 
 @task(
@@ -40,7 +40,7 @@ def validate_data(
 
     PostgreSQL: the suites as SQL with samples of what failed (abflow.warehouse.validate), or
     through Great Expectations itself when its Data Docs are wanted (ABFLOW_GX_DATA_DOCS_DIR).
-    On DuckDB and Spark (no GX datasource) the same suites run as SQL (tasks/engines.py).
+    On DuckDB and Spark (no GX datasource) the same suites run as SQL (abflow/tasks/engines.py).
     """
     # Units of the latest earlier successful run, for the traffic-drop expectation.
     with engine_for(settings, url).connect() as conn:

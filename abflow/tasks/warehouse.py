@@ -13,6 +13,8 @@ from abflow.bandit_periods import Period
 from abflow.definitions import Experiment
 from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
+from abflow.tasks import engines
+from abflow.tasks.retry import RETRY_DELAYS, retry_transient
 from abflow.warehouse import (
     allocation,
     experiments_repo,
@@ -24,8 +26,6 @@ from abflow.warehouse import (
 from abflow.warehouse.engine import make_engine
 from abflow.warehouse.engines import PostgresExecutor
 from abflow.warehouse.migrate import check_schema
-from tasks import engines
-from tasks.retry import RETRY_DELAYS, retry_transient
 
 
 @lru_cache(maxsize=8)
@@ -136,7 +136,8 @@ def extract_aggregates(
 ) -> tuple[list[SufficientStats], ExposureSummary]:
     """Sufficient statistics (incremental refresh or one full pass) and the exposure summary.
 
-    In the warehouse (ABFLOW_WAREHOUSE_URL, tasks/engines.py) when it is not the results database.
+    In the warehouse (ABFLOW_WAREHOUSE_URL, abflow/tasks/engines.py) when it is not the
+    results database.
     A bandit's `periods` add its per-(arm, allocation period) rows in the same pass.
     """
     starts = [p.start for p in periods or []]

@@ -10,10 +10,10 @@ from pydantic import Field
 
 from abflow import progress
 from abflow.as_of import check_backfill_end, day_ends
+from abflow.flows.analyze import analyze_all, resolve_url
 from abflow.settings import get_settings
-from flows.analyze import analyze_all, resolve_url
-from tasks.metrics import push_metrics
-from tasks.warehouse import check_schema_version, load_experiments
+from abflow.tasks.metrics import push_metrics
+from abflow.tasks.warehouse import check_schema_version, load_experiments
 
 # Prefect's server ignores JSON Schema `format` when it checks parameters; a pattern makes
 # enforce_parameter_schema reject non-dates (the UI keeps its date picker from `format`).

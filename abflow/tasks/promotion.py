@@ -9,9 +9,9 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Connection
 
 from abflow.settings import Settings
+from abflow.tasks.retry import RETRY_DELAYS, retry_transient
+from abflow.tasks.warehouse import engine_for
 from abflow.warehouse import promotion
-from tasks.retry import RETRY_DELAYS, retry_transient
-from tasks.warehouse import engine_for
 
 Change = Callable[[Connection, float], promotion.PromotionOutcome]
 

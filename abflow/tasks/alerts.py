@@ -18,10 +18,10 @@ from abflow.ops.events import config_change_events, run_event_specs, send
 from abflow.pipeline import failed_run
 from abflow.results import ExperimentResult
 from abflow.settings import Settings
+from abflow.tasks.retry import retry_transient
+from abflow.tasks.warehouse import engine_for
 from abflow.warehouse import activity
 from abflow.warehouse.activity import digest_markdown
-from tasks.retry import retry_transient
-from tasks.warehouse import engine_for
 
 T = TypeVar("T")
 DIGEST_KEY = "abflow-digest"

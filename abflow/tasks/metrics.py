@@ -9,8 +9,8 @@ from abflow.definitions import Experiment
 from abflow.metrics_push import push_run_metrics
 from abflow.redact import one_line
 from abflow.settings import Settings
+from abflow.tasks.warehouse import engine_for
 from abflow.warehouse.readback import latest_results
-from tasks.warehouse import engine_for
 
 
 @task(name="push-metrics", retries=0, cache_policy=NO_CACHE)

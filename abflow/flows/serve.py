@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import serve
 from prefect.schedules import Cron
 
-from flows.analyze import analyze_experiments
-from flows.backfill import backfill_experiments
-from flows.promote import promote_flow, rollback_flow, unpin_flow
+from abflow.flows.analyze import analyze_experiments
+from abflow.flows.backfill import backfill_experiments
+from abflow.flows.promote import promote_flow, rollback_flow, unpin_flow
 
 # Daily at 06:15 UTC; on Sundays a full refresh (incremental refresh catches restated history).
 ANALYZE_CRON = "15 6 * * 1-6"

@@ -6,11 +6,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from abflow.flows.analyze import resolve_url
 from abflow.settings import get_settings
-from flows.analyze import resolve_url
-from tasks.alerts import promotion_mark, publish_config_events, quietly
-from tasks.promotion import promote_variant, rollback_variant, unpin_config
-from tasks.warehouse import check_schema_version
+from abflow.tasks.alerts import promotion_mark, publish_config_events, quietly
+from abflow.tasks.promotion import promote_variant, rollback_variant, unpin_config
+from abflow.tasks.warehouse import check_schema_version
 
 
 def _manual(change: Any, key: str, *args: Any) -> str:
