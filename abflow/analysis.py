@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 from uuid import UUID
 
 from abflow import stats as st
+from abflow.bandit_periods import batched_comparison, by_period
 from abflow.decisions.plan import (
     FALLBACK_TUNING,
     mixture_tuning,
@@ -21,7 +22,14 @@ from abflow.results import InsightRow, SufficientStats, VariantStatRow
 from abflow.stats import frequentist, sequential
 from abflow.stats.frequentist import Alternative
 
-StatsObject = st.MeanStats | st.ProportionStats | st.RatioStats | st.RegressionAdjustedStats
+StatsObject = (
+    st.MeanStats
+    | st.ProportionStats
+    | st.RatioStats
+    | st.RegressionAdjustedStats
+    | st.RegressionAdjustedRatioStats
+    | st.QuantileStats
+)
 
 
 @dataclass(frozen=True)
@@ -42,11 +50,16 @@ class Comparison:
     alternative: Alternative = "two-sided"
 
 
+QUANTILE_METHODS = {"unit": "quantile_order_stats", "event": "quantile_order_stats_clustered"}
+
+
 def _finite(x: float | None, default: float = 0.0) -> float:
     return default if x is None or not math.isfinite(x) else float(x)
 
 
-def to_stats(metric: Metric, s: SufficientStats) -> StatsObject:
+def to_stats(
+    metric: Metric, s: SufficientStats
+) -> st.MeanStats | st.ProportionStats | st.RatioStats | st.QuantileStats:
     """Build the stats-engine input for one variant from its warehouse sufficient statistics."""
     if metric.kind == "proportion":
         return st.ProportionStats(n=s.units, sum=s.sum)
@@ -59,35 +72,115 @@ def to_stats(metric: Metric, s: SufficientStats) -> StatsObject:
             d_sum_squares=s.denominator_sum_squares or 0.0,
             m_d_sum_of_products=s.sum_products or 0.0,
         )
+    if metric.kind == "quantile":
+        return quantile_stats(metric, s)
     return st.MeanStats(n=s.units, sum=s.sum, sum_squares=s.sum_squares)
+
+
+def quantile_stats(metric: Metric, s: SufficientStats) -> st.QuantileStats:
+    """The arm's quantile statistic from its order statistics (Yao, Li & Lu 2024; gbstats)."""
+    if not s.quantile_n or s.quantile is None:
+        return st.QuantileStats(n=0, nu=float(metric.quantile or 0.5), quantile=0, lower=0, upper=0)
+    return st.QuantileStats(
+        n=s.quantile_n,
+        nu=float(metric.quantile or 0.5),
+        quantile=s.quantile,
+        lower=_finite(s.quantile_lower, s.quantile),
+        upper=_finite(s.quantile_upper, s.quantile),
+        # over events: clustered by unit (gbstats QuantileClusteredStatistic)
+        n_clusters=s.n_clusters if metric.level == "event" else None,
+        below_sum=_finite(s.below_sum),
+        below_sum_squares=_finite(s.below_sum_squares),
+        events_sum=_finite(s.events_sum),
+        events_sum_squares=_finite(s.events_sum_squares),
+        below_events_sum_products=_finite(s.below_events_sum_products),
+    )
 
 
 def variant_stat_row(
     run_id: UUID, experiment: Experiment, metric: Metric, s: SufficientStats
 ) -> VariantStatRow:
     """One `variant_stats` row with mean and variance per SPEC §4 conventions."""
-    obj = to_stats(metric, s)
-    ok = s.units > 0 and not (metric.kind == "ratio" and not s.denominator_sum)
-    mean = _finite(obj.mean) if ok else None
-    variance = _finite(obj.variance) if ok and s.units > 1 else None
+    mean, variance = _mean_variance(metric, s)
+    raw_mean, raw_variance = _mean_variance(metric, s.uncapped) if s.uncapped else (None, None)
+    # every sum, the capping flag and the caps are copied as the warehouse returned them
+    copied = {
+        f.name: getattr(s, f.name)
+        for f in fields(VariantStatRow)
+        if f.name in _STATS_FIELDS
+    }
     return VariantStatRow(
         run_id=run_id,
         experiment_key=experiment.key,
-        metric_key=s.metric_key,
-        variant_key=s.variant_key,
-        segment=s.segment,
-        units=s.units,
         mean=mean,
         variance=variance,
-        sum=s.sum,
-        sum_squares=s.sum_squares,
-        denominator_sum=s.denominator_sum,
-        denominator_sum_squares=s.denominator_sum_squares,
-        sum_products=s.sum_products,
-        covariate_sum=s.covariate_sum,
-        covariate_sum_squares=s.covariate_sum_squares,
-        covariate_sum_products=s.covariate_sum_products,
+        uncapped_mean=raw_mean,
+        uncapped_variance=raw_variance,
+        **copied,
     )
+
+
+_STATS_FIELDS = frozenset(f.name for f in fields(SufficientStats)) - {"uncapped"}
+
+
+def _mean_variance(metric: Metric, s: SufficientStats) -> tuple[float | None, float | None]:
+    obj = to_stats(metric, s)
+    ok = s.units > 0 and not (metric.kind == "ratio" and not s.denominator_sum)
+    if metric.kind == "quantile":
+        ok = obj.n > 0
+    mean = _finite(obj.mean) if ok else None
+    variance = _finite(obj.variance) if ok and obj.n > 1 else None
+    return mean, variance
+
+
+_RATIO_CUPED_SUMS = (
+    "covariate_sum",
+    "covariate_sum_squares",
+    "covariate_sum_products",
+    "denominator_covariate_sum",
+    "denominator_covariate_sum_squares",
+    "denominator_covariate_sum_products",
+    "covariate_cross_sum_products",
+    "numerator_denominator_covariate_sum_products",
+    "covariate_denominator_sum_products",
+)
+
+
+def ratio_cuped_stats(r: SufficientStats) -> st.RegressionAdjustedRatioStats:
+    """The ratio-CUPED input of one arm (θ = 0 until set)."""
+    return st.RegressionAdjustedRatioStats(
+        n=r.units,
+        m_sum=r.sum,
+        m_sum_squares=r.sum_squares,
+        d_sum=r.denominator_sum or 0.0,
+        d_sum_squares=r.denominator_sum_squares or 0.0,
+        m_d_sum_of_products=r.sum_products or 0.0,
+        m_pre_sum=r.covariate_sum or 0.0,
+        m_pre_sum_squares=r.covariate_sum_squares or 0.0,
+        d_pre_sum=r.denominator_covariate_sum or 0.0,
+        d_pre_sum_squares=r.denominator_covariate_sum_squares or 0.0,
+        m_post_m_pre_sum_of_products=r.covariate_sum_products or 0.0,
+        d_post_d_pre_sum_of_products=r.denominator_covariate_sum_products or 0.0,
+        m_pre_d_pre_sum_of_products=r.covariate_cross_sum_products or 0.0,
+        m_post_d_pre_sum_of_products=r.numerator_denominator_covariate_sum_products or 0.0,
+        m_pre_d_post_sum_of_products=r.covariate_denominator_sum_products or 0.0,
+    )
+
+
+def _ratio_cuped_inputs(
+    arms: dict[str, SufficientStats],
+) -> tuple[dict[str, StatsObject] | None, str | None]:
+    """Ratio CUPED (gbstats ratio_ra) with θ from all arms, or (None, reason)."""
+    rows = list(arms.values())
+    if any(getattr(r, f) is None for r in rows for f in _RATIO_CUPED_SUMS):
+        return None, "cuped_no_covariate"
+    ra = [ratio_cuped_stats(r) for r in rows]
+    theta = st.ratio_cuped_theta(ra)
+    if theta is None:
+        # No pre-exposure denominator (or no variance in the pre-period ratio): fall back.
+        return None, "cuped_theta_undefined"
+    adjusted: list[StatsObject] = [replace(a, theta=theta) for a in ra]
+    return dict(zip(arms.keys(), adjusted, strict=True)), None
 
 
 def _cuped_inputs(
@@ -97,7 +190,9 @@ def _cuped_inputs(
     if experiment.analysis.cuped is None:
         return None, None
     if metric.kind == "ratio":
-        return None, "cuped_not_applied_ratio"
+        return _ratio_cuped_inputs(arms)
+    if metric.kind == "quantile":
+        return None, None  # the method column names the quantile estimator instead
     rows = list(arms.values())
     if any(r.covariate_sum is None for r in rows):
         return None, "cuped_no_covariate"
@@ -209,6 +304,22 @@ class _Pair:
     cmp: Comparison
     cuped: bool
     cuped_note: str | None
+    period_weighted: bool = False
+    uncapped: dict[str, float | None] | None = None
+
+
+def period_arms(
+    experiment: Experiment, metric: Metric, period_stats: list[SufficientStats]
+) -> list[dict[str, st.MeanStats | st.ProportionStats | st.RatioStats]] | None:
+    """A bandit's per-period arm statistics of one metric; None for fixed allocation."""
+    if experiment.allocation != "bandit" or not period_stats or metric.kind == "quantile":
+        return None  # quantiles: order statistics of periods do not combine; pooled instead
+    per_period = [
+        {k: cast(st.MeanStats | st.ProportionStats | st.RatioStats, to_stats(metric, r))
+         for k, r in arms.items()}
+        for _, arms in by_period(period_stats, metric.key)
+    ]
+    return per_period or None
 
 
 def build_insights(
@@ -217,8 +328,14 @@ def build_insights(
     as_of: datetime,
     stats: list[SufficientStats],
     days: float | None = None,
+    period_stats: list[SufficientStats] | None = None,
 ) -> tuple[list[VariantStatRow], list[InsightRow]]:
-    """All variant_stats and insights rows of one run, with multiple-testing adjustment applied."""
+    """All variant_stats and insights rows of one run, with multiple-testing adjustment applied.
+
+    `period_stats`: a bandit's per-(arm, allocation period) rows ('#period=N' segments). Its
+    overall comparisons then use the period-weighted estimates, and the rows are kept in
+    variant_stats; they never become comparisons of their own.
+    """
     grouped: dict[tuple[str, str], dict[str, SufficientStats]] = defaultdict(dict)
     for s in stats:
         grouped[(s.metric_key, s.segment)][s.variant_key] = s
@@ -226,6 +343,10 @@ def build_insights(
     _, tuning = primary_tuning(experiment, stats)
     variant_rows: list[VariantStatRow] = []
     pairs: list[_Pair] = []
+    by_metric = {m.key: m for m in experiment.metrics}
+    for s in period_stats or ():
+        if s.metric_key in by_metric:
+            variant_rows.append(variant_stat_row(run_id, experiment, by_metric[s.metric_key], s))
     for metric in experiment.metrics:
         segments = sorted(
             {seg for (mk, seg) in grouped if mk == metric.key}, key=lambda x: (x != "all", x)
@@ -238,12 +359,26 @@ def build_insights(
             if control_key not in arms:
                 continue
             cuped, cuped_note = _cuped_inputs(experiment, metric, arms)
+            per_period = (
+                period_arms(experiment, metric, period_stats or []) if segment == "all" else None
+            )
             for t in experiment.treatments:
                 if t.key not in arms:
                     continue
                 c_raw, t_raw = to_stats(metric, arms[control_key]), to_stats(metric, arms[t.key])
                 c_in = cuped[control_key] if cuped else c_raw
                 t_in = cuped[t.key] if cuped else t_raw
+                # A bandit's overall comparison: period by period, never pooled over its moving
+                # weights (bandit_periods.batched_comparison); CUPED is not combined with it.
+                weighted = (
+                    batched_comparison(per_period, control_key, t.key) if per_period else None
+                )
+                pair_cuped, pair_note = cuped is not None, cuped_note
+                if weighted is not None:
+                    c_in, t_in = weighted
+                    pair_cuped = False
+                    if experiment.analysis.cuped is not None:
+                        pair_note = "cuped_not_applied_period_weighted"
                 pairs.append(
                     _Pair(
                         metric,
@@ -254,20 +389,55 @@ def build_insights(
                         c_in,
                         t_in,
                         compare_arms(experiment, metric, c_in, t_in, tuning=tuning),
-                        cuped is not None,
-                        cuped_note,
+                        pair_cuped,
+                        pair_note,
+                        weighted is not None,
+                        _uncapped(experiment, metric, arms, t.key, tuning),
                     )
                 )
     rows = _adjusted_rows(run_id, experiment, as_of, pairs)
     if days and days > 0:
         kinds = {m.key: m.kind for m in experiment.metrics}
+        # a difference of quantiles does not scale with volume: no impact for quantile metrics
         rows = [
-            _with_impact(
+            r
+            if kinds[r.metric_key] == "quantile"
+            else _with_impact(
                 r, grouped[(r.metric_key, r.segment)], days, kinds[r.metric_key] == "ratio"
             )
             for r in rows
         ]
     return variant_rows, rows
+
+
+def _uncapped(
+    experiment: Experiment,
+    metric: Metric,
+    arms: dict[str, SufficientStats],
+    treatment_key: str,
+    tuning: float,
+) -> dict[str, float | None] | None:
+    """A capped metric's comparison on its raw values (same test and CUPED), shown beside it.
+
+    Not adjusted for multiplicity and never used by decisions: it shows what capping changed.
+    """
+    control_key = experiment.control.key
+    raw = {k: s.uncapped for k, s in arms.items() if s.uncapped is not None}
+    if control_key not in raw or treatment_key not in raw:
+        return None
+    cuped, _ = _cuped_inputs(experiment, metric, raw)
+    c_in = cuped[control_key] if cuped else to_stats(metric, raw[control_key])
+    t_in = cuped[treatment_key] if cuped else to_stats(metric, raw[treatment_key])
+    cmp = compare_arms(experiment, metric, c_in, t_in, tuning=tuning)
+    rel = cmp.relative
+    return {
+        "uncapped_control_mean": _finite(c_in.unadjusted_mean),
+        "uncapped_variant_mean": _finite(t_in.unadjusted_mean),
+        "uncapped_rel_lift": None if rel.error else _finite(rel.estimate),
+        "uncapped_rel_ci_low": None if rel.error else _finite(rel.ci_low),
+        "uncapped_rel_ci_high": None if rel.error else _finite(rel.ci_high),
+        "uncapped_p_value": _finite(_evidence(cmp).p_value, 1.0),
+    }
 
 
 def _with_impact(
@@ -319,7 +489,13 @@ def _adjusted_rows(
         row = _insight_row(run_id, experiment, as_of, p, level)
         row = replace(row, p_value_adjusted=min(1.0, max(0.0, p_adj)))
         row = replace(row, significant=_significant(experiment, row, level))
-        if p.cuped_note and row.error is None and p.segment == "all":
+        if p.uncapped:
+            row = replace(row, **p.uncapped)  # type: ignore[arg-type]
+        if p.metric.kind == "quantile":
+            # name the estimator: order-statistic bounds (Yao, Li & Lu 2024), clustered by unit
+            # over events (Deng, Knoblich & Lu 2018), as gbstats Quantile(Clustered)Statistic
+            row = replace(row, method=f"{row.method}({QUANTILE_METHODS[p.metric.level or 'unit']})")
+        elif p.cuped_note and row.error is None and p.segment == "all":
             # Recorded, not fatal: the comparison itself is the unadjusted one.
             row = replace(row, method=f"{row.method}({p.cuped_note})")
         rows.append(row)
@@ -408,7 +584,9 @@ def _insight_row(
         variant_key=p.variant_key,
         control_key=experiment.control.key,
         segment=p.segment,
-        method=_evidence(cmp).method + ("+cuped" if p.cuped else ""),
+        method=_evidence(cmp).method
+        + ("+cuped" if p.cuped else "")
+        + ("+period_weighted" if p.period_weighted else ""),
         control_units=p.control.units,
         variant_units=p.treatment.units,
         control_mean=raw_c,
@@ -448,6 +626,9 @@ def adjust_insights(experiment: Experiment, insights: list[InsightRow]) -> list[
 def extra_statistics(experiment: Experiment, stats: list[SufficientStats]) -> dict[str, object]:
     """Omnibus χ² over k>2 proportion arms and the exact Beta-Binomial P(beat control)."""
     out: dict[str, object] = {}
+    if experiment.allocation == "bandit":
+        # Both pool units over allocation periods, which a bandit's moving weights confound.
+        return out
     overall = {(s.metric_key, s.variant_key): s for s in stats if s.segment == "all"}
     keys = [v.key for v in experiment.variants]
     control = experiment.control.key

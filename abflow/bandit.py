@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats as sps
 
+from abflow.bandit_periods import period_index, stratified_arms, usable_periods
 from abflow.definitions import Experiment
 from abflow.results import VariantStatRow
 from abflow.stats import MeanStats, ProportionStats, RatioStats
@@ -229,11 +230,11 @@ def _top_two(probs: Mapping[str, float], beta: float) -> dict[str, float]:
 
 
 def primary_arms(
-    experiment: Experiment, rows: Iterable[VariantStatRow]
+    experiment: Experiment, rows: Iterable[VariantStatRow], segment: str = "all"
 ) -> list[tuple[str, BanditStats]]:
-    """The primary metric's overall-segment statistics per variant, in definition order."""
+    """The primary metric's statistics per variant in one segment, in definition order."""
     m = experiment.primary_metric
-    by_variant = {r.variant_key: r for r in rows if r.metric_key == m.key and r.segment == "all"}
+    by_variant = {r.variant_key: r for r in rows if r.metric_key == m.key and r.segment == segment}
     arms: list[tuple[str, BanditStats]] = []
     for v in experiment.variants:
         r = by_variant.get(v.key)
@@ -260,19 +261,69 @@ def primary_arms(
     return arms
 
 
+def period_weighted_arms(
+    experiment: Experiment, rows: Iterable[VariantStatRow]
+) -> list[tuple[str, BanditStats]] | None:
+    """Primary-metric arms post-stratified on allocation period, for Thompson sampling.
+
+    Each (arm, period) cell enters as its posterior: Beta(1 + conversions, 1 + failures) for a
+    rate, the normal likelihood (flat prior) for a mean or ratio; the arm's posterior is the
+    normal with the period-weighted mean and variance (bandit_periods.stratified_arms). Arms
+    whose metric is undefined overall stay as they are (thompson_weights keeps their weight).
+    None without per-period rows or when no period has data for every defined arm.
+    """
+    rows = list(rows)
+    pooled = primary_arms(experiment, rows)
+    undefined = {k for k, s in pooled if not _defined(s)}
+    labels = sorted(
+        {r.segment for r in rows if period_index(r.segment) is not None},
+        key=lambda seg: period_index(seg) or 0,
+    )
+    if not labels:
+        return None
+    per_period = []
+    for label in labels:
+        in_period = {r.variant_key for r in rows if r.segment == label}
+        per_period.append(
+            {
+                k: s
+                for k, s in primary_arms(experiment, rows, label)
+                if k in in_period and k not in undefined
+            }
+        )
+    if usable_periods(per_period) == 0:
+        return None
+    weighted = stratified_arms(per_period, beta_prior=True)
+    return [(k, weighted.get(k, s) if k not in undefined else s) for k, s in pooled]
+
+
 def allocate(
     experiment: Experiment,
     rows: Iterable[VariantStatRow],
     current: Mapping[str, float] | None = None,
 ) -> BanditDecision:
-    """thompson_weights on the experiment's primary metric with its bandit settings."""
+    """thompson_weights on the experiment's primary metric with its bandit settings.
+
+    With per-period rows ('#period=N' segments) the arms are period-weighted, so neither a
+    drifting baseline nor the bandit's own reweights move the next weights.
+    """
     d = experiment.decision
+    rows = list(rows)
+    kept = dict(current) if current is not None else {v.key: v.weight for v in experiment.variants}
+    arms = period_weighted_arms(experiment, rows)
+    if arms is None and any(period_index(r.segment) is not None for r in rows):
+        return BanditDecision(
+            weights=kept,
+            probabilities={},
+            reweighted=False,
+            reason="weights unchanged: no allocation period has data for every arm yet",
+        )
     return thompson_weights(
-        primary_arms(experiment, rows),
+        arms or primary_arms(experiment, rows),
         floor=d.bandit_floor,
         min_units=d.bandit_min_units,
         direction=experiment.primary_metric.direction,
         seed=d.seed,
-        current=current if current is not None else {v.key: v.weight for v in experiment.variants},
+        current=kept,
         top_two=d.bandit_top_two,
     )

@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -97,26 +97,36 @@ def _flow_process() -> Iterator[Any]:
     the warehouse answers.
     """
     _prefect_defaults()
-    from abflow.prefect_server import early_server
+    from abflow.prefect_server import early_server, wanted
 
+    temporary = wanted()
     raw_timeout = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
     try:
         timeout = float(raw_timeout)
     except ValueError:
         _fail(f"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: not a number: {raw_timeout!r}")
-    with early_server(timeout) as wait:
+    with early_server(timeout) as wait, ExitStack() as stack:
 
         def ready() -> None:
-            # GX is imported inside the validation task otherwise: import it while we wait.
-            import great_expectations  # noqa: F401
+            settings = get_settings()
+            if settings.gx_data_docs_dir is not None:
+                # Only GX's Data Docs need GX (3 s to import; the suites otherwise run as SQL):
+                # import it here, while the Prefect server boots, not inside the task.
+                import great_expectations  # noqa: F401
 
             # A dead warehouse or a schema behind this abflow is one line here, not a failed
             # flow run with a traceback per task.
-            _check_schema(get_settings())
+            _check_schema(settings)
             try:
                 wait()
             except RuntimeError as exc:
                 raise CliError(str(exc).splitlines()[0]) from None
+            if temporary:
+                # Heartbeats tell a server that a run crashed; this server lives and dies with
+                # the process, and joining the heartbeat thread added ~1 s to every run.
+                from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+                stack.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
 
         yield ready
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from abflow.redact import redact
-from abflow.summary import describe_pin, sample_text, utc_minute
+from abflow.summary import bandit_history, describe_pin, sample_text, utc_minute
 
 DECISION_STYLE = {
     "ship": "bold green",
@@ -60,8 +60,10 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
             if i["significant"] and i["chance_to_beat_control"] > 0.5
             else ("red" if i["significant"] else "")
         )
+        quantile = "quantile_order_stats" in str(i.get("method") or "")
         table.add_row(
-            Text(i["metric_key"]),
+            # quantile metrics: the means columns hold each arm's quantile
+            Text(i["metric_key"] + (" (quantile)" if quantile else "")),
             Text(i["metric_role"]),
             Text(i["variant_key"]),
             f"{i['control_mean']:.4g}",
@@ -78,6 +80,9 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
             f" · excluded {run['excluded_units'] or 0}"
         ),
         table,
+        *bandit_lines((rec or {}).get("details"), res.get("config")),
+        *metric_option_lines(res),
+        *exposure_age_lines(res.get("exposure_age") or []),
         *health_lines(run, res["checks"]),
     ]
     if rec:
@@ -111,6 +116,88 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
             )
         )
     return Panel(Group(*parts), title=Text(str(run["experiment_key"]), style="bold"), expand=True)
+
+
+def exposure_age_lines(rows: list[dict[str, Any]]) -> list[Text]:
+    """Relative lift by days since first exposure, one line per metric and treatment."""
+    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_pair.setdefault((r["metric_key"], r["variant_key"]), []).append(r)
+    lines = []
+    for (metric, variant), cohort_rows in by_pair.items():
+        if sum(r["rel_lift"] is not None for r in cohort_rows) < 2:
+            continue  # one cohort says nothing about novelty
+        line = Text(f"  {metric} {variant}: ")
+        for r in sorted(cohort_rows, key=lambda r: r["first_day"]):
+            lift = "—" if r["rel_lift"] is None else _pct(r["rel_lift"])
+            line.append(f"days {r['cohort']} {lift}  ")
+        lines.append(line)
+    if lines:
+        lines.insert(0, Text("lift by days since first exposure:", style="bold"))
+    return lines
+
+
+def bandit_lines(details: Any, config: dict[str, Any] | None) -> list[Any]:
+    """A bandit's estimator note and weight history (nothing for fixed allocation)."""
+    bandit = bandit_history(details)
+    if bandit is None:
+        return []
+    if bandit["period_weighted"]:
+        note = Text("bandit: lifts are period-weighted", style="bold cyan")
+        note.append(
+            " (each allocation period compared on its own, then combined: "
+            "Batched OLS, Zhang, Janson & Murphy 2020); SRM against the weights per period",
+            style="dim",
+        )
+    else:
+        note = Text("bandit: lifts pool all units (no allocation periods known)", style="yellow")
+    out: list[Any] = [note]
+    periods = bandit["periods"]
+    if periods:
+        arms = list(periods[-1]["weights"])
+        table = Table(title="weight history", title_justify="left", expand=False)
+        table.add_column("period")
+        table.add_column("from")
+        for arm in arms:
+            table.add_column(Text(f"{arm} weight"), justify="right")
+        for arm in arms:
+            table.add_column(Text(f"{arm} units"), justify="right")
+        for i, p in enumerate(periods, start=1):
+            table.add_row(
+                str(i),
+                p["start"],
+                *(f"{float(p['weights'].get(a, 0)):.1%}" for a in arms),
+                *(f"{int(p['units'].get(a, 0)):,}" for a in arms),
+            )
+        served = {str(v["key"]): float(v["weight"]) for v in (config or {}).get("variants") or []}
+        if served:
+            table.add_row(
+                "next", "now (config)", *(f"{served.get(a, 0.0):.1%}" for a in arms),
+                *("" for _ in arms),
+            )  # fmt: skip
+        out.append(table)
+    return out
+
+
+def metric_option_lines(res: dict[str, Any]) -> list[Text]:
+    """Capped metrics with their uncapped result beside; filtered metrics with their filter."""
+    notes = res.get("metric_notes") or {}
+    lines = []
+    for i in res["insights"]:
+        note = notes.get(i["metric_key"], {})
+        if note.get("capping") and i.get("uncapped_rel_lift") is not None:
+            line = Text(f"{i['metric_key']} ({i['variant_key']}) {note['capping']}: ", style="dim")
+            line.append(f"capped {_pct(i['rel_lift'])} p {_p(i['p_value'])}")
+            line.append(
+                f" · uncapped {i['uncapped_control_mean']:.4g} → {i['uncapped_variant_mean']:.4g}"
+                f", {_pct(i['uncapped_rel_lift'])} [{_pct(i['uncapped_rel_ci_low'])}, "
+                f"{_pct(i['uncapped_rel_ci_high'])}] p {_p(i['uncapped_p_value'])}"
+            )
+            lines.append(line)
+    for key, note in notes.items():
+        if note.get("filter"):
+            lines.append(Text(f"{key}: only events where {note['filter']}", style="dim"))
+    return lines
 
 
 def health_lines(run: dict[str, Any], checks: list[dict[str, Any]]) -> list[Text]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 from datetime import date, datetime
 from pathlib import Path
@@ -15,7 +16,9 @@ Key = Annotated[str, Field(pattern=KEY_PATTERN, min_length=1, max_length=63)]
 EventName = Annotated[str, Field(min_length=1, max_length=200)]
 
 Status = Literal["draft", "running", "stopped", "concluded"]
-MetricKind = Literal["proportion", "mean", "ratio"]
+MetricKind = Literal["proportion", "mean", "ratio", "quantile"]
+# quantile metrics: over per-unit values, or over events (clustered by unit)
+QuantileLevel = Literal["unit", "event"]
 ValueAgg = Literal["sum", "mean", "count", "max"]
 Direction = Literal["increase", "decrease"]
 Role = Literal["primary", "secondary", "guardrail", "constraint"]
@@ -59,11 +62,102 @@ Prior = Literal["flat", "proper"] | PriorSpec
 Sided = Literal["two", "one"]
 
 
+CapType = Literal["percentile", "absolute"]
+FilterOp = Literal["=", "!=", "in", "not_in", "<", "<=", ">", ">=", "exists"]
+# Property names become JSON path keys in the rendered SQL: letters, digits, underscore.
+PROPERTY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+FilterValue = Annotated[str, Field(max_length=500)] | bool | int | float
+
+
+class Capping(_Frozen):
+    """Winsorization of per-unit values: at percentiles (pooled over all arms) or fixed bounds."""
+
+    type: CapType
+    upper: float | None = Field(default=None, allow_inf_nan=False)
+    lower: float | None = Field(default=None, allow_inf_nan=False)
+    # percentile: the percentile is taken over the non-zero values only (GrowthBook)
+    ignore_zeros: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Capping:
+        if self.upper is None and self.lower is None:
+            raise ValueError("capping needs 'upper' or 'lower'")
+        if self.type == "percentile":
+            for name, v in (("upper", self.upper), ("lower", self.lower)):
+                if v is not None and not 0 < v < 1:
+                    raise ValueError(f"percentile capping: {name} must be between 0 and 1, got {v}")
+        elif self.ignore_zeros:
+            raise ValueError("ignore_zeros applies to percentile capping only")
+        if self.upper is not None and self.lower is not None and self.lower >= self.upper:
+            raise ValueError("capping: lower must be below upper")
+        return self
+
+
+class EventFilter(_Frozen):
+    """A condition on events.properties: `{property: plan, op: in, values: [pro, team]}`.
+
+    A number (or a list of numbers) compares the property as a number; a string (or booleans,
+    compared as the JSON text true/false) compares its text exactly. Ordering operators take
+    numbers only. A missing property or JSON null matches no operator (not `!=`/`not_in`
+    either, as in SQL); a property that is not a number never matches a numeric comparison;
+    `exists` matches a present, non-null property.
+    """
+
+    property: Annotated[str, Field(pattern=PROPERTY_PATTERN)]
+    op: FilterOp
+    value: FilterValue | None = None
+    values: tuple[FilterValue, ...] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> EventFilter:
+        many = self.op in ("in", "not_in")
+        if self.op == "exists":
+            if self.value is not None or self.values is not None:
+                raise ValueError("op exists takes no value")
+            return self
+        if many:
+            if self.value is not None or not self.values:
+                raise ValueError(f"op {self.op} takes a non-empty list 'values'")
+        elif self.values is not None or self.value is None:
+            raise ValueError(f"op {self.op} takes one 'value'")
+        kinds = {_value_kind(v) for v in (self.values or (self.value,))}
+        if len(kinds) > 1:
+            raise ValueError("filter values must all be numbers or all be text")
+        if self.op in ("<", "<=", ">", ">=") and kinds != {"number"}:
+            raise ValueError(f"op {self.op} compares numbers: give a number value")
+        return self
+
+    @builtins.property  # the field `property` shadows the builtin in this class body
+    def numeric(self) -> bool:
+        """Whether the property is compared as a number (the values are numbers)."""
+        vals = self.values or ((self.value,) if self.value is not None else ())
+        return bool(vals) and _value_kind(vals[0]) == "number"
+
+    @builtins.property
+    def bound_values(self) -> tuple[str | float, ...]:
+        """The values as bound: floats for numeric filters, text (true/false) otherwise."""
+        vals = self.values or ((self.value,) if self.value is not None else ())
+        if self.numeric:
+            return tuple(float(v) for v in vals)
+        return tuple(_text(v) for v in vals if v is not None)
+
+
+def _value_kind(v: object) -> str:
+    return "number" if isinstance(v, int | float) and not isinstance(v, bool) else "text"
+
+
+def _text(v: object) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
 class EventRef(_Frozen):
     """The event (and optional value aggregation) one side of a ratio counts."""
 
     event: EventName
     value: ValueAgg = "count"
+    # Per-side options, combined with the metric's own (filters: all must hold).
+    filter: tuple[EventFilter, ...] = ()
+    capping: Capping | None = None
 
 
 class Metric(_Frozen):
@@ -86,6 +180,14 @@ class Metric(_Frozen):
     sided: Sided = "two"
     # Overrides analysis.prior for this metric (bayesian engine).
     prior: Prior | None = None
+    # kind: quantile — the quantile level (0.9 = p90) and what it is taken over: per-unit
+    # values (`value` aggregates each unit's events) or the events themselves (`level: event`).
+    quantile: float | None = Field(default=None, gt=0, lt=1)
+    level: QuantileLevel | None = None
+    # Winsorization of per-unit values (ratios: numerator and denominator, each its own cap).
+    capping: Capping | None = None
+    # Conditions on events.properties (ratios: both sides; sides may add their own).
+    filter: tuple[EventFilter, ...] = ()
 
     @model_validator(mode="after")
     def _check_shape(self) -> Metric:
@@ -103,8 +205,31 @@ class Metric(_Frozen):
             raise ValueError("proportion metrics take no 'value' aggregation")
         if self.kind == "mean" and self.value is None:
             object.__setattr__(self, "value", "sum")
+        if self.kind == "quantile":
+            if self.quantile is None:
+                raise ValueError("quantile metrics need 'quantile' (e.g. 0.9 for p90)")
+            if self.level is None:
+                object.__setattr__(self, "level", "unit")
+            if self.level == "event" and self.value is not None:
+                raise ValueError("level: event takes each event's value; drop 'value'")
+            if self.value is None:
+                # unit level: the unit's mean event value; event level: per-unit mean as context
+                object.__setattr__(self, "value", "mean")
+        elif self.quantile is not None or self.level is not None:
+            raise ValueError("'quantile' and 'level' apply to kind: quantile only")
         if self.role == "constraint" and self.max is None and self.min is None:
             raise ValueError("constraint metrics need 'max' or 'min'")
+        if self.kind == "proportion" and self.capping is not None:
+            raise ValueError("proportion metrics take no capping (their values are 0 or 1)")
+        if self.kind == "ratio" and self.capping is not None and self.capping.type == "absolute":
+            raise ValueError(
+                "ratio metrics: absolute capping goes on 'numerator'/'denominator' (their "
+                "values have different units); metric-level capping must be percentile"
+            )
+        if self.kind == "ratio" and self.capping is not None:
+            sides = (self.numerator, self.denominator)
+            if any(side is not None and side.capping is not None for side in sides):
+                raise ValueError("capping is set on the metric or on its sides, not both")
         if self.sided == "one" and self.role in ("guardrail", "constraint"):
             raise ValueError(
                 f"sided: one applies to primary and secondary metrics ({self.role}s already "
@@ -135,6 +260,33 @@ class Metric(_Frozen):
     def denominator_agg(self) -> str | None:
         """Per-unit aggregation of a ratio's denominator."""
         return self.denominator.value if self.denominator else None
+
+    @property
+    def numerator_capping(self) -> Capping | None:
+        """Capping of the per-unit value (ratios: of the numerator)."""
+        return self.capping or (self.numerator.capping if self.numerator else None)
+
+    @property
+    def denominator_capping(self) -> Capping | None:
+        """Capping of a ratio's per-unit denominator."""
+        if self.kind != "ratio":
+            return None
+        return self.capping or (self.denominator.capping if self.denominator else None)
+
+    @property
+    def capped(self) -> bool:
+        """Whether any side of the metric is capped."""
+        return self.numerator_capping is not None or self.denominator_capping is not None
+
+    @property
+    def numerator_filter(self) -> tuple[EventFilter, ...]:
+        """Conditions an event must meet to count in the value (ratios: the numerator)."""
+        return self.filter + (self.numerator.filter if self.numerator else ())
+
+    @property
+    def denominator_filter(self) -> tuple[EventFilter, ...]:
+        """Conditions an event must meet to count in a ratio's denominator."""
+        return self.filter + (self.denominator.filter if self.denominator else ())
 
 
 class Cuped(_Frozen):
@@ -168,6 +320,10 @@ class Analysis(_Frozen):
     # Health warnings from numbers already computed (GrowthBook's defaults).
     max_plausible_lift: float = Field(default=0.5, gt=0, allow_inf_nan=False)
     covariate_imbalance_threshold: float = Field(default=0.001, gt=0, lt=1)
+    # Lift by days since each unit's first exposure (cohorts 0-6, 7-13, 14-20, 21+ days) and
+    # the novelty_effect warning when the first week's lift differs from the later ones'.
+    exposure_age: bool = True
+    novelty_alpha: float = Field(default=0.01, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _honoured(self) -> Analysis:

@@ -98,7 +98,7 @@ class _Units:
         name: str,
         at: IntArray,
         value: np.ndarray[Any, Any] | None = None,
-        properties: dict[str, Any] | None = None,
+        properties: dict[str, Any] | list[dict[str, Any]] | None = None,
     ) -> None:
         """Queue events (unit index, time, optional value); those after as_of are dropped later."""
         vals = np.full(len(unit), np.nan) if value is None else np.asarray(value, dtype=np.float64)
@@ -142,14 +142,31 @@ def _repeat(counts: IntArray) -> IntArray:
 PURCHASE_RATE = {"control": 0.10, "green": 0.12}
 CTR = {"control": 0.080, "green": 0.084}
 LATENCY_FACTOR = {"control": 1.0, "green": 1.0}
+# Return visits: the new colour draws people back in their first week only (a novelty effect
+# the exposure-age cohorts and the novelty_effect check show), then visits are as before.
+SESSION_NOVELTY = {"control": 1.0, "green": 1.3}
 REPLY_RATE = {"delay_30m": 0.20, "delay_5m": 0.22}
 MEETING_GIVEN_REPLY = 0.40
 FOLLOWUP_DELAY_MIN = {"delay_30m": 30.0, "delay_5m": 5.0}
 
 
 def _revenue(rng: np.random.Generator, size: int) -> FloatArray:
-    """Order values in EUR (log-normal, median 40), rounded to cents."""
-    return np.round(rng.lognormal(np.log(40.0), 0.6, size), 2)
+    """Order values in EUR (log-normal, median 40), rounded to cents, with a few whales.
+
+    About 1 order in 250 (chosen by its cents, so the random stream is unchanged) is a bulk
+    order worth 40 times as much: the outliers a capped revenue metric is for.
+    """
+    values = np.round(rng.lognormal(np.log(40.0), 0.6, size), 2)
+    whales = np.round(values * 100).astype(np.int64) % 250 == 7
+    return np.where(whales, np.round(values * 40.0, 2), values)
+
+
+def _purchase_properties(platforms: list[str], unit: IntArray, values: FloatArray) -> list[Any]:
+    """Per-purchase properties: the buyer's platform and the order amount (filter examples)."""
+    return [
+        {"platform": platforms[i], "amount": float(v)}
+        for i, v in zip(unit.tolist(), values.tolist(), strict=True)
+    ]
 
 
 def _checkout(u: _Units) -> None:
@@ -168,14 +185,18 @@ def _checkout(u: _Units) -> None:
     pre = rng.poisson(lam * 0.3)
     pre_unit = _repeat(pre)
     pre_at = u.exposed[pre_unit] - _hours(rng.uniform(1.0, 14 * 24 - 1.0, len(pre_unit)))
-    u.emit(pre_unit, "purchase", pre_at, _revenue(rng, len(pre_unit)))
+    pre_values = _revenue(rng, len(pre_unit))
+    u.emit(pre_unit, "purchase", pre_at, pre_values,
+           _purchase_properties(platforms, pre_unit, pre_values))
 
     rate = np.array([_rate_for(p, shape) for p in u.per_arm(PURCHASE_RATE)])
     buys = rng.random(n) < 1.0 - np.exp(-rate * lam)
     extra = np.where(buys, rng.poisson(0.25 * lam), 0)
     post_unit = _repeat(buys.astype(np.int64) + extra)
     post_at = u.exposed[post_unit] + _hours(_delay_hours(rng, len(post_unit), 30.0, 167.0))
-    u.emit(post_unit, "purchase", post_at, _revenue(rng, len(post_unit)))
+    post_values = _revenue(rng, len(post_unit))
+    u.emit(post_unit, "purchase", post_at, post_values,
+           _purchase_properties(platforms, post_unit, post_values))
 
     impressions = 1 + rng.poisson(3.0, n)
     imp_unit = _repeat(impressions)
@@ -201,6 +222,20 @@ def _checkout(u: _Units) -> None:
     u.emit(pl_unit, "page_load",
            u.exposed[pl_unit] - _hours(rng.uniform(1.0, 14 * 24 - 1.0, len(pl_unit))),
            np.round(850.0 * device[pl_unit] * rng.lognormal(0.0, 0.3, len(pl_unit)), 1))
+    _sessions(u)
+
+
+def _sessions(u: _Units) -> None:
+    """Weekly return visits after exposure, green's first week boosted (SESSION_NOVELTY)."""
+    # its own generator: the draws above (and the assignments after) stay as they were
+    rng = np.random.default_rng([zlib.crc32(b"checkout_sessions"), u.n])
+    habit = rng.gamma(2.0, 0.5, u.n)
+    boost = u.per_arm(SESSION_NOVELTY)
+    for week in range(4):
+        counts = rng.poisson(habit * (boost if week == 0 else 1.0))
+        unit = _repeat(counts)
+        at = u.exposed[unit] + _hours(rng.uniform(week * 168.0, (week + 1) * 168.0, len(unit)))
+        u.emit(unit, "session_start", at)
 
 
 def _followup(u: _Units) -> None:
@@ -365,7 +400,15 @@ def _event_frame(u: _Units) -> pd.DataFrame:
     name = np.concatenate([np.full(len(c["unit"]), c["name"], dtype=object) for c in u.chunks])
     props = np.empty(len(unit), dtype=object)
     # one shared dict per chunk is fine: the frames are read, never mutated in place
-    props[:] = [p for c in u.chunks for p in [c["properties"]] * len(c["unit"])]
+    props[:] = [
+        p
+        for c in u.chunks
+        for p in (
+            c["properties"]
+            if isinstance(c["properties"], list)
+            else [c["properties"]] * len(c["unit"])
+        )
+    ]
     keep = at <= u.as_of
     return pd.DataFrame(
         {

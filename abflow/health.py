@@ -3,51 +3,93 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from abflow import stats as st
+from abflow.bandit_periods import srm_by_period
 from abflow.definitions import Experiment
 from abflow.results import CheckOutcome, ExposureSummary, InsightRow, SufficientStats
 from abflow.stats import srm_p_value
 
 
-def srm_check(experiment: Experiment, counts: dict[str, int], *, name: str = "srm") -> CheckOutcome:
-    """Pearson chi-square SRM, tiered: warn below srm_warn_threshold, fail below srm_threshold."""
+@dataclass(frozen=True)
+class PeriodCounts:
+    """Units first exposed in one allocation period and the weights in force in it."""
+
+    start: datetime
+    weights: Mapping[str, float]
+    counts: Mapping[str, int]
+
+
+def srm_check(
+    experiment: Experiment,
+    counts: dict[str, int],
+    *,
+    name: str = "srm",
+    periods: Sequence[PeriodCounts] | None = None,
+) -> CheckOutcome:
+    """Pearson chi-square SRM, tiered: warn below srm_warn_threshold, fail below srm_threshold.
+
+    A bandit's expectation is the weights in force when each unit was first exposed: `periods`
+    (from the promotions history) sums one χ² per allocation period (bandit_periods.srm_by_period).
+    Without them (the library's `decide`, no reweight known) its defined weights are in force.
+    """
     a = experiment.analysis
     keys = [v.key for v in experiment.variants]
     observed = [counts.get(k, 0) for k in keys]
     weights = [v.weight for v in experiment.variants]
     total = sum(observed)
-    p = srm_p_value(observed, weights) if total > 0 else 1.0
+    if experiment.allocation == "bandit" and periods:
+        p = srm_by_period([pc.counts for pc in periods], [pc.weights for pc in periods])
+        details: dict[str, object] = {
+            "counts": dict(zip(keys, observed, strict=True)),
+            "periods": [
+                {
+                    "start": pc.start.isoformat(),
+                    "weights": {k: round(float(w), 6) for k, w in pc.weights.items()},
+                    "counts": {k: int(pc.counts.get(k, 0)) for k in keys},
+                    "expected": _expected(pc.counts, pc.weights, keys),
+                }
+                for pc in periods
+            ],
+            "note": "against the weights in force in each allocation period (bandit reweights)",
+        }
+    else:
+        p = srm_p_value(observed, weights) if total > 0 else 1.0
+        details = {
+            "counts": dict(zip(keys, observed, strict=True)),
+            "expected": {k: round(total * w, 1) for k, w in zip(keys, weights, strict=True)},
+        }
     failed = p < a.srm_threshold
     warned = p < a.srm_warn_threshold
-    if experiment.allocation == "bandit":
-        # A bandit moves the weights on purpose, so the defined split is no longer the
-        # expectation: report the mismatch but never block on it.
-        return CheckOutcome(
-            check_name=name,
-            severity="warning",
-            passed=True,
-            observed=p,
-            threshold=a.srm_warn_threshold,
-            details={
-                "counts": dict(zip(keys, observed, strict=True)),
-                "note": "bandit allocation: weights change over time, SRM not enforced",
-            },
-        )
-    expected = {k: round(total * w, 1) for k, w in zip(keys, weights, strict=True)}
     return CheckOutcome(
         check_name=name,
         severity="critical" if failed or not warned else "warning",
         passed=not warned,
         observed=p,
         threshold=a.srm_threshold if failed else a.srm_warn_threshold,
-        details={"counts": dict(zip(keys, observed, strict=True)), "expected": expected},
+        details=details,
     )
+
+
+def _expected(
+    counts: Mapping[str, int], weights: Mapping[str, float], keys: Sequence[str]
+) -> dict[str, float]:
+    """Expected units per arm in one period: its units split by the weights in force."""
+    live = {k: float(weights.get(k, 0.0)) for k in keys}
+    total_w = sum(w for w in live.values() if w > 0)
+    n = sum(counts.get(k, 0) for k in keys if live[k] > 0)
+    return {k: round(n * w / total_w, 1) if total_w > 0 else 0.0 for k, w in live.items()}
 
 
 def segment_srm_checks(experiment: Experiment, stats: list[SufficientStats]) -> list[CheckOutcome]:
     """SRM per segment level, from exposed units of the primary metric rows."""
+    if experiment.allocation == "bandit":
+        # Per-segment counts are pooled over allocation periods, whose weights differ; the
+        # overall check tests each period against its own weights instead.
+        return []
     primary = experiment.primary_metric.key
     by_segment: dict[str, dict[str, int]] = defaultdict(dict)
     for s in stats:
@@ -82,7 +124,11 @@ def contamination_check(experiment: Experiment, stats: list[SufficientStats]) ->
     )
 
 
-def exposure_checks(experiment: Experiment, exposure: ExposureSummary) -> list[CheckOutcome]:
+def exposure_checks(
+    experiment: Experiment,
+    exposure: ExposureSummary,
+    periods: Sequence[PeriodCounts] | None = None,
+) -> list[CheckOutcome]:
     """Multiple exposure, unknown variants, minimum sample, and SRM over first exposures."""
     a = experiment.analysis
     total_seen = (
@@ -97,7 +143,7 @@ def exposure_checks(experiment: Experiment, exposure: ExposureSummary) -> list[C
         (exposure.units_by_variant.get(v.key, 0) for v in experiment.variants), default=0
     )
     return [
-        srm_check(experiment, exposure.units_by_variant),
+        srm_check(experiment, exposure.units_by_variant, periods=periods),
         CheckOutcome(
             check_name="multiple_exposure",
             severity="warning",

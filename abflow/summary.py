@@ -128,6 +128,56 @@ def markdown_summary(result: ExperimentResult, promotion_message: str | None = N
             f"[{r['rel_ci_low'] * 100:+.2f}%, {r['rel_ci_high'] * 100:+.2f}%] | "
             f"{r['p_value']:.3g} | {'yes' if r['significant'] else 'no'} |"
         )
+    out += _bandit_markdown(rec.details if rec else None)
     key = md(run.experiment_key)
     out += ["", f"Report: abflow report {key} --out {key}.html"]
     return "\n".join(out)
+
+
+def _bandit_markdown(details: Mapping[str, Any] | None) -> list[str]:
+    """The bandit's estimator note and weight history as markdown ([] for fixed allocation)."""
+    bandit = bandit_history(details)
+    if bandit is None:
+        return []
+    head = (
+        "Bandit: lifts are **period-weighted** (each allocation period compared on its own)."
+        if bandit["period_weighted"]
+        else "Bandit: lifts pool all units (no allocation periods known)."
+    )
+    out = ["", head]
+    if bandit["periods"]:
+        out += ["", "| period | from | weights | units |", "|---|---|---|---|"]
+        for i, p in enumerate(bandit["periods"], start=1):
+            weights = ", ".join(f"{md(k)} {float(w):.1%}" for k, w in p["weights"].items())
+            units = ", ".join(f"{md(k)} {int(n):,}" for k, n in p["units"].items())
+            out.append(f"| {i} | {md(p['start'])} | {weights} | {units} |")
+    return out
+
+
+def bandit_history(details: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A bandit run's estimator note and weight history from its recommendation details.
+
+    {"period_weighted": bool, "estimator": str, "periods": [{"start", "weights", "units"}]},
+    starts as '2026-11-30 09:12 UTC'; None for fixed allocation (no "bandit" entry).
+    """
+    bandit = (details or {}).get("bandit")
+    if not isinstance(bandit, Mapping):
+        return None
+    periods = []
+    for p in bandit.get("weight_history") or []:
+        try:
+            start = utc_minute(datetime.fromisoformat(str(p.get("start"))))
+        except ValueError:
+            start = str(p.get("start"))
+        periods.append(
+            {
+                "start": start,
+                "weights": dict(p.get("weights") or {}),
+                "units": dict(p.get("units") or {}),
+            }
+        )
+    return {
+        "period_weighted": bool(bandit.get("period_weighted")),
+        "estimator": str(bandit.get("estimator") or ""),
+        "periods": periods,
+    }

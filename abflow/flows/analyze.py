@@ -14,6 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from abflow import progress
 from abflow.as_of import check_not_future, utc
+from abflow.bandit_periods import Period
 from abflow.definitions import Experiment
 from abflow.pipeline import failed_run
 from abflow.redact import one_line
@@ -24,11 +25,12 @@ from abflow.tasks.analysis import compute_statistics, validate_data
 from abflow.tasks.artifacts import publish_artifacts
 from abflow.tasks.metrics import push_metrics
 from abflow.tasks.warehouse import (
+    allocation_periods,
     check_schema_version,
     extract_aggregates,
     load_experiments,
-    previous_units,
     record_failure,
+    refresh_window,
     write_results,
 )
 from abflow.warehouse.engine import embedded_url
@@ -47,18 +49,29 @@ class _Pending:
     started: datetime
     extracted: PrefectFuture[tuple[list[SufficientStats], ExposureSummary]]
     checks: PrefectFuture[list[CheckOutcome]]
+    periods: list[Period]
 
 
 def _submit(
     settings: Settings, url: str, experiment: Experiment, as_of: datetime, full_refresh: bool
 ) -> _Pending:
     """Start extraction and validation; both run on the task runner's worker threads."""
-    before = previous_units(settings, url, experiment.key, as_of)
+    since = (
+        refresh_window(settings, url, experiment, as_of, full_refresh)
+        if settings.incremental
+        else None
+    )
+    # A bandit's allocation periods (weights in force from each reweight): per-period rows in
+    # the same pass, period-weighted estimates and SRM against the weights actually served.
+    periods = allocation_periods(settings, url, experiment, as_of)
     return _Pending(
         experiment=experiment,
         started=datetime.now(UTC),
-        extracted=extract_aggregates.submit(settings, url, experiment, as_of, full_refresh),
-        checks=validate_data.submit(settings, url, experiment, as_of, before),
+        extracted=extract_aggregates.submit(
+            settings, url, experiment, as_of, full_refresh, periods
+        ),
+        checks=validate_data.submit(settings, url, experiment, as_of, since),
+        periods=periods,
     )
 
 
@@ -82,6 +95,7 @@ def _finish(
         stats,
         exposure,
         p.checks.result(),
+        p.periods,
     )
     promo = write_results(settings, url, result, p.experiment, backfill)
     publish_artifacts(result, promo)

@@ -6,7 +6,12 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from abflow.stats.models import RegressionAdjustedStats, sample_covariance, sample_variance
+from abflow.stats.models import (
+    RegressionAdjustedRatioStats,
+    RegressionAdjustedStats,
+    sample_covariance,
+    sample_variance,
+)
 
 
 def cuped_theta(arms: Sequence[RegressionAdjustedStats]) -> float | None:
@@ -35,3 +40,25 @@ def cuped_adjust(
         theta = cuped_theta(arms)
     value = 0.0 if theta is None or not math.isfinite(theta) else float(theta)
     return [dataclasses.replace(a, theta=value) for a in arms]
+
+
+def ratio_cuped_theta(arms: Sequence[RegressionAdjustedRatioStats]) -> float | None:
+    """θ of ratio CUPED: Σ cov(post ratio, pre ratio) / Σ var(pre ratio) over the arms.
+
+    gbstats compute_theta_regression_adjusted_ratio: with θ = 1 the pre part of the gradient is
+    (−1/d̄pre, m̄pre/d̄pre²) = −g_pre, so θ = −Σ(g_preᵀ Λ g_post)·(−1) / Σ g_preᵀ Λ g_pre, each
+    arm's per-unit delta-method (co)variances summed. None (no adjustment) when undefined.
+    """
+    if sum(a.n for a in arms) <= 1 or any(a.n <= 1 for a in arms):
+        return None
+    cov = 0.0
+    var_pre = 0.0
+    for a in arms:
+        g = a.gradient(1.0)
+        post, pre = (g[0], g[1], 0.0, 0.0), (0.0, 0.0, g[2], g[3])
+        cov += a.quadratic(pre, post)
+        var_pre += a.quadratic(pre, pre)
+    if not var_pre > 0:
+        return None
+    theta = -cov / var_pre
+    return theta if math.isfinite(theta) else None

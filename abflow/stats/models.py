@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Final
+
+from abflow.stats.quantile import QuantileStats
 
 # Error codes carried in CompareResult.error; strings so they can be written to the warehouse as is.
 N_TOO_SMALL: Final = "n_too_small"
@@ -218,7 +220,126 @@ class RegressionAdjustedStats:
         return math.sqrt(self.variance / self.n) if self.n > 0 else 0.0
 
 
-Stats = MeanStats | ProportionStats | RatioStats | RegressionAdjustedStats
+@dataclass(frozen=True, slots=True)
+class RegressionAdjustedRatioStats:
+    """Ratio CUPED: post ratio M/D adjusted by the pre-exposure ratio Mpre/Dpre.
+
+    gbstats' RegressionAdjustedRatioStatistic ("ratio_ra"): with per-unit means
+    β = (m̄, d̄, m̄pre, d̄pre) and their 4x4 sample covariance Λ, the adjusted ratio is
+    m̄/d̄ − θ·m̄pre/d̄pre and its per-unit delta-method variance is ∇ᵀΛ∇ with
+    ∇ = (1/d̄, −m̄/d̄², −θ/d̄pre, θ·m̄pre/d̄pre²).
+    """
+
+    n: int
+    m_sum: float
+    m_sum_squares: float
+    d_sum: float
+    d_sum_squares: float
+    m_d_sum_of_products: float
+    m_pre_sum: float
+    m_pre_sum_squares: float
+    d_pre_sum: float
+    d_pre_sum_squares: float
+    m_post_m_pre_sum_of_products: float
+    d_post_d_pre_sum_of_products: float
+    m_pre_d_pre_sum_of_products: float
+    m_post_d_pre_sum_of_products: float
+    m_pre_d_post_sum_of_products: float
+    theta: float = 0.0
+
+    @property
+    def valid(self) -> bool:
+        """True when all sums and θ are finite and n is non-negative."""
+        values = [float(getattr(self, f.name)) for f in fields(self)]
+        return _finite(*values) and self.n >= 0
+
+    @property
+    def mean_post(self) -> float:
+        """Post-exposure ratio Σm/Σd (0 when Σd = 0)."""
+        return float(self.m_sum) / float(self.d_sum) if self.d_sum != 0 else 0.0
+
+    @property
+    def mean_pre(self) -> float:
+        """Pre-exposure ratio Σmpre/Σdpre (0 when Σdpre = 0)."""
+        return float(self.m_pre_sum) / float(self.d_pre_sum) if self.d_pre_sum != 0 else 0.0
+
+    @property
+    def unadjusted_mean(self) -> float:
+        """The post-exposure ratio before adjustment."""
+        return self.mean_post
+
+    @property
+    def mean(self) -> float:
+        """Adjusted ratio m̄/d̄ − θ·m̄pre/d̄pre (0 when a denominator sum is 0, as gbstats)."""
+        if self.d_sum == 0 or self.d_pre_sum == 0:
+            return 0.0
+        return self.mean_post - float(self.theta) * self.mean_pre
+
+    def _means(self) -> tuple[float, float, float, float]:
+        n = float(self.n)
+        return (
+            float(self.m_sum) / n,
+            float(self.d_sum) / n,
+            float(self.m_pre_sum) / n,
+            float(self.d_pre_sum) / n,
+        )
+
+    def _lambda(self) -> list[list[float]]:
+        """Sample covariance matrix of (m, d, mpre, dpre) per unit."""
+        n = float(self.n)
+        sums = (self.m_sum, self.d_sum, self.m_pre_sum, self.d_pre_sum)
+        squares = (self.m_sum_squares, self.d_sum_squares, self.m_pre_sum_squares,
+                   self.d_pre_sum_squares)
+        products = {
+            (0, 1): self.m_d_sum_of_products,
+            (0, 2): self.m_post_m_pre_sum_of_products,
+            (0, 3): self.m_post_d_pre_sum_of_products,
+            (1, 2): self.m_pre_d_post_sum_of_products,
+            (1, 3): self.d_post_d_pre_sum_of_products,
+            (2, 3): self.m_pre_d_pre_sum_of_products,
+        }
+        lam = [[0.0] * 4 for _ in range(4)]
+        for i in range(4):
+            lam[i][i] = sample_variance(n, float(sums[i]), float(squares[i]))
+        for (i, j), p in products.items():
+            lam[i][j] = lam[j][i] = sample_covariance(n, float(sums[i]), float(sums[j]), float(p))
+        return lam
+
+    def gradient(self, theta: float) -> tuple[float, float, float, float]:
+        """∇ of m̄/d̄ − θ·m̄pre/d̄pre with respect to β (zeros when a mean denominator is 0)."""
+        m, d, mp, dp = self._means()
+        if d == 0 or dp == 0:
+            return (0.0, 0.0, 0.0, 0.0)
+        return (1.0 / d, -m / d**2, -theta / dp, theta * mp / dp**2)
+
+    def quadratic(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
+        """aᵀΛb."""
+        lam = self._lambda()
+        return sum(a[i] * lam[i][j] * b[j] for i in range(4) for j in range(4))
+
+    @property
+    def variance(self) -> float:
+        """Per-unit delta-method variance ∇ᵀΛ∇ of the adjusted ratio (gbstats ratio_ra)."""
+        if self.n <= 1:
+            return 0.0
+        g = self.gradient(float(self.theta))
+        try:
+            v = self.quadratic(g, g)
+        except (ArithmeticError, ValueError):
+            return math.nan
+        return max(v, 0.0) if math.isfinite(v) else math.nan
+
+    @property
+    def std_error(self) -> float:
+        """Standard error of the adjusted ratio, sqrt(variance/n)."""
+        return math.sqrt(self.variance / self.n) if self.n > 0 else 0.0
+
+
+# QuantileStats (abflow.stats.quantile) is compared like a mean: q̂ and its order-statistic variance
+Stats = (
+    MeanStats | ProportionStats | RatioStats | RegressionAdjustedStats
+    | RegressionAdjustedRatioStats | QuantileStats
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from abflow.bandit_periods import Period
 from abflow.definitions import Experiment
 from abflow.pipeline import assemble_result
 from abflow.results import CheckOutcome, ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
 from abflow.tasks import engines
-from abflow.warehouse.quality import run_expectations
+from abflow.tasks.warehouse import engine_for
+from abflow.warehouse import readback
+from abflow.warehouse.validate import validate_postgres
 
 
 @task(
@@ -27,25 +31,44 @@ def validate_data(
     url: str,
     experiment: Experiment,
     as_of: datetime,
-    previous_units: int | None = None,
+    events_from: datetime | None = None,
 ) -> list[CheckOutcome]:
-    """Great Expectations suites inside the warehouse; failures are data, never retried.
+    """The expectation suites inside the warehouse; failures are data, never retried.
 
+    `events_from` (an incremental run, PostgreSQL): the events suite checks only the events the
+    refresh reads from there on, so validation work follows the new events, not the history.
+
+    PostgreSQL: the suites as SQL with samples of what failed (abflow.warehouse.validate), or
+    through Great Expectations itself when its Data Docs are wanted (ABFLOW_GX_DATA_DOCS_DIR).
     On DuckDB and Spark (no GX datasource) the same suites run as SQL (abflow/tasks/engines.py).
     """
+    # Units of the latest earlier successful run, for the traffic-drop expectation.
+    with engine_for(settings, url).connect() as conn:
+        previous_units = readback.previous_units(conn, experiment.key, as_of)
     elsewhere = engines.is_elsewhere(settings, url)
     if elsewhere and not elsewhere.startswith("postgres"):
         return engines.checks_elsewhere(settings, elsewhere, experiment, as_of, previous_units)
-    return run_expectations(
-        elsewhere or url,
-        settings.schema_name,
-        experiment,
-        as_of,
-        assignments_source=settings.assignments_source,
-        events_source=settings.events_source,
-        previous_units=previous_units,
-        data_docs_dir=settings.gx_data_docs_dir,
-    )
+    common: dict[str, Any] = {
+        "assignments_source": settings.assignments_source,
+        "events_source": settings.events_source,
+        "previous_units": previous_units,
+        "events_from": events_from,
+    }
+    if settings.gx_data_docs_dir is not None:
+        from abflow.warehouse.quality import run_expectations
+
+        return run_expectations(
+            elsewhere or url,
+            settings.schema_name,
+            experiment,
+            as_of,
+            data_docs_dir=settings.gx_data_docs_dir,
+            **common,
+        )
+    with engine_for(settings, elsewhere or url).connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            return validate_postgres(conn, settings.schema_name, experiment, as_of, **common)
 
 
 @task(name="compute-statistics", cache_policy=NO_CACHE, task_run_name="statistics-{experiment.key}")
@@ -59,6 +82,7 @@ def compute_statistics(
     stats: list[SufficientStats],
     exposure: ExposureSummary,
     quality_checks: list[CheckOutcome],
+    periods: list[Period] | None = None,
 ) -> ExperimentResult:
     """Inference, health checks and the recommendation (pure, in Python)."""
     return assemble_result(
@@ -71,4 +95,5 @@ def compute_statistics(
         stats=stats,
         exposure=exposure,
         quality_checks=quality_checks,
+        periods=periods or (),
     )

@@ -9,6 +9,7 @@ line or a state message (errors are redacted before they leave these functions).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +72,7 @@ def extract_elsewhere(
     experiment: Experiment,
     as_of: datetime,
     full_refresh: bool,
+    periods: Sequence[datetime] = (),
 ) -> tuple[list[SufficientStats], ExposureSummary]:
     """Sufficient statistics and exposure summary on a DuckDB or Spark warehouse."""
     try:
@@ -87,8 +89,17 @@ def extract_elsewhere(
                     source_names=(settings.assignments_source, settings.events_source),
                     late_lookback_hours=settings.late_lookback_hours,
                     full_refresh=full_refresh,
+                    periods=periods,
                 )
-                log.info("%s: %s refresh (%s)", experiment.key, info.mode, info.reason)
+                log.info(
+                    "%s: %s refresh (%s)%s",
+                    experiment.key,
+                    info.mode,
+                    info.reason,
+                    "; full scan of events for " + ", ".join(info.full_scans)
+                    if info.full_scans
+                    else "",
+                )
                 _, exposure = extract.analyse_in_warehouse(
                     executor, experiment, as_of, sources, stats=False
                 )
@@ -96,7 +107,7 @@ def extract_elsewhere(
                 # Spark: always a full pass (incremental refresh keeps per-unit partials in
                 # tables it updates in place; a full pass is one scan on Spark anyway)
                 stats, exposure = extract.analyse_in_warehouse(
-                    executor, experiment, as_of, sources
+                    executor, experiment, as_of, sources, periods=periods
                 )
     except Exception as exc:
         raise RuntimeError(redact(f"{type(exc).__name__}: {exc}", url)) from None

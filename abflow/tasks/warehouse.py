@@ -9,13 +9,22 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
+from abflow.bandit_periods import Period
 from abflow.definitions import Experiment
 from abflow.results import ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
 from abflow.tasks import engines
 from abflow.tasks.retry import RETRY_DELAYS, retry_transient
-from abflow.warehouse import experiments_repo, extract, incremental, promotion, readback, writer
+from abflow.warehouse import (
+    allocation,
+    experiments_repo,
+    extract,
+    incremental,
+    promotion,
+    writer,
+)
 from abflow.warehouse.engine import make_engine
+from abflow.warehouse.engines import PostgresExecutor
 from abflow.warehouse.migrate import check_schema
 
 
@@ -64,16 +73,49 @@ def load_experiments(
 
 
 @task(
-    name="previous-units",
+    name="refresh-window",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="refresh-window-{experiment.key}",
+)
+def refresh_window(
+    settings: Settings, url: str, experiment: Experiment, as_of: datetime, full_refresh: bool
+) -> datetime | None:
+    """Where this run's incremental refresh reads events from on PostgreSQL (None: a full pass).
+
+    Read before the refresh starts (it moves the state), so validation can check the same events.
+    """
+    elsewhere = engines.is_elsewhere(settings, url)
+    if not settings.incremental or (elsewhere and not elsewhere.startswith("postgres")):
+        return None
+    with engine_for(settings, elsewhere or url).connect() as conn:
+        return incremental.next_events_from(
+            PostgresExecutor(conn),
+            experiment,
+            as_of,
+            source_names=(settings.assignments_source, settings.events_source),
+            late_lookback_hours=settings.late_lookback_hours,
+            full_refresh=full_refresh,
+        )
+
+
+@task(
+    name="allocation-periods",
     retries=3,
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
 )
-def previous_units(settings: Settings, url: str, key: str, as_of: datetime) -> int | None:
-    """Units analysed by the latest earlier successful run (for the traffic-drop check)."""
+def allocation_periods(
+    settings: Settings, url: str, experiment: Experiment, as_of: datetime
+) -> list[Period]:
+    """A bandit's allocation periods from the promotions history (results database)."""
+    if experiment.allocation != "bandit":
+        return []
     with engine_for(settings, url).connect() as conn:
-        return readback.previous_units(conn, key, as_of)
+        return allocation.allocation_periods(conn, experiment, as_of)
 
 
 @task(
@@ -90,15 +132,20 @@ def extract_aggregates(
     experiment: Experiment,
     as_of: datetime,
     full_refresh: bool = False,
+    periods: list[Period] | None = None,
 ) -> tuple[list[SufficientStats], ExposureSummary]:
     """Sufficient statistics (incremental refresh or one full pass) and the exposure summary.
 
-    In the warehouse (ABFLOW_WAREHOUSE_URL, abflow/tasks/engines.py) when it is not the results
-    database.
+    In the warehouse (ABFLOW_WAREHOUSE_URL, abflow/tasks/engines.py) when it is not the
+    results database.
+    A bandit's `periods` add its per-(arm, allocation period) rows in the same pass.
     """
+    starts = [p.start for p in periods or []]
     elsewhere = engines.is_elsewhere(settings, url)
     if elsewhere and not elsewhere.startswith("postgres"):
-        return engines.extract_elsewhere(settings, elsewhere, experiment, as_of, full_refresh)
+        return engines.extract_elsewhere(
+            settings, elsewhere, experiment, as_of, full_refresh, starts
+        )
     with engine_for(settings, elsewhere or url).connect() as conn:
         # Repeatable read: both queries see the same snapshot of a table being appended to.
         # A refresh racing another one of the same experiment fails to serialise and is retried.
@@ -113,14 +160,18 @@ def extract_aggregates(
                     events=settings.events_source,
                     late_lookback_hours=settings.late_lookback_hours,
                     full_refresh=full_refresh,
+                    periods=starts,
                 )
                 get_run_logger().info(
-                    "%s: %s refresh (%s), events from %s, %d unit(s) recomputed",
+                    "%s: %s refresh (%s), events from %s, %d unit(s) recomputed%s",
                     experiment.key,
                     info.mode,
                     info.reason,
                     info.events_from.isoformat(),
                     info.units_recomputed,
+                    "; full scan of events for " + ", ".join(info.full_scans)
+                    if info.full_scans
+                    else "",
                 )
             else:
                 stats = extract.fetch_sufficient_stats(
@@ -129,6 +180,7 @@ def extract_aggregates(
                     as_of,
                     assignments=settings.assignments_source,
                     events=settings.events_source,
+                    periods=starts,
                 )
             exposure = extract.fetch_exposure_summary(
                 conn, experiment, as_of, assignments=settings.assignments_source

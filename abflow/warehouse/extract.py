@@ -6,7 +6,8 @@ this module runs them and turns their rows into records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from psycopg import sql
 from sqlalchemy import Connection
 
 from abflow.definitions import Experiment
-from abflow.results import ExposureSummary, SufficientStats
+from abflow.results import CAP_FIELDS, ExposureSummary, SufficientStats
 from abflow.warehouse import plan
 from abflow.warehouse.dialects import Source
 from abflow.warehouse.engines import Executor, PostgresExecutor, execute_plan
@@ -51,20 +52,22 @@ def analyse_in_warehouse(
     *,
     stats: bool = True,
     exposure: bool = True,
+    periods: Sequence[datetime] = (),
 ) -> tuple[list[SufficientStats], ExposureSummary | None]:
     """One full analysis on any executed engine: sufficient statistics and exposure summary.
 
     Runs the statements of `plan.analysis_plan` rendered for the executor's dialect, inside the
-    executor's snapshot; only aggregate rows come back.
+    executor's snapshot; only aggregate rows come back. `periods`: a bandit's allocation period
+    starts, for the per-period rows ('#period=N' segments).
     """
     if stats:
-        statements = plan.analysis_plan(experiment, as_of)
+        statements = plan.analysis_plan(experiment, as_of, periods)
     else:
         statements = [plan.exposure_statement(plan.analysis_values(experiment, as_of))]
     if not exposure:
         statements = [s for s in statements if s.name != "exposure_summary"]
     rows = execute_plan(executor, statements, sources)
-    records = [stats_from_row(r) for r in rows["metric_stats"]] if stats else []
+    records = stats_with_extras(rows) if stats else []
     summary = exposure_from_rows(experiment, rows["exposure_summary"]) if exposure else None
     return records, summary
 
@@ -76,6 +79,7 @@ def fetch_sufficient_stats(
     *,
     assignments: str,
     events: str,
+    periods: Sequence[datetime] = (),
 ) -> list[SufficientStats]:
     """One pass over the experiment's events -> sufficient statistics per metric/variant/segment.
 
@@ -88,6 +92,7 @@ def fetch_sufficient_stats(
         as_of,
         default_sources(assignments, events),
         exposure=False,
+        periods=periods,
     )
     return stats
 
@@ -104,8 +109,22 @@ def build_analysis_tables(
     execute_plan(PostgresExecutor(conn), plan.stage_statements(experiment, as_of), sources)
 
 
+def stats_from_rows(rows: list[dict[str, Any]]) -> list[SufficientStats]:
+    """metric_final.sql's rows as records: a capped metric's capped row carries its raw one."""
+    raw = {
+        (r["metric_key"], r["variant_key"], r["segment"]): stats_from_row(r)
+        for r in rows
+        if not r["capped"]
+    }
+    for r in rows:
+        if r["capped"]:
+            key = (r["metric_key"], r["variant_key"], r["segment"])
+            raw[key] = replace(stats_from_row(r), uncapped=raw.get(key))
+    return list(raw.values())
+
+
 def stats_from_row(r: dict[str, Any]) -> SufficientStats:
-    """One row of metric_stats.sql (or incremental_stats.sql) as a SufficientStats record."""
+    """One row of metric_final.sql as a SufficientStats record (capped or raw sums)."""
     return SufficientStats(
         metric_key=r["metric_key"],
         variant_key=r["variant_key"],
@@ -121,6 +140,51 @@ def stats_from_row(r: dict[str, Any]) -> SufficientStats:
         covariate_sum_squares=_opt(r["covariate_sum_squares"]),
         covariate_sum_products=_opt(r["covariate_sum_products"]),
         contaminated_units=int(r["contaminated_units"]),
+        denominator_covariate_sum=_opt(r["denominator_covariate_sum"]),
+        denominator_covariate_sum_squares=_opt(r["denominator_covariate_sum_squares"]),
+        denominator_covariate_sum_products=_opt(r["denominator_covariate_sum_products"]),
+        covariate_cross_sum_products=_opt(r["covariate_cross_sum_products"]),
+        numerator_denominator_covariate_sum_products=_opt(
+            r["numerator_denominator_covariate_sum_products"]
+        ),
+        covariate_denominator_sum_products=_opt(r["covariate_denominator_sum_products"]),
+        capped=bool(r["capped"]),
+        **{k: _opt(r[k]) for k in CAP_FIELDS},  # type: ignore[arg-type]
+    )
+
+
+def stats_with_extras(rows: Mapping[str, list[dict[str, Any]]]) -> list[SufficientStats]:
+    """metric_stats rows with the quantile order statistics merged in, then the cohort rows."""
+    records = stats_from_rows(rows["metric_stats"])
+    quantiles = {
+        (r["metric_key"], r["variant_key"], r["segment"]): r
+        for r in rows.get("metric_quantiles", [])
+    }
+    if quantiles:
+        records = [
+            with_quantile(s, quantiles.get((s.metric_key, s.variant_key, s.segment)))
+            for s in records
+        ]
+    records += stats_from_rows(rows.get("exposure_age_stats", []))
+    return records
+
+
+def with_quantile(s: SufficientStats, r: dict[str, Any] | None) -> SufficientStats:
+    """One arm's sufficient statistics with its quantile row (None: no observations)."""
+    if r is None:
+        return s
+    return replace(
+        s,
+        quantile_n=int(r["quantile_n"]),
+        quantile=_opt(r["quantile"]),
+        quantile_lower=_opt(r["quantile_lower"]),
+        quantile_upper=_opt(r["quantile_upper"]),
+        n_clusters=None if r["n_clusters"] is None else int(r["n_clusters"]),
+        below_sum=_opt(r["below_sum"]),
+        below_sum_squares=_opt(r["below_sum_squares"]),
+        events_sum=_opt(r["events_sum"]),
+        events_sum_squares=_opt(r["events_sum_squares"]),
+        below_events_sum_products=_opt(r["below_events_sum_products"]),
     )
 
 

@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,7 +47,6 @@ from abflow.warehouse.dialects import (
     Statement,
     canonical,
     canonical_block,
-    with_ctes,
 )
 from abflow.warehouse.engines import Executor, PostgresExecutor, execute_plan
 from abflow.warehouse.extract import metric_definitions
@@ -56,7 +55,7 @@ from abflow.warehouse.sqlfiles import read_sql
 RefreshMode = Literal["full", "incremental"]
 
 # Bump when the meaning of the stored partials changes: every experiment then refreshes in full.
-PARTIALS_VERSION = 1
+PARTIALS_VERSION = 2  # 2: pre-exposure denominators (ratio CUPED), property filters
 DEFAULT_LATE_LOOKBACK_HOURS = 48.0
 
 
@@ -76,6 +75,10 @@ class RefreshInfo:
     partial_rows_sealed: int
     # Partials now hold the events before this instant; the next refresh reads on from here.
     sealed_before: datetime
+    # Statements that read all of the experiment's events even on an incremental refresh, and
+    # why: quantiles need every observation (order statistics do not merge), exposure-age cohorts
+    # group events by week since exposure, which the per-unit partials do not keep.
+    full_scans: tuple[str, ...] = ()
 
 
 def definition_hash(experiment: Experiment, *, assignments: str, events: str) -> str:
@@ -107,6 +110,7 @@ def fetch_sufficient_stats_incremental(
     events: str,
     late_lookback_hours: float = DEFAULT_LATE_LOOKBACK_HOURS,
     full_refresh: bool = False,
+    periods: Sequence[datetime] = (),
 ) -> tuple[list[SufficientStats], RefreshInfo]:
     """Refresh the experiment's partials up to as_of and return its sufficient statistics.
 
@@ -122,6 +126,7 @@ def fetch_sufficient_stats_incremental(
         source_names=(assignments, events),
         late_lookback_hours=late_lookback_hours,
         full_refresh=full_refresh,
+        periods=periods,
     )
 
 
@@ -132,13 +137,17 @@ _local_locks_guard = threading.Lock()
 def ensure_state_tables(executor: Executor) -> None:
     """Create the refresh state tables where no migration made them (DuckDB).
 
-    The CREATE TABLE statements of migration 004, rendered for the executor's dialect: one
-    definition of the tables for every engine.
+    The CREATE TABLE statements of migration 004 and the columns migration 012 adds, rendered
+    for the executor's dialect: one definition of the tables for every engine.
     """
     statements: list[Statement] = []
-    for chunk in read_sql("migrations/004_incremental.sql").split(";"):
+    chunks = [
+        *read_sql("migrations/004_incremental.sql").split(";"),
+        *read_sql("migrations/012_metrics_partials.sql").split(";"),
+    ]
+    for chunk in chunks:
         body = re.sub(r"--[^\n]*", "", chunk).strip()
-        if body.lower().startswith("create table"):
+        if body.lower().startswith(("create table", "alter table")):
             create = sqlglot.parse_one(body, read=CANONICAL, error_level=ErrorLevel.RAISE)
             statements.append(Statement(f"create_{len(statements)}", create, kind="execute"))
     execute_plan(executor, statements, {})
@@ -153,8 +162,13 @@ def refresh(
     source_names: tuple[str, str],
     late_lookback_hours: float = DEFAULT_LATE_LOOKBACK_HOURS,
     full_refresh: bool = False,
+    periods: Sequence[datetime] = (),
 ) -> tuple[list[SufficientStats], RefreshInfo]:
-    """The incremental refresh on PostgreSQL or DuckDB, inside the executor's transaction."""
+    """The incremental refresh on PostgreSQL or DuckDB, inside the executor's transaction.
+
+    `periods` (a bandit's allocation period starts) label units by the period of their first
+    exposure; the per-unit partials do not depend on them, so reweights never force a full pass.
+    """
     if late_lookback_hours < 0:
         raise ValueError("late_lookback_hours must be >= 0")
     # PostgreSQL locks the experiment in the transaction (the lock block); DuckDB: one refresh
@@ -165,7 +179,14 @@ def refresh(
             lock = _local_locks.setdefault(experiment.key, threading.Lock())
     with lock:
         return _refresh(
-            executor, experiment, as_of, sources, source_names, late_lookback_hours, full_refresh
+            executor,
+            experiment,
+            as_of,
+            sources,
+            source_names,
+            late_lookback_hours,
+            full_refresh,
+            periods,
         )
 
 
@@ -177,12 +198,11 @@ def _refresh(
     source_names: tuple[str, str],
     late_lookback_hours: float,
     full_refresh: bool,
+    periods: Sequence[datetime] = (),
 ) -> tuple[list[SufficientStats], RefreshInfo]:
     as_of = plan.analysis_end(experiment, as_of)
     lookback_days = _lookback_days(experiment)
-    digest = definition_hash(
-        experiment, assignments=source_names[0], events=source_names[1]
-    )
+    digest = definition_hash(experiment, assignments=source_names[0], events=source_names[1])
     key = {"experiment_key": experiment.key}
     values: dict[str, Any] = {
         **plan.analysis_values(experiment, as_of),
@@ -221,7 +241,7 @@ def _refresh(
     units = execute_plan(
         executor,
         [
-            *plan.stage_statements(experiment, as_of),
+            *plan.stage_statements(experiment, as_of, periods),
             _block("refresh_units", {**key, "full": full}, relation="abflow_refresh_units"),
             _block("count_recomputed", {}),
         ],
@@ -241,20 +261,25 @@ def _refresh(
         "read_changed": units_recomputed > 0,
         "read_same": not full,
     }
-    stats_query = with_ctes(
-        canonical("queries/metric_final.sql"),
-        [("unit_values", canonical("queries/incremental_stats.sql"))],
-    )
     rows = execute_plan(
         executor,
         [
             *(_block(name, key, kind="execute") for name in forget),
-            Statement(
-                "incremental_read",
-                canonical("queries/incremental_read.sql"),
-                relation="abflow_read_partials",
+            plan.with_event_filters(
+                Statement(
+                    "incremental_read",
+                    canonical("queries/incremental_read.sql"),
+                    relation="abflow_read_partials",
+                ),
+                experiment,
             ).bind(read_values),
-            Statement("metric_stats", stats_query).bind(values),
+            Statement(
+                "unit_values",
+                canonical("queries/incremental_stats.sql"),
+                relation="abflow_unit_values",
+            ).bind(values),
+            plan.final_statement(values),
+            *plan.extra_statements(experiment, plan.analysis_values(experiment, as_of)),
             _block("count_sealed", {}),
             _block("seal", key, kind="execute"),
             _block("remember_seen", key, kind="execute"),
@@ -272,7 +297,7 @@ def _refresh(
         ],
         sources,
     )
-    stats = [extract.stats_from_row(r) for r in rows["metric_stats"]]
+    stats = extract.stats_with_extras(rows)
     info = RefreshInfo(
         mode=mode,
         reason=reason or "watermark",
@@ -282,8 +307,50 @@ def _refresh(
         units_recomputed=units_recomputed,
         partial_rows_sealed=int(rows["count_sealed"][0]["sealed_rows"]),
         sealed_before=values["sealed_before"],
+        full_scans=full_scans(experiment),
     )
     return stats, info
+
+
+def full_scans(experiment: Experiment) -> tuple[str, ...]:
+    """What an incremental refresh of this experiment still reads from all events, and why."""
+    out = []
+    if plan.has_quantiles(experiment):
+        out.append("quantile metrics (order statistics need every observation)")
+    if experiment.analysis.exposure_age:
+        out.append("exposure-age cohorts (analysis.exposure_age: false skips them)")
+    return tuple(out)
+
+
+def next_events_from(
+    executor: Executor,
+    experiment: Experiment,
+    as_of: datetime,
+    *,
+    source_names: tuple[str, str],
+    late_lookback_hours: float = DEFAULT_LATE_LOOKBACK_HOURS,
+    full_refresh: bool = False,
+) -> datetime | None:
+    """Where an incremental refresh as of `as_of` would start reading events; None if full.
+
+    Read before the refresh runs (it moves the state): the validation of an incremental run
+    checks the events this refresh reads, not the whole history again.
+    """
+    as_of = plan.analysis_end(experiment, as_of)
+    digest = definition_hash(experiment, assignments=source_names[0], events=source_names[1])
+    rows = execute_plan(executor, [_block("read_state", {"experiment_key": experiment.key})], {})[
+        "read_state"
+    ]
+    if not rows:
+        return None
+    state = (
+        _aware(rows[0]["watermark"]),
+        _aware(rows[0]["sealed_before"]),
+        rows[0]["definition_hash"],
+    )
+    if _full_refresh_reason(state, digest, as_of, late_lookback_hours, requested=full_refresh):
+        return None
+    return state[1]
 
 
 def _block(

@@ -9,13 +9,23 @@ connection, no driver.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlglot import exp
 
-from abflow.definitions import Experiment
-from abflow.warehouse.dialects import ParamTable, Statement, canonical, with_ctes
+from abflow.bandit_periods import period_segment
+from abflow.definitions import Capping, EventFilter, Experiment
+from abflow.stats.quantile import BOUND_Z
+from abflow.warehouse.dialects import (
+    ParamTable,
+    Statement,
+    canonical,
+    canonical_block,
+    rename_tables,
+    with_ctes,
+)
 
 DIMENSION_TEMPLATE = "DIMENSION"
 
@@ -28,7 +38,30 @@ METRIC_DEF_COLUMNS: tuple[tuple[str, str], ...] = (
     ("den_event", "text"),
     ("den_agg", "text"),
     ("window_seconds", "bigint"),
+    ("num_cap_type", "text"),
+    ("num_cap_lower", "double precision"),
+    ("num_cap_upper", "double precision"),
+    ("num_cap_ignore_zeros", "boolean"),
+    ("den_cap_type", "text"),
+    ("den_cap_lower", "double precision"),
+    ("den_cap_upper", "double precision"),
+    ("den_cap_ignore_zeros", "boolean"),
 )
+
+
+PERIOD_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("period_label", "text"),
+    ("period_start", "timestamptz"),
+    ("period_end", "timestamptz"),
+)
+def periods_table(starts: Sequence[datetime]) -> ParamTable:
+    """Allocation periods as bound values: [start_i, start_{i+1}), the last one open-ended."""
+    ordered = sorted(starts)
+    rows = tuple(
+        (period_segment(i), start, ordered[i] if i < len(ordered) else None)
+        for i, start in enumerate(ordered, start=1)
+    )
+    return ParamTable("bandit_periods", PERIOD_COLUMNS, rows)
 
 
 def lookback_days(experiment: Experiment) -> int:
@@ -55,6 +88,8 @@ def analysis_values(experiment: Experiment, as_of: datetime) -> dict[str, Any]:
         "as_of": analysis_end(experiment, as_of),
         "variants": [v.key for v in experiment.variants],
         "lookback_days": lookback_days(experiment),
+        # metric_stats.sql groups by week since exposure only for exposure_age_statement
+        "by_exposure_age": 0,
     }
 
 
@@ -69,9 +104,23 @@ def metric_definitions(experiment: Experiment) -> list[dict[str, Any]]:
             "den_event": m.denominator_event,
             "den_agg": m.denominator_agg,
             "window_hours": m.window_hours,
+            "num_capping": _capping(m.numerator_capping),
+            "den_capping": _capping(m.denominator_capping),
+            "num_filter": [f.model_dump(mode="json") for f in m.numerator_filter],
+            "den_filter": [f.model_dump(mode="json") for f in m.denominator_filter],
         }
         for m in experiment.metrics
     ]
+
+
+def _capping(c: Capping | None) -> dict[str, Any] | None:
+    return None if c is None else c.model_dump(mode="json")
+
+
+def _cap_cells(c: dict[str, Any] | None) -> tuple[Any, ...]:
+    if c is None:
+        return (None, None, None, None)
+    return (c["type"], c["lower"], c["upper"], bool(c["ignore_zeros"]))
 
 
 def metric_defs_table(experiment: Experiment) -> ParamTable:
@@ -86,6 +135,8 @@ def metric_defs_table(experiment: Experiment) -> ParamTable:
             d["den_event"],
             d["den_agg"],
             None if d["window_hours"] is None else round(float(d["window_hours"]) * 3600),
+            *_cap_cells(d["num_capping"]),
+            *_cap_cells(d["den_capping"]),
         )
         for i, d in enumerate(metric_definitions(experiment), start=1)
     )
@@ -96,8 +147,13 @@ def units_statement(values: dict[str, Any]) -> Statement:
     return Statement("units", canonical("queries/units.sql"), relation="abflow_units").bind(values)
 
 
-def unit_segments_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
-    """unit_segments.sql with its unit_levels template repeated per configured dimension."""
+def unit_segments_statement(
+    experiment: Experiment, values: dict[str, Any], periods: Sequence[datetime] = ()
+) -> Statement:
+    """unit_segments.sql with its unit_levels template repeated per configured dimension.
+
+    `periods` are the start instants of a bandit's allocation periods (empty: no period labels).
+    """
     query = canonical("queries/unit_segments.sql")
     cte = _cte(query, "unit_levels")
     template = cte.this
@@ -115,7 +171,8 @@ def unit_segments_statement(experiment: Experiment, values: dict[str, Any]) -> S
     for b in branches[1:]:
         body = exp.union(body, b, distinct=False)
     cte.set("this", body)
-    return Statement("unit_segments", query, relation="abflow_unit_segments").bind(values)
+    st = Statement("unit_segments", query, relation="abflow_unit_segments").bind(values)
+    return st.with_tables(periods_table(periods))
 
 
 def metric_events_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
@@ -125,35 +182,257 @@ def metric_events_statement(experiment: Experiment, values: dict[str, Any]) -> S
     return st.bind(values).with_tables(metric_defs_table(experiment))
 
 
-def metric_stats_statement(values: dict[str, Any]) -> Statement:
-    """The full pass: per-unit values (metric_stats.sql) into the shared final step."""
-    final = with_ctes(
-        canonical("queries/metric_final.sql"),
-        [("unit_values", canonical("queries/metric_stats.sql"))],
+def unit_values_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
+    """The one pass over events: per-unit values (metric_stats.sql), materialised as a stage.
+
+    A stage, so that the final step can read the per-unit values several times (percentile caps
+    over units, then capped and uncapped sums) on every engine without reading events again.
+    """
+    st = Statement(
+        "unit_values", canonical("queries/metric_stats.sql"), relation="abflow_unit_values"
     )
-    return Statement("metric_stats", final).bind(values)
+    return with_event_filters(st, experiment).bind(values)
+
+
+def final_statement(values: dict[str, Any]) -> Statement:
+    """Sufficient statistics (capped and uncapped) from abflow_unit_values (metric_final.sql)."""
+    return Statement("metric_stats", canonical("queries/metric_final.sql")).bind(values)
+
+
+def metric_stats_statement(
+    values: dict[str, Any], experiment: Experiment | None = None
+) -> Statement:
+    """The full pass as one statement (per-unit values as a CTE), for EXPLAIN and benchmarks."""
+    unit_values = Statement("unit_values", canonical("queries/metric_stats.sql"))
+    if experiment is not None:
+        unit_values = with_event_filters(unit_values, experiment)
+    else:
+        unit_values.query = unit_values.query.transform(
+            lambda n: exp.true()
+            if isinstance(n, exp.Anonymous) and n.name.lower() == FILTER_MARKER
+            else n
+        )
+    assert isinstance(unit_values.query, exp.Query)
+    final = with_ctes(
+        canonical("queries/metric_final.sql"), [("abflow_unit_values", unit_values.query)]
+    )
+    st = Statement("metric_stats", final, dict(unit_values.params))
+    return st.bind(values)
+
+
+def metric_stats_statements(experiment: Experiment, values: dict[str, Any]) -> list[Statement]:
+    """The full pass: per-unit values, then the shared final step."""
+    return [unit_values_statement(experiment, values), final_statement(values)]
+
+
+FILTER_MARKER = "abflow_event_filter"
+PROPERTY_TEMPLATE = "PROPERTY"
+# numeric comparison operators of the YAML and their sqlglot nodes
+_COMPARE: dict[str, type[exp.Binary]] = {
+    "=": exp.EQ,
+    "!=": exp.NEQ,
+    "<": exp.LT,
+    "<=": exp.LTE,
+    ">": exp.GT,
+    ">=": exp.GTE,
+}
+
+
+def with_event_filters(st: Statement, experiment: Experiment) -> Statement:
+    """Replace every abflow_event_filter(metric_id, side, properties) call with the predicate.
+
+    The predicate is `CASE metric_id WHEN 1 THEN <metric 1's conditions> ... ELSE TRUE END`
+    (TRUE alone when no metric filters that side). Values are placeholders whose values go to
+    the statement's parameters; property names are literal JSON path keys (validated keys).
+    """
+
+    def transform(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Anonymous) and node.name.lower() == FILTER_MARKER:
+            metric_col, side, properties = node.expressions
+            return _filter_predicate(experiment, metric_col, side.name, properties, st.params)
+        return node
+
+    st.query = st.query.transform(transform)
+    return st
+
+
+def _filter_predicate(
+    experiment: Experiment,
+    metric_col: exp.Expr,
+    side: str,
+    properties: exp.Expr,
+    params: dict[str, Any],
+) -> exp.Expr:
+    ifs = []
+    for metric_id, m in enumerate(experiment.metrics, start=1):
+        filters = m.numerator_filter if side == "num" else m.denominator_filter
+        if not filters:
+            continue
+        conds = [
+            _condition(f, properties, params, f"filter_{metric_id}_{side}_{i}")
+            for i, f in enumerate(filters, start=1)
+        ]
+        ifs.append(exp.If(this=exp.Literal.number(metric_id), true=exp.and_(*conds)))
+    if not ifs:
+        return exp.true()
+    return exp.Case(this=metric_col.copy(), ifs=ifs, default=exp.true())
+
+
+def _condition(
+    f: EventFilter, properties: exp.Expr, params: dict[str, Any], prefix: str
+) -> exp.Expr:
+    """One filter as a condition on the events' properties column."""
+    block = "number_value" if f.numeric and f.op != "exists" else "text_value"
+    template = canonical_block("queries/event_filter.sql", block)
+    assert isinstance(template, exp.Select)
+    value = _property_expr(template.selects[0], f.property, properties)
+    if f.op == "exists":
+        return exp.Not(this=exp.Is(this=value, expression=exp.null()))
+    names = []
+    for j, v in enumerate(f.bound_values, start=1):
+        names.append(f"{prefix}_{j}")
+        params[names[-1]] = v
+    holders = [exp.Placeholder(this=n) for n in names]
+    if f.op in ("in", "not_in"):
+        cond: exp.Expr = exp.In(this=value, expressions=holders)
+        # NOT IN: a missing property stays unknown (no match), as for every operator
+        return exp.Not(this=cond) if f.op == "not_in" else cond
+    return _COMPARE[f.op](this=value, expression=holders[0])
+
+
+def _property_expr(template: exp.Expr, name: str, properties: exp.Expr) -> exp.Expr:
+    """The template with its JSON path key set to `name` and e.properties to `properties`."""
+
+    def transform(n: exp.Expr) -> exp.Expr:
+        if isinstance(n, exp.JSONPathKey) and n.this == PROPERTY_TEMPLATE:
+            return exp.JSONPathKey(this=name)
+        if isinstance(n, exp.Column) and n.name == "properties":
+            return properties.copy()
+        return n
+
+    return template.copy().transform(transform)
+
+
+QUANTILE_DEF_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("metric_id", "integer"),
+    ("metric_key", "text"),
+    ("level", "text"),
+    ("nu", "double precision"),
+    ("zero_fill", "integer"),
+)
+
+
+def quantile_defs_table(experiment: Experiment) -> ParamTable:
+    """The quantile metrics as bound values (metric_id as in metric_defs)."""
+    rows = tuple(
+        (i, m.key, m.level, m.quantile, 1 if m.numerator_agg in ("sum", "count") else 0)
+        for i, m in enumerate(experiment.metrics, start=1)
+        if m.kind == "quantile"
+    )
+    return ParamTable("quantile_defs", QUANTILE_DEF_COLUMNS, rows)
+
+
+def has_quantiles(experiment: Experiment) -> bool:
+    """Whether the experiment has quantile metrics (the metric_quantiles statement runs)."""
+    return any(m.kind == "quantile" for m in experiment.metrics)
+
+
+def quantile_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
+    """Order statistics of the quantile metrics (metric_quantiles.sql over metric_stats.sql).
+
+    The scan of events inside is restricted to the quantile metrics' reads.
+    """
+    defs = quantile_defs_table(experiment)
+    per_unit = Statement("per_unit", canonical("queries/metric_stats.sql"))
+    per_unit = with_event_filters(per_unit, experiment)
+    assert isinstance(per_unit.query, exp.Query)
+    scan = _cte(per_unit.query, "unit_metric_events").this
+    assert isinstance(scan, exp.Select)
+    ids = [row[0] for row in defs.rows]
+    scan.where(
+        exp.In(
+            this=exp.column("metric_id", table="m"),
+            expressions=[exp.Placeholder(this="quantile_metric_ids")],
+        ),
+        copy=False,
+    )
+    query = with_ctes(
+        canonical("queries/metric_quantiles.sql"), [("unit_values", per_unit.query)]
+    )
+    st = Statement("metric_quantiles", query, dict(per_unit.params)).with_tables(defs)
+    return st.bind({**values, "quantile_metric_ids": ids, "bound_z": BOUND_Z})
+
+
+def exposure_age_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
+    """Sufficient statistics by week since first exposure (exposure_age.sql + metric_final.sql).
+
+    Rows come back as SufficientStats whose segment is '@exposure_age=<cohort>'.
+    """
+    final = rename_tables(
+        canonical("queries/metric_final.sql"),
+        {"abflow_unit_segments": "exposure_age_units", "abflow_unit_values": "exposure_age_values"},
+    )
+    per_unit = with_event_filters(
+        Statement("per_unit", canonical("queries/metric_stats.sql")), experiment
+    )
+    assert isinstance(per_unit.query, exp.Query)
+    values_block = canonical_block("queries/exposure_age.sql", "values")
+    units_block = canonical_block("queries/exposure_age.sql", "units")
+    assert isinstance(values_block, exp.Query) and isinstance(units_block, exp.Query)
+    query = with_ctes(
+        final,
+        [
+            ("exposure_age_unit_values", per_unit.query),
+            ("exposure_age_values", values_block),
+            ("exposure_age_units", units_block),
+        ],
+    )
+    # no CUPED covariate by cohort: without a lookback the scan skips the pre-exposure events
+    return Statement("exposure_age_stats", query, dict(per_unit.params)).bind(
+        {**values, "by_exposure_age": 1, "lookback_days": 0}
+    )
+
+
+def extra_statements(experiment: Experiment, values: dict[str, Any]) -> list[Statement]:
+    """Quantile order statistics and exposure-age cohorts, where the experiment has them."""
+    out = []
+    if has_quantiles(experiment):
+        out.append(quantile_statement(experiment, values))
+    if experiment.analysis.exposure_age:
+        out.append(exposure_age_statement(experiment, values))
+    return out
 
 
 def exposure_statement(values: dict[str, Any]) -> Statement:
     return Statement("exposure_summary", canonical("queries/exposure_summary.sql")).bind(values)
 
 
-def stage_statements(experiment: Experiment, as_of: datetime) -> list[Statement]:
-    """The stages every statistics statement reads: units, their segments, the metrics."""
+def stage_statements(
+    experiment: Experiment, as_of: datetime, periods: Sequence[datetime] = ()
+) -> list[Statement]:
+    """The stages every statistics statement reads: units, their segments, the metrics.
+
+    `periods`: a bandit's allocation period starts (abflow.warehouse.allocation), which add the
+    per-period segments; only the periods that began by the analysed end are bound.
+    """
     values = analysis_values(experiment, as_of)
+    end = analysis_end(experiment, as_of)
     return [
         units_statement(values),
-        unit_segments_statement(experiment, values),
+        unit_segments_statement(experiment, values, [p for p in periods if p <= end]),
         metric_events_statement(experiment, values),
     ]
 
 
-def analysis_plan(experiment: Experiment, as_of: datetime) -> list[Statement]:
+def analysis_plan(
+    experiment: Experiment, as_of: datetime, periods: Sequence[datetime] = ()
+) -> list[Statement]:
     """Every statement of one full analysis: stages, sufficient statistics, exposure summary."""
     values = analysis_values(experiment, as_of)
     return [
-        *stage_statements(experiment, as_of),
-        metric_stats_statement(values),
+        *stage_statements(experiment, as_of, periods),
+        *metric_stats_statements(experiment, values),
+        *extra_statements(experiment, values),
         exposure_statement(values),
     ]
 

@@ -417,7 +417,9 @@ def apply_run_outcome(
         return f"not {verb}: {why_not}"
     if wants_reweight:
         # Bandits never declare a winner: Thompson sampling moves traffic instead.
-        alloc = bandit.allocate(experiment, list(result.variant_stats))
+        # The weights in force now (not the defined ones): arms that cannot be judged keep them.
+        current = {str(v["key"]): float(v["weight"]) for v in cfg["variants"]}
+        alloc = bandit.allocate(experiment, list(result.variant_stats), current)
         if not alloc.reweighted:
             return alloc.reason
         return reweight(

@@ -70,6 +70,7 @@ def run_expectations(
     events_source: str = "events",
     previous_units: int | None = None,
     data_docs_dir: Path | None = None,
+    events_from: datetime | None = None,
 ) -> list[CheckOutcome]:
     """Validate the experiment's assignments, events and exposure units; one outcome per check.
 
@@ -83,7 +84,7 @@ def run_expectations(
     params = suite_parameters(experiment, as_of, now, previous_units)
     queries = {
         "assignments": assignments_query(assignments, experiment, as_of, now),
-        "events": events_query(events, assignments, experiment, as_of, now),
+        "events": events_query(events, assignments, experiment, as_of, now, events_from),
         "variant_stats": variant_units_query(assignments, experiment, as_of),
     }
     try:
@@ -207,9 +208,14 @@ def events_query(
     experiment: Experiment,
     as_of: datetime,
     now: datetime,
+    events_from: datetime | None = None,
 ) -> sql.Composed:
-    """Metric events of the experiment's units in the window, plus rows stamped NULL or future."""
+    """Metric events of the experiment's units in the window, plus rows stamped NULL or future.
+
+    The window starts at `events_from` when given (an incremental run: the events it reads).
+    """
     lookback = experiment.analysis.cuped.lookback_days if experiment.analysis.cuped else 0
+    start = events_from or experiment.start_at - timedelta(days=lookback)
     end = analysis_end(experiment, as_of)
     names = sql.SQL(", ").join(text_literal(n) for n in metric_event_names(experiment))
     return sql.SQL(
@@ -234,7 +240,7 @@ def events_query(
         key=sql.Literal(experiment.key),
         names=names,
         limit=sql.Literal(VALUE_LIMIT),
-        start=sql.Literal(experiment.start_at - timedelta(days=lookback)),
+        start=sql.Literal(start),
         end=sql.Literal(end),
         now=sql.Literal(now),
     )

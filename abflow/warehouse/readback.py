@@ -56,9 +56,34 @@ def latest_results(conn: Connection, keys: list[str] | None = None) -> list[dict
             .mappings()
             .all()
         )
+        caps = (
+            conn.execute(
+                text(
+                    "select metric_key, max(cap_lower) as cap_lower, max(cap_upper) as cap_upper,"
+                    " max(denominator_cap_lower) as denominator_cap_lower,"
+                    " max(denominator_cap_upper) as denominator_cap_upper"
+                    " from variant_stats where run_id = :r and segment = 'all' and capped"
+                    " group by metric_key"
+                ),
+                {"r": rid},
+            )
+            .mappings()
+            .all()
+        )
         checks = (
             conn.execute(
                 text("select * from health_checks where run_id = :r order by check_name"),
+                {"r": rid},
+            )
+            .mappings()
+            .all()
+        )
+        exposure_age = (
+            conn.execute(
+                text(
+                    "select * from lift_by_exposure_age where run_id = :r"
+                    " order by metric_key, variant_key, first_day"
+                ),
                 {"r": rid},
             )
             .mappings()
@@ -79,6 +104,8 @@ def latest_results(conn: Connection, keys: list[str] | None = None) -> list[dict
                 "insights": [dict(i) for i in insights],
                 "units": {u["variant_key"]: u["units"] for u in units},
                 "checks": [dict(c) for c in checks],
+                "exposure_age": [dict(a) for a in exposure_age],
+                "metric_notes": _metric_notes(conn, run["experiment_key"], caps),
                 "config": dict(config) if config else None,
                 "failed_newer": (
                     None
@@ -88,6 +115,27 @@ def latest_results(conn: Connection, keys: list[str] | None = None) -> list[dict
             }
         )
     return out
+
+
+def _metric_notes(conn: Connection, key: str, caps: Any) -> dict[str, dict[str, str]]:
+    """Per metric: how it is capped (with the caps of this run) and filtered, as text."""
+    from abflow.definitions import DefinitionError
+    from abflow.metric_options import capping_text, metric_filter_text
+    from abflow.warehouse.experiments_repo import get_experiment
+
+    try:
+        experiment = get_experiment(conn, key)
+    except DefinitionError:  # a stored definition this version cannot read: no notes
+        return {}
+    if experiment is None:
+        return {}
+    used = {c["metric_key"]: c for c in caps}
+    notes = {}
+    for m in experiment.metrics:
+        note = {"capping": capping_text(m, used.get(m.key)), "filter": metric_filter_text(m)}
+        if any(note.values()):
+            notes[m.key] = note
+    return notes
 
 
 def insight_history(conn: Connection, key: str) -> list[dict[str, Any]]:

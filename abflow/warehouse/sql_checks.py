@@ -50,11 +50,17 @@ def run_sql_checks(
     *,
     previous_units: int | None = None,
     now: datetime | None = None,
+    events_from: datetime | None = None,
 ) -> list[CheckOutcome]:
-    """Every expectation of the suites, evaluated in the warehouse; one outcome per check."""
+    """Every expectation of the suites, evaluated in the warehouse; one outcome per check.
+
+    `events_from` narrows the events suite to the events an incremental refresh reads.
+    """
     now = now or datetime.now(UTC)
     suites = _suites(experiment, as_of, now, previous_units)
-    statements = check_statements(experiment, as_of, now=now, previous_units=previous_units)
+    statements = check_statements(
+        experiment, as_of, now=now, previous_units=previous_units, events_from=events_from
+    )
     rows = execute_plan(executor, statements, sources)
     outcomes: list[CheckOutcome] = []
     for name, expectations in suites.items():
@@ -76,6 +82,7 @@ def check_statements(
     *,
     now: datetime | None,
     previous_units: int | None = None,
+    events_from: datetime | None = None,
 ) -> list[Statement]:
     """One aggregate statement per suite (`now` None: shown as the time of the run)."""
     current: Any = now if now is not None else RUN_TIME
@@ -86,7 +93,8 @@ def check_statements(
         "start_at": experiment.start_at,
         "window_end": plan.analysis_end(experiment, as_of),
         "value_limit": plan.VALUE_LIMIT,
-        "events_from": experiment.start_at - timedelta(days=plan.lookback_days(experiment)),
+        "events_from": events_from
+        or experiment.start_at - timedelta(days=plan.lookback_days(experiment)),
         "event_names": metric_event_names(experiment),
         "variants": [v.key for v in experiment.variants],
     }

@@ -78,15 +78,26 @@ def results(
     return out
 
 
+def _flat(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A record with a capped metric's nested raw sums as `uncapped.<field>` entries."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _stats_equal(want: list[SufficientStats], got: list[SufficientStats]) -> list[str]:
     problems: list[str] = []
     by_key = {(s.metric_key, s.variant_key, s.segment): s for s in got}
     if set(by_key) != {(s.metric_key, s.variant_key, s.segment) for s in want}:
         return ["different metric x variant x segment rows"]
     for row in want:
-        other = asdict(by_key[(row.metric_key, row.variant_key, row.segment)])
-        for name, a in asdict(row).items():
-            b = other[name]
+        other = _flat(asdict(by_key[(row.metric_key, row.variant_key, row.segment)]))
+        for name, a in _flat(asdict(row)).items():
+            b = other.get(name)
             if isinstance(a, float) and isinstance(b, float):
                 if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
                     problems.append(f"{row.metric_key}/{row.variant_key}/{row.segment} {name}")

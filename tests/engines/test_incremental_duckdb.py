@@ -43,3 +43,4 @@ def test_daily_refresh_equals_a_full_pass(
     assert first.partial_rows_sealed > 0
     assert daily.events_from == first.sealed_before
     assert _stats_equal(full, stats) == []
+

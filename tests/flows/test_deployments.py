@@ -47,14 +47,23 @@ def test_backfill_form_has_date_pickers_and_rejects_bad_input() -> None:
         validator.validate({"start": "2026-11-01"})
 
 
-def test_analyze_is_scheduled_daily() -> None:
+def test_analyze_is_scheduled_daily_with_a_weekly_full_refresh() -> None:
+    """Every day at 06:15 UTC; Sunday's run passes full_refresh (a valid flow parameter)."""
+    from prefect.utilities.callables import parameter_schema
+
     d = next(x for x in _deployments() if x["name"] == "analyze")
-    assert d["schedules"][0]["cron"] == "15 6 * * *"
-    from abflow.flows.serve import ANALYZE_CRON, deployments
+    crons = [(s["cron"], s.get("parameters", {})) for s in d["schedules"]]
+    assert crons == [("15 6 * * 1-6", {}), ("15 6 * * 0", {"full_refresh": True})]
+    schema = parameter_schema(_flow(d["entrypoint"])).model_dump_for_openapi()
+    for _, params in crons:
+        jsonschema.Draft202012Validator(schema).validate(params)
+    from abflow.flows.serve import ANALYZE_CRON, FULL_REFRESH_CRON, deployments
 
-    assert ANALYZE_CRON == d["schedules"][0]["cron"]
-    assert {x.name for x in deployments()} == {x["name"] for x in _deployments()}
-
+    assert (ANALYZE_CRON, FULL_REFRESH_CRON) == (crons[0][0], crons[1][0])
+    served = {x.name: x for x in deployments()}
+    assert set(served) == {x["name"] for x in _deployments()}
+    analyze = served["analyze"]
+    assert [(s.schedule.cron, s.parameters) for s in analyze.schedules or []] == crons
 
 
 def test_prefect_loads_every_entrypoint_from_the_project_root(

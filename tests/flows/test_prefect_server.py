@@ -47,7 +47,8 @@ def _ui_custom_run(parameters: dict[str, Any], deployment: dict[str, Any]) -> di
 def _check_served_deployments(stack: PrefectStack) -> dict[str, Any]:
     """serve() registered the deployments like prefect.yaml: schedule, schema, enforcement."""
     analyze = deployment(stack, "analyze-experiments", "analyze")
-    assert [s["schedule"].get("cron") for s in analyze["schedules"]] == ["15 6 * * *"]
+    schedules = sorted((s["schedule"].get("cron"), s["parameters"]) for s in analyze["schedules"])
+    assert schedules == [("15 6 * * 0", {"full_refresh": True}), ("15 6 * * 1-6", {})]
     backfill = deployment(stack, "backfill-experiments", "backfill")
     assert backfill["enforce_parameter_schema"] is True
     schema = backfill["parameter_openapi_schema"]

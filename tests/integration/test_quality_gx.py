@@ -226,8 +226,7 @@ def test_clean_data_passes_every_check(warehouse: Warehouse) -> None:
     assert outcomes["gx_variant_stats_units_not_dropped"].threshold == UNITS / 2
 
 
-@pytest.fixture(scope="module")
-def dirty(warehouse: Warehouse) -> dict[str, CheckOutcome]:
+def dirty_rows() -> tuple[list[AssignmentRow], list[EventRow]]:
     """Clean data plus 3 'purple' units, 2 NULL values, 4 future events, 2 duplicate rows."""
     assignments, events = clean_rows()
     assignments += [("gx_exp", f"p{i}", "purple", START + timedelta(hours=i)) for i in range(3)]
@@ -237,8 +236,52 @@ def dirty(warehouse: Warehouse) -> dict[str, CheckOutcome]:
     ]
     events += [(f"u{i:02d}", "impression", None, NOW + timedelta(days=1)) for i in range(4)]
     events += [e for e in events if e[1] == "click" and e[0] in ("u00", "u02")]
-    load(warehouse, assignments, events)
+    return assignments, events
+
+
+@pytest.fixture(scope="module")
+def dirty(warehouse: Warehouse) -> dict[str, CheckOutcome]:
+    """GX's outcomes on the dirty rows."""
+    load(warehouse, *dirty_rows())
     return run(warehouse, make_experiment(), previous_units=UNITS)
+
+
+def test_sql_validation_agrees_with_gx(warehouse: Warehouse) -> None:
+    """The default path (the suites as SQL, then samples of what failed) gives GX's outcomes:
+    the same checks, severities, pass/fail, observed values, thresholds, counts and samples."""
+    from abflow.warehouse.validate import validate_postgres
+
+    load(warehouse, *dirty_rows())
+    experiment = make_experiment()
+    gx = run(warehouse, experiment, previous_units=UNITS)
+    with warehouse.engine.connect() as conn, conn.begin():
+        as_sql = by_name(
+            validate_postgres(
+                conn,
+                SCHEMA,
+                experiment,
+                NOW,
+                assignments_source="assignments",
+                events_source="events",
+                previous_units=UNITS,
+            )
+        )
+    assert set(as_sql) == set(gx) == ALL_CHECKS
+    assert {n for n, o in as_sql.items() if not o.passed} == {
+        n for n, o in gx.items() if not o.passed
+    }
+    for name, expected in gx.items():
+        got = as_sql[name]
+        assert (got.severity, got.passed, got.observed) == (
+            expected.severity,
+            expected.passed,
+            expected.observed,
+        ), name
+        assert got.threshold == pytest.approx(expected.threshold), name
+        for key in ("unexpected_count", "element_count", "mostly"):
+            assert got.details.get(key) == expected.details.get(key), (name, key)
+        samples = [sorted(map(json.dumps, o.details.get("sample", []))) for o in (got, expected)]
+        assert samples[0] == samples[1], name
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from abflow.bandit import thompson_weights
-from abflow.bandit_periods import Period, periods_from_history, srm_by_period, stratified_arms
+from abflow.bandit_periods import (
+    Period,
+    batched_comparison,
+    periods_from_history,
+    srm_by_period,
+    stratified_arms,
+)
 from abflow.stats import ProportionStats, RatioStats, compare
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -47,8 +53,9 @@ def _bandit_run(
         arms = stratified_arms(history)
         weights = thompson_weights(list(arms.items()), min_units=100, current=weights).weights
         trajectory.append(weights["b"])
-    arms = stratified_arms(history)
-    r = compare(arms["control"], arms["b"], difference="absolute")
+    pair = batched_comparison(history, "control", "b")
+    assert pair is not None
+    r = compare(*pair, difference="absolute")
     return trajectory, r.ci_low, r.ci_high, r.estimate
 
 
@@ -62,10 +69,11 @@ def test_a_a_with_moving_weights_and_drift_keeps_coverage_and_weights_do_not_dri
         covered += low <= 0.0 <= high
         final_b.append(traj[-1])
     coverage = covered / runs
-    # Nominal 95%. Under the null Thompson sampling often drives an arm to its floor, where the
-    # stratified interval errs on the wide side: measured 96.3–98.2% over seeds (600 runs each).
-    # Below 93% would be a broken estimator; above 98.5% a useless one.
-    assert 0.93 <= coverage <= 0.985, coverage
+    # Nominal 95% ± 2%. The stratified Wald interval (Σ w_p² s_p²) measured 96.3–98.2% here
+    # over seeds (600 runs each): under the null Thompson often drives an arm to its floor after
+    # an early deviation, inflating its variance exactly then. The per-period studentized
+    # (Batched OLS) interval is calibrated.
+    assert 0.93 <= coverage <= 0.97, coverage
     # Under no effect the weight of b is symmetric around 1/2: its mean stays within noise.
     se = np.std(final_b) / np.sqrt(runs)
     assert abs(np.mean(final_b) - 0.5) < 3 * se + 0.01, (np.mean(final_b), se)

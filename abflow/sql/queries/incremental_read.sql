@@ -9,15 +9,17 @@
 --     their pre-period and contamination events may be old (gated by :read_changed);
 --   * 'same' units: only events in [:read_from, :as_of], the days not sealed yet, which include
 --     late arrivals within the lookback (gated by :read_same).
--- Events are classified exactly as in metric_stats.sql (tests compare the two field by field).
+-- Events are classified exactly as in metric_stats.sql (tests compare the two field by field),
+-- property filters included (abflow_event_filter, replaced by abflow/warehouse/plan.py), and
+-- exact duplicates are removed after classification, as there.
 
 with
 
 changed_unit_events as (
-    -- exact duplicate rows count once, as in metric_stats.sql
-    select distinct u.unit_id, u.first_exposed_at, e.event_name,
+    select u.unit_id, u.first_exposed_at, e.event_name,
         -- out-of-range values (and NaN, ±Infinity) are missing, as in metric_stats.sql
-        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at
+        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at,
+        e.properties
     from abflow_refresh_units as u
     inner join source_events as e
         on e.unit_id = u.unit_id
@@ -31,9 +33,10 @@ changed_unit_events as (
 ),
 
 same_unit_events as (
-    select distinct u.unit_id, u.first_exposed_at, e.event_name,
+    select u.unit_id, u.first_exposed_at, e.event_name,
         -- out-of-range values (and NaN, ±Infinity) are missing, as in metric_stats.sql
-        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at
+        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at,
+        e.properties
     from abflow_refresh_units as u
     inner join source_events as e
         on e.unit_id = u.unit_id
@@ -54,22 +57,17 @@ read_events as (
     select * from same_unit_events
 ),
 
-classified_events as (
-    -- one row per (event, metric reading it) with the event's place relative to the exposure
-    select
+filtered_events as (
+    -- one row per (event, metric reading it) and the sides it counts on after the filters;
+    -- exact duplicates (same instant, value and sides) count once, as in metric_stats.sql
+    select distinct
         ue.unit_id,
         m.metric_key,
-        ue.occurred_at < :sealed_before as sealed,
+        ue.first_exposed_at,
+        ue.occurred_at,
         ue.value,
-        m.is_num and ue.occurred_at >= ue.first_exposed_at as is_num,
-        m.is_den and ue.occurred_at >= ue.first_exposed_at as is_den,
-        m.is_num and ue.occurred_at < ue.first_exposed_at
-            and ue.occurred_at >= ue.first_exposed_at
-                - cast(:lookback_days as integer) * interval '1 day'
-            as is_pre,
-        -- contamination: the metric's own event after the start but before this unit's exposure
-        m.is_num and ue.occurred_at < ue.first_exposed_at
-            and ue.occurred_at >= :start_at as is_contaminated
+        m.is_num and abflow_event_filter(m.metric_id, 'num', ue.properties) as on_num,
+        m.is_den and abflow_event_filter(m.metric_id, 'den', ue.properties) as on_den
     from read_events as ue
     inner join abflow_metric_events as m
         on m.event_name = ue.event_name
@@ -77,6 +75,30 @@ classified_events as (
             m.window_seconds is null
             or ue.occurred_at < ue.first_exposed_at + m.window_seconds * interval '1 second'
         )
+    where
+        (m.is_num and abflow_event_filter(m.metric_id, 'num', ue.properties))
+        or (m.is_den and abflow_event_filter(m.metric_id, 'den', ue.properties))
+),
+
+classified_events as (
+    -- each event's place relative to the exposure
+    select
+        unit_id,
+        metric_key,
+        occurred_at < :sealed_before as sealed,
+        value,
+        on_num and occurred_at >= first_exposed_at as is_num,
+        on_den and occurred_at >= first_exposed_at as is_den,
+        on_num and occurred_at < first_exposed_at
+            and occurred_at >= first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
+            as is_pre,
+        on_den and occurred_at < first_exposed_at
+            and occurred_at >= first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
+            as is_den_pre,
+        -- contamination: the metric's own event after the start but before this unit's exposure
+        on_num and occurred_at < first_exposed_at and occurred_at >= :start_at
+            as is_contaminated
+    from filtered_events
 ),
 
 final as (
@@ -96,6 +118,10 @@ final as (
         count(value) filter (where is_pre) as pre_value_count,
         coalesce(sum(value) filter (where is_pre), 0.0) as pre_sum,
         max(value) filter (where is_pre) as pre_max,
+        count(*) filter (where is_den_pre) as den_pre_count,
+        count(value) filter (where is_den_pre) as den_pre_value_count,
+        coalesce(sum(value) filter (where is_den_pre), 0.0) as den_pre_sum,
+        max(value) filter (where is_den_pre) as den_pre_max,
         count(*) filter (where is_contaminated) as contaminated_count
     from classified_events
     group by unit_id, metric_key, sealed

@@ -79,6 +79,7 @@ insert into unit_metric_partials (
     num_count, num_value_count, num_sum, num_max,
     den_count, den_value_count, den_sum, den_max,
     pre_count, pre_value_count, pre_sum, pre_max,
+    den_pre_count, den_pre_value_count, den_pre_sum, den_pre_max,
     contaminated_count
 )
 select
@@ -86,10 +87,11 @@ select
     num_count, num_value_count, num_sum, num_max,
     den_count, den_value_count, den_sum, den_max,
     pre_count, pre_value_count, pre_sum, pre_max,
+    den_pre_count, den_pre_value_count, den_pre_sum, den_pre_max,
     contaminated_count
 from abflow_read_partials
 where sealed
-  and num_count + den_count + pre_count + contaminated_count > 0
+  and num_count + den_count + pre_count + den_pre_count + contaminated_count > 0
 on conflict (experiment_key, unit_id, metric_key) do update set
     num_count = unit_metric_partials.num_count + excluded.num_count,
     num_value_count = unit_metric_partials.num_value_count + excluded.num_value_count,
@@ -103,6 +105,10 @@ on conflict (experiment_key, unit_id, metric_key) do update set
     pre_value_count = unit_metric_partials.pre_value_count + excluded.pre_value_count,
     pre_sum = unit_metric_partials.pre_sum + excluded.pre_sum,
     pre_max = greatest(unit_metric_partials.pre_max, excluded.pre_max),
+    den_pre_count = unit_metric_partials.den_pre_count + excluded.den_pre_count,
+    den_pre_value_count = unit_metric_partials.den_pre_value_count + excluded.den_pre_value_count,
+    den_pre_sum = unit_metric_partials.den_pre_sum + excluded.den_pre_sum,
+    den_pre_max = greatest(unit_metric_partials.den_pre_max, excluded.den_pre_max),
     contaminated_count = unit_metric_partials.contaminated_count + excluded.contaminated_count
 
 -- name: remember_seen
@@ -129,4 +135,4 @@ on conflict (experiment_key) do update set
 select count(*) as sealed_rows
 from abflow_read_partials
 where sealed
-  and num_count + den_count + pre_count + contaminated_count > 0
+  and num_count + den_count + pre_count + den_pre_count + contaminated_count > 0

@@ -28,6 +28,10 @@ read_unit_partials as (
         sum(pre_value_count) as pre_value_count,
         sum(pre_sum) as pre_sum,
         max(pre_max) as pre_max,
+        sum(den_pre_count) as den_pre_count,
+        sum(den_pre_value_count) as den_pre_value_count,
+        sum(den_pre_sum) as den_pre_sum,
+        max(den_pre_max) as den_pre_max,
         sum(contaminated_count) as contaminated_count
     from abflow_read_partials
     group by unit_id, metric_key
@@ -61,6 +65,13 @@ unit_events as (
                 as double precision), 0.0)
             as pre_mean,
         greatest(s.pre_max, r.pre_max) as pre_max,
+        coalesce(s.den_pre_count, 0) + coalesce(r.den_pre_count, 0) as den_pre_count,
+        coalesce(s.den_pre_sum, 0.0) + coalesce(r.den_pre_sum, 0.0) as den_pre_sum,
+        (coalesce(s.den_pre_sum, 0.0) + coalesce(r.den_pre_sum, 0.0))
+            / nullif(cast(coalesce(s.den_pre_value_count, 0) + coalesce(r.den_pre_value_count, 0)
+                as double precision), 0.0)
+            as den_pre_mean,
+        greatest(s.den_pre_max, r.den_pre_max) as den_pre_max,
         coalesce(s.contaminated_count, 0) + coalesce(r.contaminated_count, 0)
             as contaminated_count
     from sealed_partials as s
@@ -70,7 +81,7 @@ unit_events as (
 ),
 
 metric_aggs as (
-    select distinct metric_id, metric_key, y_agg, x_agg, c_agg
+    select distinct metric_id, metric_key, y_agg, x_agg, c_agg, d_agg
     from abflow_metric_events
 ),
 
@@ -99,6 +110,12 @@ final as (
             when 'mean' then coalesce(ue.pre_mean, 0.0)
             when 'max' then coalesce(ue.pre_max, 0.0)
         end as c,
+        case m.d_agg
+            when 'sum' then ue.den_pre_sum
+            when 'count' then cast(ue.den_pre_count as double precision)
+            when 'mean' then coalesce(ue.den_pre_mean, 0.0)
+            when 'max' then coalesce(ue.den_pre_max, 0.0)
+        end as d,
         ue.contaminated_count > 0 as contaminated
     from unit_events as ue
     inner join metric_aggs as m on m.metric_key = ue.metric_key

@@ -1,6 +1,6 @@
 -- Per-unit values of one experiment, in one pass over its events: one row per (unit, metric)
--- that has events, with the unit's value y, ratio denominator x, CUPED covariate c and
--- contamination flag. metric_final.sql turns these rows into the sufficient statistics; the
+-- that has events, with the unit's value y, ratio denominator x, CUPED covariate c (ratios: of
+-- the numerator), pre-exposure denominator d (ratio CUPED) and contamination flag. metric_final.sql turns these rows into the sufficient statistics; the
 -- incremental refresh feeds the same final step from its merged partials.
 -- Reads abflow_units (units.sql), abflow_metric_events (metric_events.sql) and the events source.
 --
@@ -20,6 +20,10 @@ unit_metric_events as (
     -- identified by (occurred_at, value, is_num, is_den) because the metric reads at most two
     -- event names, told apart by is_num / is_den. Only narrow keys go through the duplicate
     -- removal (no aggregation names: they depend on the metric and join back on 6 rows).
+    -- abflow_event_filter(metric, side, properties) stands for the metrics' property filters:
+    -- abflow/warehouse/plan.py replaces it with one predicate per side (values bound, property
+    -- names as literal JSON paths), TRUE where no metric filters that side. An event counts on
+    -- a side only if it passes that side's filter.
     select distinct
         u.unit_id,
         m.metric_id,
@@ -28,8 +32,8 @@ unit_metric_events as (
         -- a value out of range (or NaN, ±Infinity) is a bad row: read as missing, never summed
         -- (its square would overflow); the GX check value_finite_in_range reports it
         case when abs(e.value) <= :value_limit then e.value end as value,
-        m.is_num,
-        m.is_den
+        m.is_num and abflow_event_filter(m.metric_id, 'num', e.properties) as is_num,
+        m.is_den and abflow_event_filter(m.metric_id, 'den', e.properties) as is_den
     from abflow_units as u
     inner join source_events as e
         on e.unit_id = u.unit_id
@@ -43,6 +47,9 @@ unit_metric_events as (
             m.window_seconds is null
             or e.occurred_at < u.first_exposed_at + m.window_seconds * interval '1 second'
         )
+    where
+        (m.is_num and abflow_event_filter(m.metric_id, 'num', e.properties))
+        or (m.is_den and abflow_event_filter(m.metric_id, 'den', e.properties))
 ),
 
 phased_events as (
@@ -57,7 +64,20 @@ phased_events as (
             and occurred_at < first_exposed_at
             and occurred_at >= first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
             as num_pre,
-        is_num and occurred_at < first_exposed_at and occurred_at >= :start_at as num_early
+        is_den
+            and occurred_at < first_exposed_at
+            and occurred_at >= first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
+            as den_pre,
+        is_num and occurred_at < first_exposed_at and occurred_at >= :start_at as num_early,
+        -- week since the unit's first exposure (0: days 0-6 ... 3: day 21 on), only when the
+        -- exposure-age statement asks (exposure_age.sql); else one constant group
+        case
+            when cast(:by_exposure_age as integer) = 0 then 0
+            when occurred_at < first_exposed_at + 7 * interval '1 day' then 0
+            when occurred_at < first_exposed_at + 14 * interval '1 day' then 1
+            when occurred_at < first_exposed_at + 21 * interval '1 day' then 2
+            else 3
+        end as exposure_cohort
     from unit_metric_events
 ),
 
@@ -79,18 +99,24 @@ unit_metric_aggregates as (
         sum(value) filter (where num_pre) as pre_sum,
         avg(value) filter (where num_pre) as pre_mean,
         max(value) filter (where num_pre) as pre_max,
-        count(*) filter (where num_early) as early_count
+        count(*) filter (where den_pre) as den_pre_count,
+        sum(value) filter (where den_pre) as den_pre_sum,
+        avg(value) filter (where den_pre) as den_pre_mean,
+        max(value) filter (where den_pre) as den_pre_max,
+        count(*) filter (where num_early) as early_count,
+        exposure_cohort
     from phased_events
-    group by unit_id, metric_id
+    group by unit_id, metric_id, exposure_cohort
 ),
 
 metric_aggs as (
-    select distinct metric_id, y_agg, x_agg, c_agg
+    select distinct metric_id, y_agg, x_agg, c_agg, d_agg
     from abflow_metric_events
 ),
 
 unit_metric_values as (
-    -- one row per (unit, metric) with events: value y, ratio denominator x, CUPED covariate c
+    -- one row per (unit, metric) with events: value y, ratio denominator x, CUPED covariate c,
+    -- pre-exposure ratio denominator d
     select
         a.unit_id,
         a.metric_id,
@@ -115,7 +141,14 @@ unit_metric_values as (
             when 'mean' then coalesce(a.pre_mean, 0.0)
             when 'max' then coalesce(a.pre_max, 0.0)
         end as c,
-        a.early_count > 0 as contaminated
+        case m.d_agg
+            when 'sum' then coalesce(a.den_pre_sum, 0.0)
+            when 'count' then cast(a.den_pre_count as double precision)
+            when 'mean' then coalesce(a.den_pre_mean, 0.0)
+            when 'max' then coalesce(a.den_pre_max, 0.0)
+        end as d,
+        a.early_count > 0 as contaminated,
+        a.exposure_cohort
     from unit_metric_aggregates as a
     inner join metric_aggs as m on m.metric_id = a.metric_id
 )

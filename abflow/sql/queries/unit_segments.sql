@@ -7,6 +7,13 @@
 -- (UNION ALL), with 'DIMENSION' replaced by the dimension's name (a validated key, rendered as a
 -- quoted JSON path in each dialect's syntax); without segments only the 'all' rows remain.
 -- Several first-exposure rows at the same instant: the smallest level wins, on every engine.
+--
+-- Bandits (allocation: bandit) also label every unit with the allocation period of its first
+-- exposure, '#period=N' (a '#' no dimension key can start with): bandit_periods is a parameter
+-- table of bound period boundaries (period_label, period_start, period_end; period_end NULL for
+-- the period still running), one row per period of the reweight history, empty for fixed
+-- allocation. The metric pass then returns per-(arm, period) sufficient statistics in the same
+-- one pass over events, for the period-stratified estimates (abflow/bandit_periods.py).
 
 with
 
@@ -22,6 +29,15 @@ unit_levels as (
         and a.unit_id = u.unit_id
         and a.assigned_at = u.first_exposed_at
     group by u.unit_id, u.variant_key
+),
+
+unit_periods as (
+    -- the period of the unit's first exposure: periods are half-open [start, end)
+    select u.unit_id, u.variant_key, p.period_label
+    from abflow_units as u
+    inner join bandit_periods as p
+        on u.first_exposed_at >= p.period_start
+        and (p.period_end is null or u.first_exposed_at < p.period_end)
 ),
 
 level_ranks as (
@@ -46,6 +62,9 @@ final as (
     inner join level_ranks as lr
         on lr.dimension = ul.dimension
         and lr.level = ul.level
+    union all
+    select unit_id, variant_key, period_label as segment
+    from unit_periods
 )
 
 select * from final

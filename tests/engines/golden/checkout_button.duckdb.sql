@@ -48,9 +48,19 @@ FROM final;
 
 -- [2] unit_segments: materialised as temporary table abflow_unit_segments
 -- parameters:
+--   bandit_periods_1_period_end = NULL
+--   bandit_periods_1_period_label = NULL
+--   bandit_periods_1_period_start = NULL
 --   experiment_key = 'checkout_button'
 CREATE OR REPLACE TEMPORARY TABLE abflow_unit_segments AS
-WITH unit_levels AS (
+WITH bandit_periods AS (
+  SELECT
+    CAST($bandit_periods_1_period_label AS TEXT) AS period_label,
+    CAST($bandit_periods_1_period_start AS TIMESTAMPTZ) AS period_start,
+    CAST($bandit_periods_1_period_end AS TIMESTAMPTZ) AS period_end
+  WHERE
+    FALSE
+), unit_levels AS (
   SELECT
     u.unit_id,
     u.variant_key,
@@ -64,6 +74,17 @@ WITH unit_levels AS (
   GROUP BY
     u.unit_id,
     u.variant_key
+), unit_periods AS (
+  SELECT
+    u.unit_id,
+    u.variant_key,
+    p.period_label
+  FROM abflow_units AS u
+  INNER JOIN bandit_periods AS p
+    ON u.first_exposed_at >= p.period_start
+    AND (
+      p.period_end IS NULL OR u.first_exposed_at < p.period_end
+    )
 ), level_ranks AS (
   SELECT
     dimension,
@@ -87,6 +108,12 @@ WITH unit_levels AS (
   FROM unit_levels AS ul
   INNER JOIN level_ranks AS lr
     ON lr.dimension = ul.dimension AND lr.level = ul.level
+  UNION ALL
+  SELECT
+    unit_id,
+    variant_key,
+    period_label AS segment
+  FROM unit_periods
 )
 SELECT
   *
@@ -96,37 +123,85 @@ FROM final;
 -- parameters:
 --   lookback_days = 14
 --   metric_defs_1_den_agg = NULL
+--   metric_defs_1_den_cap_ignore_zeros = NULL
+--   metric_defs_1_den_cap_lower = NULL
+--   metric_defs_1_den_cap_type = NULL
+--   metric_defs_1_den_cap_upper = NULL
 --   metric_defs_1_den_event = NULL
 --   metric_defs_1_kind = 'proportion'
 --   metric_defs_1_metric_id = 1
 --   metric_defs_1_metric_key = 'purchase_rate'
 --   metric_defs_1_num_agg = 'any'
+--   metric_defs_1_num_cap_ignore_zeros = NULL
+--   metric_defs_1_num_cap_lower = NULL
+--   metric_defs_1_num_cap_type = NULL
+--   metric_defs_1_num_cap_upper = NULL
 --   metric_defs_1_num_event = 'purchase'
 --   metric_defs_1_window_seconds = 604800
 --   metric_defs_2_den_agg = NULL
+--   metric_defs_2_den_cap_ignore_zeros = NULL
+--   metric_defs_2_den_cap_lower = NULL
+--   metric_defs_2_den_cap_type = NULL
+--   metric_defs_2_den_cap_upper = NULL
 --   metric_defs_2_den_event = NULL
 --   metric_defs_2_kind = 'mean'
 --   metric_defs_2_metric_id = 2
 --   metric_defs_2_metric_key = 'revenue'
 --   metric_defs_2_num_agg = 'sum'
+--   metric_defs_2_num_cap_ignore_zeros = False
+--   metric_defs_2_num_cap_lower = NULL
+--   metric_defs_2_num_cap_type = 'percentile'
+--   metric_defs_2_num_cap_upper = 0.99
 --   metric_defs_2_num_event = 'purchase'
 --   metric_defs_2_window_seconds = NULL
---   metric_defs_3_den_agg = 'count'
---   metric_defs_3_den_event = 'impression'
---   metric_defs_3_kind = 'ratio'
+--   metric_defs_3_den_agg = NULL
+--   metric_defs_3_den_cap_ignore_zeros = NULL
+--   metric_defs_3_den_cap_lower = NULL
+--   metric_defs_3_den_cap_type = NULL
+--   metric_defs_3_den_cap_upper = NULL
+--   metric_defs_3_den_event = NULL
+--   metric_defs_3_kind = 'mean'
 --   metric_defs_3_metric_id = 3
---   metric_defs_3_metric_key = 'ctr'
---   metric_defs_3_num_agg = 'count'
---   metric_defs_3_num_event = 'click'
+--   metric_defs_3_metric_key = 'app_revenue'
+--   metric_defs_3_num_agg = 'sum'
+--   metric_defs_3_num_cap_ignore_zeros = NULL
+--   metric_defs_3_num_cap_lower = NULL
+--   metric_defs_3_num_cap_type = NULL
+--   metric_defs_3_num_cap_upper = NULL
+--   metric_defs_3_num_event = 'purchase'
 --   metric_defs_3_window_seconds = NULL
---   metric_defs_4_den_agg = NULL
---   metric_defs_4_den_event = NULL
---   metric_defs_4_kind = 'mean'
+--   metric_defs_4_den_agg = 'count'
+--   metric_defs_4_den_cap_ignore_zeros = NULL
+--   metric_defs_4_den_cap_lower = NULL
+--   metric_defs_4_den_cap_type = NULL
+--   metric_defs_4_den_cap_upper = NULL
+--   metric_defs_4_den_event = 'impression'
+--   metric_defs_4_kind = 'ratio'
 --   metric_defs_4_metric_id = 4
---   metric_defs_4_metric_key = 'latency_ms'
---   metric_defs_4_num_agg = 'mean'
---   metric_defs_4_num_event = 'page_load'
+--   metric_defs_4_metric_key = 'ctr'
+--   metric_defs_4_num_agg = 'count'
+--   metric_defs_4_num_cap_ignore_zeros = NULL
+--   metric_defs_4_num_cap_lower = NULL
+--   metric_defs_4_num_cap_type = NULL
+--   metric_defs_4_num_cap_upper = NULL
+--   metric_defs_4_num_event = 'click'
 --   metric_defs_4_window_seconds = NULL
+--   metric_defs_5_den_agg = NULL
+--   metric_defs_5_den_cap_ignore_zeros = NULL
+--   metric_defs_5_den_cap_lower = NULL
+--   metric_defs_5_den_cap_type = NULL
+--   metric_defs_5_den_cap_upper = NULL
+--   metric_defs_5_den_event = NULL
+--   metric_defs_5_kind = 'mean'
+--   metric_defs_5_metric_id = 5
+--   metric_defs_5_metric_key = 'latency_ms'
+--   metric_defs_5_num_agg = 'mean'
+--   metric_defs_5_num_cap_ignore_zeros = NULL
+--   metric_defs_5_num_cap_lower = NULL
+--   metric_defs_5_num_cap_type = NULL
+--   metric_defs_5_num_cap_upper = NULL
+--   metric_defs_5_num_event = 'page_load'
+--   metric_defs_5_window_seconds = NULL
 CREATE OR REPLACE TEMPORARY TABLE abflow_metric_events AS
 WITH metric_defs AS (
   SELECT
@@ -137,7 +212,15 @@ WITH metric_defs AS (
     CAST($metric_defs_1_num_agg AS TEXT) AS num_agg,
     CAST($metric_defs_1_den_event AS TEXT) AS den_event,
     CAST($metric_defs_1_den_agg AS TEXT) AS den_agg,
-    CAST($metric_defs_1_window_seconds AS BIGINT) AS window_seconds
+    CAST($metric_defs_1_window_seconds AS BIGINT) AS window_seconds,
+    CAST($metric_defs_1_num_cap_type AS TEXT) AS num_cap_type,
+    CAST($metric_defs_1_num_cap_lower AS DOUBLE) AS num_cap_lower,
+    CAST($metric_defs_1_num_cap_upper AS DOUBLE) AS num_cap_upper,
+    CAST($metric_defs_1_num_cap_ignore_zeros AS BOOLEAN) AS num_cap_ignore_zeros,
+    CAST($metric_defs_1_den_cap_type AS TEXT) AS den_cap_type,
+    CAST($metric_defs_1_den_cap_lower AS DOUBLE) AS den_cap_lower,
+    CAST($metric_defs_1_den_cap_upper AS DOUBLE) AS den_cap_upper,
+    CAST($metric_defs_1_den_cap_ignore_zeros AS BOOLEAN) AS den_cap_ignore_zeros
   UNION ALL
   SELECT
     CAST($metric_defs_2_metric_id AS INT) AS metric_id,
@@ -147,7 +230,15 @@ WITH metric_defs AS (
     CAST($metric_defs_2_num_agg AS TEXT) AS num_agg,
     CAST($metric_defs_2_den_event AS TEXT) AS den_event,
     CAST($metric_defs_2_den_agg AS TEXT) AS den_agg,
-    CAST($metric_defs_2_window_seconds AS BIGINT) AS window_seconds
+    CAST($metric_defs_2_window_seconds AS BIGINT) AS window_seconds,
+    CAST($metric_defs_2_num_cap_type AS TEXT) AS num_cap_type,
+    CAST($metric_defs_2_num_cap_lower AS DOUBLE) AS num_cap_lower,
+    CAST($metric_defs_2_num_cap_upper AS DOUBLE) AS num_cap_upper,
+    CAST($metric_defs_2_num_cap_ignore_zeros AS BOOLEAN) AS num_cap_ignore_zeros,
+    CAST($metric_defs_2_den_cap_type AS TEXT) AS den_cap_type,
+    CAST($metric_defs_2_den_cap_lower AS DOUBLE) AS den_cap_lower,
+    CAST($metric_defs_2_den_cap_upper AS DOUBLE) AS den_cap_upper,
+    CAST($metric_defs_2_den_cap_ignore_zeros AS BOOLEAN) AS den_cap_ignore_zeros
   UNION ALL
   SELECT
     CAST($metric_defs_3_metric_id AS INT) AS metric_id,
@@ -157,7 +248,15 @@ WITH metric_defs AS (
     CAST($metric_defs_3_num_agg AS TEXT) AS num_agg,
     CAST($metric_defs_3_den_event AS TEXT) AS den_event,
     CAST($metric_defs_3_den_agg AS TEXT) AS den_agg,
-    CAST($metric_defs_3_window_seconds AS BIGINT) AS window_seconds
+    CAST($metric_defs_3_window_seconds AS BIGINT) AS window_seconds,
+    CAST($metric_defs_3_num_cap_type AS TEXT) AS num_cap_type,
+    CAST($metric_defs_3_num_cap_lower AS DOUBLE) AS num_cap_lower,
+    CAST($metric_defs_3_num_cap_upper AS DOUBLE) AS num_cap_upper,
+    CAST($metric_defs_3_num_cap_ignore_zeros AS BOOLEAN) AS num_cap_ignore_zeros,
+    CAST($metric_defs_3_den_cap_type AS TEXT) AS den_cap_type,
+    CAST($metric_defs_3_den_cap_lower AS DOUBLE) AS den_cap_lower,
+    CAST($metric_defs_3_den_cap_upper AS DOUBLE) AS den_cap_upper,
+    CAST($metric_defs_3_den_cap_ignore_zeros AS BOOLEAN) AS den_cap_ignore_zeros
   UNION ALL
   SELECT
     CAST($metric_defs_4_metric_id AS INT) AS metric_id,
@@ -167,7 +266,33 @@ WITH metric_defs AS (
     CAST($metric_defs_4_num_agg AS TEXT) AS num_agg,
     CAST($metric_defs_4_den_event AS TEXT) AS den_event,
     CAST($metric_defs_4_den_agg AS TEXT) AS den_agg,
-    CAST($metric_defs_4_window_seconds AS BIGINT) AS window_seconds
+    CAST($metric_defs_4_window_seconds AS BIGINT) AS window_seconds,
+    CAST($metric_defs_4_num_cap_type AS TEXT) AS num_cap_type,
+    CAST($metric_defs_4_num_cap_lower AS DOUBLE) AS num_cap_lower,
+    CAST($metric_defs_4_num_cap_upper AS DOUBLE) AS num_cap_upper,
+    CAST($metric_defs_4_num_cap_ignore_zeros AS BOOLEAN) AS num_cap_ignore_zeros,
+    CAST($metric_defs_4_den_cap_type AS TEXT) AS den_cap_type,
+    CAST($metric_defs_4_den_cap_lower AS DOUBLE) AS den_cap_lower,
+    CAST($metric_defs_4_den_cap_upper AS DOUBLE) AS den_cap_upper,
+    CAST($metric_defs_4_den_cap_ignore_zeros AS BOOLEAN) AS den_cap_ignore_zeros
+  UNION ALL
+  SELECT
+    CAST($metric_defs_5_metric_id AS INT) AS metric_id,
+    CAST($metric_defs_5_metric_key AS TEXT) AS metric_key,
+    CAST($metric_defs_5_kind AS TEXT) AS kind,
+    CAST($metric_defs_5_num_event AS TEXT) AS num_event,
+    CAST($metric_defs_5_num_agg AS TEXT) AS num_agg,
+    CAST($metric_defs_5_den_event AS TEXT) AS den_event,
+    CAST($metric_defs_5_den_agg AS TEXT) AS den_agg,
+    CAST($metric_defs_5_window_seconds AS BIGINT) AS window_seconds,
+    CAST($metric_defs_5_num_cap_type AS TEXT) AS num_cap_type,
+    CAST($metric_defs_5_num_cap_lower AS DOUBLE) AS num_cap_lower,
+    CAST($metric_defs_5_num_cap_upper AS DOUBLE) AS num_cap_upper,
+    CAST($metric_defs_5_num_cap_ignore_zeros AS BOOLEAN) AS num_cap_ignore_zeros,
+    CAST($metric_defs_5_den_cap_type AS TEXT) AS den_cap_type,
+    CAST($metric_defs_5_den_cap_lower AS DOUBLE) AS den_cap_lower,
+    CAST($metric_defs_5_den_cap_upper AS DOUBLE) AS den_cap_upper,
+    CAST($metric_defs_5_den_cap_ignore_zeros AS BOOLEAN) AS den_cap_ignore_zeros
 ), metric_reads AS (
   SELECT
     metric_id,
@@ -191,12 +316,21 @@ WITH metric_defs AS (
     CASE WHEN m.kind = 'proportion' THEN 'any' ELSE m.num_agg END AS y_agg,
     CASE WHEN m.kind = 'ratio' THEN m.den_agg END AS x_agg,
     CASE
-      WHEN CAST($lookback_days AS INT) = 0 OR m.kind = 'ratio'
+      WHEN CAST($lookback_days AS INT) = 0
       THEN CAST(NULL AS TEXT)
       WHEN m.kind = 'proportion'
       THEN 'any'
       ELSE m.num_agg
-    END AS c_agg
+    END AS c_agg,
+    CASE WHEN CAST($lookback_days AS INT) > 0 AND m.kind = 'ratio' THEN m.den_agg END AS d_agg,
+    m.num_cap_type,
+    m.num_cap_lower,
+    m.num_cap_upper,
+    m.num_cap_ignore_zeros,
+    m.den_cap_type,
+    m.den_cap_lower,
+    m.den_cap_upper,
+    m.den_cap_ignore_zeros
   FROM metric_defs AS m
   INNER JOIN metric_reads AS r
     ON r.metric_id = m.metric_id
@@ -205,21 +339,54 @@ SELECT
   *
 FROM final;
 
--- [4] metric_stats: rows come back to Python
+-- [4] unit_values: materialised as temporary table abflow_unit_values
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
+--   filter_3_den_1_1 = 'ios'
+--   filter_3_den_1_2 = 'android'
+--   filter_3_den_2_1 = 10.0
+--   filter_3_num_1_1 = 'ios'
+--   filter_3_num_1_2 = 'android'
+--   filter_3_num_2_1 = 10.0
 --   lookback_days = 14
 --   start_at = 2026-11-01T00:00:00+00:00
 --   value_limit = 1000000000000.0
-WITH unit_values_unit_metric_events AS (
+CREATE OR REPLACE TEMPORARY TABLE abflow_unit_values AS
+WITH unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
     CASE WHEN ABS(e.value) <= $value_limit THEN e.value END AS value,
-    m.is_num,
+    m.is_num
+    AND CASE m.metric_id
+      WHEN 3
+      THEN (
+        e.properties ->> '$.platform'
+      ) IN ($filter_3_num_1_1, $filter_3_num_1_2)
+      AND CASE
+        WHEN REGEXP_MATCHES((
+          e.properties ->> '$.amount'
+        ), '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$')
+        THEN CAST(e.properties ->> '$.amount' AS DOUBLE)
+      END >= $filter_3_num_2_1
+      ELSE TRUE
+    END AS is_num,
     m.is_den
+    AND CASE m.metric_id
+      WHEN 3
+      THEN (
+        e.properties ->> '$.platform'
+      ) IN ($filter_3_den_1_1, $filter_3_den_1_2)
+      AND CASE
+        WHEN REGEXP_MATCHES((
+          e.properties ->> '$.amount'
+        ), '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$')
+        THEN CAST(e.properties ->> '$.amount' AS DOUBLE)
+      END >= $filter_3_den_2_1
+      ELSE TRUE
+    END AS is_den
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -235,7 +402,40 @@ WITH unit_values_unit_metric_events AS (
         u.first_exposed_at + INTERVAL (m.window_seconds) SECOND
       )
     )
-), unit_values_phased_events AS (
+  WHERE
+    (
+      m.is_num
+      AND CASE m.metric_id
+        WHEN 3
+        THEN (
+          e.properties ->> '$.platform'
+        ) IN ($filter_3_num_1_1, $filter_3_num_1_2)
+        AND CASE
+          WHEN REGEXP_MATCHES((
+            e.properties ->> '$.amount'
+          ), '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$')
+          THEN CAST(e.properties ->> '$.amount' AS DOUBLE)
+        END >= $filter_3_num_2_1
+        ELSE TRUE
+      END
+    )
+    OR (
+      m.is_den
+      AND CASE m.metric_id
+        WHEN 3
+        THEN (
+          e.properties ->> '$.platform'
+        ) IN ($filter_3_den_1_1, $filter_3_den_1_2)
+        AND CASE
+          WHEN REGEXP_MATCHES((
+            e.properties ->> '$.amount'
+          ), '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$')
+          THEN CAST(e.properties ->> '$.amount' AS DOUBLE)
+        END >= $filter_3_den_2_1
+        ELSE TRUE
+      END
+    )
+), phased_events AS (
   SELECT
     unit_id,
     metric_id,
@@ -249,9 +449,16 @@ WITH unit_values_unit_metric_events AS (
         CAST($lookback_days AS INT)
       )) DAY
     ) AS num_pre,
+    is_den
+    AND occurred_at < first_exposed_at
+    AND occurred_at >= (
+      first_exposed_at + INTERVAL (-(
+        CAST($lookback_days AS INT)
+      )) DAY
+    ) AS den_pre,
     is_num AND occurred_at < first_exposed_at AND occurred_at >= $start_at AS num_early
-  FROM unit_values_unit_metric_events AS unit_metric_events
-), unit_values_unit_metric_aggregates AS (
+  FROM unit_metric_events
+), unit_metric_aggregates AS (
   SELECT
     unit_id,
     metric_id,
@@ -280,19 +487,28 @@ WITH unit_values_unit_metric_events AS (
     MAX(value) FILTER(WHERE
       num_pre) AS pre_max,
     COUNT(*) FILTER(WHERE
+      den_pre) AS den_pre_count,
+    SUM(value) FILTER(WHERE
+      den_pre) AS den_pre_sum,
+    AVG(value) FILTER(WHERE
+      den_pre) AS den_pre_mean,
+    MAX(value) FILTER(WHERE
+      den_pre) AS den_pre_max,
+    COUNT(*) FILTER(WHERE
       num_early) AS early_count
-  FROM unit_values_phased_events AS phased_events
+  FROM phased_events
   GROUP BY
     unit_id,
     metric_id
-), unit_values_metric_aggs AS (
+), metric_aggs AS (
   SELECT DISTINCT
     metric_id,
     y_agg,
     x_agg,
-    c_agg
+    c_agg,
+    d_agg
   FROM abflow_metric_events
-), unit_values_unit_metric_values AS (
+), unit_metric_values AS (
   SELECT
     a.unit_id,
     a.metric_id,
@@ -330,37 +546,307 @@ WITH unit_values_unit_metric_events AS (
       WHEN 'max'
       THEN COALESCE(a.pre_max, 0.0)
     END AS c,
+    CASE m.d_agg
+      WHEN 'sum'
+      THEN COALESCE(a.den_pre_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.den_pre_count AS DOUBLE)
+      WHEN 'mean'
+      THEN COALESCE(a.den_pre_mean, 0.0)
+      WHEN 'max'
+      THEN COALESCE(a.den_pre_max, 0.0)
+    END AS d,
     a.early_count > 0 AS contaminated
-  FROM unit_values_unit_metric_aggregates AS a
-  INNER JOIN unit_values_metric_aggs AS m
+  FROM unit_metric_aggregates AS a
+  INNER JOIN metric_aggs AS m
     ON m.metric_id = a.metric_id
-), unit_values AS (
+)
+SELECT
+  *
+FROM unit_metric_values;
+
+-- [5] metric_stats: rows come back to Python
+WITH all_units AS (
   SELECT
-    *
-  FROM unit_values_unit_metric_values AS unit_metric_values
+    COUNT(*) AS units
+  FROM abflow_unit_segments
+  WHERE
+    segment = 'all'
+), metric_nulls AS (
+  SELECT DISTINCT
+    metric_id,
+    metric_key,
+    y_agg IN ('any', 'sum', 'count') AS y_zero,
+    COALESCE(x_agg IN ('sum', 'count'), FALSE) AS x_zero,
+    c_agg IS NOT NULL AS c_zero,
+    COALESCE(d_agg IN ('sum', 'count', 'mean', 'max'), FALSE) AS d_zero
+  FROM abflow_metric_events
+), cap_specs AS (
+  SELECT DISTINCT
+    metric_id,
+    'y' AS variable,
+    num_cap_type AS cap_type,
+    num_cap_lower AS cap_lower,
+    num_cap_upper AS cap_upper,
+    num_cap_ignore_zeros AS ignore_zeros,
+    y_agg IN ('any', 'sum', 'count') AS zero_filled
+  FROM abflow_metric_events
+  WHERE
+    num_cap_type IS NOT NULL
+  UNION ALL
+  SELECT DISTINCT
+    metric_id,
+    'c',
+    num_cap_type,
+    num_cap_lower,
+    num_cap_upper,
+    num_cap_ignore_zeros,
+    y_agg IN ('any', 'sum', 'count')
+  FROM abflow_metric_events
+  WHERE
+    num_cap_type IS NOT NULL AND c_agg IS NOT NULL
+  UNION ALL
+  SELECT DISTINCT
+    metric_id,
+    'x',
+    den_cap_type,
+    den_cap_lower,
+    den_cap_upper,
+    den_cap_ignore_zeros,
+    y_agg IN ('any', 'sum', 'count') AND x_agg IN ('sum', 'count')
+  FROM abflow_metric_events
+  WHERE
+    den_cap_type IS NOT NULL AND x_agg IS NOT NULL
+  UNION ALL
+  SELECT DISTINCT
+    metric_id,
+    'd',
+    den_cap_type,
+    den_cap_lower,
+    den_cap_upper,
+    den_cap_ignore_zeros,
+    y_agg IN ('any', 'sum', 'count')
+  FROM abflow_metric_events
+  WHERE
+    den_cap_type IS NOT NULL AND d_agg IS NOT NULL
+), cap_values AS (
+  SELECT
+    metric_id,
+    variable,
+    v,
+    ignore_zeros,
+    zero_filled
+  FROM (
+    SELECT
+      uv.metric_id,
+      cs.variable,
+      cs.ignore_zeros,
+      cs.zero_filled,
+      CASE cs.variable WHEN 'y' THEN uv.y WHEN 'x' THEN uv.x WHEN 'c' THEN uv.c ELSE uv.d END AS v
+    FROM abflow_unit_values AS uv
+    INNER JOIN cap_specs AS cs
+      ON cs.metric_id = uv.metric_id AND cs.cap_type = 'percentile'
+    WHERE
+      uv.y IS NOT NULL
+  ) AS picked
+  WHERE
+    v IS NOT NULL AND NOT (
+      ignore_zeros AND v = 0.0
+    )
+), value_counts AS (
+  SELECT
+    metric_id,
+    COUNT(*) AS units
+  FROM abflow_unit_values
+  WHERE
+    y IS NOT NULL
+  GROUP BY
+    metric_id
+), ranked_values AS (
+  SELECT
+    cv.metric_id,
+    cv.variable,
+    cv.v,
+    ROW_NUMBER() OVER (PARTITION BY cv.metric_id, cv.variable ORDER BY cv.v) - 1 + CASE WHEN cv.v >= 0.0 THEN iz.zeros ELSE 0 END AS value_rank,
+    COUNT(*) OVER (PARTITION BY cv.metric_id, cv.variable) + iz.zeros AS n
+  FROM cap_values AS cv
+  INNER JOIN (
+    SELECT
+      cs.metric_id,
+      cs.variable,
+      CASE
+        WHEN cs.zero_filled AND NOT cs.ignore_zeros
+        THEN au.units - COALESCE(vc.units, 0)
+        ELSE 0
+      END AS zeros
+    FROM cap_specs AS cs
+    CROSS JOIN all_units AS au
+    LEFT JOIN value_counts AS vc
+      ON vc.metric_id = cs.metric_id
+  ) AS iz
+    ON iz.metric_id = cv.metric_id AND iz.variable = cv.variable
+), positioned AS (
+  SELECT
+    metric_id,
+    variable,
+    v,
+    value_rank,
+    FLOOR(cs_lower * (
+      CAST(n AS DOUBLE) - 1.0
+    )) AS lower_k,
+    cs_lower * (
+      CAST(n AS DOUBLE) - 1.0
+    ) - FLOOR(cs_lower * (
+      CAST(n AS DOUBLE) - 1.0
+    )) AS lower_frac,
+    FLOOR(cs_upper * (
+      CAST(n AS DOUBLE) - 1.0
+    )) AS upper_k,
+    cs_upper * (
+      CAST(n AS DOUBLE) - 1.0
+    ) - FLOOR(cs_upper * (
+      CAST(n AS DOUBLE) - 1.0
+    )) AS upper_frac
+  FROM (
+    SELECT
+      rv.*,
+      cs.cap_lower AS cs_lower,
+      cs.cap_upper AS cs_upper
+    FROM ranked_values AS rv
+    INNER JOIN cap_specs AS cs
+      ON cs.metric_id = rv.metric_id AND cs.variable = rv.variable
+  ) AS with_spec
+), percentile_caps AS (
+  SELECT
+    metric_id,
+    variable,
+    COALESCE(MAX(CASE WHEN value_rank = lower_k THEN v END), 0.0) + MAX(lower_frac) * (
+      COALESCE(MAX(CASE WHEN value_rank = lower_k + 1 THEN v END), 0.0) - COALESCE(MAX(CASE WHEN value_rank = lower_k THEN v END), 0.0)
+    ) AS pct_lower,
+    COALESCE(MAX(CASE WHEN value_rank = upper_k THEN v END), 0.0) + MAX(upper_frac) * (
+      COALESCE(MAX(CASE WHEN value_rank = upper_k + 1 THEN v END), 0.0) - COALESCE(MAX(CASE WHEN value_rank = upper_k THEN v END), 0.0)
+    ) AS pct_upper
+  FROM positioned
+  GROUP BY
+    metric_id,
+    variable
+), variable_caps AS (
+  SELECT
+    cs.metric_id,
+    cs.variable,
+    CASE
+      WHEN cs.cap_type = 'absolute'
+      THEN cs.cap_lower
+      WHEN cs.cap_lower IS NOT NULL
+      THEN pc.pct_lower
+    END AS cap_lower,
+    CASE
+      WHEN cs.cap_type = 'absolute'
+      THEN cs.cap_upper
+      WHEN cs.cap_upper IS NOT NULL
+      THEN pc.pct_upper
+    END AS cap_upper
+  FROM cap_specs AS cs
+  LEFT JOIN percentile_caps AS pc
+    ON pc.metric_id = cs.metric_id AND pc.variable = cs.variable
+), metric_versions AS (
+  SELECT
+    metric_id,
+    FALSE AS capped,
+    CAST(NULL AS DOUBLE) AS y_lower,
+    CAST(NULL AS DOUBLE) AS y_upper,
+    CAST(NULL AS DOUBLE) AS x_lower,
+    CAST(NULL AS DOUBLE) AS x_upper,
+    CAST(NULL AS DOUBLE) AS c_lower,
+    CAST(NULL AS DOUBLE) AS c_upper,
+    CAST(NULL AS DOUBLE) AS d_lower,
+    CAST(NULL AS DOUBLE) AS d_upper
+  FROM metric_nulls
+  UNION ALL
+  SELECT
+    metric_id,
+    TRUE,
+    MAX(CASE WHEN variable = 'y' THEN cap_lower END),
+    MAX(CASE WHEN variable = 'y' THEN cap_upper END),
+    MAX(CASE WHEN variable = 'x' THEN cap_lower END),
+    MAX(CASE WHEN variable = 'x' THEN cap_upper END),
+    MAX(CASE WHEN variable = 'c' THEN cap_lower END),
+    MAX(CASE WHEN variable = 'c' THEN cap_upper END),
+    MAX(CASE WHEN variable = 'd' THEN cap_lower END),
+    MAX(CASE WHEN variable = 'd' THEN cap_upper END)
+  FROM variable_caps
+  GROUP BY
+    metric_id
+), version_values AS (
+  SELECT
+    uv.unit_id,
+    uv.metric_id,
+    mv.capped,
+    CASE
+      WHEN uv.y > mv.y_upper
+      THEN mv.y_upper
+      WHEN uv.y < mv.y_lower
+      THEN mv.y_lower
+      ELSE uv.y
+    END AS y,
+    CASE
+      WHEN uv.x > mv.x_upper
+      THEN mv.x_upper
+      WHEN uv.x < mv.x_lower
+      THEN mv.x_lower
+      ELSE uv.x
+    END AS x,
+    CASE
+      WHEN uv.c > mv.c_upper
+      THEN mv.c_upper
+      WHEN uv.c < mv.c_lower
+      THEN mv.c_lower
+      ELSE uv.c
+    END AS c,
+    CASE
+      WHEN uv.d > mv.d_upper
+      THEN mv.d_upper
+      WHEN uv.d < mv.d_lower
+      THEN mv.d_lower
+      ELSE uv.d
+    END AS d,
+    uv.contaminated
+  FROM abflow_unit_values AS uv
+  INNER JOIN metric_versions AS mv
+    ON mv.metric_id = uv.metric_id
 ), value_sums AS (
   SELECT
-    uv.metric_id,
+    vv.metric_id,
+    vv.capped,
     us.variant_key,
     us.segment,
-    COUNT(uv.y) AS units,
-    SUM(uv.y) AS sum,
-    SUM(uv.y * uv.y) AS sum_squares,
-    SUM(uv.x) AS denominator_sum,
-    SUM(uv.x * uv.x) AS denominator_sum_squares,
-    SUM(uv.x * uv.y) AS sum_products,
-    SUM(uv.c) FILTER(WHERE
-      uv.y IS NOT NULL) AS covariate_sum,
-    SUM(uv.c * uv.c) FILTER(WHERE
-      uv.y IS NOT NULL) AS covariate_sum_squares,
-    SUM(uv.c * uv.y) AS covariate_sum_products,
+    COUNT(vv.y) AS units,
+    SUM(vv.y) AS sum,
+    SUM(vv.y * vv.y) AS sum_squares,
+    SUM(vv.x) AS denominator_sum,
+    SUM(vv.x * vv.x) AS denominator_sum_squares,
+    SUM(vv.x * vv.y) AS sum_products,
+    SUM(vv.c) FILTER(WHERE
+      vv.y IS NOT NULL) AS covariate_sum,
+    SUM(vv.c * vv.c) FILTER(WHERE
+      vv.y IS NOT NULL) AS covariate_sum_squares,
+    SUM(vv.c * vv.y) AS covariate_sum_products,
+    SUM(vv.d) FILTER(WHERE
+      vv.y IS NOT NULL) AS denominator_covariate_sum,
+    SUM(vv.d * vv.d) FILTER(WHERE
+      vv.y IS NOT NULL) AS denominator_covariate_sum_squares,
+    SUM(vv.d * vv.x) AS denominator_covariate_sum_products,
+    SUM(vv.c * vv.d) AS covariate_cross_sum_products,
+    SUM(vv.y * vv.d) AS numerator_denominator_covariate_sum_products,
+    SUM(vv.c * vv.x) AS covariate_denominator_sum_products,
     COUNT(*) FILTER(WHERE
-      uv.contaminated) AS contaminated_units
-  FROM unit_values AS uv
+      vv.contaminated) AS contaminated_units
+  FROM version_values AS vv
   INNER JOIN abflow_unit_segments AS us
-    ON us.unit_id = uv.unit_id
+    ON us.unit_id = vv.unit_id
   GROUP BY
-    uv.metric_id,
+    vv.metric_id,
+    vv.capped,
     us.variant_key,
     us.segment
 ), exposed AS (
@@ -372,36 +858,120 @@ WITH unit_values_unit_metric_events AS (
   GROUP BY
     variant_key,
     segment
-), metric_nulls AS (
-  SELECT DISTINCT
-    metric_id,
-    metric_key,
-    y_agg IN ('any', 'sum', 'count') AS y_zero,
-    COALESCE(x_agg IN ('sum', 'count'), FALSE) AS x_zero,
-    c_agg IS NOT NULL AS c_zero
-  FROM abflow_metric_events
-), final AS (
+), versions AS (
   SELECT
+    mv.*,
     m.metric_key,
+    m.y_zero,
+    m.x_zero,
+    m.c_zero,
+    m.d_zero,
+    m.y_zero AND m.x_zero AND m.c_zero AND m.d_zero AS all_zero,
+    CASE
+      WHEN 0.0 > mv.y_upper
+      THEN mv.y_upper
+      WHEN 0.0 < mv.y_lower
+      THEN mv.y_lower
+      ELSE 0.0
+    END AS zy,
+    CASE
+      WHEN 0.0 > mv.x_upper
+      THEN mv.x_upper
+      WHEN 0.0 < mv.x_lower
+      THEN mv.x_lower
+      ELSE 0.0
+    END AS zx,
+    CASE
+      WHEN 0.0 > mv.c_upper
+      THEN mv.c_upper
+      WHEN 0.0 < mv.c_lower
+      THEN mv.c_lower
+      ELSE 0.0
+    END AS zc,
+    CASE
+      WHEN 0.0 > mv.d_upper
+      THEN mv.d_upper
+      WHEN 0.0 < mv.d_lower
+      THEN mv.d_lower
+      ELSE 0.0
+    END AS zd
+  FROM metric_versions AS mv
+  INNER JOIN metric_nulls AS m
+    ON m.metric_id = mv.metric_id
+), joined AS (
+  SELECT
+    v.*,
     ex.variant_key,
     ex.segment,
     ex.exposed_units,
-    CASE WHEN m.y_zero THEN ex.exposed_units ELSE COALESCE(vs.units, 0) END AS units,
-    COALESCE(vs.sum, 0.0) AS sum,
-    COALESCE(vs.sum_squares, 0.0) AS sum_squares,
-    COALESCE(vs.denominator_sum, CASE WHEN m.x_zero THEN 0.0 END) AS denominator_sum,
-    COALESCE(vs.denominator_sum_squares, CASE WHEN m.x_zero THEN 0.0 END) AS denominator_sum_squares,
-    COALESCE(vs.sum_products, CASE WHEN m.x_zero AND m.y_zero THEN 0.0 END) AS sum_products,
-    COALESCE(vs.covariate_sum, CASE WHEN m.c_zero AND m.y_zero THEN 0.0 END) AS covariate_sum,
-    COALESCE(vs.covariate_sum_squares, CASE WHEN m.c_zero AND m.y_zero THEN 0.0 END) AS covariate_sum_squares,
-    COALESCE(vs.covariate_sum_products, CASE WHEN m.c_zero AND m.y_zero THEN 0.0 END) AS covariate_sum_products,
-    COALESCE(vs.contaminated_units, 0) AS contaminated_units
+    vs.units AS value_units,
+    vs.sum AS s_y,
+    vs.sum_squares AS s_yy,
+    vs.denominator_sum AS s_x,
+    vs.denominator_sum_squares AS s_xx,
+    vs.sum_products AS s_xy,
+    vs.covariate_sum AS s_c,
+    vs.covariate_sum_squares AS s_cc,
+    vs.covariate_sum_products AS s_cy,
+    vs.denominator_covariate_sum AS s_d,
+    vs.denominator_covariate_sum_squares AS s_dd,
+    vs.denominator_covariate_sum_products AS s_dx,
+    vs.covariate_cross_sum_products AS s_cd,
+    vs.numerator_denominator_covariate_sum_products AS s_yd,
+    vs.covariate_denominator_sum_products AS s_cx,
+    COALESCE(vs.contaminated_units, 0) AS contaminated_units,
+    CAST(CASE WHEN v.y_zero THEN ex.exposed_units - COALESCE(vs.units, 0) ELSE 0 END AS DOUBLE) AS missing
   FROM exposed AS ex
-  CROSS JOIN metric_nulls AS m
+  CROSS JOIN versions AS v
   LEFT JOIN value_sums AS vs
-    ON vs.metric_id = m.metric_id
+    ON vs.metric_id = v.metric_id
+    AND vs.capped = v.capped
     AND vs.variant_key = ex.variant_key
     AND vs.segment = ex.segment
+), final AS (
+  SELECT
+    metric_key,
+    variant_key,
+    segment,
+    capped,
+    exposed_units,
+    CASE WHEN y_zero THEN exposed_units ELSE COALESCE(value_units, 0) END AS units,
+    COALESCE(s_y, 0.0) + missing * zy AS sum,
+    COALESCE(s_yy, 0.0) + missing * zy * zy AS sum_squares,
+    CASE WHEN x_zero THEN COALESCE(s_x, 0.0) + missing * zx ELSE s_x END AS denominator_sum,
+    CASE WHEN x_zero THEN COALESCE(s_xx, 0.0) + missing * zx * zx ELSE s_xx END AS denominator_sum_squares,
+    CASE
+      WHEN x_zero AND y_zero
+      THEN COALESCE(s_xy, 0.0) + missing * zx * zy
+      ELSE s_xy
+    END AS sum_products,
+    CASE WHEN c_zero AND y_zero THEN COALESCE(s_c, 0.0) + missing * zc ELSE s_c END AS covariate_sum,
+    CASE
+      WHEN c_zero AND y_zero
+      THEN COALESCE(s_cc, 0.0) + missing * zc * zc
+      ELSE s_cc
+    END AS covariate_sum_squares,
+    CASE
+      WHEN c_zero AND y_zero
+      THEN COALESCE(s_cy, 0.0) + missing * zc * zy
+      ELSE s_cy
+    END AS covariate_sum_products,
+    CASE WHEN all_zero THEN COALESCE(s_d, 0.0) + missing * zd ELSE s_d END AS denominator_covariate_sum,
+    CASE WHEN all_zero THEN COALESCE(s_dd, 0.0) + missing * zd * zd ELSE s_dd END AS denominator_covariate_sum_squares,
+    CASE WHEN all_zero THEN COALESCE(s_dx, 0.0) + missing * zd * zx ELSE s_dx END AS denominator_covariate_sum_products,
+    CASE WHEN all_zero THEN COALESCE(s_cd, 0.0) + missing * zc * zd ELSE s_cd END AS covariate_cross_sum_products,
+    CASE WHEN all_zero THEN COALESCE(s_yd, 0.0) + missing * zy * zd ELSE s_yd END AS numerator_denominator_covariate_sum_products,
+    CASE WHEN all_zero THEN COALESCE(s_cx, 0.0) + missing * zc * zx ELSE s_cx END AS covariate_denominator_sum_products,
+    contaminated_units,
+    y_lower AS cap_lower,
+    y_upper AS cap_upper,
+    x_lower AS denominator_cap_lower,
+    x_upper AS denominator_cap_upper,
+    c_lower AS covariate_cap_lower,
+    c_upper AS covariate_cap_upper,
+    d_lower AS denominator_covariate_cap_lower,
+    d_upper AS denominator_covariate_cap_upper
+  FROM joined
 )
 SELECT
   *
@@ -409,9 +979,10 @@ FROM final
 ORDER BY
   metric_key,
   variant_key,
-  segment;
+  segment,
+  capped;
 
--- [5] exposure_summary: rows come back to Python
+-- [6] exposure_summary: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   experiment_key = 'checkout_button'
@@ -480,7 +1051,7 @@ ORDER BY
 -- == 2. data-quality checks ==
 -- The suites of expectations/*.json as SQL (Great Expectations has no datasource here).
 
--- [6] check_assignments: rows come back to Python
+-- [7] check_assignments: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   e5_set_0 = 'control'
@@ -544,7 +1115,7 @@ SELECT
     )) AS e7_bad
 FROM asset;
 
--- [7] check_events: rows come back to Python
+-- [8] check_events: rows come back to Python
 -- parameters:
 --   e3_max = '(the wall-clock time of the run)'
 --   e4_cond_0 = 'page_load'
@@ -634,7 +1205,7 @@ SELECT
     NOT duplicate_of IS NULL) AS e6_bad
 FROM asset;
 
--- [8] check_variant_stats: rows come back to Python
+-- [9] check_variant_stats: rows come back to Python
 -- parameters:
 --   e0_want_0 = 'control'
 --   e0_want_1 = 'green'
