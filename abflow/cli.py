@@ -27,6 +27,33 @@ app = typer.Typer(
     help="Warehouse-native A/B test analysis on Prefect.",
 )
 experiments_app = typer.Typer(no_args_is_help=True, help="Manage experiment definitions.")
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from abflow import __version__
+
+    try:
+        prefect = version("prefect")  # the metadata only: importing Prefect takes a second
+    except PackageNotFoundError:
+        prefect = "not installed"
+    py = ".".join(str(n) for n in sys.version_info[:3])
+    sys.stdout.write(f"abflow {__version__} (prefect {prefect}, python {py})\n")
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print abflow's version (and Prefect's and Python's) and exit.",
+    ),
+) -> None:
+    """Warehouse-native A/B test analysis on Prefect."""
+
 app.add_typer(experiments_app, name="experiments")
 # Pipes and `make` get no terminal width; results tables need room, so never go below 150.
 # markup=False: experiment names, keys, variants and messages come from users and the warehouse;

@@ -27,7 +27,7 @@ import pandas as pd
 from sqlalchemy import create_engine, text
 
 from abflow.definitions import Experiment, load_experiment_file
-from abflow.demo_data import generate_demo_data
+from abflow.demo_data import DEMO_EXPERIMENTS_DIR, generate_demo_data
 from abflow.settings import normalize_database_url
 from abflow.warehouse import plan
 from abflow.warehouse.dialects import Statement
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--database-url", help="PostgreSQL URL; default: embedded server")
     args = parser.parse_args()
-    experiment = load_experiment_file(ROOT / "experiments" / "checkout_button.yaml")
+    experiment = load_experiment_file(DEMO_EXPERIMENTS_DIR / "checkout_button.yaml")
     assignments, events = generate_demo_data([experiment], as_of=AS_OF, scale=args.scale)
     size = f"{len(assignments):,} exposures, {len(events):,} events"
     print(f"checkout_button x{args.scale:g}: {size}")
