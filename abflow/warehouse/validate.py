@@ -67,9 +67,7 @@ def validate_postgres(
     if events_from is not None:  # an incremental run validated the events its refresh reads
         since = {"events_from": events_from.isoformat()}
         outcomes = [
-            replace(o, details={**o.details, **since})
-            if o.check_name.startswith("gx_events_")
-            else o
+            replace(o, details={**o.details, **since}) if o.check_name.startswith(_EVENTS) else o
             for o in outcomes
         ]
     if not failed:
@@ -91,11 +89,7 @@ def validate_postgres(
 
 def _noted(outcome: CheckOutcome, sample: list[Any] | None) -> CheckOutcome:
     details = {**outcome.details, "note": NOTE}
-    if (
-        sample is not None
-        and "sample" in details
-        and outcome.details.get("expectation") in (_SAMPLED)
-    ):
+    if sample is not None and "sample" in details and details.get("expectation") in _SAMPLED:
         details["sample"] = sample
     return replace(outcome, details=details)
 
