@@ -69,7 +69,10 @@ def test_analyze_is_scheduled_daily_with_a_weekly_full_refresh() -> None:
 def test_prefect_loads_every_entrypoint_from_the_project_root(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """As `prefect deploy` and a worker load them: execute the file named by the entrypoint."""
+    """As `prefect deploy` and a worker load them: execute the file named by the entrypoint.
+
+    The project's flows/*.py only import from the package: the flow loaded is the wheel's.
+    """
     from prefect.flows import load_flow_from_entrypoint
 
     monkeypatch.chdir(repo_root())
@@ -78,7 +81,8 @@ def test_prefect_loads_every_entrypoint_from_the_project_root(
         assert (repo_root() / path).is_file()
         # No placeholder: an import error in the file must fail here, not hide behind an AST parse.
         loaded = load_flow_from_entrypoint(d["entrypoint"], use_placeholder_flow=False)
-        assert loaded.name == _flow(d["entrypoint"]).name, d["entrypoint"]
+        assert loaded is _flow(d["entrypoint"]), d["entrypoint"]
+        assert loaded.fn.__module__.startswith("abflow.flows."), d["entrypoint"]
 
 
 def test_module_entrypoints_need_no_checkout() -> None:

@@ -1,0 +1,1 @@
+"""Thin modules over `abflow.tasks` (the tasks ship in the wheel as `abflow.tasks`)."""
