@@ -205,8 +205,8 @@ def _analyze(
     assignments: str = "assignments",
     events: str = "events",
 ) -> Run:
-    """What abflow.flows.analyze does for one experiment, without Prefect: extract, the suites (as SQL
-    with samples of what failed, the default on PostgreSQL), assemble, write."""
+    """What abflow.flows.analyze does for one experiment, without Prefect: extract, the suites
+    (as SQL with samples of what failed, the default on PostgreSQL), assemble, write."""
     with engine.connect() as conn:
         before = readback.previous_units(conn, e.key, as_of)
     with engine.connect() as conn, conn.begin():
