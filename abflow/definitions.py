@@ -212,6 +212,8 @@ class Metric(_Frozen):
                 object.__setattr__(self, "level", "unit")
             if self.level == "event" and self.value is not None:
                 raise ValueError("level: event takes each event's value; drop 'value'")
+            if self.capping is not None:
+                raise ValueError("quantile metrics take no 'capping' (quantiles resist outliers)")
             if self.value is None:
                 # unit level: the unit's mean event value; event level: per-unit mean as context
                 object.__setattr__(self, "value", "mean")

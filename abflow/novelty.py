@@ -55,7 +55,9 @@ def cohort_lifts(
     """Relative lift per metric, treatment and cohort (Welch t, fixed horizon, 95%)."""
     by_key: dict[tuple[str, str], dict[str, SufficientStats]] = defaultdict(dict)
     for s in cohort_stats:
-        by_key[(s.metric_key, s.segment.removeprefix(COHORT_PREFIX))][s.variant_key] = s
+        # uncapped: percentile caps are taken over the analysed units, not over cohorts
+        raw = s.uncapped if s.uncapped is not None else s
+        by_key[(s.metric_key, s.segment.removeprefix(COHORT_PREFIX))][s.variant_key] = raw
     control = experiment.control.key
     out: list[CohortLift] = []
     for metric in experiment.metrics:

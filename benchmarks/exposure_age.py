@@ -43,12 +43,12 @@ SCHEMA = "bench_exposure_age"
 def statements(experiment: Experiment) -> dict[str, Statement]:
     """The timed statements (fresh copies: binding mutates them)."""
     values = plan.analysis_values(experiment, AS_OF)
-    grouped = plan.metric_stats_statement(values)
+    grouped = plan.metric_stats_statement(values, experiment)
     grouped.params["by_exposure_age"] = 1
     return {
-        "metric_stats": plan.metric_stats_statement(values),
+        "metric_stats": plan.metric_stats_statement(values, experiment),
         "grouped_by_cohort": grouped,
-        "exposure_age_stats": plan.exposure_age_statement(values),
+        "exposure_age_stats": plan.exposure_age_statement(experiment, values),
         "metric_quantiles": plan.quantile_statement(experiment, values),
     }
 

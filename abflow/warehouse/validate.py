@@ -26,7 +26,7 @@ from abflow.warehouse.engines import PostgresExecutor
 from abflow.warehouse.extract import default_sources
 
 _EVENTS = "gx_events_"
-NOTE = "validated in SQL (the suites of expectations/, evaluated without GX)"
+VALIDATED_BY = "sql"  # the suites of expectations/ evaluated in SQL, not through GX
 _SAMPLED = frozenset(
     {
         "expect_column_values_to_not_be_null",
@@ -67,9 +67,7 @@ def validate_postgres(
     if events_from is not None:  # an incremental run validated the events its refresh reads
         since = {"events_from": events_from.isoformat()}
         outcomes = [
-            replace(o, details={**o.details, **since})
-            if o.check_name.startswith("gx_events_")
-            else o
+            replace(o, details={**o.details, **since}) if o.check_name.startswith(_EVENTS) else o
             for o in outcomes
         ]
     if not failed:
@@ -90,12 +88,11 @@ def validate_postgres(
 
 
 def _noted(outcome: CheckOutcome, sample: list[Any] | None) -> CheckOutcome:
-    details = {**outcome.details, "note": NOTE}
-    if (
-        sample is not None
-        and "sample" in details
-        and outcome.details.get("expectation") in (_SAMPLED)
-    ):
+    # No "note": a failed check's note is quoted in the recommendation's rationale, and this one
+    # says nothing about the data (the GX path has none either).
+    details = {k: v for k, v in outcome.details.items() if k != "note"}
+    details["validated_by"] = VALIDATED_BY
+    if sample is not None and "sample" in details and details.get("expectation") in _SAMPLED:
         details["sample"] = sample
     return replace(outcome, details=details)
 

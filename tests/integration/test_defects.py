@@ -30,7 +30,7 @@ from abflow.settings import Settings
 from abflow.warehouse import extract, readback, writer
 from abflow.warehouse.experiments_repo import upsert_experiments
 from abflow.warehouse.promotion import PromotionRefused, apply_run_outcome, promote
-from abflow.warehouse.quality import run_expectations
+from abflow.warehouse.validate import validate_postgres
 
 AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
 START = "2026-11-01T00:00:00Z"
@@ -205,18 +205,20 @@ def _analyze(
     assignments: str = "assignments",
     events: str = "events",
 ) -> Run:
-    """What abflow.flows.analyze does for one experiment without Prefect: extract, GX, write."""
+    """What abflow.flows.analyze does for one experiment, without Prefect: extract, the suites
+    (as SQL with samples of what failed, the default on PostgreSQL), assemble, write."""
     with engine.connect() as conn:
         before = readback.previous_units(conn, e.key, as_of)
-    quality = run_expectations(
-        pg_url,
-        settings.schema_name,
-        e,
-        as_of,
-        assignments_source=assignments,
-        events_source=events,
-        previous_units=before,
-    )
+    with engine.connect() as conn, conn.begin():
+        quality = validate_postgres(
+            conn,
+            settings.schema_name,
+            e,
+            as_of,
+            assignments_source=assignments,
+            events_source=events,
+            previous_units=before,
+        )
     result = _assemble(engine, e, quality, as_of=as_of, assignments=assignments, events=events)
     promotion = _write_and_promote(engine, result, e)
     with engine.connect() as conn:

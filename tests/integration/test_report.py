@@ -308,9 +308,9 @@ def test_quantiles_and_exposure_age_in_the_report_and_tables(
             ),
             {"r": latest["run"]["run_id"]},
         ).all()
-    # 5 non-quantile metrics x 1 treatment x 3 cohorts (20 days: no unit is 21 days old yet),
-    # once: the rerun replaced the rows
-    assert tuple(counts) == (15, 15)
+    # 6 non-quantile metrics (app_revenue came with the metric options) x 1 treatment x 3
+    # cohorts (20 days: no unit is 21 days old yet), once: the rerun replaced the rows
+    assert tuple(counts) == (18, 18)
     assert len(quantile) == 2
     for mean, lower, upper, n in quantile:
         assert lower < mean < upper and n > 6000
@@ -320,7 +320,7 @@ def test_quantiles_and_exposure_age_in_the_report_and_tables(
     assert not novelty["passed"] and "sessions" in novelty["details"]["note"]
     out = render_report(experiment, latest, history)
     assert "Lift by days since first exposure" in out
-    assert out.count('<svg class="cohorts"') == 5
+    assert out.count('<svg class="cohorts"') == 6  # one chart per non-quantile metric
     assert "days 7-13" in out and "days 21+" in out
     assert "novelty_effect" in out and "a novelty effect" in out
     assert "p90 over per-unit mean" in out

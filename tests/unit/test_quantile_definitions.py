@@ -55,6 +55,11 @@ def test_defaults() -> None:
             "level: event takes each event's value",
         ),
         ({"kind": "mean", "event": "load", "quantile": 0.9}, "apply to kind: quantile only"),
+        (
+            {"kind": "quantile", "quantile": 0.9, "event": "load",
+             "capping": {"type": "absolute", "upper": 100}},
+            "quantile metrics take no 'capping'",
+        ),
     ],
 )
 def test_errors_name_the_field(metric: dict, message: str) -> None:
