@@ -8,18 +8,20 @@ export UV_COMPILE_BYTECODE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: demo test install install-dev lint typecheck bench bench-engines bench-web screenshots web clean
+.PHONY: demo test test-suite check-dist test-lowest dist install install-dev lint typecheck bench \
+	bench-engines bench-web screenshots web clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --compile-bytecode
+	$(UV) sync --frozen --compile-bytecode --extra web
 	touch $@
 
+# Every extra: the suite imports each one (tests/unit/test_extras.py) and runs DuckDB and Spark.
 $(VENV)/.installed-dev: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --compile-bytecode --extra dev
+	$(UV) sync --frozen --compile-bytecode --all-extras
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -29,8 +31,24 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(VENV)/bin/abflow demo
 
-test: install-dev
+# The whole suite, then the wheel as users install it and the lowest declared versions.
+test: test-suite check-dist test-lowest
+
+test-suite: install-dev
 	$(VENV)/bin/pytest -n 2
+
+# dist/abflow-<version>-py3-none-any.whl and dist/abflow-<version>.tar.gz
+dist: $(UV)
+	rm -rf dist
+	$(UV) build --out-dir dist
+
+# Build, pip install into fresh venvs (one with an older Prefect), pip check, --version, demo.
+check-dist: install-dev
+	.ci/dist-check
+
+# uv sync --resolution lowest-direct in a temporary copy: unit tests and one flow run.
+test-lowest: install-dev
+	.ci/lowest-direct
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
@@ -55,4 +73,4 @@ bench-engines: install-dev
 	$(VENV)/bin/python -m benchmarks.engines --sizes 1000000 --repeat 3 --e2e
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .abflow/pgdata
+	rm -rf $(VENV) $(TOOLS) .abflow/pgdata dist

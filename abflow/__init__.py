@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+try:
+    # The one place the version lives is pyproject.toml; installed metadata carries it here.
+    __version__ = version("abflow")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def decide(definition: Any, stats: Any, days_since_start: float) -> Any:
@@ -13,4 +20,4 @@ def decide(definition: Any, stats: Any, days_since_start: float) -> Any:
     return _decide(definition, stats, days_since_start)
 
 
-__all__ = ["decide"]
+__all__ = ["__version__", "decide"]

@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 from uuid import UUID
 
 from abflow import stats as st
@@ -28,6 +28,7 @@ StatsObject = (
     | st.RatioStats
     | st.RegressionAdjustedStats
     | st.RegressionAdjustedRatioStats
+    | st.QuantileStats
 )
 
 
@@ -49,13 +50,16 @@ class Comparison:
     alternative: Alternative = "two-sided"
 
 
+QUANTILE_METHODS = {"unit": "quantile_order_stats", "event": "quantile_order_stats_clustered"}
+
+
 def _finite(x: float | None, default: float = 0.0) -> float:
     return default if x is None or not math.isfinite(x) else float(x)
 
 
 def to_stats(
     metric: Metric, s: SufficientStats
-) -> st.MeanStats | st.ProportionStats | st.RatioStats:
+) -> st.MeanStats | st.ProportionStats | st.RatioStats | st.QuantileStats:
     """Build the stats-engine input for one variant from its warehouse sufficient statistics."""
     if metric.kind == "proportion":
         return st.ProportionStats(n=s.units, sum=s.sum)
@@ -68,7 +72,29 @@ def to_stats(
             d_sum_squares=s.denominator_sum_squares or 0.0,
             m_d_sum_of_products=s.sum_products or 0.0,
         )
+    if metric.kind == "quantile":
+        return quantile_stats(metric, s)
     return st.MeanStats(n=s.units, sum=s.sum, sum_squares=s.sum_squares)
+
+
+def quantile_stats(metric: Metric, s: SufficientStats) -> st.QuantileStats:
+    """The arm's quantile statistic from its order statistics (Yao, Li & Lu 2024; gbstats)."""
+    if not s.quantile_n or s.quantile is None:
+        return st.QuantileStats(n=0, nu=float(metric.quantile or 0.5), quantile=0, lower=0, upper=0)
+    return st.QuantileStats(
+        n=s.quantile_n,
+        nu=float(metric.quantile or 0.5),
+        quantile=s.quantile,
+        lower=_finite(s.quantile_lower, s.quantile),
+        upper=_finite(s.quantile_upper, s.quantile),
+        # over events: clustered by unit (gbstats QuantileClusteredStatistic)
+        n_clusters=s.n_clusters if metric.level == "event" else None,
+        below_sum=_finite(s.below_sum),
+        below_sum_squares=_finite(s.below_sum_squares),
+        events_sum=_finite(s.events_sum),
+        events_sum_squares=_finite(s.events_sum_squares),
+        below_events_sum_products=_finite(s.below_events_sum_products),
+    )
 
 
 def variant_stat_row(
@@ -100,8 +126,10 @@ _STATS_FIELDS = frozenset(f.name for f in fields(SufficientStats)) - {"uncapped"
 def _mean_variance(metric: Metric, s: SufficientStats) -> tuple[float | None, float | None]:
     obj = to_stats(metric, s)
     ok = s.units > 0 and not (metric.kind == "ratio" and not s.denominator_sum)
+    if metric.kind == "quantile":
+        ok = obj.n > 0
     mean = _finite(obj.mean) if ok else None
-    variance = _finite(obj.variance) if ok and s.units > 1 else None
+    variance = _finite(obj.variance) if ok and obj.n > 1 else None
     return mean, variance
 
 
@@ -163,6 +191,8 @@ def _cuped_inputs(
         return None, None
     if metric.kind == "ratio":
         return _ratio_cuped_inputs(arms)
+    if metric.kind == "quantile":
+        return None, None  # the method column names the quantile estimator instead
     rows = list(arms.values())
     if any(r.covariate_sum is None for r in rows):
         return None, "cuped_no_covariate"
@@ -282,10 +312,11 @@ def period_arms(
     experiment: Experiment, metric: Metric, period_stats: list[SufficientStats]
 ) -> list[dict[str, st.MeanStats | st.ProportionStats | st.RatioStats]] | None:
     """A bandit's per-period arm statistics of one metric; None for fixed allocation."""
-    if experiment.allocation != "bandit" or not period_stats:
-        return None
+    if experiment.allocation != "bandit" or not period_stats or metric.kind == "quantile":
+        return None  # quantiles: order statistics of periods do not combine; pooled instead
     per_period = [
-        {k: to_stats(metric, r) for k, r in arms.items()}
+        {k: cast(st.MeanStats | st.ProportionStats | st.RatioStats, to_stats(metric, r))
+         for k, r in arms.items()}
         for _, arms in by_period(period_stats, metric.key)
     ]
     return per_period or None
@@ -367,8 +398,11 @@ def build_insights(
     rows = _adjusted_rows(run_id, experiment, as_of, pairs)
     if days and days > 0:
         kinds = {m.key: m.kind for m in experiment.metrics}
+        # a difference of quantiles does not scale with volume: no impact for quantile metrics
         rows = [
-            _with_impact(
+            r
+            if kinds[r.metric_key] == "quantile"
+            else _with_impact(
                 r, grouped[(r.metric_key, r.segment)], days, kinds[r.metric_key] == "ratio"
             )
             for r in rows
@@ -457,7 +491,11 @@ def _adjusted_rows(
         row = replace(row, significant=_significant(experiment, row, level))
         if p.uncapped:
             row = replace(row, **p.uncapped)  # type: ignore[arg-type]
-        if p.cuped_note and row.error is None and p.segment == "all":
+        if p.metric.kind == "quantile":
+            # name the estimator: order-statistic bounds (Yao, Li & Lu 2024), clustered by unit
+            # over events (Deng, Knoblich & Lu 2018), as gbstats Quantile(Clustered)Statistic
+            row = replace(row, method=f"{row.method}({QUANTILE_METHODS[p.metric.level or 'unit']})")
+        elif p.cuped_note and row.error is None and p.segment == "all":
             # Recorded, not fatal: the comparison itself is the unadjusted one.
             row = replace(row, method=f"{row.method}({p.cuped_note})")
         rows.append(row)

@@ -27,6 +27,33 @@ app = typer.Typer(
     help="Warehouse-native A/B test analysis on Prefect.",
 )
 experiments_app = typer.Typer(no_args_is_help=True, help="Manage experiment definitions.")
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from abflow import __version__
+
+    try:
+        prefect = version("prefect")  # the metadata only: importing Prefect takes a second
+    except PackageNotFoundError:
+        prefect = "not installed"
+    py = ".".join(str(n) for n in sys.version_info[:3])
+    sys.stdout.write(f"abflow {__version__} (prefect {prefect}, python {py})\n")
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print abflow's version (and Prefect's and Python's) and exit.",
+    ),
+) -> None:
+    """Warehouse-native A/B test analysis on Prefect."""
+
 app.add_typer(experiments_app, name="experiments")
 # Pipes and `make` get no terminal width; results tables need room, so never go below 150.
 # markup=False: experiment names, keys, variants and messages come from users and the warehouse;
@@ -382,7 +409,7 @@ def run(
     with _flow_process() as ready:
 
         def go() -> list[dict[str, Any]]:
-            from flows.analyze import analyze_experiments
+            from abflow.flows.analyze import analyze_experiments
 
             ready()
             with _progress(quiet or as_json, "analysing"):
@@ -420,7 +447,7 @@ def backfill(
     with _flow_process() as ready:
 
         def go() -> list[dict[str, Any]]:
-            from flows.backfill import backfill_experiments
+            from abflow.flows.backfill import backfill_experiments
 
             ready()
             with _progress(quiet or as_json, "backfilling", total=(d1 - d0).days + 1):
@@ -624,7 +651,7 @@ def validate(
             for key, msg in sorted(broken.items()):
                 failures += 1
                 console.print(Text(f"{key}: invalid stored definition: {msg}", style="red"))
-            from tasks import engines as elsewhere
+            from abflow.tasks import engines as elsewhere
 
             warehouse = elsewhere.is_elsewhere(s, url)
             for e in exps:
@@ -727,7 +754,7 @@ def demo(
 
 def _demo(ready: Any) -> list[dict[str, Any]]:
     """Migrate, load the generated demo data and analyse it (the body of `abflow demo`)."""
-    from abflow.demo_data import generate_demo_data, load_frames
+    from abflow.demo_data import DEMO_EXPERIMENTS_DIR, generate_demo_data, load_frames
     from abflow.warehouse.experiments_repo import upsert_experiments
     from abflow.warehouse.migrate import migrate as do_migrate
 
@@ -738,7 +765,7 @@ def _demo(ready: Any) -> list[dict[str, Any]]:
         + ("ABFLOW_DATABASE_URL" if s.database_url else f"embedded PostgreSQL in {s.pgdata}")
     )
     do_migrate(eng, s.schema_name)
-    exps = load_experiment_files([Path("experiments")])
+    exps = load_experiment_files([DEMO_EXPERIMENTS_DIR])
     assignments, events = generate_demo_data(exps, as_of=DEMO_AS_OF)
     with eng.begin() as conn:
         upsert_experiments(conn, exps)
@@ -750,7 +777,7 @@ def _demo(ready: Any) -> list[dict[str, Any]]:
         f"loaded {n_a:,} assignments and {n_e:,} events with COPY; "
         f"{len(exps)} experiments; analysing as of {DEMO_AS_OF:%Y-%m-%d} …"
     )
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     ready()
     return analyze_experiments(experiment_keys=[e.key for e in exps], as_of=DEMO_AS_OF)
@@ -760,7 +787,7 @@ def _demo(ready: Any) -> list[dict[str, Any]]:
 def serve() -> None:
     """Serve the flows with their schedules in one process (needs a Prefect server)."""
     _prefect_defaults()
-    from flows.serve import serve_all
+    from abflow.flows.serve import serve_all
 
     serve_all()
 

@@ -60,8 +60,10 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
             if i["significant"] and i["chance_to_beat_control"] > 0.5
             else ("red" if i["significant"] else "")
         )
+        quantile = "quantile_order_stats" in str(i.get("method") or "")
         table.add_row(
-            Text(i["metric_key"]),
+            # quantile metrics: the means columns hold each arm's quantile
+            Text(i["metric_key"] + (" (quantile)" if quantile else "")),
             Text(i["metric_role"]),
             Text(i["variant_key"]),
             f"{i['control_mean']:.4g}",
@@ -80,6 +82,7 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
         table,
         *bandit_lines((rec or {}).get("details"), res.get("config")),
         *metric_option_lines(res),
+        *exposure_age_lines(res.get("exposure_age") or []),
         *health_lines(run, res["checks"]),
     ]
     if rec:
@@ -113,6 +116,25 @@ def experiment_panel(res: dict[str, Any]) -> Panel:
             )
         )
     return Panel(Group(*parts), title=Text(str(run["experiment_key"]), style="bold"), expand=True)
+
+
+def exposure_age_lines(rows: list[dict[str, Any]]) -> list[Text]:
+    """Relative lift by days since first exposure, one line per metric and treatment."""
+    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_pair.setdefault((r["metric_key"], r["variant_key"]), []).append(r)
+    lines = []
+    for (metric, variant), cohort_rows in by_pair.items():
+        if sum(r["rel_lift"] is not None for r in cohort_rows) < 2:
+            continue  # one cohort says nothing about novelty
+        line = Text(f"  {metric} {variant}: ")
+        for r in sorted(cohort_rows, key=lambda r: r["first_day"]):
+            lift = "—" if r["rel_lift"] is None else _pct(r["rel_lift"])
+            line.append(f"days {r['cohort']} {lift}  ")
+        lines.append(line)
+    if lines:
+        lines.insert(0, Text("lift by days since first exposure:", style="bold"))
+    return lines
 
 
 def bandit_lines(details: Any, config: dict[str, Any] | None) -> list[Any]:

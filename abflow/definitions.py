@@ -16,7 +16,9 @@ Key = Annotated[str, Field(pattern=KEY_PATTERN, min_length=1, max_length=63)]
 EventName = Annotated[str, Field(min_length=1, max_length=200)]
 
 Status = Literal["draft", "running", "stopped", "concluded"]
-MetricKind = Literal["proportion", "mean", "ratio"]
+MetricKind = Literal["proportion", "mean", "ratio", "quantile"]
+# quantile metrics: over per-unit values, or over events (clustered by unit)
+QuantileLevel = Literal["unit", "event"]
 ValueAgg = Literal["sum", "mean", "count", "max"]
 Direction = Literal["increase", "decrease"]
 Role = Literal["primary", "secondary", "guardrail", "constraint"]
@@ -178,6 +180,10 @@ class Metric(_Frozen):
     sided: Sided = "two"
     # Overrides analysis.prior for this metric (bayesian engine).
     prior: Prior | None = None
+    # kind: quantile — the quantile level (0.9 = p90) and what it is taken over: per-unit
+    # values (`value` aggregates each unit's events) or the events themselves (`level: event`).
+    quantile: float | None = Field(default=None, gt=0, lt=1)
+    level: QuantileLevel | None = None
     # Winsorization of per-unit values (ratios: numerator and denominator, each its own cap).
     capping: Capping | None = None
     # Conditions on events.properties (ratios: both sides; sides may add their own).
@@ -199,6 +205,20 @@ class Metric(_Frozen):
             raise ValueError("proportion metrics take no 'value' aggregation")
         if self.kind == "mean" and self.value is None:
             object.__setattr__(self, "value", "sum")
+        if self.kind == "quantile":
+            if self.quantile is None:
+                raise ValueError("quantile metrics need 'quantile' (e.g. 0.9 for p90)")
+            if self.level is None:
+                object.__setattr__(self, "level", "unit")
+            if self.level == "event" and self.value is not None:
+                raise ValueError("level: event takes each event's value; drop 'value'")
+            if self.capping is not None:
+                raise ValueError("quantile metrics take no 'capping' (quantiles resist outliers)")
+            if self.value is None:
+                # unit level: the unit's mean event value; event level: per-unit mean as context
+                object.__setattr__(self, "value", "mean")
+        elif self.quantile is not None or self.level is not None:
+            raise ValueError("'quantile' and 'level' apply to kind: quantile only")
         if self.role == "constraint" and self.max is None and self.min is None:
             raise ValueError("constraint metrics need 'max' or 'min'")
         if self.kind == "proportion" and self.capping is not None:
@@ -302,6 +322,10 @@ class Analysis(_Frozen):
     # Health warnings from numbers already computed (GrowthBook's defaults).
     max_plausible_lift: float = Field(default=0.5, gt=0, allow_inf_nan=False)
     covariate_imbalance_threshold: float = Field(default=0.001, gt=0, lt=1)
+    # Lift by days since each unit's first exposure (cohorts 0-6, 7-13, 14-20, 21+ days) and
+    # the novelty_effect warning when the first week's lift differs from the later ones'.
+    exposure_age: bool = True
+    novelty_alpha: float = Field(default=0.01, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _honoured(self) -> Analysis:

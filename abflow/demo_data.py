@@ -16,6 +16,11 @@ import pandas as pd
 from psycopg import Connection, sql
 
 from abflow.definitions import Experiment
+from abflow.package_data import package_path
+
+# The example definitions `abflow demo` loads: abflow/experiments inside the package (the
+# checkout's top-level experiments/ links there), so the demo works from any directory.
+DEMO_EXPERIMENTS_DIR = package_path("experiments")
 
 ASSIGNMENT_COLUMNS = ("experiment_key", "unit_id", "variant_key", "assigned_at", "attributes")
 EVENT_COLUMNS = ("unit_id", "event_name", "value", "occurred_at", "properties")
@@ -137,6 +142,9 @@ def _repeat(counts: IntArray) -> IntArray:
 PURCHASE_RATE = {"control": 0.10, "green": 0.12}
 CTR = {"control": 0.080, "green": 0.084}
 LATENCY_FACTOR = {"control": 1.0, "green": 1.0}
+# Return visits: the new colour draws people back in their first week only (a novelty effect
+# the exposure-age cohorts and the novelty_effect check show), then visits are as before.
+SESSION_NOVELTY = {"control": 1.0, "green": 1.3}
 REPLY_RATE = {"delay_30m": 0.20, "delay_5m": 0.22}
 MEETING_GIVEN_REPLY = 0.40
 FOLLOWUP_DELAY_MIN = {"delay_30m": 30.0, "delay_5m": 5.0}
@@ -214,6 +222,20 @@ def _checkout(u: _Units) -> None:
     u.emit(pl_unit, "page_load",
            u.exposed[pl_unit] - _hours(rng.uniform(1.0, 14 * 24 - 1.0, len(pl_unit))),
            np.round(850.0 * device[pl_unit] * rng.lognormal(0.0, 0.3, len(pl_unit)), 1))
+    _sessions(u)
+
+
+def _sessions(u: _Units) -> None:
+    """Weekly return visits after exposure, green's first week boosted (SESSION_NOVELTY)."""
+    # its own generator: the draws above (and the assignments after) stay as they were
+    rng = np.random.default_rng([zlib.crc32(b"checkout_sessions"), u.n])
+    habit = rng.gamma(2.0, 0.5, u.n)
+    boost = u.per_arm(SESSION_NOVELTY)
+    for week in range(4):
+        counts = rng.poisson(habit * (boost if week == 0 else 1.0))
+        unit = _repeat(counts)
+        at = u.exposed[unit] + _hours(rng.uniform(week * 168.0, (week + 1) * 168.0, len(unit)))
+        u.emit(unit, "session_start", at)
 
 
 def _followup(u: _Units) -> None:

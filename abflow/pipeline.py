@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from abflow import health
+from abflow import health, novelty
 from abflow.analysis import extra_statistics
 from abflow.bandit_periods import ESTIMATOR, Period, by_period, split_periods
 from abflow.decisions.library import evaluate
@@ -51,6 +51,7 @@ def assemble_result(
     if experiment.allocation != "bandit":
         period_stats, periods = [], ()
     period_counts = _period_counts(experiment, period_stats, periods)
+    stats, cohort_stats = novelty.split_cohort_stats(stats)
     checks = [
         *quality_checks,
         *health.exposure_checks(experiment, exposure, period_counts or None),
@@ -74,6 +75,10 @@ def assemble_result(
         *health.covariate_imbalance_checks(experiment, stats),
         health.suspicious_uplift_check(experiment, insights),
     ]
+    lifts = novelty.cohort_lifts(run_id, experiment, cohort_stats)
+    novelty_check = novelty.novelty_check(experiment, lifts) if cohort_stats else None
+    if novelty_check is not None:
+        checks.append(novelty_check)
     critical = health.critical_failures(checks)
     status: RunStatus = "unhealthy" if critical else "succeeded"
     message = (
@@ -113,6 +118,7 @@ def assemble_result(
                 **_bandit_details(experiment, period_counts),
             },
         ),
+        lift_by_exposure_age=tuple(cl.row for cl in lifts),
     )
 
 

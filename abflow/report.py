@@ -589,6 +589,107 @@ def _lift_section(experiment: Experiment, history: list[Row]) -> str:
     )
 
 
+def exposure_age_section(experiment: Experiment, latest: Row) -> str:
+    """Relative lift by days since first exposure per metric (lift_by_exposure_age), or ''."""
+    from abflow.reporting import render
+
+    rows = [r for r in latest.get("exposure_age") or [] if r.get("metric_key")]
+    if not rows:
+        return ""
+    colours = _variant_colours(experiment, rows)
+    order = _metric_order(experiment)
+    charts = [
+        _cohort_chart(experiment, key, [r for r in rows if r["metric_key"] == key], colours)
+        for key in sorted({str(r["metric_key"]) for r in rows}, key=lambda k: order.get(k, 99))
+    ]
+    check = next(
+        (c for c in latest.get("checks") or [] if c.get("check_name") == "novelty_effect"), None
+    )
+    note = (check.get("details") or {}).get("note", "") if check else ""
+    return render(
+        "exposure_age.html.j2",
+        charts=charts,
+        legend=[{"key": k, "colour": c} for k, c in colours.items()],
+        control=experiment.control.key,
+        check=None
+        if check is None
+        else {
+            "passed": bool(check.get("passed")),
+            "note": note,
+            "observed": check.get("observed"),
+            "threshold": check.get("threshold"),
+        },
+    )
+
+
+def _cohort_chart(
+    experiment: Experiment, key: str, rows: list[Row], colours: dict[str, str]
+) -> dict[str, Any]:
+    """Geometry of one metric's cohort chart: a point and 95% CI per treatment and cohort."""
+    from abflow.novelty import COHORTS
+
+    width, height, left, right, top, base = 560, 250, 56, 540, 14, 206
+    ok = [r for r in rows if r.get("rel_lift") is not None]
+    bounds = [
+        100 * v for r in ok for v in (_f(r["rel_ci_low"]), _f(r["rel_ci_high"])) if v is not None
+    ]
+    lo, hi = _padded([max(-150.0, min(150.0, b)) for b in bounds] or [0.0])
+    y = Scale(lo, hi, base, top)
+    slot = (right - left) / len(COHORTS)
+    variants = list(colours)
+    step = slot / (len(variants) + 1)
+    cohorts, points = [], []
+    for i, (label, _, _) in enumerate(COHORTS):
+        in_cohort = [r for r in rows if r.get("cohort") == label]
+        units = ", ".join(
+            f"{int(r['control_units']):,} / {int(r['variant_units']):,}" for r in in_cohort
+        )
+        cohorts.append({"x": round(left + slot * (i + 0.5), 1), "label": label, "units": units})
+        for r in in_cohort:
+            j = variants.index(r["variant_key"]) if r["variant_key"] in variants else 0
+            x = round(left + slot * i + step * (j + 1), 1)
+            if r.get("rel_lift") is None:
+                points.append({"x": x, "error": r.get("error") or "not computed"})
+                continue
+            lift, low, high = (_f(r[k]) or 0.0 for k in ("rel_lift", "rel_ci_low", "rel_ci_high"))
+            clamp = lambda v: y(max(lo, min(hi, 100 * v)))  # noqa: E731
+            points.append(
+                {
+                    "x": x,
+                    "y": round(clamp(lift), 1),
+                    "y_low": round(clamp(low), 1),
+                    "y_high": round(clamp(high), 1),
+                    "colour": colours.get(r["variant_key"], SERIES[0]),
+                    "variant": r["variant_key"],
+                    "cohort": label,
+                    "lift": lift,
+                    "low": low,
+                    "high": high,
+                    "p_value": r.get("p_value"),
+                    "error": None,
+                }
+            )
+    m = _metric(experiment, key)
+    return {
+        "metric_key": key,
+        "role": m.role if m else "unknown",
+        "hint": "lower is better" if m and m.direction == "decrease" else "higher is better",
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": right,
+        "base": base,
+        "zero_y": round(y(0.0), 1),
+        "ticks": [
+            {"y": round(y(t), 1), "label": _tick_label(t), "zero": t == 0}
+            for t in nice_ticks(lo, hi, 5)
+            if lo <= t <= hi
+        ],
+        "cohorts": cohorts,
+        "points": points,
+    }
+
+
 def _check_sample(details: Any) -> str:
     """The most useful detail of a check: a sample of offending units, counts or a note."""
     if not isinstance(details, dict):
@@ -707,6 +808,10 @@ def _metric_note(experiment: Experiment, key: str) -> str:
     if m is None:
         return ""
     notes = []
+    if m.kind == "quantile" and m.quantile is not None:
+        # means columns hold the arm's quantile for these (SPEC §3.2)
+        over = "events" if m.level == "event" else f"per-unit {m.value}"
+        notes.append(f"p{m.quantile * 100:g} over {over}")
     if m.role == "guardrail" and m.non_inferiority_margin is not None:
         notes.append(f"margin {m.non_inferiority_margin:.1%}")
     if m.capped:
@@ -838,6 +943,7 @@ def render_report_body(
         _health_section(latest),
         _results_section(experiment, latest),
         _metric_options_section(experiment, latest),
+        exposure_age_section(experiment, latest),
         _segments_section(experiment, latest, history),
     )))
 

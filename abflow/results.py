@@ -36,6 +36,18 @@ class SufficientStats(_Row):
     covariate_sum_squares: float | None = None
     covariate_sum_products: float | None = None
     contaminated_units: int = 0
+    # kind: quantile (metric_quantiles.sql): n observations, q̂ and the order statistics at the
+    # rank bounds; over events also the cluster moments (abflow.stats.quantile)
+    quantile_n: int | None = None
+    quantile: float | None = None
+    quantile_lower: float | None = None
+    quantile_upper: float | None = None
+    n_clusters: int | None = None
+    below_sum: float | None = None
+    below_sum_squares: float | None = None
+    events_sum: float | None = None
+    events_sum_squares: float | None = None
+    below_events_sum_products: float | None = None
     # Ratio CUPED (gbstats ratio_ra): the pre-exposure denominator d and its products with the
     # post numerator y, post denominator x and pre numerator c (the covariate above).
     denominator_covariate_sum: float | None = None
@@ -90,6 +102,10 @@ class VariantStatRow(_Row):
     covariate_sum: float | None
     covariate_sum_squares: float | None
     covariate_sum_products: float | None
+    # quantile metrics: the arm's 95% order-statistic interval and observations (events or units)
+    quantile_lower: float | None = None
+    quantile_upper: float | None = None
+    quantile_n: int | None = None
     denominator_covariate_sum: float | None = None
     denominator_covariate_sum_squares: float | None = None
     denominator_covariate_sum_products: float | None = None
@@ -157,6 +173,30 @@ class InsightRow(_Row):
         """Whether the row carries a usable test (only its relative scale may be undefined)."""
         # zero_control_mean: the relative lift is undefined, the difference is still tested.
         return self.error is None or self.error == "zero_control_mean"
+
+
+@dataclass(frozen=True)
+class LiftByExposureAgeRow(_Row):
+    """A `lift_by_exposure_age` row: one metric's lift in one cohort of days since exposure."""
+
+    run_id: UUID
+    experiment_key: str
+    metric_key: str
+    variant_key: str
+    control_key: str
+    cohort: str
+    first_day: int
+    last_day: int | None
+    control_units: int
+    variant_units: int
+    control_mean: float | None
+    variant_mean: float | None
+    rel_lift: float | None
+    rel_ci_low: float | None
+    rel_ci_high: float | None
+    abs_lift: float | None
+    p_value: float | None
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -229,6 +269,7 @@ class ExperimentResult:
     insights: tuple[InsightRow, ...]
     health_checks: tuple[HealthCheckRow, ...]
     recommendation: RecommendationRow | None
+    lift_by_exposure_age: tuple[LiftByExposureAgeRow, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -128,9 +128,30 @@ def markdown_summary(result: ExperimentResult, promotion_message: str | None = N
             f"[{r['rel_ci_low'] * 100:+.2f}%, {r['rel_ci_high'] * 100:+.2f}%] | "
             f"{r['p_value']:.3g} | {'yes' if r['significant'] else 'no'} |"
         )
+    out += _bandit_markdown(rec.details if rec else None)
     key = md(run.experiment_key)
     out += ["", f"Report: abflow report {key} --out {key}.html"]
     return "\n".join(out)
+
+
+def _bandit_markdown(details: Mapping[str, Any] | None) -> list[str]:
+    """The bandit's estimator note and weight history as markdown ([] for fixed allocation)."""
+    bandit = bandit_history(details)
+    if bandit is None:
+        return []
+    head = (
+        "Bandit: lifts are **period-weighted** (each allocation period compared on its own)."
+        if bandit["period_weighted"]
+        else "Bandit: lifts pool all units (no allocation periods known)."
+    )
+    out = ["", head]
+    if bandit["periods"]:
+        out += ["", "| period | from | weights | units |", "|---|---|---|---|"]
+        for i, p in enumerate(bandit["periods"], start=1):
+            weights = ", ".join(f"{md(k)} {float(w):.1%}" for k, w in p["weights"].items())
+            units = ", ".join(f"{md(k)} {int(n):,}" for k, n in p["units"].items())
+            out.append(f"| {i} | {md(p['start'])} | {weights} | {units} |")
+    return out
 
 
 def bandit_history(details: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -1,1 +1,1 @@
-"""Prefect tasks: thin wrappers that do I/O and call the abflow core."""
+"""Thin modules over `abflow.tasks` (the tasks ship in the wheel as `abflow.tasks`)."""

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from abflow.definitions import Experiment, load_experiment_files
+from abflow.demo_data import DEMO_EXPERIMENTS_DIR
 from abflow.settings import Settings
 
 DEMO_AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
@@ -99,14 +100,14 @@ def login_engine(
 
 
 def repo_root() -> Path:
-    """The project root (for experiments/ and sql/)."""
+    """The project root (prefect.yaml, dashboards/, docs/)."""
     return Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def demo_experiments() -> list[Experiment]:
-    """The demo experiment definitions from experiments/."""
-    return load_experiment_files([repo_root() / "experiments"])
+    """The demo experiment definitions shipped in the package (abflow/experiments)."""
+    return load_experiment_files([DEMO_EXPERIMENTS_DIR])
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,9 @@ HEALTH_CHECKS: dict[str, str] = {
     "min_sample": "units in the smallest variant reach analysis.min_sample_size",
     "contamination": "units with the primary metric's event before their first exposure",
     "traffic": "hours since the last exposure (traffic stopped?)",
+    "covariate_imbalance": "CUPED covariates (pre-exposure) balanced across arms (Welch p)",
+    "suspicious_uplift": "largest relative lift vs analysis.max_plausible_lift",
+    "novelty_effect": "first-week lift vs later weeks since exposure (z-test, Bonferroni p)",
 }
 
 _EXPECTATIONS: dict[str, str] = {

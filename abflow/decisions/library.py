@@ -17,7 +17,7 @@ from abflow.definitions import Experiment, load_experiment_file, parse_experimen
 from abflow.results import CheckOutcome, InsightRow, SufficientStats
 
 _RUN_ID = uuid.UUID(int=0)
-ArmStats = st.MeanStats | st.ProportionStats | st.RatioStats
+ArmStats = st.MeanStats | st.ProportionStats | st.RatioStats | st.QuantileStats
 
 
 def load_definition(definition: Experiment | Mapping[str, Any] | str | Path) -> Experiment:
@@ -46,6 +46,27 @@ def to_sufficient(metric_key: str, variant_key: str, s: ArmStats) -> SufficientS
             denominator_sum=s.d_sum,
             denominator_sum_squares=s.d_sum_squares,
             sum_products=s.m_d_sum_of_products,
+        )
+    if isinstance(s, st.QuantileStats):
+        # the order statistics; units = clusters over events, else the observations
+        return SufficientStats(
+            metric_key,
+            variant_key,
+            "all",
+            s.n_clusters or s.n,
+            s.n_clusters or s.n,
+            0.0,
+            0.0,
+            quantile_n=s.n,
+            quantile=s.quantile,
+            quantile_lower=s.lower,
+            quantile_upper=s.upper,
+            n_clusters=s.n_clusters,
+            below_sum=s.below_sum,
+            below_sum_squares=s.below_sum_squares,
+            events_sum=s.events_sum,
+            events_sum_squares=s.events_sum_squares,
+            below_events_sum_products=s.below_events_sum_products,
         )
     return SufficientStats(metric_key, variant_key, "all", s.n, s.n, s.sum, s.sum_squares)
 

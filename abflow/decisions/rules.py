@@ -122,7 +122,8 @@ def constraint_status(
                 out[r.variant_key]["met"] = False
                 out[r.variant_key]["metrics"][m.key] = {"mean": None, "met": False}
                 continue
-            se = math.sqrt(max(r.variance or 0.0, 0.0) / r.units)
+            # quantile metrics: the variance is per observation (events, for level: event)
+            se = math.sqrt(max(r.variance or 0.0, 0.0) / (r.quantile_n or r.units))
             upper, lower = r.mean + z * se, r.mean - z * se
             met = bool((m.max is None or upper <= m.max) and (m.min is None or lower >= m.min))
             upper, lower = float(upper), float(lower)

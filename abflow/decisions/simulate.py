@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from abflow import health
 from abflow import stats as st
 from abflow.decisions.library import evaluate, to_sufficient
 from abflow.definitions import Experiment, Metric
+from abflow.stats.quantile import BOUND_Z
 
 TERMINAL = ("ship", "rollback")
 DECISIONS = ("ship", "rollback", "stop_inconclusive", "investigate", "keep_running")
@@ -91,7 +94,8 @@ def _metric_stats(
         rate = min(max(rate, 0.0), 1.0)
         conv = rng.binomial(n, rate).astype(float)
         return [{"n": n, "sum": conv, "sum_squares": conv}]
-    if metric.kind == "mean":
+    if metric.kind in ("mean", "quantile"):
+        # quantile metrics: normal units too; _arm turns their moments into the quantile
         mean = (baseline if baseline is not None else DEFAULT_MEAN) * (1.0 + effect)
         if sd is None:
             sd = DEFAULT_SD * abs(baseline or DEFAULT_MEAN) / DEFAULT_MEAN
@@ -116,8 +120,10 @@ def _metric_stats(
 
 def _arm(
     metric: Metric, cum: dict[str, float]
-) -> st.MeanStats | st.ProportionStats | st.RatioStats:
+) -> st.MeanStats | st.ProportionStats | st.RatioStats | st.QuantileStats:
     n = int(cum["n"])
+    if metric.kind == "quantile":
+        return _normal_quantile(metric, n, cum)
     if metric.kind == "proportion":
         return st.ProportionStats(n=n, sum=cum["sum"])
     if metric.kind == "mean":
@@ -130,6 +136,19 @@ def _arm(
         d_sum_squares=cum["d_sq"],
         m_d_sum_of_products=cum["md"],
     )
+
+
+def _normal_quantile(metric: Metric, n: int, cum: dict[str, float]) -> st.QuantileStats:
+    """A quantile metric's arm for normal units: q̂ = ȳ + s·z_ν, with the width of the
+    order-statistic interval the warehouse estimator has (asymptotic sd s·sqrt(ν(1−ν))/φ(z_ν))."""
+    nu = float(metric.quantile or 0.5)
+    mean = st.MeanStats(n=n, sum=cum["sum"], sum_squares=cum["sum_squares"])
+    sd = math.sqrt(mean.variance)
+    z = float(special.ndtri(nu))
+    q = mean.mean + sd * z
+    half = BOUND_Z * sd * math.sqrt(nu * (1 - nu)) / (math.exp(-z * z / 2) / math.sqrt(2 * math.pi))
+    half /= math.sqrt(max(n, 1))
+    return st.QuantileStats(n=n, nu=nu, quantile=q, lower=q - half, upper=q + half)
 
 
 def simulate(

@@ -14,6 +14,7 @@ from abflow.stats.models import (
 )
 from abflow.stats.multiple_testing import adjust_p_values, adjusted_ci_alpha, ci_levels
 from abflow.stats.power import days_remaining, minimum_detectable_effect, sample_size_per_variant
+from abflow.stats.quantile import QuantileStats
 from abflow.stats.srm import SRM_THRESHOLD, chi_square_omnibus, srm_p_value
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "MeanStats",
     "NormalPrior",
     "ProportionStats",
+    "QuantileStats",
     "RatioStats",
     "RegressionAdjustedRatioStats",
     "RegressionAdjustedStats",

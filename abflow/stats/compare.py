@@ -20,6 +20,7 @@ from abflow.stats.models import (
     Stats,
     neutral_result,
 )
+from abflow.stats.quantile import QuantileStats
 
 Difference = Literal["relative", "absolute"]
 Engine = Literal["frequentist", "bayesian"]
@@ -76,6 +77,10 @@ def _degenerate(control: Stats, treatment: Stats, relative: bool) -> str | None:
         return INVALID_INPUT
     if control.n <= 1 or treatment.n <= 1:
         return N_TOO_SMALL
+    if isinstance(control, QuantileStats) and isinstance(treatment, QuantileStats):
+        # the rank bounds fall outside the sample: no order statistic bounds the quantile
+        if not (control.bounds_inside and treatment.bounds_inside):
+            return N_TOO_SMALL
     ratios = (RatioStats, RegressionAdjustedRatioStats)
     if isinstance(control, ratios) and isinstance(treatment, ratios):
         if control.d_sum == 0 or treatment.d_sum == 0:

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Final
 
+from abflow.stats.quantile import QuantileStats
+
 # Error codes carried in CompareResult.error; strings so they can be written to the warehouse as is.
 N_TOO_SMALL: Final = "n_too_small"
 ZERO_VARIANCE: Final = "zero_variance"
@@ -333,9 +335,10 @@ class RegressionAdjustedRatioStats:
         return math.sqrt(self.variance / self.n) if self.n > 0 else 0.0
 
 
+# QuantileStats (abflow.stats.quantile) is compared like a mean: q̂ and its order-statistic variance
 Stats = (
     MeanStats | ProportionStats | RatioStats | RegressionAdjustedStats
-    | RegressionAdjustedRatioStats
+    | RegressionAdjustedRatioStats | QuantileStats
 )
 
 

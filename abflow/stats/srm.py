@@ -27,6 +27,12 @@ def srm_p_value(counts: Sequence[int], weights: Sequence[float]) -> float:
     stat = 0.0
     for c, w in pairs:
         expected = total * w / weight_sum
+        if expected <= 0.0:
+            # A weight so small that its expected count underflows (found by hypothesis with a
+            # subnormal weight): any unit in that arm is an extreme mismatch, none is no evidence.
+            if c > 0:
+                return 0.0
+            continue
         stat += (c - expected) ** 2 / expected
     p = float(special.chdtrc(len(pairs) - 1, stat))
     return min(max(p, 0.0), 1.0) if math.isfinite(p) else 1.0

@@ -482,6 +482,13 @@ def render_plan(
     return out
 
 
+def rename_tables(query: exp.Query, renames: Mapping[str, str]) -> exp.Query:
+    """`query` reading other relations in place of the named ones (kept under their aliases)."""
+    renamed = _rename_tables(query, renames)
+    assert isinstance(renamed, exp.Query)
+    return renamed
+
+
 def _rename_tables(query: exp.Expr, renames: Mapping[str, str]) -> exp.Expr:
     def transform(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Table) and not node.args.get("db") and node.name in renames:

@@ -16,6 +16,7 @@ PostgreSQL results database (`ABFLOW_DATABASE_URL`), never to the warehouse.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import threading
@@ -28,6 +29,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 from abflow.warehouse.dialects import Rendered, Source, Statement, render_plan
+from abflow.warehouse.engine import WarehouseUnavailable
 
 _PLACEHOLDER_PG = re.compile(r"%\(\w+\)s")
 _SECRET_PARAM = re.compile(
@@ -141,14 +143,24 @@ class DuckDBExecutor:
         return out
 
 
+def import_extra(module: str, extra: str) -> Any:
+    """Import an optional engine's module, or fail in one line naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise WarehouseUnavailable(
+            f"the {extra} warehouse needs abflow's {extra} extra: "
+            f"pip install 'abflow[{extra}]' ({exc})"
+        ) from None
+
+
 class DuckDBWarehouse:
     """A DuckDB database file (or :memory:), opened once per process."""
 
     dialect = "duckdb"
 
     def __init__(self, path: str, *, read_only: bool = False) -> None:
-        import duckdb
-
+        duckdb = import_extra("duckdb", "duckdb")
         self.path = path
         self._base = duckdb.connect(path, read_only=read_only)
         self._lock = threading.Lock()
@@ -263,7 +275,7 @@ _spark_lock = threading.Lock()
 
 def spark_session(url: str) -> Any:
     """The process's SparkSession for `url` (created once; session time zone UTC)."""
-    from pyspark.sql import SparkSession
+    SparkSession = import_extra("pyspark.sql", "spark").SparkSession
 
     with _spark_lock:
         if url.startswith("sc://"):

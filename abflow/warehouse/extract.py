@@ -67,7 +67,7 @@ def analyse_in_warehouse(
     if not exposure:
         statements = [s for s in statements if s.name != "exposure_summary"]
     rows = execute_plan(executor, statements, sources)
-    records = stats_from_rows(rows["metric_stats"]) if stats else []
+    records = stats_with_extras(rows) if stats else []
     summary = exposure_from_rows(experiment, rows["exposure_summary"]) if exposure else None
     return records, summary
 
@@ -150,6 +150,41 @@ def stats_from_row(r: dict[str, Any]) -> SufficientStats:
         covariate_denominator_sum_products=_opt(r["covariate_denominator_sum_products"]),
         capped=bool(r["capped"]),
         **{k: _opt(r[k]) for k in CAP_FIELDS},  # type: ignore[arg-type]
+    )
+
+
+def stats_with_extras(rows: Mapping[str, list[dict[str, Any]]]) -> list[SufficientStats]:
+    """metric_stats rows with the quantile order statistics merged in, then the cohort rows."""
+    records = stats_from_rows(rows["metric_stats"])
+    quantiles = {
+        (r["metric_key"], r["variant_key"], r["segment"]): r
+        for r in rows.get("metric_quantiles", [])
+    }
+    if quantiles:
+        records = [
+            with_quantile(s, quantiles.get((s.metric_key, s.variant_key, s.segment)))
+            for s in records
+        ]
+    records += stats_from_rows(rows.get("exposure_age_stats", []))
+    return records
+
+
+def with_quantile(s: SufficientStats, r: dict[str, Any] | None) -> SufficientStats:
+    """One arm's sufficient statistics with its quantile row (None: no observations)."""
+    if r is None:
+        return s
+    return replace(
+        s,
+        quantile_n=int(r["quantile_n"]),
+        quantile=_opt(r["quantile"]),
+        quantile_lower=_opt(r["quantile_lower"]),
+        quantile_upper=_opt(r["quantile_upper"]),
+        n_clusters=None if r["n_clusters"] is None else int(r["n_clusters"]),
+        below_sum=_opt(r["below_sum"]),
+        below_sum_squares=_opt(r["below_sum_squares"]),
+        events_sum=_opt(r["events_sum"]),
+        events_sum_squares=_opt(r["events_sum_squares"]),
+        below_events_sum_products=_opt(r["below_events_sum_products"]),
     )
 
 

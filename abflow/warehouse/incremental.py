@@ -75,6 +75,10 @@ class RefreshInfo:
     partial_rows_sealed: int
     # Partials now hold the events before this instant; the next refresh reads on from here.
     sealed_before: datetime
+    # Statements that read all of the experiment's events even on an incremental refresh, and
+    # why: quantiles need every observation (order statistics do not merge), exposure-age cohorts
+    # group events by week since exposure, which the per-unit partials do not keep.
+    full_scans: tuple[str, ...] = ()
 
 
 def definition_hash(experiment: Experiment, *, assignments: str, events: str) -> str:
@@ -275,6 +279,7 @@ def _refresh(
                 relation="abflow_unit_values",
             ).bind(values),
             plan.final_statement(values),
+            *plan.extra_statements(experiment, plan.analysis_values(experiment, as_of)),
             _block("count_sealed", {}),
             _block("seal", key, kind="execute"),
             _block("remember_seen", key, kind="execute"),
@@ -292,7 +297,7 @@ def _refresh(
         ],
         sources,
     )
-    stats = extract.stats_from_rows(rows["metric_stats"])
+    stats = extract.stats_with_extras(rows)
     info = RefreshInfo(
         mode=mode,
         reason=reason or "watermark",
@@ -302,8 +307,19 @@ def _refresh(
         units_recomputed=units_recomputed,
         partial_rows_sealed=int(rows["count_sealed"][0]["sealed_rows"]),
         sealed_before=values["sealed_before"],
+        full_scans=full_scans(experiment),
     )
     return stats, info
+
+
+def full_scans(experiment: Experiment) -> tuple[str, ...]:
+    """What an incremental refresh of this experiment still reads from all events, and why."""
+    out = []
+    if plan.has_quantiles(experiment):
+        out.append("quantile metrics (order statistics need every observation)")
+    if experiment.analysis.exposure_age:
+        out.append("exposure-age cohorts (analysis.exposure_age: false skips them)")
+    return tuple(out)
 
 
 def next_events_from(

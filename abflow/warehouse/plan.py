@@ -17,11 +17,13 @@ from sqlglot import exp
 
 from abflow.bandit_periods import period_segment
 from abflow.definitions import Capping, EventFilter, Experiment
+from abflow.stats.quantile import BOUND_Z
 from abflow.warehouse.dialects import (
     ParamTable,
     Statement,
     canonical,
     canonical_block,
+    rename_tables,
     with_ctes,
 )
 
@@ -86,6 +88,8 @@ def analysis_values(experiment: Experiment, as_of: datetime) -> dict[str, Any]:
         "as_of": analysis_end(experiment, as_of),
         "variants": [v.key for v in experiment.variants],
         "lookback_days": lookback_days(experiment),
+        # metric_stats.sql groups by week since exposure only for exposure_age_statement
+        "by_exposure_age": 0,
     }
 
 
@@ -309,6 +313,96 @@ def _property_expr(template: exp.Expr, name: str, properties: exp.Expr) -> exp.E
     return template.copy().transform(transform)
 
 
+QUANTILE_DEF_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("metric_id", "integer"),
+    ("metric_key", "text"),
+    ("level", "text"),
+    ("nu", "double precision"),
+    ("zero_fill", "integer"),
+)
+
+
+def quantile_defs_table(experiment: Experiment) -> ParamTable:
+    """The quantile metrics as bound values (metric_id as in metric_defs)."""
+    rows = tuple(
+        (i, m.key, m.level, m.quantile, 1 if m.numerator_agg in ("sum", "count") else 0)
+        for i, m in enumerate(experiment.metrics, start=1)
+        if m.kind == "quantile"
+    )
+    return ParamTable("quantile_defs", QUANTILE_DEF_COLUMNS, rows)
+
+
+def has_quantiles(experiment: Experiment) -> bool:
+    """Whether the experiment has quantile metrics (the metric_quantiles statement runs)."""
+    return any(m.kind == "quantile" for m in experiment.metrics)
+
+
+def quantile_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
+    """Order statistics of the quantile metrics (metric_quantiles.sql over metric_stats.sql).
+
+    The scan of events inside is restricted to the quantile metrics' reads.
+    """
+    defs = quantile_defs_table(experiment)
+    per_unit = Statement("per_unit", canonical("queries/metric_stats.sql"))
+    per_unit = with_event_filters(per_unit, experiment)
+    assert isinstance(per_unit.query, exp.Query)
+    scan = _cte(per_unit.query, "unit_metric_events").this
+    assert isinstance(scan, exp.Select)
+    ids = [row[0] for row in defs.rows]
+    scan.where(
+        exp.In(
+            this=exp.column("metric_id", table="m"),
+            expressions=[exp.Placeholder(this="quantile_metric_ids")],
+        ),
+        copy=False,
+    )
+    query = with_ctes(
+        canonical("queries/metric_quantiles.sql"), [("unit_values", per_unit.query)]
+    )
+    st = Statement("metric_quantiles", query, dict(per_unit.params)).with_tables(defs)
+    return st.bind({**values, "quantile_metric_ids": ids, "bound_z": BOUND_Z})
+
+
+def exposure_age_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
+    """Sufficient statistics by week since first exposure (exposure_age.sql + metric_final.sql).
+
+    Rows come back as SufficientStats whose segment is '@exposure_age=<cohort>'.
+    """
+    final = rename_tables(
+        canonical("queries/metric_final.sql"),
+        {"abflow_unit_segments": "exposure_age_units", "abflow_unit_values": "exposure_age_values"},
+    )
+    per_unit = with_event_filters(
+        Statement("per_unit", canonical("queries/metric_stats.sql")), experiment
+    )
+    assert isinstance(per_unit.query, exp.Query)
+    values_block = canonical_block("queries/exposure_age.sql", "values")
+    units_block = canonical_block("queries/exposure_age.sql", "units")
+    assert isinstance(values_block, exp.Query) and isinstance(units_block, exp.Query)
+    query = with_ctes(
+        final,
+        [
+            ("exposure_age_unit_values", per_unit.query),
+            ("exposure_age_values", values_block),
+            ("exposure_age_units", units_block),
+        ],
+    )
+    # no CUPED covariate by cohort: without a lookback the scan skips the pre-exposure events
+    return Statement("exposure_age_stats", query, dict(per_unit.params)).bind(
+        {**values, "by_exposure_age": 1, "lookback_days": 0}
+    )
+
+
+def extra_statements(experiment: Experiment, values: dict[str, Any]) -> list[Statement]:
+    """Quantile order statistics and exposure-age cohorts, where the experiment has them."""
+    out = []
+    if has_quantiles(experiment):
+        out.append(quantile_statement(experiment, values))
+    if experiment.analysis.exposure_age:
+        out.append(exposure_age_statement(experiment, values))
+    return out
+
+
 def exposure_statement(values: dict[str, Any]) -> Statement:
     return Statement("exposure_summary", canonical("queries/exposure_summary.sql")).bind(values)
 
@@ -338,6 +432,7 @@ def analysis_plan(
     return [
         *stage_statements(experiment, as_of, periods),
         *metric_stats_statements(experiment, values),
+        *extra_statements(experiment, values),
         exposure_statement(values),
     ]
 

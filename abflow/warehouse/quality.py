@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from abflow.definitions import Experiment
+from abflow.package_data import package_path
 from abflow.redact import one_line, redact
 from abflow.results import CheckOutcome, Severity
 from abflow.settings import normalize_database_url
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     )
     from great_expectations.datasource.fluent import SQLDatasource
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "expectations"
+SUITES_DIR = package_path("expectations")
 SUITE_NAMES = ("assignments", "events", "variant_stats")
 VALUE_AGGS = frozenset({"sum", "mean", "max"})
 DROP_RATIO = 0.5
@@ -145,7 +146,7 @@ def suite_parameters(
 
 
 def load_suite(name: str) -> dict[str, Any]:
-    """Read one suite file from `expectations/`."""
+    """Read one suite file from `abflow/expectations/`."""
     data: dict[str, Any] = json.loads((SUITES_DIR / f"{name}.json").read_text(encoding="utf-8"))
     return data
 

@@ -78,6 +78,17 @@ def latest_results(conn: Connection, keys: list[str] | None = None) -> list[dict
             .mappings()
             .all()
         )
+        exposure_age = (
+            conn.execute(
+                text(
+                    "select * from lift_by_exposure_age where run_id = :r"
+                    " order by metric_key, variant_key, first_day"
+                ),
+                {"r": rid},
+            )
+            .mappings()
+            .all()
+        )
         config = (
             conn.execute(
                 text("select * from experiment_config where experiment_key = :k"),
@@ -93,6 +104,7 @@ def latest_results(conn: Connection, keys: list[str] | None = None) -> list[dict
                 "insights": [dict(i) for i in insights],
                 "units": {u["variant_key"]: u["units"] for u in units},
                 "checks": [dict(c) for c in checks],
+                "exposure_age": [dict(a) for a in exposure_age],
                 "metric_notes": _metric_notes(conn, run["experiment_key"], caps),
                 "config": dict(config) if config else None,
                 "failed_newer": (

@@ -1,16 +1,19 @@
-"""Locate and read the project's .sql files (migrations and query templates)."""
+"""Locate and read abflow's .sql files (migrations and query templates) inside the package."""
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+from abflow.package_data import package_path
+
+# abflow/sql inside the package (migrations/, queries/, privileges.sql).
+SQL_DIR = package_path("sql")
 
 
 @cache
 def read_sql(relative: str) -> str:
-    """Return the text of sql/<relative>."""
+    """Return the text of abflow/sql/<relative>."""
     return (SQL_DIR / relative).read_text(encoding="utf-8")
 
 

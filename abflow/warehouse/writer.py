@@ -69,6 +69,7 @@ def write_result(conn: Connection, result: ExperimentResult) -> None:
     _insert(conn, "variant_stats", (r.as_row() for r in result.variant_stats))
     _insert(conn, "insights", (r.as_row() for r in result.insights))
     _insert(conn, "health_checks", (r.as_row() for r in result.health_checks), ("details",))
+    _insert(conn, "lift_by_exposure_age", (r.as_row() for r in result.lift_by_exposure_age))
     if result.recommendation is not None:
         _insert(conn, "recommendations", [result.recommendation.as_row()], ("details",))
 

@@ -41,7 +41,7 @@ def prefect_api_url() -> str | None:
 
 def _analyze_in_process(key: str) -> list[dict[str, Any]]:
     _prefect_defaults()
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     return analyze_experiments(experiment_keys=[key])
 

@@ -132,7 +132,17 @@ def all_frames(
 
 @pytest.fixture(scope="session")
 def engines_experiments(demo_experiments: list[Experiment]) -> dict[str, Experiment]:
-    return {**{e.key: e for e in demo_experiments}, CC_KEY: cookie_experiment()}
+    by_key = {e.key: e for e in demo_experiments}
+    # the demo's checkout_button has a unit-level p90; add a p95 over all page loads (several
+    # per unit: the clustered moments) so both quantile levels are compared across engines
+    checkout = by_key["checkout_button"].model_dump()
+    checkout["metrics"] = [
+        *checkout["metrics"],
+        {"key": "latency_events_p95", "kind": "quantile", "quantile": 0.95,
+         "event": "page_load", "level": "event", "direction": "decrease"},
+    ]
+    by_key["checkout_button"] = parse_experiment(checkout)
+    return {**by_key, CC_KEY: cookie_experiment()}
 
 
 @pytest.fixture(scope="session")

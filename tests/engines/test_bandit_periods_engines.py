@@ -10,16 +10,18 @@ import math
 from collections import defaultdict
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
 from abflow.bandit_periods import period_index
 from abflow.definitions import Experiment
 from abflow.results import SufficientStats
-from abflow.warehouse import extract
+from abflow.warehouse import extract, incremental, lake
 from abflow.warehouse.dialects import Source
-from abflow.warehouse.engines import PostgresExecutor, open_warehouse
+from abflow.warehouse.engines import DuckDBWarehouse, PostgresExecutor, open_warehouse
 from tests.conftest import DEMO_AS_OF
+from tests.engines.test_equality import _stats_equal
 
 KEY = "checkout_button"
 
@@ -100,3 +102,31 @@ def test_period_rows_agree_across_engines(
             assert (x is None) == (y is None), (k, f)
             if x is not None:
                 assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9), (k, f)
+
+
+def test_incremental_refresh_on_duckdb_gives_the_same_period_rows(
+    engines_experiments: dict[str, Experiment], demo_frames: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    """A reweight between two refreshes adds a period without forcing a full pass."""
+    e = engines_experiments[KEY]
+    starts = _periods(e)
+    warehouse = DuckDBWarehouse(":memory:")
+    lake.load_duckdb(warehouse.connection(), *demo_frames)
+    sources = extract.default_sources("assignments", "events")
+    with warehouse.session() as executor:
+        incremental.ensure_state_tables(executor)
+        incremental.refresh(
+            executor, e, DEMO_AS_OF - timedelta(days=2), sources,
+            source_names=("assignments", "events"), periods=starts[:2],
+        )  # fmt: skip
+    with warehouse.session() as executor:
+        stats, info = incremental.refresh(
+            executor, e, DEMO_AS_OF, sources,
+            source_names=("assignments", "events"), periods=starts,
+        )  # fmt: skip
+    with warehouse.session() as executor:
+        full, _ = extract.analyse_in_warehouse(executor, e, DEMO_AS_OF, sources, periods=starts)
+    warehouse.close()
+    assert info.mode == "incremental"
+    assert {period_index(s.segment) for s in stats} == {None, 1, 2, 3}
+    assert _stats_equal(full, stats) == []

@@ -18,15 +18,15 @@ from typer.testing import CliRunner
 
 from abflow.cli import app
 from abflow.definitions import load_experiment_files
+from abflow.demo_data import DEMO_EXPERIMENTS_DIR
 from abflow.warehouse import plan, sql_checks
 from abflow.warehouse.dialects import DIALECTS, RenderError, Source, parse_check, render_plan
 from abflow.warehouse.extract import default_sources
 from abflow.warehouse.show import experiment_sql
 
-ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
-DEFINITION = ROOT / "experiments" / "checkout_button.yaml"
+DEFINITION = DEMO_EXPERIMENTS_DIR / "checkout_button.yaml"
 
 
 def _experiment():  # type: ignore[no-untyped-def]
@@ -48,7 +48,7 @@ def test_rendered_sql_matches_golden_file(dialect_name: str) -> None:
 @pytest.mark.parametrize("dialect_name", list(DIALECTS))
 @pytest.mark.parametrize("key", ["checkout_button", "followup_timing", "enrichment_strategy"])
 def test_every_statement_parses_back_in_its_dialect(dialect_name: str, key: str) -> None:
-    experiment = load_experiment_files([ROOT / "experiments" / f"{key}.yaml"])[0]
+    experiment = load_experiment_files([DEMO_EXPERIMENTS_DIR / f"{key}.yaml"])[0]
     statements = [
         *plan.analysis_plan(experiment, AS_OF),
         *sql_checks.check_statements(experiment, AS_OF, now=AS_OF),

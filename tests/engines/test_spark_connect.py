@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from abflow.definitions import Experiment
+from abflow.demo_data import DEMO_EXPERIMENTS_DIR
 from abflow.warehouse import extract
 from abflow.warehouse.dialects import Source
 from abflow.warehouse.engines import DuckDBWarehouse
@@ -39,7 +40,7 @@ def test_spark_connect_client_matches_duckdb(
             DEMO_AS_OF.isoformat(),
             lake_dir["assignments"],
             lake_dir["events"],
-            str(repo_root() / "experiments"),
+            str(DEMO_EXPERIMENTS_DIR),
         ],
         capture_output=True,
         text=True,

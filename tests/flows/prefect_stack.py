@@ -1,7 +1,7 @@
 """A real `prefect server` and the served deployments, shared by the real-server tests.
 
 `start_stack` starts `prefect server start` (temporary PREFECT_HOME, free loopback port) and
-`flows.serve.serve_all()` in subprocesses; both are stopped by PID at the end of the session:
+`abflow.flows.serve.serve_all()` in subprocesses; both are stopped by PID at the end of the session:
 SIGTERM to their process groups, then SIGKILL. tests/flows/conftest.py wraps it in the
 session-scoped `prefect_stack` fixture; tests/conftest.py schedules the modules using it on one
 pytest-xdist worker, so a `-n 2` session starts one server, not one per worker.
@@ -193,7 +193,7 @@ def start_stack(
         with serve_log.open("wb") as out:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", "from flows.serve import serve_all; serve_all()"],
+                    [sys.executable, "-c", "from abflow.flows.serve import serve_all; serve_all()"],
                     env=serve_env,
                     cwd=root,
                     stdin=subprocess.DEVNULL,

@@ -78,9 +78,9 @@ def test_runs_backfills_and_manual_changes_send_their_events(
     demo_loaded: dict[str, Any],
     sent: Captured,
 ) -> None:
-    from flows.analyze import analyze_experiments
-    from flows.backfill import backfill_experiments
-    from flows.promote import promote_flow, rollback_flow, unpin_flow
+    from abflow.flows.analyze import analyze_experiments
+    from abflow.flows.backfill import backfill_experiments
+    from abflow.flows.promote import promote_flow, rollback_flow, unpin_flow
 
     e = copy_experiment(engine, demo_loaded["experiments"]["checkout_button"], "alerts_seq")
     early = DEMO_AS_OF - timedelta(days=12)
@@ -145,9 +145,9 @@ def test_failures_and_unhealthy_runs_send_their_events(
     sent: Captured,
 ) -> None:
     from abflow.definitions import parse_experiment
+    from abflow.flows.analyze import analyze_experiments
+    from abflow.flows.backfill import backfill_experiments
     from abflow.warehouse.experiments_repo import upsert_experiments
-    from flows.analyze import analyze_experiments
-    from flows.backfill import backfill_experiments
 
     broken = parse_experiment(
         {
@@ -223,7 +223,7 @@ def test_the_daily_digest_artifact_and_cli(
     demo_loaded: dict[str, Any],
     sent: Captured,
 ) -> None:
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     e = copy_experiment(engine, demo_loaded["experiments"]["checkout_button"], "alerts_digest")
     analyze_experiments(experiment_keys=[e.key], as_of=DEMO_AS_OF - timedelta(days=12))

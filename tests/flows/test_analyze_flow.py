@@ -16,7 +16,7 @@ def test_analyze_flow_writes_results_and_artifacts(
 ) -> None:
     from prefect import get_client
 
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     keys = ["checkout_button", "followup_timing", "enrichment_strategy"]
     summaries = analyze_experiments(experiment_keys=keys, as_of=DEMO_AS_OF)
@@ -61,7 +61,7 @@ def test_analyze_flow_writes_results_and_artifacts(
 def test_backfill_flow_writes_one_as_of_per_day_and_reruns_replace(
     prefect_harness: None, abflow_env: Settings, engine: Engine, demo_loaded: dict[str, Any]
 ) -> None:
-    from flows.backfill import backfill_experiments
+    from abflow.flows.backfill import backfill_experiments
 
     def count() -> list[Any]:
         with engine.connect() as conn:
@@ -91,8 +91,8 @@ def test_one_broken_experiment_does_not_stop_the_others(
 ) -> None:
     """A source that breaks for one experiment is recorded as failed; the rest succeed."""
     from abflow.definitions import parse_experiment
+    from abflow.flows.analyze import analyze_experiments
     from abflow.warehouse.experiments_repo import upsert_experiments
-    from flows.analyze import analyze_experiments
 
     broken = parse_experiment(
         {
@@ -130,8 +130,8 @@ def test_incremental_flow_matches_full_recompute(
     """ABFLOW_INCREMENTAL=true: day-2 results from the refreshed partials equal a full pass."""
     from datetime import UTC, datetime
 
+    from abflow.flows.analyze import analyze_experiments
     from abflow.settings import get_settings
-    from flows.analyze import analyze_experiments
 
     day1, day2 = datetime(2026, 11, 19, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
     key = ["checkout_button"]

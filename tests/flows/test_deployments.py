@@ -57,10 +57,40 @@ def test_analyze_is_scheduled_daily_with_a_weekly_full_refresh() -> None:
     schema = parameter_schema(_flow(d["entrypoint"])).model_dump_for_openapi()
     for _, params in crons:
         jsonschema.Draft202012Validator(schema).validate(params)
-    from flows.serve import ANALYZE_CRON, FULL_REFRESH_CRON, deployments
+    from abflow.flows.serve import ANALYZE_CRON, FULL_REFRESH_CRON, deployments
 
     assert (ANALYZE_CRON, FULL_REFRESH_CRON) == (crons[0][0], crons[1][0])
     served = {x.name: x for x in deployments()}
     assert set(served) == {x["name"] for x in _deployments()}
     analyze = served["analyze"]
     assert [(s.schedule.cron, s.parameters) for s in analyze.schedules or []] == crons
+
+
+def test_prefect_loads_every_entrypoint_from_the_project_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As `prefect deploy` and a worker load them: execute the file named by the entrypoint.
+
+    The project's flows/*.py only import from the package: the flow loaded is the wheel's.
+    """
+    from prefect.flows import load_flow_from_entrypoint
+
+    monkeypatch.chdir(repo_root())
+    for d in _deployments():
+        path, _ = d["entrypoint"].split(":")
+        assert (repo_root() / path).is_file()
+        # No placeholder: an import error in the file must fail here, not hide behind an AST parse.
+        loaded = load_flow_from_entrypoint(d["entrypoint"], use_placeholder_flow=False)
+        assert loaded is _flow(d["entrypoint"]), d["entrypoint"]
+        assert loaded.fn.__module__.startswith("abflow.flows."), d["entrypoint"]
+
+
+def test_module_entrypoints_need_no_checkout() -> None:
+    """An installed wheel has no project files: `abflow.flows.<module>.<flow>` names the flows."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    for d in _deployments():
+        flow = _flow(d["entrypoint"])
+        module_path = f"{flow.fn.__module__}.{flow.fn.__name__}"
+        assert module_path.startswith("abflow.flows.")
+        assert load_flow_from_entrypoint(module_path, use_placeholder_flow=False) is flow

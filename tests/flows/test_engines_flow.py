@@ -33,7 +33,7 @@ def test_flow_on_duckdb_parquet_writes_the_same_decisions_to_postgres(
     tmp_path: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     originals = demo_loaded["experiments"]
     copies = {

@@ -25,7 +25,7 @@ runner = CliRunner()
 
 
 def _analyze(key: str, as_of: datetime) -> dict[str, Any]:
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     (summary,) = analyze_experiments(experiment_keys=[key], as_of=as_of)
     assert (summary["status"], summary["decision"], summary["variant_key"]) == (
@@ -91,9 +91,9 @@ def test_a_backfill_flow_never_touches_the_config(
     prefect_harness: None, abflow_env: Settings, engine: Engine, demo_loaded: dict[str, Any]
 ) -> None:
     """Even when the newest run failed and the backfilled day ships: results yes, config no."""
+    from abflow.flows.backfill import backfill_experiments
     from abflow.pipeline import failed_run
     from abflow.warehouse import writer
-    from flows.backfill import backfill_experiments
 
     e = copy_experiment(engine, demo_loaded["experiments"]["checkout_button"], "pin_backfill")
     newest = DEMO_AS_OF + timedelta(days=2)
@@ -119,8 +119,8 @@ def test_the_flows_refuse_to_analyse_the_future(
     prefect_harness: None, abflow_env: Settings, engine: Engine, demo_loaded: dict[str, Any]
 ) -> None:
     """What a Prefect UI run with a 2099 as_of or end does: the flow run fails, nothing written."""
-    from flows.analyze import analyze_experiments
-    from flows.backfill import backfill_experiments
+    from abflow.flows.analyze import analyze_experiments
+    from abflow.flows.backfill import backfill_experiments
 
     def runs() -> int:
         with engine.connect() as conn:
@@ -137,8 +137,8 @@ def test_the_flows_refuse_to_analyse_the_future(
 def test_promote_rollback_and_unpin_flows_follow_the_same_rules(
     prefect_harness: None, abflow_env: Settings, engine: Engine, demo_loaded: dict[str, Any]
 ) -> None:
+    from abflow.flows.promote import promote_flow, rollback_flow, unpin_flow
     from abflow.warehouse.promotion import NothingToRollBack, PromotionRefused
-    from flows.promote import promote_flow, rollback_flow, unpin_flow
 
     source: Experiment = demo_loaded["experiments"]["checkout_button"]
     e = copy_experiment(engine, source, "pin_flows")

@@ -1,6 +1,6 @@
 """A real `prefect server`, the served deployments, and a backfill triggered as the UI does.
 
-The session's shared `prefect server start` and `flows.serve.serve_all()` subprocesses
+The session's shared `prefect server start` and `abflow.flows.serve.serve_all()` subprocesses
 (tests/flows/prefect_stack.py) serve the deployments; the test creates a backfill flow run with
 custom parameters through `POST /api/deployments/{id}/create_flow_run` (the request body of the
 UI's custom-run form), waits for it, and checks the warehouse rows and the artifacts through the
@@ -66,7 +66,7 @@ def _check_bad_parameters_rejected(stack: PrefectStack, dep: dict[str, Any]) -> 
     (then it is rejected like the rest). Probe runs are scheduled far in the future so that
     the runner never picks up one that the server accepts; such a run is deleted at once.
     """
-    # flows/backfill.py adds a pattern to the date parameters, so non-dates are refused too.
+    # abflow/flows/backfill.py adds a pattern to the date parameters, so non-dates are refused too.
     assert "pattern" in dep["parameter_openapi_schema"]["properties"]["start"]
     far = {"type": "SCHEDULED", "state_details": {"scheduled_time": "2099-01-01T00:00:00Z"}}
     cases: list[tuple[dict[str, Any], bool]] = [

@@ -55,7 +55,7 @@ def test_flow_fetches_aggregates_not_events(
     demo_loaded: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     with engine.connect() as conn:
         events = conn.execute(text("select count(*) from events")).scalar_one()

@@ -72,7 +72,7 @@ class _Collect:
 
 @pytest.fixture()
 def printed() -> Iterator[_Collect]:
-    import flows  # noqa: F401 - installs abflow's log redaction, as every entrypoint does
+    import abflow.flows  # noqa: F401 - installs abflow's log redaction, as every entrypoint does
 
     collect = _Collect()
     previous = logging.getLogRecordFactory()
@@ -111,7 +111,7 @@ def test_no_secret_anywhere_and_the_run_succeeds(
     printed: _Collect,
     gateway: str,
 ) -> None:
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     db_password = urlsplit(writer.url).password
     assert db_password and len(db_password) >= 16
@@ -143,7 +143,7 @@ def test_markdown_artifact_escapes_warehouse_strings(
     from prefect import get_client
     from sqlalchemy import text
 
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     payload = "<script>alert(1)</script>"
     with engine.begin() as conn:

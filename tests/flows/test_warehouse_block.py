@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from abflow.definitions import load_experiment_files
+from abflow.demo_data import DEMO_EXPERIMENTS_DIR
 from abflow.settings import Settings
 from abflow.warehouse.engines import redact
-from tests.conftest import repo_root
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -17,7 +17,7 @@ SECRET = "s3cr3t-Pa55word"
 def test_warehouse_url_from_a_secret_block(prefect_harness: None, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from prefect.blocks.system import Secret
 
-    from tasks.engines import warehouse_url
+    from abflow.tasks.engines import warehouse_url
 
     url = f"duckdb:///{tmp_path / 'wh.duckdb'}"
     Secret(value=url).save("abflow-test-warehouse", overwrite=True)
@@ -30,7 +30,7 @@ def test_warehouse_url_from_a_secret_block(prefect_harness: None, tmp_path) -> N
 def test_warehouse_url_from_a_sqlalchemy_connector_block(prefect_harness: None) -> None:
     from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector
 
-    from tasks.engines import warehouse_url
+    from abflow.tasks.engines import warehouse_url
 
     SqlAlchemyConnector(
         connection_info=ConnectionComponents(
@@ -50,7 +50,7 @@ def test_warehouse_url_from_a_sqlalchemy_connector_block(prefect_harness: None) 
 
 
 def test_the_url_is_redacted_from_settings_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tasks.engines import extract_elsewhere
+    from abflow.tasks.engines import extract_elsewhere
 
     url = f"sc://spark.internal:15002/;token={SECRET}"
     assert SECRET not in repr(Settings(warehouse_url=url))
@@ -58,7 +58,7 @@ def test_the_url_is_redacted_from_settings_and_errors(tmp_path) -> None:  # type
     pg = f"postgresql+psycopg://reader:{SECRET}@db/events"
     assert redact(f"connection to {pg} failed; password {SECRET} rejected", pg).count("***") == 2
 
-    experiment = load_experiment_files([repo_root() / "experiments" / "followup_timing.yaml"])[0]
+    experiment = load_experiment_files([DEMO_EXPERIMENTS_DIR / "followup_timing.yaml"])[0]
     bad = f"duckdb:///{tmp_path}/no/such/dir/wh.duckdb?token={SECRET}"
     with pytest.raises(RuntimeError) as failure:
         extract_elsewhere(Settings(), bad, experiment, datetime(2026, 11, 21, tzinfo=UTC), False)

@@ -49,7 +49,7 @@ def test_run_through_the_deployment_creates_a_flow_run(
 ) -> None:
     from prefect import get_client
 
-    from flows.analyze import analyze_experiments
+    from abflow.flows.analyze import analyze_experiments
 
     # _sync: another test's Playwright may have left an event loop running in this thread
     analyze_experiments.to_deployment(name="analyze", _sync=True).apply(_sync=True)

@@ -16,7 +16,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from abflow.cli import app
-from tests.conftest import DEMO_AS_OF, repo_root
+from abflow.demo_data import DEMO_EXPERIMENTS_DIR
+from tests.conftest import DEMO_AS_OF
 from tests.flows.conftest import Writer
 
 runner = CliRunner()
@@ -32,9 +33,9 @@ def _cli(*args: str) -> Any:
 def test_run_backfill_promote_rollback_and_cli_as_a_writer_only_login(
     writer: Writer, as_login: Any, engine: Engine, tmp_path: Any
 ) -> None:
-    from flows.analyze import analyze_experiments
-    from flows.backfill import backfill_experiments
-    from flows.promote import promote_flow, rollback_flow
+    from abflow.flows.analyze import analyze_experiments
+    from abflow.flows.backfill import backfill_experiments
+    from abflow.flows.promote import promote_flow, rollback_flow
 
     as_login(writer)
     summaries = analyze_experiments(experiment_keys=KEYS, as_of=DEMO_AS_OF)
@@ -54,7 +55,7 @@ def test_run_backfill_promote_rollback_and_cli_as_a_writer_only_login(
     assert "rolled back" in rollback_flow(experiment_key="enrichment_strategy")
 
     # the CLI, as the same login
-    _cli("experiments", "apply", str(repo_root() / "experiments"))
+    _cli("experiments", "apply", str(DEMO_EXPERIMENTS_DIR))
     assert "checkout_button" in _cli("experiments", "list").output
     _cli("promote", "followup_timing", "delay_5m", "--reason", "ops asked", "--actor", "ana")
     _cli("rollback", "followup_timing")
@@ -94,7 +95,7 @@ def test_migrate_as_the_writer_is_one_line(writer: Writer, as_login: Any) -> Non
 COMMANDS = [
     ["run", "--quiet"],
     ["backfill", "--start", "2026-11-01", "--end", "2026-11-02", "--quiet"],
-    ["experiments", "apply", str(repo_root() / "experiments")],
+    ["experiments", "apply", str(DEMO_EXPERIMENTS_DIR)],
     ["experiments", "list"],
     ["validate"],
     ["report", "checkout_button"],
@@ -120,9 +121,9 @@ def test_a_schema_behind_stops_every_command_with_one_line(
 
 
 def test_a_schema_behind_stops_the_flows(behind: Writer, as_login: Any) -> None:
+    from abflow.flows.analyze import analyze_experiments
+    from abflow.flows.promote import promote_flow
     from abflow.warehouse.migrate import SchemaOutdated
-    from flows.analyze import analyze_experiments
-    from flows.promote import promote_flow
 
     as_login(behind)
     with pytest.raises(SchemaOutdated, match="is at migration 4"):
@@ -155,7 +156,7 @@ def test_a_reader_login_reads_and_is_refused_writes_in_one_line(
         assert "followup_timing" in _cli("experiments", "list").output
         for args, expected in (
             (["promote", "followup_timing", "delay_5m"], "permission denied for table"),
-            (["experiments", "apply", str(repo_root() / "experiments")], "permission denied"),
+            (["experiments", "apply", str(DEMO_EXPERIMENTS_DIR)], "permission denied"),
             (["migrate"], "`abflow migrate` needs the schema owner"),
         ):
             res = runner.invoke(app, args)

@@ -25,9 +25,9 @@ from abflow.decisions.bandit_sim import bandit_experiment
 from abflow.definitions import Experiment, parse_experiment
 from abflow.results import ExperimentResult
 from abflow.settings import Settings
+from abflow.tasks.analysis import compute_statistics
+from abflow.tasks.warehouse import allocation_periods, extract_aggregates, write_results
 from abflow.warehouse.experiments_repo import upsert_experiments
-from tasks.analysis import compute_statistics
-from tasks.warehouse import allocation_periods, extract_aggregates, write_results
 from tests.conftest import login_engine
 
 RATES = (0.10, 0.20, 0.30)

@@ -9,8 +9,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from abflow.cli import app
+from abflow.demo_data import DEMO_EXPERIMENTS_DIR
 from abflow.settings import get_settings
-from tests.conftest import repo_root
 
 runner = CliRunner()
 
@@ -23,7 +23,7 @@ def _definitions(engine: Engine) -> dict[str, str]:
 
 
 def test_apply_and_list_round_trip(cli_env: None, engine: Engine) -> None:
-    res = runner.invoke(app, ["experiments", "apply", str(repo_root() / "experiments")])
+    res = runner.invoke(app, ["experiments", "apply", str(DEMO_EXPERIMENTS_DIR)])
     assert res.exit_code == 0, res.output
     assert "applied checkout_button" in res.output
     res = runner.invoke(app, ["experiments", "list"])
@@ -33,7 +33,7 @@ def test_apply_and_list_round_trip(cli_env: None, engine: Engine) -> None:
     from abflow.definitions import load_experiment_file
     from abflow.warehouse.experiments_repo import get_experiment
 
-    original = load_experiment_file(repo_root() / "experiments" / "checkout_button.yaml")
+    original = load_experiment_file(DEMO_EXPERIMENTS_DIR / "checkout_button.yaml")
     with engine.connect() as conn:
         assert get_experiment(conn, "checkout_button") == original
 

@@ -2,10 +2,10 @@
 
 Real threads on the embedded server, each with its own connections, all as one writer-only login
 (as production runs them): the scheduled run and the backfill go through the write task
-(tasks.warehouse.write_results: replace the results, auto-promote a healthy ship), the operator
-alternates promote and rollback. Whatever interleaving happens, experiment_config.version must
-move 1, 2, 3, … with no gap and no number used twice, and every step must be one promotions row
-whose previous_config holds the version it replaced.
+(abflow.tasks.warehouse.write_results: replace the results, auto-promote a healthy ship), the
+operator alternates promote and rollback. Whatever interleaving happens,
+experiment_config.version must move 1, 2, 3, … with no gap and no number used twice, and every
+step must be one promotions row whose previous_config holds the version it replaced.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from sqlalchemy import Engine, text
 
 from abflow.definitions import Experiment, parse_experiment
 from abflow.settings import Settings
+from abflow.tasks.warehouse import write_results
 from abflow.warehouse import promotion
 from abflow.warehouse.experiments_repo import upsert_experiments
-from tasks.warehouse import write_results
 from tests.conftest import analyse, login_engine
 
 KEY = "race_exp"
@@ -113,7 +113,7 @@ def test_racing_writers_leave_a_gap_free_audited_version_sequence(
                 write_results.fn(writer_settings, url, _again(day), e)
 
     def operator() -> None:
-        from tasks.warehouse import engine_for
+        from abflow.tasks.warehouse import engine_for
 
         eng = engine_for(writer_settings, url)
         for i in range(ROUNDS):

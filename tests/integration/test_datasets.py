@@ -77,7 +77,7 @@ class Analysed:
 def _analyse(
     engine: Engine, pg_url: str, settings: Settings, e: Experiment, as_of: datetime
 ) -> Analysed:
-    """Extraction, GX and assembly, as flows.analyze runs them for one experiment."""
+    """Extraction, GX and assembly, as abflow.flows.analyze runs them for one experiment."""
     with engine.begin() as conn:
         stats = extract.fetch_sufficient_stats(
             conn, e, as_of, assignments="assignments", events="events"

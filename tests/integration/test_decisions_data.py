@@ -100,7 +100,7 @@ def _load(
 
 
 def _run(engine: Engine, e: Experiment, run_id: uuid.UUID | None = None) -> ExperimentResult:
-    """Extraction in one snapshot, then the pure assembly (as tasks.warehouse + pipeline do)."""
+    """Extraction in one snapshot, then the pure assembly (as abflow.tasks.warehouse does)."""
     return analyse(engine, e, run_id=run_id)
 
 

@@ -205,8 +205,8 @@ def _analyze(
     assignments: str = "assignments",
     events: str = "events",
 ) -> Run:
-    """What flows.analyze does for one experiment, without Prefect: extract, the suites (as SQL
-    with samples of what failed, the default on PostgreSQL), assemble, write."""
+    """What abflow.flows.analyze does for one experiment, without Prefect: extract, the suites
+    (as SQL with samples of what failed, the default on PostgreSQL), assemble, write."""
     with engine.connect() as conn:
         before = readback.previous_units(conn, e.key, as_of)
     with engine.connect() as conn, conn.begin():
@@ -231,7 +231,7 @@ def _analyze(
 
 
 def _write_and_promote(engine: Engine, result: ExperimentResult, e: Experiment) -> str | None:
-    """tasks.warehouse.write_results without Prefect: one transaction, promote a healthy ship."""
+    """abflow.tasks.warehouse.write_results without Prefect: one transaction, promote a ship."""
     with engine.begin() as conn:
         writer.lock_experiment(conn, result.run.experiment_key, 10)
         writer.write_result(conn, result)

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from abflow.tasks.retry import is_transient
 from abflow.warehouse import writer
-from tasks.retry import is_transient
 from tests.conftest import analyse
 
 

@@ -13,6 +13,7 @@ TABLES = {
     "experiments",
     "analysis_runs",
     "variant_stats",
+    "lift_by_exposure_age",
     "insights",
     "health_checks",
     "recommendations",

@@ -3,8 +3,8 @@ auto-promotion, failed runs that never hide results, and no analysis of the futu
 
 Every test works on its own copy of the demo's `checkout_button` (same exposures and events, so
 its analysis as of the demo date is a healthy `ship green`), with its own experiment_config. Runs
-go through `tasks.warehouse.write_results` (the flow's write step, without Prefect); the manual
-verbs through the CLI.
+go through `abflow.tasks.warehouse.write_results` (the flow's write step, without Prefect); the
+manual verbs through the CLI.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from abflow.definitions import Experiment
 from abflow.pipeline import failed_run
 from abflow.results import CheckOutcome
 from abflow.settings import Settings
-from tasks.warehouse import record_failure, write_results
+from abflow.tasks.warehouse import record_failure, write_results
 from tests.conftest import DEMO_AS_OF, analyse, copy_experiment
 
 runner = CliRunner()

@@ -25,7 +25,7 @@ def _run(engine: Engine, e: Any, checks: list[CheckOutcome] | None = None) -> An
 
 
 def _write_and_promote(engine: Engine, result: Any, e: Any) -> str | None:
-    """What tasks.warehouse.write_results does, without Prefect."""
+    """What abflow.tasks.warehouse.write_results does, without Prefect."""
     with engine.begin() as conn:
         writer.lock_experiment(conn, result.run.experiment_key, 10)
         writer.write_result(conn, result)

@@ -276,3 +276,51 @@ def test_capped_and_filtered_metrics_in_report_and_panel(
     text = console.export_text()
     assert "revenue (green) winsorized at p99 of all units" in text
     assert "uncapped" in text and "app_revenue: only events where platform in" in text
+
+
+def test_quantiles_and_exposure_age_in_the_report_and_tables(
+    engine: Engine, demo_loaded: dict[str, Any]
+) -> None:
+    """checkout_button: the p90 guardrail, lift by days since exposure and novelty_effect.
+
+    The demo's return sessions are boosted for green in the first week only: the warning fires
+    and the chart shows the fading lift. Written twice for one as_of: rows are replaced.
+    """
+    from abflow.warehouse.readback import insight_history, latest_results
+
+    experiment: Experiment = demo_loaded["experiments"]["checkout_button"]
+    as_of = datetime(2026, 11, 21, tzinfo=UTC)
+    backfill(engine, experiment, [as_of, as_of])
+    with engine.connect() as conn:
+        latest = latest_results(conn, ["checkout_button"])[0]
+        history = insight_history(conn, "checkout_button")
+        counts = conn.execute(
+            text(
+                "select count(*), count(distinct (metric_key, variant_key, cohort))"
+                " from lift_by_exposure_age where run_id = :r"
+            ),
+            {"r": latest["run"]["run_id"]},
+        ).one()
+        quantile = conn.execute(
+            text(
+                "select mean, quantile_lower, quantile_upper, quantile_n from variant_stats"
+                " where run_id = :r and metric_key = 'latency_p90_ms' and segment = 'all'"
+            ),
+            {"r": latest["run"]["run_id"]},
+        ).all()
+    # 6 non-quantile metrics (app_revenue came with the metric options) x 1 treatment x 3
+    # cohorts (20 days: no unit is 21 days old yet), once: the rerun replaced the rows
+    assert tuple(counts) == (18, 18)
+    assert len(quantile) == 2
+    for mean, lower, upper, n in quantile:
+        assert lower < mean < upper and n > 6000
+    p90 = next(i for i in latest["insights"] if i["metric_key"] == "latency_p90_ms")
+    assert p90["method"].endswith("(quantile_order_stats)") and p90["error"] is None
+    novelty = next(c for c in latest["checks"] if c["check_name"] == "novelty_effect")
+    assert not novelty["passed"] and "sessions" in novelty["details"]["note"]
+    out = render_report(experiment, latest, history)
+    assert "Lift by days since first exposure" in out
+    assert out.count('<svg class="cohorts"') == 6  # one chart per non-quantile metric
+    assert "days 7-13" in out and "days 21+" in out
+    assert "novelty_effect" in out and "a novelty effect" in out
+    assert "p90 over per-unit mean" in out

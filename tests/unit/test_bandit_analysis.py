@@ -24,6 +24,7 @@ from abflow.pipeline import assemble_result
 from abflow.report import render_report_body
 from abflow.results import ExperimentResult, ExposureSummary, InsightRow, SufficientStats
 from abflow.stats import ProportionStats, compare
+from abflow.summary import markdown_summary
 from abflow.warehouse.allocation import periods_from_rows
 
 START = datetime(2026, 11, 2, tzinfo=UTC)
@@ -313,3 +314,11 @@ def test_report_and_cli_mark_bandit_results_and_show_the_weight_history() -> Non
     console.print(experiment_panel(plain))
     text = console.export_text()
     assert "conversion" in text and "bandit:" not in text and "weight history" not in text
+
+
+def test_the_prefect_markdown_summary_shows_the_weight_history() -> None:
+    text = markdown_summary(_run(bandit_experiment(), [DAY1, DAY2], PERIODS))
+    assert "period-weighted" in text
+    assert (
+        "| 2 | 2026\\-11\\-03 00:00 UTC | control 10.0%, b 90.0% | control 1,000, b 9,000 |" in text
+    )

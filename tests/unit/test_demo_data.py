@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import struct
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,19 +13,19 @@ import pytest
 from abflow.definitions import Experiment, load_experiment_files
 from abflow.demo_data import (
     ASSIGNMENT_COLUMNS,
+    DEMO_EXPERIMENTS_DIR,
     EVENT_COLUMNS,
     assign_indices,
     bucket,
     generate_demo_data,
 )
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def experiments() -> list[Experiment]:
-    return load_experiment_files([EXPERIMENTS_DIR])
+    return load_experiment_files([DEMO_EXPERIMENTS_DIR])
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +92,9 @@ def test_columns_and_dtypes(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
         assert assignments[col].notna().all()
     for col in ("unit_id", "event_name"):
         assert pd.api.types.is_string_dtype(events[col])
-    assert str(assignments["assigned_at"].dtype) == "datetime64[us, UTC]"
-    assert str(events["occurred_at"].dtype) == "datetime64[us, UTC]"
+    for stamps in (assignments["assigned_at"], events["occurred_at"]):
+        # UTC-aware; the unit is pandas' own (us on pandas 3, ns on pandas 2).
+        assert isinstance(stamps.dtype, pd.DatetimeTZDtype) and str(stamps.dtype.tz) == "UTC"
     assert events["value"].dtype == np.float64
     assert all(isinstance(a, dict) for a in assignments["attributes"])
     assert all(p is None or isinstance(p, dict) for p in events["properties"])

@@ -51,7 +51,7 @@ def web_engine(web_settings: Settings) -> Iterator[Engine]:
 
 
 def write_run(engine: Engine, experiment: Experiment, result: Any) -> str | None:
-    """What tasks.warehouse.write_results does, without Prefect."""
+    """What abflow.tasks.warehouse.write_results does, without Prefect."""
     with engine.begin() as conn:
         writer.lock_experiment(conn, experiment.key, 10)
         writer.write_result(conn, result)

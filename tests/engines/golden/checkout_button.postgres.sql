@@ -208,6 +208,38 @@ ANALYZE abflow_unit_segments;
 --   metric_defs_5_num_cap_upper = NULL
 --   metric_defs_5_num_event = 'page_load'
 --   metric_defs_5_window_seconds = NULL
+--   metric_defs_6_den_agg = NULL
+--   metric_defs_6_den_cap_ignore_zeros = NULL
+--   metric_defs_6_den_cap_lower = NULL
+--   metric_defs_6_den_cap_type = NULL
+--   metric_defs_6_den_cap_upper = NULL
+--   metric_defs_6_den_event = NULL
+--   metric_defs_6_kind = 'quantile'
+--   metric_defs_6_metric_id = 6
+--   metric_defs_6_metric_key = 'latency_p90_ms'
+--   metric_defs_6_num_agg = 'mean'
+--   metric_defs_6_num_cap_ignore_zeros = NULL
+--   metric_defs_6_num_cap_lower = NULL
+--   metric_defs_6_num_cap_type = NULL
+--   metric_defs_6_num_cap_upper = NULL
+--   metric_defs_6_num_event = 'page_load'
+--   metric_defs_6_window_seconds = NULL
+--   metric_defs_7_den_agg = NULL
+--   metric_defs_7_den_cap_ignore_zeros = NULL
+--   metric_defs_7_den_cap_lower = NULL
+--   metric_defs_7_den_cap_type = NULL
+--   metric_defs_7_den_cap_upper = NULL
+--   metric_defs_7_den_event = NULL
+--   metric_defs_7_kind = 'mean'
+--   metric_defs_7_metric_id = 7
+--   metric_defs_7_metric_key = 'sessions'
+--   metric_defs_7_num_agg = 'count'
+--   metric_defs_7_num_cap_ignore_zeros = NULL
+--   metric_defs_7_num_cap_lower = NULL
+--   metric_defs_7_num_cap_type = NULL
+--   metric_defs_7_num_cap_upper = NULL
+--   metric_defs_7_num_event = 'session_start'
+--   metric_defs_7_window_seconds = NULL
 CREATE TEMPORARY TABLE abflow_metric_events ON COMMIT DROP AS
 WITH metric_defs AS (
   SELECT
@@ -299,6 +331,42 @@ WITH metric_defs AS (
     CAST(%(metric_defs_5_den_cap_lower)s AS DOUBLE PRECISION) AS den_cap_lower,
     CAST(%(metric_defs_5_den_cap_upper)s AS DOUBLE PRECISION) AS den_cap_upper,
     CAST(%(metric_defs_5_den_cap_ignore_zeros)s AS BOOLEAN) AS den_cap_ignore_zeros
+  UNION ALL
+  SELECT
+    CAST(%(metric_defs_6_metric_id)s AS INT) AS metric_id,
+    CAST(%(metric_defs_6_metric_key)s AS TEXT) AS metric_key,
+    CAST(%(metric_defs_6_kind)s AS TEXT) AS kind,
+    CAST(%(metric_defs_6_num_event)s AS TEXT) AS num_event,
+    CAST(%(metric_defs_6_num_agg)s AS TEXT) AS num_agg,
+    CAST(%(metric_defs_6_den_event)s AS TEXT) AS den_event,
+    CAST(%(metric_defs_6_den_agg)s AS TEXT) AS den_agg,
+    CAST(%(metric_defs_6_window_seconds)s AS BIGINT) AS window_seconds,
+    CAST(%(metric_defs_6_num_cap_type)s AS TEXT) AS num_cap_type,
+    CAST(%(metric_defs_6_num_cap_lower)s AS DOUBLE PRECISION) AS num_cap_lower,
+    CAST(%(metric_defs_6_num_cap_upper)s AS DOUBLE PRECISION) AS num_cap_upper,
+    CAST(%(metric_defs_6_num_cap_ignore_zeros)s AS BOOLEAN) AS num_cap_ignore_zeros,
+    CAST(%(metric_defs_6_den_cap_type)s AS TEXT) AS den_cap_type,
+    CAST(%(metric_defs_6_den_cap_lower)s AS DOUBLE PRECISION) AS den_cap_lower,
+    CAST(%(metric_defs_6_den_cap_upper)s AS DOUBLE PRECISION) AS den_cap_upper,
+    CAST(%(metric_defs_6_den_cap_ignore_zeros)s AS BOOLEAN) AS den_cap_ignore_zeros
+  UNION ALL
+  SELECT
+    CAST(%(metric_defs_7_metric_id)s AS INT) AS metric_id,
+    CAST(%(metric_defs_7_metric_key)s AS TEXT) AS metric_key,
+    CAST(%(metric_defs_7_kind)s AS TEXT) AS kind,
+    CAST(%(metric_defs_7_num_event)s AS TEXT) AS num_event,
+    CAST(%(metric_defs_7_num_agg)s AS TEXT) AS num_agg,
+    CAST(%(metric_defs_7_den_event)s AS TEXT) AS den_event,
+    CAST(%(metric_defs_7_den_agg)s AS TEXT) AS den_agg,
+    CAST(%(metric_defs_7_window_seconds)s AS BIGINT) AS window_seconds,
+    CAST(%(metric_defs_7_num_cap_type)s AS TEXT) AS num_cap_type,
+    CAST(%(metric_defs_7_num_cap_lower)s AS DOUBLE PRECISION) AS num_cap_lower,
+    CAST(%(metric_defs_7_num_cap_upper)s AS DOUBLE PRECISION) AS num_cap_upper,
+    CAST(%(metric_defs_7_num_cap_ignore_zeros)s AS BOOLEAN) AS num_cap_ignore_zeros,
+    CAST(%(metric_defs_7_den_cap_type)s AS TEXT) AS den_cap_type,
+    CAST(%(metric_defs_7_den_cap_lower)s AS DOUBLE PRECISION) AS den_cap_lower,
+    CAST(%(metric_defs_7_den_cap_upper)s AS DOUBLE PRECISION) AS den_cap_upper,
+    CAST(%(metric_defs_7_den_cap_ignore_zeros)s AS BOOLEAN) AS den_cap_ignore_zeros
 ), metric_reads AS (
   SELECT
     metric_id,
@@ -323,6 +391,8 @@ WITH metric_defs AS (
     CASE WHEN m.kind = 'ratio' THEN m.den_agg END AS x_agg,
     CASE
       WHEN CAST(%(lookback_days)s AS INT) = 0
+      THEN CAST(NULL AS TEXT)
+      WHEN m.kind = 'quantile'
       THEN CAST(NULL AS TEXT)
       WHEN m.kind = 'proportion'
       THEN 'any'
@@ -354,6 +424,7 @@ ANALYZE abflow_metric_events;
 -- [7] unit_values: materialised as temporary table abflow_unit_values
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
+--   by_exposure_age = 0
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
 --   filter_3_den_2_1 = 10.0
@@ -457,7 +528,24 @@ WITH unit_metric_events AS (
         INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
       )
     ) AS den_pre,
-    is_num AND occurred_at < first_exposed_at AND occurred_at >= %(start_at)s AS num_early
+    is_num AND occurred_at < first_exposed_at AND occurred_at >= %(start_at)s AS num_early,
+    CASE
+      WHEN CAST(%(by_exposure_age)s AS INT) = 0
+      THEN 0
+      WHEN occurred_at < (
+        first_exposed_at + INTERVAL '7 DAY'
+      )
+      THEN 0
+      WHEN occurred_at < (
+        first_exposed_at + INTERVAL '14 DAY'
+      )
+      THEN 1
+      WHEN occurred_at < (
+        first_exposed_at + INTERVAL '21 DAY'
+      )
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
   FROM unit_metric_events
 ), unit_metric_aggregates AS (
   SELECT
@@ -496,11 +584,13 @@ WITH unit_metric_events AS (
     MAX(value) FILTER(WHERE
       den_pre) AS den_pre_max,
     COUNT(*) FILTER(WHERE
-      num_early) AS early_count
+      num_early) AS early_count,
+    exposure_cohort
   FROM phased_events
   GROUP BY
     unit_id,
-    metric_id
+    metric_id,
+    exposure_cohort
 ), metric_aggs AS (
   SELECT DISTINCT
     metric_id,
@@ -557,7 +647,8 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN COALESCE(a.den_pre_max, 0.0)
     END AS d,
-    a.early_count > 0 AS contaminated
+    a.early_count > 0 AS contaminated,
+    a.exposure_cohort
   FROM unit_metric_aggregates AS a
   INNER JOIN metric_aggs AS m
     ON m.metric_id = a.metric_id
@@ -986,7 +1077,1150 @@ ORDER BY
   segment,
   capped;
 
--- [10] exposure_summary: rows come back to Python
+-- [10] metric_quantiles: rows come back to Python
+-- parameters:
+--   as_of = 2026-11-21T00:00:00+00:00
+--   bound_z = 1.9599639845400545
+--   by_exposure_age = 0
+--   filter_3_den_1_1 = 'ios'
+--   filter_3_den_1_2 = 'android'
+--   filter_3_den_2_1 = 10.0
+--   filter_3_num_1_1 = 'ios'
+--   filter_3_num_1_2 = 'android'
+--   filter_3_num_2_1 = 10.0
+--   lookback_days = 14
+--   quantile_defs_1_level = 'unit'
+--   quantile_defs_1_metric_id = 6
+--   quantile_defs_1_metric_key = 'latency_p90_ms'
+--   quantile_defs_1_nu = 0.9
+--   quantile_defs_1_zero_fill = 0
+--   quantile_metric_ids_1 = 6
+--   start_at = 2026-11-01T00:00:00+00:00
+--   value_limit = 1000000000000.0
+WITH quantile_defs AS (
+  SELECT
+    CAST(%(quantile_defs_1_metric_id)s AS INT) AS metric_id,
+    CAST(%(quantile_defs_1_metric_key)s AS TEXT) AS metric_key,
+    CAST(%(quantile_defs_1_level)s AS TEXT) AS level,
+    CAST(%(quantile_defs_1_nu)s AS DOUBLE PRECISION) AS nu,
+    CAST(%(quantile_defs_1_zero_fill)s AS INT) AS zero_fill
+), unit_values_unit_metric_events AS (
+  SELECT DISTINCT
+    u.unit_id,
+    m.metric_id,
+    u.first_exposed_at,
+    e.occurred_at,
+    CASE WHEN ABS(e.value) <= %(value_limit)s THEN e.value END AS value,
+    m.is_num
+    AND CASE m.metric_id
+      WHEN 3
+      THEN e.properties ->> 'platform' IN (%(filter_3_num_1_1)s, %(filter_3_num_1_2)s)
+      AND CASE
+        WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+        THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
+      END >= %(filter_3_num_2_1)s
+      ELSE TRUE
+    END AS is_num,
+    m.is_den
+    AND CASE m.metric_id
+      WHEN 3
+      THEN e.properties ->> 'platform' IN (%(filter_3_den_1_1)s, %(filter_3_den_1_2)s)
+      AND CASE
+        WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+        THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
+      END >= %(filter_3_den_2_1)s
+      ELSE TRUE
+    END AS is_den
+  FROM abflow_units AS u
+  INNER JOIN "events" AS e
+    ON e.unit_id = u.unit_id
+    AND e.occurred_at <= %(as_of)s
+    AND e.occurred_at >= LEAST(
+      u.first_exposed_at + (
+        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
+      ),
+      %(start_at)s
+    )
+  INNER JOIN abflow_metric_events AS m
+    ON m.event_name = e.event_name
+    AND (
+      m.window_seconds IS NULL
+      OR e.occurred_at < (
+        u.first_exposed_at + (
+          INTERVAL '1 SECOND' * m.window_seconds
+        )
+      )
+    )
+  WHERE
+    (
+      (
+        m.is_num
+        AND CASE m.metric_id
+          WHEN 3
+          THEN e.properties ->> 'platform' IN (%(filter_3_num_1_1)s, %(filter_3_num_1_2)s)
+          AND CASE
+            WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+            THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
+          END >= %(filter_3_num_2_1)s
+          ELSE TRUE
+        END
+      )
+      OR (
+        m.is_den
+        AND CASE m.metric_id
+          WHEN 3
+          THEN e.properties ->> 'platform' IN (%(filter_3_den_1_1)s, %(filter_3_den_1_2)s)
+          AND CASE
+            WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+            THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
+          END >= %(filter_3_den_2_1)s
+          ELSE TRUE
+        END
+      )
+    )
+    AND m.metric_id IN (%(quantile_metric_ids_1)s)
+), unit_values_phased_events AS (
+  SELECT
+    unit_id,
+    metric_id,
+    value,
+    is_num AND occurred_at >= first_exposed_at AS num_post,
+    is_den AND occurred_at >= first_exposed_at AS den_post,
+    is_num
+    AND occurred_at < first_exposed_at
+    AND occurred_at >= (
+      first_exposed_at + (
+        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
+      )
+    ) AS num_pre,
+    is_den
+    AND occurred_at < first_exposed_at
+    AND occurred_at >= (
+      first_exposed_at + (
+        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
+      )
+    ) AS den_pre,
+    is_num AND occurred_at < first_exposed_at AND occurred_at >= %(start_at)s AS num_early,
+    CASE
+      WHEN CAST(%(by_exposure_age)s AS INT) = 0
+      THEN 0
+      WHEN occurred_at < (
+        first_exposed_at + INTERVAL '7 DAY'
+      )
+      THEN 0
+      WHEN occurred_at < (
+        first_exposed_at + INTERVAL '14 DAY'
+      )
+      THEN 1
+      WHEN occurred_at < (
+        first_exposed_at + INTERVAL '21 DAY'
+      )
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
+  FROM unit_values_unit_metric_events AS unit_metric_events
+), unit_values_unit_metric_aggregates AS (
+  SELECT
+    unit_id,
+    metric_id,
+    COUNT(*) FILTER(WHERE
+      num_post) AS num_count,
+    SUM(value) FILTER(WHERE
+      num_post) AS num_sum,
+    AVG(value) FILTER(WHERE
+      num_post) AS num_mean,
+    MAX(value) FILTER(WHERE
+      num_post) AS num_max,
+    COUNT(*) FILTER(WHERE
+      den_post) AS den_count,
+    SUM(value) FILTER(WHERE
+      den_post) AS den_sum,
+    AVG(value) FILTER(WHERE
+      den_post) AS den_mean,
+    MAX(value) FILTER(WHERE
+      den_post) AS den_max,
+    COUNT(*) FILTER(WHERE
+      num_pre) AS pre_count,
+    SUM(value) FILTER(WHERE
+      num_pre) AS pre_sum,
+    AVG(value) FILTER(WHERE
+      num_pre) AS pre_mean,
+    MAX(value) FILTER(WHERE
+      num_pre) AS pre_max,
+    COUNT(*) FILTER(WHERE
+      den_pre) AS den_pre_count,
+    SUM(value) FILTER(WHERE
+      den_pre) AS den_pre_sum,
+    AVG(value) FILTER(WHERE
+      den_pre) AS den_pre_mean,
+    MAX(value) FILTER(WHERE
+      den_pre) AS den_pre_max,
+    COUNT(*) FILTER(WHERE
+      num_early) AS early_count,
+    exposure_cohort
+  FROM unit_values_phased_events AS phased_events
+  GROUP BY
+    unit_id,
+    metric_id,
+    exposure_cohort
+), unit_values_metric_aggs AS (
+  SELECT DISTINCT
+    metric_id,
+    y_agg,
+    x_agg,
+    c_agg,
+    d_agg
+  FROM abflow_metric_events
+), unit_values_unit_metric_values AS (
+  SELECT
+    a.unit_id,
+    a.metric_id,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.num_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.num_mean
+      WHEN 'max'
+      THEN a.num_max
+    END AS y,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.den_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.den_mean
+      WHEN 'max'
+      THEN a.den_max
+    END AS x,
+    CASE m.c_agg
+      WHEN 'any'
+      THEN CASE WHEN a.pre_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.pre_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.pre_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN COALESCE(a.pre_mean, 0.0)
+      WHEN 'max'
+      THEN COALESCE(a.pre_max, 0.0)
+    END AS c,
+    CASE m.d_agg
+      WHEN 'sum'
+      THEN COALESCE(a.den_pre_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.den_pre_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN COALESCE(a.den_pre_mean, 0.0)
+      WHEN 'max'
+      THEN COALESCE(a.den_pre_max, 0.0)
+    END AS d,
+    a.early_count > 0 AS contaminated,
+    a.exposure_cohort
+  FROM unit_values_unit_metric_aggregates AS a
+  INNER JOIN unit_values_metric_aggs AS m
+    ON m.metric_id = a.metric_id
+), unit_values AS (
+  SELECT
+    *
+  FROM unit_values_unit_metric_values AS unit_metric_values
+), unit_observations AS (
+  SELECT
+    q.metric_id,
+    us.variant_key,
+    us.segment,
+    us.unit_id,
+    CASE WHEN q.zero_fill = 1 THEN COALESCE(uv.y, 0.0) ELSE uv.y END AS y
+  FROM abflow_unit_segments AS us
+  CROSS JOIN quantile_defs AS q
+  LEFT JOIN unit_values AS uv
+    ON uv.unit_id = us.unit_id AND uv.metric_id = q.metric_id
+  WHERE
+    q.level = 'unit'
+), event_observations AS (
+  SELECT
+    q.metric_id,
+    us.variant_key,
+    us.segment,
+    e.unit_id,
+    e.value AS y
+  FROM unit_values_phased_events AS e
+  INNER JOIN quantile_defs AS q
+    ON q.metric_id = e.metric_id
+  INNER JOIN abflow_unit_segments AS us
+    ON us.unit_id = e.unit_id
+  WHERE
+    q.level = 'event' AND e.num_post
+), observations AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    unit_id,
+    y
+  FROM unit_observations
+  WHERE
+    y IS NOT NULL
+  UNION ALL
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    unit_id,
+    y
+  FROM event_observations
+  WHERE
+    y IS NOT NULL
+), ranked AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    y,
+    ROW_NUMBER() OVER (PARTITION BY metric_id, variant_key, segment ORDER BY y) AS rn,
+    CAST(COUNT(*) OVER (PARTITION BY metric_id, variant_key, segment) AS DOUBLE PRECISION) AS n
+  FROM observations
+), positions AS (
+  SELECT
+    r.metric_id,
+    r.variant_key,
+    r.segment,
+    r.y,
+    r.rn,
+    r.n,
+    (
+      r.n - 1.0
+    ) * q.nu + 1.0 AS h_quantile,
+    (
+      r.n - 1.0
+    ) * GREATEST(q.nu - %(bound_z)s * SQRT(q.nu * (
+      1.0 - q.nu
+    ) / r.n), 1e-8) + 1.0 AS h_lower,
+    (
+      r.n - 1.0
+    ) * LEAST(q.nu + %(bound_z)s * SQRT(q.nu * (
+      1.0 - q.nu
+    ) / r.n), 1.0 - 1e-8) + 1.0 AS h_upper
+  FROM ranked AS r
+  INNER JOIN quantile_defs AS q
+    ON q.metric_id = r.metric_id
+), order_statistics AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    MAX(n) AS n,
+    MAX(h_quantile) AS h_quantile,
+    MAX(h_lower) AS h_lower,
+    MAX(h_upper) AS h_upper,
+    MAX(CASE WHEN rn = FLOOR(h_quantile) THEN y END) AS quantile_at,
+    MAX(CASE WHEN rn = FLOOR(h_quantile) + 1 THEN y END) AS quantile_next,
+    MAX(CASE WHEN rn = FLOOR(h_lower) THEN y END) AS lower_at,
+    MAX(CASE WHEN rn = FLOOR(h_lower) + 1 THEN y END) AS lower_next,
+    MAX(CASE WHEN rn = FLOOR(h_upper) THEN y END) AS upper_at,
+    MAX(CASE WHEN rn = FLOOR(h_upper) + 1 THEN y END) AS upper_next
+  FROM positions
+  WHERE
+    rn >= FLOOR(h_lower) AND rn <= FLOOR(h_upper) + 1
+  GROUP BY
+    metric_id,
+    variant_key,
+    segment
+), estimates AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    n,
+    quantile_at + (
+      h_quantile - FLOOR(h_quantile)
+    ) * (
+      COALESCE(quantile_next, quantile_at) - quantile_at
+    ) AS quantile,
+    lower_at + (
+      h_lower - FLOOR(h_lower)
+    ) * (
+      COALESCE(lower_next, lower_at) - lower_at
+    ) AS quantile_lower,
+    upper_at + (
+      h_upper - FLOOR(h_upper)
+    ) * (
+      COALESCE(upper_next, upper_at) - upper_at
+    ) AS quantile_upper
+  FROM order_statistics
+), unit_counts AS (
+  SELECT
+    o.metric_id,
+    o.variant_key,
+    o.segment,
+    CAST(COUNT(*) FILTER(WHERE
+      o.y <= e.quantile) AS DOUBLE PRECISION) AS below,
+    CAST(COUNT(*) AS DOUBLE PRECISION) AS events
+  FROM event_observations AS o
+  INNER JOIN estimates AS e
+    ON e.metric_id = o.metric_id
+    AND e.variant_key = o.variant_key
+    AND e.segment = o.segment
+  WHERE
+    o.y IS NOT NULL
+  GROUP BY
+    o.metric_id,
+    o.variant_key,
+    o.segment,
+    o.unit_id
+), cluster_moments AS (
+  SELECT
+    metric_id,
+    variant_key,
+    segment,
+    COUNT(*) AS n_clusters,
+    SUM(below) AS below_sum,
+    SUM(below * below) AS below_sum_squares,
+    SUM(events) AS events_sum,
+    SUM(events * events) AS events_sum_squares,
+    SUM(below * events) AS below_events_sum_products
+  FROM unit_counts
+  GROUP BY
+    metric_id,
+    variant_key,
+    segment
+), final AS (
+  SELECT
+    q.metric_key,
+    e.variant_key,
+    e.segment,
+    CAST(e.n AS BIGINT) AS quantile_n,
+    e.quantile,
+    e.quantile_lower,
+    e.quantile_upper,
+    c.n_clusters,
+    c.below_sum,
+    c.below_sum_squares,
+    c.events_sum,
+    c.events_sum_squares,
+    c.below_events_sum_products
+  FROM estimates AS e
+  INNER JOIN quantile_defs AS q
+    ON q.metric_id = e.metric_id
+  LEFT JOIN cluster_moments AS c
+    ON c.metric_id = e.metric_id
+    AND c.variant_key = e.variant_key
+    AND c.segment = e.segment
+)
+SELECT
+  *
+FROM final
+ORDER BY
+  metric_key,
+  variant_key,
+  segment;
+
+-- [11] exposure_age_stats: rows come back to Python
+-- parameters:
+--   as_of = 2026-11-21T00:00:00+00:00
+--   by_exposure_age = 1
+--   filter_3_den_1_1 = 'ios'
+--   filter_3_den_1_2 = 'android'
+--   filter_3_den_2_1 = 10.0
+--   filter_3_num_1_1 = 'ios'
+--   filter_3_num_1_2 = 'android'
+--   filter_3_num_2_1 = 10.0
+--   lookback_days = 0
+--   start_at = 2026-11-01T00:00:00+00:00
+--   value_limit = 1000000000000.0
+WITH exposure_age_unit_values_unit_metric_events AS (
+  SELECT DISTINCT
+    u.unit_id,
+    m.metric_id,
+    u.first_exposed_at,
+    e.occurred_at,
+    CASE WHEN ABS(e.value) <= %(value_limit)s THEN e.value END AS value,
+    m.is_num
+    AND CASE m.metric_id
+      WHEN 3
+      THEN e.properties ->> 'platform' IN (%(filter_3_num_1_1)s, %(filter_3_num_1_2)s)
+      AND CASE
+        WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+        THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
+      END >= %(filter_3_num_2_1)s
+      ELSE TRUE
+    END AS is_num,
+    m.is_den
+    AND CASE m.metric_id
+      WHEN 3
+      THEN e.properties ->> 'platform' IN (%(filter_3_den_1_1)s, %(filter_3_den_1_2)s)
+      AND CASE
+        WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+        THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
+      END >= %(filter_3_den_2_1)s
+      ELSE TRUE
+    END AS is_den
+  FROM abflow_units AS u
+  INNER JOIN "events" AS e
+    ON e.unit_id = u.unit_id
+    AND e.occurred_at <= %(as_of)s
+    AND e.occurred_at >= LEAST(
+      u.first_exposed_at + (
+        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
+      ),
+      %(start_at)s
+    )
+  INNER JOIN abflow_metric_events AS m
+    ON m.event_name = e.event_name
+    AND (
+      m.window_seconds IS NULL
+      OR e.occurred_at < (
+        u.first_exposed_at + (
+          INTERVAL '1 SECOND' * m.window_seconds
+        )
+      )
+    )
+  WHERE
+    (
+      m.is_num
+      AND CASE m.metric_id
+        WHEN 3
+        THEN e.properties ->> 'platform' IN (%(filter_3_num_1_1)s, %(filter_3_num_1_2)s)
+        AND CASE
+          WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+          THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
+        END >= %(filter_3_num_2_1)s
+        ELSE TRUE
+      END
+    )
+    OR (
+      m.is_den
+      AND CASE m.metric_id
+        WHEN 3
+        THEN e.properties ->> 'platform' IN (%(filter_3_den_1_1)s, %(filter_3_den_1_2)s)
+        AND CASE
+          WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+          THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
+        END >= %(filter_3_den_2_1)s
+        ELSE TRUE
+      END
+    )
+), exposure_age_unit_values_phased_events AS (
+  SELECT
+    unit_id,
+    metric_id,
+    value,
+    is_num AND occurred_at >= first_exposed_at AS num_post,
+    is_den AND occurred_at >= first_exposed_at AS den_post,
+    is_num
+    AND occurred_at < first_exposed_at
+    AND occurred_at >= (
+      first_exposed_at + (
+        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
+      )
+    ) AS num_pre,
+    is_den
+    AND occurred_at < first_exposed_at
+    AND occurred_at >= (
+      first_exposed_at + (
+        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
+      )
+    ) AS den_pre,
+    is_num AND occurred_at < first_exposed_at AND occurred_at >= %(start_at)s AS num_early,
+    CASE
+      WHEN CAST(%(by_exposure_age)s AS INT) = 0
+      THEN 0
+      WHEN occurred_at < (
+        first_exposed_at + INTERVAL '7 DAY'
+      )
+      THEN 0
+      WHEN occurred_at < (
+        first_exposed_at + INTERVAL '14 DAY'
+      )
+      THEN 1
+      WHEN occurred_at < (
+        first_exposed_at + INTERVAL '21 DAY'
+      )
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
+  FROM exposure_age_unit_values_unit_metric_events AS unit_metric_events
+), exposure_age_unit_values_unit_metric_aggregates AS (
+  SELECT
+    unit_id,
+    metric_id,
+    COUNT(*) FILTER(WHERE
+      num_post) AS num_count,
+    SUM(value) FILTER(WHERE
+      num_post) AS num_sum,
+    AVG(value) FILTER(WHERE
+      num_post) AS num_mean,
+    MAX(value) FILTER(WHERE
+      num_post) AS num_max,
+    COUNT(*) FILTER(WHERE
+      den_post) AS den_count,
+    SUM(value) FILTER(WHERE
+      den_post) AS den_sum,
+    AVG(value) FILTER(WHERE
+      den_post) AS den_mean,
+    MAX(value) FILTER(WHERE
+      den_post) AS den_max,
+    COUNT(*) FILTER(WHERE
+      num_pre) AS pre_count,
+    SUM(value) FILTER(WHERE
+      num_pre) AS pre_sum,
+    AVG(value) FILTER(WHERE
+      num_pre) AS pre_mean,
+    MAX(value) FILTER(WHERE
+      num_pre) AS pre_max,
+    COUNT(*) FILTER(WHERE
+      den_pre) AS den_pre_count,
+    SUM(value) FILTER(WHERE
+      den_pre) AS den_pre_sum,
+    AVG(value) FILTER(WHERE
+      den_pre) AS den_pre_mean,
+    MAX(value) FILTER(WHERE
+      den_pre) AS den_pre_max,
+    COUNT(*) FILTER(WHERE
+      num_early) AS early_count,
+    exposure_cohort
+  FROM exposure_age_unit_values_phased_events AS phased_events
+  GROUP BY
+    unit_id,
+    metric_id,
+    exposure_cohort
+), exposure_age_unit_values_metric_aggs AS (
+  SELECT DISTINCT
+    metric_id,
+    y_agg,
+    x_agg,
+    c_agg,
+    d_agg
+  FROM abflow_metric_events
+), exposure_age_unit_values_unit_metric_values AS (
+  SELECT
+    a.unit_id,
+    a.metric_id,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.num_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.num_mean
+      WHEN 'max'
+      THEN a.num_max
+    END AS y,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.den_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.den_mean
+      WHEN 'max'
+      THEN a.den_max
+    END AS x,
+    CASE m.c_agg
+      WHEN 'any'
+      THEN CASE WHEN a.pre_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.pre_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.pre_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN COALESCE(a.pre_mean, 0.0)
+      WHEN 'max'
+      THEN COALESCE(a.pre_max, 0.0)
+    END AS c,
+    CASE m.d_agg
+      WHEN 'sum'
+      THEN COALESCE(a.den_pre_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.den_pre_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN COALESCE(a.den_pre_mean, 0.0)
+      WHEN 'max'
+      THEN COALESCE(a.den_pre_max, 0.0)
+    END AS d,
+    a.early_count > 0 AS contaminated,
+    a.exposure_cohort
+  FROM exposure_age_unit_values_unit_metric_aggregates AS a
+  INNER JOIN exposure_age_unit_values_metric_aggs AS m
+    ON m.metric_id = a.metric_id
+), exposure_age_unit_values AS (
+  SELECT
+    *
+  FROM exposure_age_unit_values_unit_metric_values AS unit_metric_values
+), exposure_age_values_final AS (
+  SELECT
+    unit_id || ':' || CAST(exposure_cohort AS TEXT) AS unit_id,
+    metric_id,
+    y,
+    x,
+    CAST(NULL AS DOUBLE PRECISION) AS c,
+    CAST(NULL AS DOUBLE PRECISION) AS d,
+    FALSE AS contaminated
+  FROM exposure_age_unit_values
+), exposure_age_values AS (
+  SELECT
+    *
+  FROM exposure_age_values_final AS final
+), exposure_age_units_cohorts AS (
+  SELECT
+    0 AS cohort,
+    0 AS first_day,
+    '0-6' AS label
+  UNION ALL
+  SELECT
+    1 AS cohort,
+    7 AS first_day,
+    '7-13' AS label
+  UNION ALL
+  SELECT
+    2 AS cohort,
+    14 AS first_day,
+    '14-20' AS label
+  UNION ALL
+  SELECT
+    3 AS cohort,
+    21 AS first_day,
+    '21+' AS label
+), exposure_age_units_final AS (
+  SELECT
+    u.unit_id || ':' || CAST(c.cohort AS TEXT) AS unit_id,
+    u.variant_key,
+    '@exposure_age=' || c.label AS segment
+  FROM abflow_units AS u
+  CROSS JOIN exposure_age_units_cohorts AS c
+  WHERE
+    (
+      u.first_exposed_at + (
+        INTERVAL '1 DAY' * c.first_day
+      )
+    ) <= %(as_of)s
+), exposure_age_units AS (
+  SELECT
+    *
+  FROM exposure_age_units_final AS final
+), all_units AS (
+  SELECT
+    COUNT(*) AS units
+  FROM exposure_age_units AS abflow_unit_segments
+  WHERE
+    segment = 'all'
+), metric_nulls AS (
+  SELECT DISTINCT
+    metric_id,
+    metric_key,
+    y_agg IN ('any', 'sum', 'count') AS y_zero,
+    COALESCE(x_agg IN ('sum', 'count'), FALSE) AS x_zero,
+    c_agg IS NOT NULL AS c_zero,
+    COALESCE(d_agg IN ('sum', 'count', 'mean', 'max'), FALSE) AS d_zero
+  FROM abflow_metric_events
+), cap_specs AS (
+  SELECT DISTINCT
+    metric_id,
+    'y' AS variable,
+    num_cap_type AS cap_type,
+    num_cap_lower AS cap_lower,
+    num_cap_upper AS cap_upper,
+    num_cap_ignore_zeros AS ignore_zeros,
+    y_agg IN ('any', 'sum', 'count') AS zero_filled
+  FROM abflow_metric_events
+  WHERE
+    num_cap_type IS NOT NULL
+  UNION ALL
+  SELECT DISTINCT
+    metric_id,
+    'c',
+    num_cap_type,
+    num_cap_lower,
+    num_cap_upper,
+    num_cap_ignore_zeros,
+    y_agg IN ('any', 'sum', 'count')
+  FROM abflow_metric_events
+  WHERE
+    num_cap_type IS NOT NULL AND c_agg IS NOT NULL
+  UNION ALL
+  SELECT DISTINCT
+    metric_id,
+    'x',
+    den_cap_type,
+    den_cap_lower,
+    den_cap_upper,
+    den_cap_ignore_zeros,
+    y_agg IN ('any', 'sum', 'count') AND x_agg IN ('sum', 'count')
+  FROM abflow_metric_events
+  WHERE
+    den_cap_type IS NOT NULL AND x_agg IS NOT NULL
+  UNION ALL
+  SELECT DISTINCT
+    metric_id,
+    'd',
+    den_cap_type,
+    den_cap_lower,
+    den_cap_upper,
+    den_cap_ignore_zeros,
+    y_agg IN ('any', 'sum', 'count')
+  FROM abflow_metric_events
+  WHERE
+    den_cap_type IS NOT NULL AND d_agg IS NOT NULL
+), cap_values AS (
+  SELECT
+    metric_id,
+    variable,
+    v,
+    ignore_zeros,
+    zero_filled
+  FROM (
+    SELECT
+      uv.metric_id,
+      cs.variable,
+      cs.ignore_zeros,
+      cs.zero_filled,
+      CASE cs.variable WHEN 'y' THEN uv.y WHEN 'x' THEN uv.x WHEN 'c' THEN uv.c ELSE uv.d END AS v
+    FROM exposure_age_values AS uv
+    INNER JOIN cap_specs AS cs
+      ON cs.metric_id = uv.metric_id AND cs.cap_type = 'percentile'
+    WHERE
+      uv.y IS NOT NULL
+  ) AS picked
+  WHERE
+    v IS NOT NULL AND NOT (
+      ignore_zeros AND v = 0.0
+    )
+), value_counts AS (
+  SELECT
+    metric_id,
+    COUNT(*) AS units
+  FROM exposure_age_values AS abflow_unit_values
+  WHERE
+    y IS NOT NULL
+  GROUP BY
+    metric_id
+), ranked_values AS (
+  SELECT
+    cv.metric_id,
+    cv.variable,
+    cv.v,
+    ROW_NUMBER() OVER (PARTITION BY cv.metric_id, cv.variable ORDER BY cv.v) - 1 + CASE WHEN cv.v >= 0.0 THEN iz.zeros ELSE 0 END AS value_rank,
+    COUNT(*) OVER (PARTITION BY cv.metric_id, cv.variable) + iz.zeros AS n
+  FROM cap_values AS cv
+  INNER JOIN (
+    SELECT
+      cs.metric_id,
+      cs.variable,
+      CASE
+        WHEN cs.zero_filled AND NOT cs.ignore_zeros
+        THEN au.units - COALESCE(vc.units, 0)
+        ELSE 0
+      END AS zeros
+    FROM cap_specs AS cs
+    CROSS JOIN all_units AS au
+    LEFT JOIN value_counts AS vc
+      ON vc.metric_id = cs.metric_id
+  ) AS iz
+    ON iz.metric_id = cv.metric_id AND iz.variable = cv.variable
+), positioned AS (
+  SELECT
+    metric_id,
+    variable,
+    v,
+    value_rank,
+    FLOOR(cs_lower * (
+      CAST(n AS DOUBLE PRECISION) - 1.0
+    )) AS lower_k,
+    cs_lower * (
+      CAST(n AS DOUBLE PRECISION) - 1.0
+    ) - FLOOR(cs_lower * (
+      CAST(n AS DOUBLE PRECISION) - 1.0
+    )) AS lower_frac,
+    FLOOR(cs_upper * (
+      CAST(n AS DOUBLE PRECISION) - 1.0
+    )) AS upper_k,
+    cs_upper * (
+      CAST(n AS DOUBLE PRECISION) - 1.0
+    ) - FLOOR(cs_upper * (
+      CAST(n AS DOUBLE PRECISION) - 1.0
+    )) AS upper_frac
+  FROM (
+    SELECT
+      rv.*,
+      cs.cap_lower AS cs_lower,
+      cs.cap_upper AS cs_upper
+    FROM ranked_values AS rv
+    INNER JOIN cap_specs AS cs
+      ON cs.metric_id = rv.metric_id AND cs.variable = rv.variable
+  ) AS with_spec
+), percentile_caps AS (
+  SELECT
+    metric_id,
+    variable,
+    COALESCE(MAX(CASE WHEN value_rank = lower_k THEN v END), 0.0) + MAX(lower_frac) * (
+      COALESCE(MAX(CASE WHEN value_rank = lower_k + 1 THEN v END), 0.0) - COALESCE(MAX(CASE WHEN value_rank = lower_k THEN v END), 0.0)
+    ) AS pct_lower,
+    COALESCE(MAX(CASE WHEN value_rank = upper_k THEN v END), 0.0) + MAX(upper_frac) * (
+      COALESCE(MAX(CASE WHEN value_rank = upper_k + 1 THEN v END), 0.0) - COALESCE(MAX(CASE WHEN value_rank = upper_k THEN v END), 0.0)
+    ) AS pct_upper
+  FROM positioned
+  GROUP BY
+    metric_id,
+    variable
+), variable_caps AS (
+  SELECT
+    cs.metric_id,
+    cs.variable,
+    CASE
+      WHEN cs.cap_type = 'absolute'
+      THEN cs.cap_lower
+      WHEN cs.cap_lower IS NOT NULL
+      THEN pc.pct_lower
+    END AS cap_lower,
+    CASE
+      WHEN cs.cap_type = 'absolute'
+      THEN cs.cap_upper
+      WHEN cs.cap_upper IS NOT NULL
+      THEN pc.pct_upper
+    END AS cap_upper
+  FROM cap_specs AS cs
+  LEFT JOIN percentile_caps AS pc
+    ON pc.metric_id = cs.metric_id AND pc.variable = cs.variable
+), metric_versions AS (
+  SELECT
+    metric_id,
+    FALSE AS capped,
+    CAST(NULL AS DOUBLE PRECISION) AS y_lower,
+    CAST(NULL AS DOUBLE PRECISION) AS y_upper,
+    CAST(NULL AS DOUBLE PRECISION) AS x_lower,
+    CAST(NULL AS DOUBLE PRECISION) AS x_upper,
+    CAST(NULL AS DOUBLE PRECISION) AS c_lower,
+    CAST(NULL AS DOUBLE PRECISION) AS c_upper,
+    CAST(NULL AS DOUBLE PRECISION) AS d_lower,
+    CAST(NULL AS DOUBLE PRECISION) AS d_upper
+  FROM metric_nulls
+  UNION ALL
+  SELECT
+    metric_id,
+    TRUE,
+    MAX(CASE WHEN variable = 'y' THEN cap_lower END),
+    MAX(CASE WHEN variable = 'y' THEN cap_upper END),
+    MAX(CASE WHEN variable = 'x' THEN cap_lower END),
+    MAX(CASE WHEN variable = 'x' THEN cap_upper END),
+    MAX(CASE WHEN variable = 'c' THEN cap_lower END),
+    MAX(CASE WHEN variable = 'c' THEN cap_upper END),
+    MAX(CASE WHEN variable = 'd' THEN cap_lower END),
+    MAX(CASE WHEN variable = 'd' THEN cap_upper END)
+  FROM variable_caps
+  GROUP BY
+    metric_id
+), version_values AS (
+  SELECT
+    uv.unit_id,
+    uv.metric_id,
+    mv.capped,
+    CASE
+      WHEN uv.y > mv.y_upper
+      THEN mv.y_upper
+      WHEN uv.y < mv.y_lower
+      THEN mv.y_lower
+      ELSE uv.y
+    END AS y,
+    CASE
+      WHEN uv.x > mv.x_upper
+      THEN mv.x_upper
+      WHEN uv.x < mv.x_lower
+      THEN mv.x_lower
+      ELSE uv.x
+    END AS x,
+    CASE
+      WHEN uv.c > mv.c_upper
+      THEN mv.c_upper
+      WHEN uv.c < mv.c_lower
+      THEN mv.c_lower
+      ELSE uv.c
+    END AS c,
+    CASE
+      WHEN uv.d > mv.d_upper
+      THEN mv.d_upper
+      WHEN uv.d < mv.d_lower
+      THEN mv.d_lower
+      ELSE uv.d
+    END AS d,
+    uv.contaminated
+  FROM exposure_age_values AS uv
+  INNER JOIN metric_versions AS mv
+    ON mv.metric_id = uv.metric_id
+), value_sums AS (
+  SELECT
+    vv.metric_id,
+    vv.capped,
+    us.variant_key,
+    us.segment,
+    COUNT(vv.y) AS units,
+    SUM(vv.y) AS sum,
+    SUM(vv.y * vv.y) AS sum_squares,
+    SUM(vv.x) AS denominator_sum,
+    SUM(vv.x * vv.x) AS denominator_sum_squares,
+    SUM(vv.x * vv.y) AS sum_products,
+    SUM(vv.c) FILTER(WHERE
+      vv.y IS NOT NULL) AS covariate_sum,
+    SUM(vv.c * vv.c) FILTER(WHERE
+      vv.y IS NOT NULL) AS covariate_sum_squares,
+    SUM(vv.c * vv.y) AS covariate_sum_products,
+    SUM(vv.d) FILTER(WHERE
+      vv.y IS NOT NULL) AS denominator_covariate_sum,
+    SUM(vv.d * vv.d) FILTER(WHERE
+      vv.y IS NOT NULL) AS denominator_covariate_sum_squares,
+    SUM(vv.d * vv.x) AS denominator_covariate_sum_products,
+    SUM(vv.c * vv.d) AS covariate_cross_sum_products,
+    SUM(vv.y * vv.d) AS numerator_denominator_covariate_sum_products,
+    SUM(vv.c * vv.x) AS covariate_denominator_sum_products,
+    COUNT(*) FILTER(WHERE
+      vv.contaminated) AS contaminated_units
+  FROM version_values AS vv
+  INNER JOIN exposure_age_units AS us
+    ON us.unit_id = vv.unit_id
+  GROUP BY
+    vv.metric_id,
+    vv.capped,
+    us.variant_key,
+    us.segment
+), exposed AS (
+  SELECT
+    variant_key,
+    segment,
+    COUNT(*) AS exposed_units
+  FROM exposure_age_units AS abflow_unit_segments
+  GROUP BY
+    variant_key,
+    segment
+), versions AS (
+  SELECT
+    mv.*,
+    m.metric_key,
+    m.y_zero,
+    m.x_zero,
+    m.c_zero,
+    m.d_zero,
+    m.y_zero AND m.x_zero AND m.c_zero AND m.d_zero AS all_zero,
+    CASE
+      WHEN 0.0 > mv.y_upper
+      THEN mv.y_upper
+      WHEN 0.0 < mv.y_lower
+      THEN mv.y_lower
+      ELSE 0.0
+    END AS zy,
+    CASE
+      WHEN 0.0 > mv.x_upper
+      THEN mv.x_upper
+      WHEN 0.0 < mv.x_lower
+      THEN mv.x_lower
+      ELSE 0.0
+    END AS zx,
+    CASE
+      WHEN 0.0 > mv.c_upper
+      THEN mv.c_upper
+      WHEN 0.0 < mv.c_lower
+      THEN mv.c_lower
+      ELSE 0.0
+    END AS zc,
+    CASE
+      WHEN 0.0 > mv.d_upper
+      THEN mv.d_upper
+      WHEN 0.0 < mv.d_lower
+      THEN mv.d_lower
+      ELSE 0.0
+    END AS zd
+  FROM metric_versions AS mv
+  INNER JOIN metric_nulls AS m
+    ON m.metric_id = mv.metric_id
+), joined AS (
+  SELECT
+    v.*,
+    ex.variant_key,
+    ex.segment,
+    ex.exposed_units,
+    vs.units AS value_units,
+    vs.sum AS s_y,
+    vs.sum_squares AS s_yy,
+    vs.denominator_sum AS s_x,
+    vs.denominator_sum_squares AS s_xx,
+    vs.sum_products AS s_xy,
+    vs.covariate_sum AS s_c,
+    vs.covariate_sum_squares AS s_cc,
+    vs.covariate_sum_products AS s_cy,
+    vs.denominator_covariate_sum AS s_d,
+    vs.denominator_covariate_sum_squares AS s_dd,
+    vs.denominator_covariate_sum_products AS s_dx,
+    vs.covariate_cross_sum_products AS s_cd,
+    vs.numerator_denominator_covariate_sum_products AS s_yd,
+    vs.covariate_denominator_sum_products AS s_cx,
+    COALESCE(vs.contaminated_units, 0) AS contaminated_units,
+    CAST(CASE WHEN v.y_zero THEN ex.exposed_units - COALESCE(vs.units, 0) ELSE 0 END AS DOUBLE PRECISION) AS missing
+  FROM exposed AS ex
+  CROSS JOIN versions AS v
+  LEFT JOIN value_sums AS vs
+    ON vs.metric_id = v.metric_id
+    AND vs.capped = v.capped
+    AND vs.variant_key = ex.variant_key
+    AND vs.segment = ex.segment
+), final AS (
+  SELECT
+    metric_key,
+    variant_key,
+    segment,
+    capped,
+    exposed_units,
+    CASE WHEN y_zero THEN exposed_units ELSE COALESCE(value_units, 0) END AS units,
+    COALESCE(s_y, 0.0) + missing * zy AS sum,
+    COALESCE(s_yy, 0.0) + missing * zy * zy AS sum_squares,
+    CASE WHEN x_zero THEN COALESCE(s_x, 0.0) + missing * zx ELSE s_x END AS denominator_sum,
+    CASE WHEN x_zero THEN COALESCE(s_xx, 0.0) + missing * zx * zx ELSE s_xx END AS denominator_sum_squares,
+    CASE
+      WHEN x_zero AND y_zero
+      THEN COALESCE(s_xy, 0.0) + missing * zx * zy
+      ELSE s_xy
+    END AS sum_products,
+    CASE WHEN c_zero AND y_zero THEN COALESCE(s_c, 0.0) + missing * zc ELSE s_c END AS covariate_sum,
+    CASE
+      WHEN c_zero AND y_zero
+      THEN COALESCE(s_cc, 0.0) + missing * zc * zc
+      ELSE s_cc
+    END AS covariate_sum_squares,
+    CASE
+      WHEN c_zero AND y_zero
+      THEN COALESCE(s_cy, 0.0) + missing * zc * zy
+      ELSE s_cy
+    END AS covariate_sum_products,
+    CASE WHEN all_zero THEN COALESCE(s_d, 0.0) + missing * zd ELSE s_d END AS denominator_covariate_sum,
+    CASE WHEN all_zero THEN COALESCE(s_dd, 0.0) + missing * zd * zd ELSE s_dd END AS denominator_covariate_sum_squares,
+    CASE WHEN all_zero THEN COALESCE(s_dx, 0.0) + missing * zd * zx ELSE s_dx END AS denominator_covariate_sum_products,
+    CASE WHEN all_zero THEN COALESCE(s_cd, 0.0) + missing * zc * zd ELSE s_cd END AS covariate_cross_sum_products,
+    CASE WHEN all_zero THEN COALESCE(s_yd, 0.0) + missing * zy * zd ELSE s_yd END AS numerator_denominator_covariate_sum_products,
+    CASE WHEN all_zero THEN COALESCE(s_cx, 0.0) + missing * zc * zx ELSE s_cx END AS covariate_denominator_sum_products,
+    contaminated_units,
+    y_lower AS cap_lower,
+    y_upper AS cap_upper,
+    x_lower AS denominator_cap_lower,
+    x_upper AS denominator_cap_upper,
+    c_lower AS covariate_cap_lower,
+    c_upper AS covariate_cap_upper,
+    d_lower AS denominator_covariate_cap_lower,
+    d_upper AS denominator_covariate_cap_upper
+  FROM joined
+)
+SELECT
+  *
+FROM final
+ORDER BY
+  metric_key,
+  variant_key,
+  segment,
+  capped;
+
+-- [12] exposure_summary: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   experiment_key = 'checkout_button'
@@ -1055,7 +2289,7 @@ ORDER BY
 -- == 2. data-quality checks ==
 -- On PostgreSQL Great Expectations validates these same rows (query assets) instead.
 
--- [11] check_assignments: rows come back to Python
+-- [13] check_assignments: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   e5_set_0 = 'control'
@@ -1120,7 +2354,7 @@ SELECT
     )) AS e7_bad
 FROM asset;
 
--- [12] check_events: rows come back to Python
+-- [14] check_events: rows come back to Python
 -- parameters:
 --   e3_max = '(the wall-clock time of the run)'
 --   e4_cond_0 = 'page_load'
@@ -1131,6 +2365,7 @@ FROM asset;
 --   event_names_2 = 'impression'
 --   event_names_3 = 'page_load'
 --   event_names_4 = 'purchase'
+--   event_names_5 = 'session_start'
 --   events_from = 2026-10-18T00:00:00+00:00
 --   experiment_key = 'checkout_button'
 --   now = '(the wall-clock time of the run)'
@@ -1163,7 +2398,13 @@ WITH asset AS (
         a.experiment_key = %(experiment_key)s AND a.assigned_at <= %(window_end)s
     )
     AND (
-      e.event_name IN (%(event_names_1)s, %(event_names_2)s, %(event_names_3)s, %(event_names_4)s)
+      e.event_name IN (
+        %(event_names_1)s,
+        %(event_names_2)s,
+        %(event_names_3)s,
+        %(event_names_4)s,
+        %(event_names_5)s
+      )
       OR e.event_name IS NULL
     )
     AND (
@@ -1210,7 +2451,7 @@ SELECT
     NOT duplicate_of IS NULL) AS e6_bad
 FROM asset;
 
--- [13] check_variant_stats: rows come back to Python
+-- [15] check_variant_stats: rows come back to Python
 -- parameters:
 --   e0_want_0 = 'control'
 --   e0_want_1 = 'green'

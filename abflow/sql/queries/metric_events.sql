@@ -34,6 +34,7 @@ final as (
         case when m.kind = 'ratio' then m.den_agg end as x_agg,
         case
             when cast(:lookback_days as integer) = 0 then cast(null as text)
+            when m.kind = 'quantile' then cast(null as text)
             when m.kind = 'proportion' then 'any'
             else m.num_agg
         end as c_agg,

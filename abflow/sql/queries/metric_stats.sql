@@ -68,7 +68,16 @@ phased_events as (
             and occurred_at < first_exposed_at
             and occurred_at >= first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
             as den_pre,
-        is_num and occurred_at < first_exposed_at and occurred_at >= :start_at as num_early
+        is_num and occurred_at < first_exposed_at and occurred_at >= :start_at as num_early,
+        -- week since the unit's first exposure (0: days 0-6 ... 3: day 21 on), only when the
+        -- exposure-age statement asks (exposure_age.sql); else one constant group
+        case
+            when cast(:by_exposure_age as integer) = 0 then 0
+            when occurred_at < first_exposed_at + 7 * interval '1 day' then 0
+            when occurred_at < first_exposed_at + 14 * interval '1 day' then 1
+            when occurred_at < first_exposed_at + 21 * interval '1 day' then 2
+            else 3
+        end as exposure_cohort
     from unit_metric_events
 ),
 
@@ -94,9 +103,10 @@ unit_metric_aggregates as (
         sum(value) filter (where den_pre) as den_pre_sum,
         avg(value) filter (where den_pre) as den_pre_mean,
         max(value) filter (where den_pre) as den_pre_max,
-        count(*) filter (where num_early) as early_count
+        count(*) filter (where num_early) as early_count,
+        exposure_cohort
     from phased_events
-    group by unit_id, metric_id
+    group by unit_id, metric_id, exposure_cohort
 ),
 
 metric_aggs as (
@@ -137,7 +147,8 @@ unit_metric_values as (
             when 'mean' then coalesce(a.den_pre_mean, 0.0)
             when 'max' then coalesce(a.den_pre_max, 0.0)
         end as d,
-        a.early_count > 0 as contaminated
+        a.early_count > 0 as contaminated,
+        a.exposure_cohort
     from unit_metric_aggregates as a
     inner join metric_aggs as m on m.metric_id = a.metric_id
 )

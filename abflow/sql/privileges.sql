@@ -30,6 +30,7 @@ declare
     readable jsonb := jsonb_build_object(
         'abflow_reader', jsonb_build_array(
             'analysis_runs', 'variant_stats', 'insights', 'health_checks', 'recommendations',
+            'lift_by_exposure_age',
             'experiment_config', 'experiments', 'promotions', 'schema_migrations',
             'latest_runs', 'latest_insights', 'latest_recommendations'),
         'abflow_app', jsonb_build_array(

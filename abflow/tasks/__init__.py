@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers that do I/O and call the abflow core."""
