@@ -22,7 +22,7 @@ from abflow.warehouse.validate import validate_postgres
 import abflow.cli, flows.analyze, tasks.analysis
 
 url, schema, as_of = sys.argv[1:4]
-experiment = load_experiment_files([Path("experiments/followup_timing.yaml")])[0]
+experiment = load_experiment_files([Path("abflow/experiments/followup_timing.yaml")])[0]
 engine = make_engine(Settings(database_url=url, ABFLOW_SCHEMA=schema))
 with engine.connect() as conn, conn.begin():
     outcomes = validate_postgres(
