@@ -477,7 +477,10 @@ def _csv(frame: pd.DataFrame, columns: tuple[str, ...]) -> str:
             utc = col.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
             out[name] = np.char.add(np.datetime_as_string(utc, unit="us"), "+00:00")
         elif col.dtype == object:
-            out[name] = col.map(lambda d: None if d is None else json.dumps(d, sort_keys=True))
+            # pandas 2 stores text as object too: only dicts and lists are JSON documents
+            out[name] = col.map(
+                lambda d: d if d is None or isinstance(d, str) else json.dumps(d, sort_keys=True)
+            )
     buf = io.StringIO()
     out.to_csv(buf, index=False, header=False, na_rep="")
     return buf.getvalue()

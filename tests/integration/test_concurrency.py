@@ -169,6 +169,7 @@ def _again(result: Any) -> Any:
         variant_stats=rebind(result.variant_stats),
         insights=rebind(result.insights),
         health_checks=rebind(result.health_checks),
+        lift_by_exposure_age=rebind(result.lift_by_exposure_age),
         recommendation=replace(result.recommendation, run_id=run_id),
     )
 
