@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -270,6 +270,16 @@ class ExperimentResult:
     health_checks: tuple[HealthCheckRow, ...]
     recommendation: RecommendationRow | None
     lift_by_exposure_age: tuple[LiftByExposureAgeRow, ...] = ()
+
+    def with_run_id(self, run_id: UUID) -> ExperimentResult:
+        """The same result under another run id, every row of every table rebound."""
+
+        def rebind(value: Any) -> Any:
+            if isinstance(value, tuple):
+                return tuple(replace(r, run_id=run_id) for r in value)
+            return None if value is None else replace(value, run_id=run_id)
+
+        return replace(self, **{f.name: rebind(getattr(self, f.name)) for f in fields(self)})
 
 
 @dataclass(frozen=True)

@@ -156,22 +156,7 @@ def test_racing_writers_leave_a_gap_free_audited_version_sequence(
 
 def _again(result: Any) -> Any:
     """The same analysis under a fresh run id (each write is a new run of that as_of)."""
-    from dataclasses import replace
-
-    run_id = uuid.uuid4()
-
-    def rebind(rows: tuple[Any, ...]) -> tuple[Any, ...]:
-        return tuple(replace(r, run_id=run_id) for r in rows)
-
-    return replace(
-        result,
-        run=replace(result.run, run_id=run_id),
-        variant_stats=rebind(result.variant_stats),
-        insights=rebind(result.insights),
-        health_checks=rebind(result.health_checks),
-        lift_by_exposure_age=rebind(result.lift_by_exposure_age),
-        recommendation=replace(result.recommendation, run_id=run_id),
-    )
+    return result.with_run_id(uuid.uuid4())
 
 
 def _run_together(workers: list[Callable[[], None]]) -> list[BaseException]:
