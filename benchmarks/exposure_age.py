@@ -4,11 +4,14 @@ The demo's checkout_button (with its p90 latency guardrail) scaled up by --scale
 DuckDB (in memory) and PostgreSQL (embedded, benchmarks/.data/pgdata, schema bench_exposure_age);
 after the stage tables (units, segments, metrics) each statement of the plan is timed alone:
 
-* metric_stats        the one pass of every run (per unit, then per arm and segment);
-* grouped_by_cohort   the same statement grouping by week since exposure too (the cohort grouping
-                      done inside the main pass: what "the same pass" would cost);
-* exposure_age_stats  the statement abflow runs for the cohorts (a second read of the events);
-* metric_quantiles    the order statistics of the quantile metrics.
+* unit_values_without_cohorts  the one pass over events without the exposure-age aggregates
+                               (what an experiment with analysis.exposure_age: false runs);
+* unit_values         the one pass of every run: per-unit values and their exposure-age cohorts,
+                      materialised as the stage the statements below read;
+* metric_stats        the final step: per arm and segment, from the stage;
+* exposure_age_stats  the cohorts' statistics, from the same stage (no events read);
+* metric_quantiles    the order statistics of the quantile metrics (unit level from the stage;
+                      event level re-reads the quantile metrics' events).
 
     .venv/bin/python -m benchmarks.exposure_age --scale 10 --repeat 3
 """
@@ -43,11 +46,12 @@ SCHEMA = "bench_exposure_age"
 def statements(experiment: Experiment) -> dict[str, Statement]:
     """The timed statements (fresh copies: binding mutates them)."""
     values = plan.analysis_values(experiment, AS_OF)
-    grouped = plan.metric_stats_statement(values, experiment)
-    grouped.params["by_exposure_age"] = 1
+    without = {**values, "exposure_age": 0}
+    # in this order: the stage the later statements read is the one with the cohorts
     return {
-        "metric_stats": plan.metric_stats_statement(values, experiment),
-        "grouped_by_cohort": grouped,
+        "unit_values_without_cohorts": plan.unit_values_statement(experiment, without),
+        "unit_values": plan.unit_values_statement(experiment, values),
+        "metric_stats": plan.final_statement(values),
         "exposure_age_stats": plan.exposure_age_statement(experiment, values),
         "metric_quantiles": plan.quantile_statement(experiment, values),
     }

@@ -55,7 +55,8 @@ from abflow.warehouse.sqlfiles import read_sql
 RefreshMode = Literal["full", "incremental"]
 
 # Bump when the meaning of the stored partials changes: every experiment then refreshes in full.
-PARTIALS_VERSION = 2  # 2: pre-exposure denominators (ratio CUPED), property filters
+# 2: pre-exposure denominators (ratio CUPED), property filters; 3: exposure-age cohorts
+PARTIALS_VERSION = 3
 DEFAULT_LATE_LOOKBACK_HOURS = 48.0
 
 
@@ -76,8 +77,8 @@ class RefreshInfo:
     # Partials now hold the events before this instant; the next refresh reads on from here.
     sealed_before: datetime
     # Statements that read all of the experiment's events even on an incremental refresh, and
-    # why: quantiles need every observation (order statistics do not merge), exposure-age cohorts
-    # group events by week since exposure, which the per-unit partials do not keep.
+    # why: quantiles over events need every event value (order statistics do not merge).
+    # Exposure-age cohorts and quantiles over units come from the merged per-unit partials.
     full_scans: tuple[str, ...] = ()
 
 
@@ -88,6 +89,8 @@ def definition_hash(experiment: Experiment, *, assignments: str, events: str) ->
         "metrics": metric_definitions(experiment),
         "start_at": experiment.start_at.astimezone(UTC).isoformat(),
         "lookback_days": _lookback_days(experiment),
+        # the partials keep exposure-age cohorts only when they are analysed
+        "exposure_age": bool(experiment.analysis.exposure_age),
         "variants": [v.key for v in experiment.variants],
         "assignments": assignments,
         "events": events,
@@ -137,13 +140,14 @@ _local_locks_guard = threading.Lock()
 def ensure_state_tables(executor: Executor) -> None:
     """Create the refresh state tables where no migration made them (DuckDB).
 
-    The CREATE TABLE statements of migration 004 and the columns migration 012 adds, rendered
-    for the executor's dialect: one definition of the tables for every engine.
+    The CREATE TABLE statements of migration 004 and the columns migrations 012 and 014 add,
+    rendered for the executor's dialect: one definition of the tables for every engine.
     """
     statements: list[Statement] = []
     chunks = [
         *read_sql("migrations/004_incremental.sql").split(";"),
         *read_sql("migrations/012_metrics_partials.sql").split(";"),
+        *read_sql("migrations/014_onepass_cohort_partials.sql").split(";"),
     ]
     for chunk in chunks:
         body = re.sub(r"--[^\n]*", "", chunk).strip()
@@ -314,12 +318,9 @@ def _refresh(
 
 def full_scans(experiment: Experiment) -> tuple[str, ...]:
     """What an incremental refresh of this experiment still reads from all events, and why."""
-    out = []
-    if plan.has_quantiles(experiment):
-        out.append("quantile metrics (order statistics need every observation)")
-    if experiment.analysis.exposure_age:
-        out.append("exposure-age cohorts (analysis.exposure_age: false skips them)")
-    return tuple(out)
+    if plan.has_event_quantiles(experiment):
+        return ("event-level quantile metrics (order statistics need every event value)",)
+    return ()
 
 
 def next_events_from(

@@ -88,8 +88,8 @@ def analysis_values(experiment: Experiment, as_of: datetime) -> dict[str, Any]:
         "as_of": analysis_end(experiment, as_of),
         "variants": [v.key for v in experiment.variants],
         "lookback_days": lookback_days(experiment),
-        # metric_stats.sql groups by week since exposure only for exposure_age_statement
-        "by_exposure_age": 0,
+        # metric_stats.sql aggregates the exposure-age cohorts only when they are analysed
+        "exposure_age": 1 if experiment.analysis.exposure_age else 0,
     }
 
 
@@ -337,60 +337,70 @@ def has_quantiles(experiment: Experiment) -> bool:
     return any(m.kind == "quantile" for m in experiment.metrics)
 
 
-def quantile_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
-    """Order statistics of the quantile metrics (metric_quantiles.sql over metric_stats.sql).
+def has_event_quantiles(experiment: Experiment) -> bool:
+    """Whether a quantile metric is over events (its statement scans the events again)."""
+    return any(m.kind == "quantile" and m.level == "event" for m in experiment.metrics)
 
-    The scan of events inside is restricted to the quantile metrics' reads.
+
+def quantile_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
+    """Order statistics of the quantile metrics (metric_quantiles.sql).
+
+    Unit-level quantiles read the per-unit values of the one pass (the abflow_unit_values
+    stage). Event-level quantiles need each post-exposure event value, which no per-unit stage
+    keeps: for them alone the canonical scan of metric_stats.sql runs again, restricted to the
+    event-level quantile metrics' reads (and removed from the plan when there are none).
     """
     defs = quantile_defs_table(experiment)
-    per_unit = Statement("per_unit", canonical("queries/metric_stats.sql"))
-    per_unit = with_event_filters(per_unit, experiment)
-    assert isinstance(per_unit.query, exp.Query)
-    scan = _cte(per_unit.query, "unit_metric_events").this
+    per_event = Statement("per_event", canonical("queries/metric_stats.sql"))
+    per_event = with_event_filters(per_event, experiment)
+    assert isinstance(per_event.query, exp.Query)
+    scan = _cte(per_event.query, "unit_metric_events").this
     assert isinstance(scan, exp.Select)
-    ids = [row[0] for row in defs.rows]
-    scan.where(
-        exp.In(
-            this=exp.column("metric_id", table="m"),
-            expressions=[exp.Placeholder(this="quantile_metric_ids")],
-        ),
-        copy=False,
+    event_ids = [row[0] for row in defs.rows if row[2] == "event"]
+    if event_ids:
+        scan.where(
+            exp.In(
+                this=exp.column("metric_id", table="m"),
+                expressions=[exp.Placeholder(this="quantile_metric_ids")],
+            ),
+            copy=False,
+        )
+    else:  # a constant false: the engines plan no scan at all
+        scan.where(exp.false(), copy=False)
+    phased = _cte(per_event.query, "phased_events").this
+    assert isinstance(phased, exp.Query)
+    events = (
+        exp.select("*")
+        .from_("phased_events")
+        .with_("unit_metric_events", as_=scan)
+        .with_("phased_events", as_=phased)
     )
-    query = with_ctes(
-        canonical("queries/metric_quantiles.sql"), [("unit_values", per_unit.query)]
+    query = with_ctes(canonical("queries/metric_quantiles.sql"), [("quantile_events", events)])
+    st = Statement("metric_quantiles", query, dict(per_event.params)).with_tables(defs)
+    # the events' exposure-age cohorts are of no use to the order statistics
+    return st.bind(
+        {**values, "exposure_age": 0, "quantile_metric_ids": event_ids or [0], "bound_z": BOUND_Z}
     )
-    st = Statement("metric_quantiles", query, dict(per_unit.params)).with_tables(defs)
-    return st.bind({**values, "quantile_metric_ids": ids, "bound_z": BOUND_Z})
 
 
 def exposure_age_statement(experiment: Experiment, values: dict[str, Any]) -> Statement:
     """Sufficient statistics by week since first exposure (exposure_age.sql + metric_final.sql).
 
-    Rows come back as SufficientStats whose segment is '@exposure_age=<cohort>'.
+    Reads the cohort columns of the abflow_unit_values stage (the one pass over events, or the
+    incremental refresh's merged partials); rows come back as SufficientStats whose segment is
+    '@exposure_age=<cohort>'.
     """
     final = rename_tables(
         canonical("queries/metric_final.sql"),
         {"abflow_unit_segments": "exposure_age_units", "abflow_unit_values": "exposure_age_values"},
     )
-    per_unit = with_event_filters(
-        Statement("per_unit", canonical("queries/metric_stats.sql")), experiment
-    )
-    assert isinstance(per_unit.query, exp.Query)
     values_block = canonical_block("queries/exposure_age.sql", "values")
     units_block = canonical_block("queries/exposure_age.sql", "units")
     assert isinstance(values_block, exp.Query) and isinstance(units_block, exp.Query)
     query = with_ctes(
-        final,
-        [
-            ("exposure_age_unit_values", per_unit.query),
-            ("exposure_age_values", values_block),
-            ("exposure_age_units", units_block),
-        ],
+        final, [("exposure_age_values", values_block), ("exposure_age_units", units_block)]
     )
-    # no CUPED covariate by cohort: without a lookback the scan skips the pre-exposure events
-    return Statement("exposure_age_stats", query, dict(per_unit.params)).bind(
-        {**values, "by_exposure_age": 1, "lookback_days": 0}
-    )
+    return Statement("exposure_age_stats", query).bind(values)
 
 
 def extra_statements(experiment: Experiment, values: dict[str, Any]) -> list[Statement]:

@@ -366,12 +366,11 @@ def test_incremental_refresh_reads_only_the_open_days(engine: Engine, own: OwnDa
     """Counted by the server: events rows read by the refresh = events in its time window."""
     d1 = START + timedelta(days=30)  # after the exposure period: no unit is new
     d2 = d1 + timedelta(days=1)
-    _, info = _refresh(engine, own.experiment, d1, **own.sources())
-    # exposure-age cohorts need every event by week since exposure: recorded as a full scan
-    assert any(s.startswith("exposure-age cohorts") for s in info.full_scans)
-    # without them, a refresh reads the open days only (the setting is not in the partials' hash)
-    analysis = own.experiment.analysis.model_copy(update={"exposure_age": False})
-    experiment = own.experiment.model_copy(update={"analysis": analysis})
+    # the exposure-age cohorts (on in this experiment) come from the partials too: no full scan
+    experiment = own.experiment
+    assert experiment.analysis.exposure_age
+    _, info = _refresh(engine, experiment, d1, **own.sources())
+    assert info.full_scans == ()
     with engine.begin() as conn:
         counts = conn.execute(
             text(

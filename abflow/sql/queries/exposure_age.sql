@@ -3,9 +3,12 @@
 -- same final step as the means) over these two relations: each (unit, cohort) is a pseudo-unit
 -- `unit_id:cohort`, and the cohort is its segment ('@exposure_age=0-6'; '@' never starts a
 -- configured segment). A unit belongs to a cohort once it has been exposed for the cohort's first
--- day by as_of; its events in that week since exposure make its value (metric_stats.sql with
--- by_exposure_age = 1 groups them by week), and without events it holds 0 for any/sum/count
--- metrics, as in the means.
+-- day by as_of; its events in that week since exposure make its value, and without events it
+-- holds 0 for any/sum/count metrics, as in the means.
+--
+-- No events are read here: the one pass (metric_stats.sql, or incremental_stats.sql from the
+-- stored partials) already keeps each unit's cohort values y_k, x_k and whether it has a row in
+-- cohort k (in_k) in the stage abflow_unit_values; the values block unpivots them.
 
 -- name: units
 with
@@ -38,14 +41,48 @@ with
 final as (
     -- per (unit, cohort) values; no CUPED covariate, no contamination flag by cohort
     select
-        unit_id || ':' || cast(exposure_cohort as text) as unit_id,
+        unit_id || ':0' as unit_id,
         metric_id,
-        y,
-        x,
+        y_0 as y,
+        x_0 as x,
         cast(null as double precision) as c,
         cast(null as double precision) as d,
         false as contaminated
-    from exposure_age_unit_values
+    from abflow_unit_values
+    where in_0
+    union all
+    select
+        unit_id || ':1' as unit_id,
+        metric_id,
+        y_1 as y,
+        x_1 as x,
+        cast(null as double precision) as c,
+        cast(null as double precision) as d,
+        false as contaminated
+    from abflow_unit_values
+    where in_1
+    union all
+    select
+        unit_id || ':2' as unit_id,
+        metric_id,
+        y_2 as y,
+        x_2 as x,
+        cast(null as double precision) as c,
+        cast(null as double precision) as d,
+        false as contaminated
+    from abflow_unit_values
+    where in_2
+    union all
+    select
+        unit_id || ':3' as unit_id,
+        metric_id,
+        y_3 as y,
+        x_3 as x,
+        cast(null as double precision) as c,
+        cast(null as double precision) as d,
+        false as contaminated
+    from abflow_unit_values
+    where in_3
 )
 
 select * from final

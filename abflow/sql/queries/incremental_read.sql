@@ -97,7 +97,19 @@ classified_events as (
             as is_den_pre,
         -- contamination: the metric's own event after the start but before this unit's exposure
         on_num and occurred_at < first_exposed_at and occurred_at >= :start_at
-            as is_contaminated
+            as is_contaminated,
+        on_num,
+        on_den,
+        -- the exposure-age cohort exactly as metric_stats.sql's exposure_cohort
+        case
+            when cast(:exposure_age as integer) = 0 then -1
+            when occurred_at < least(first_exposed_at, :start_at) then -1
+            when occurred_at < first_exposed_at then 4
+            when occurred_at < first_exposed_at + 7 * interval '1 day' then 0
+            when occurred_at < first_exposed_at + 14 * interval '1 day' then 1
+            when occurred_at < first_exposed_at + 21 * interval '1 day' then 2
+            else 3
+        end as exposure_cohort
     from filtered_events
 ),
 
@@ -122,7 +134,41 @@ final as (
         count(value) filter (where is_den_pre) as den_pre_value_count,
         coalesce(sum(value) filter (where is_den_pre), 0.0) as den_pre_sum,
         max(value) filter (where is_den_pre) as den_pre_max,
-        count(*) filter (where is_contaminated) as contaminated_count
+        count(*) filter (where is_contaminated) as contaminated_count,
+        -- exposure-age cohorts as in metric_stats.sql (cohorts 0-3 are after exposure)
+        count(*) filter (where exposure_cohort in (0, 4)) as c0_rows,
+        count(*) filter (where on_num and exposure_cohort = 0) as c0_num_count,
+        count(value) filter (where on_num and exposure_cohort = 0) as c0_num_value_count,
+        coalesce(sum(value) filter (where on_num and exposure_cohort = 0), 0.0) as c0_num_sum,
+        max(value) filter (where on_num and exposure_cohort = 0) as c0_num_max,
+        count(*) filter (where on_den and exposure_cohort = 0) as c0_den_count,
+        count(value) filter (where on_den and exposure_cohort = 0) as c0_den_value_count,
+        coalesce(sum(value) filter (where on_den and exposure_cohort = 0), 0.0) as c0_den_sum,
+        max(value) filter (where on_den and exposure_cohort = 0) as c0_den_max,
+        count(*) filter (where on_num and exposure_cohort = 1) as c1_num_count,
+        count(value) filter (where on_num and exposure_cohort = 1) as c1_num_value_count,
+        coalesce(sum(value) filter (where on_num and exposure_cohort = 1), 0.0) as c1_num_sum,
+        max(value) filter (where on_num and exposure_cohort = 1) as c1_num_max,
+        count(*) filter (where on_den and exposure_cohort = 1) as c1_den_count,
+        count(value) filter (where on_den and exposure_cohort = 1) as c1_den_value_count,
+        coalesce(sum(value) filter (where on_den and exposure_cohort = 1), 0.0) as c1_den_sum,
+        max(value) filter (where on_den and exposure_cohort = 1) as c1_den_max,
+        count(*) filter (where on_num and exposure_cohort = 2) as c2_num_count,
+        count(value) filter (where on_num and exposure_cohort = 2) as c2_num_value_count,
+        coalesce(sum(value) filter (where on_num and exposure_cohort = 2), 0.0) as c2_num_sum,
+        max(value) filter (where on_num and exposure_cohort = 2) as c2_num_max,
+        count(*) filter (where on_den and exposure_cohort = 2) as c2_den_count,
+        count(value) filter (where on_den and exposure_cohort = 2) as c2_den_value_count,
+        coalesce(sum(value) filter (where on_den and exposure_cohort = 2), 0.0) as c2_den_sum,
+        max(value) filter (where on_den and exposure_cohort = 2) as c2_den_max,
+        count(*) filter (where on_num and exposure_cohort = 3) as c3_num_count,
+        count(value) filter (where on_num and exposure_cohort = 3) as c3_num_value_count,
+        coalesce(sum(value) filter (where on_num and exposure_cohort = 3), 0.0) as c3_num_sum,
+        max(value) filter (where on_num and exposure_cohort = 3) as c3_num_max,
+        count(*) filter (where on_den and exposure_cohort = 3) as c3_den_count,
+        count(value) filter (where on_den and exposure_cohort = 3) as c3_den_value_count,
+        coalesce(sum(value) filter (where on_den and exposure_cohort = 3), 0.0) as c3_den_sum,
+        max(value) filter (where on_den and exposure_cohort = 3) as c3_den_max
     from classified_events
     group by unit_id, metric_key, sealed
 )

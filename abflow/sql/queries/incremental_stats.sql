@@ -32,7 +32,40 @@ read_unit_partials as (
         sum(den_pre_value_count) as den_pre_value_count,
         sum(den_pre_sum) as den_pre_sum,
         max(den_pre_max) as den_pre_max,
-        sum(contaminated_count) as contaminated_count
+        sum(contaminated_count) as contaminated_count,
+        sum(c0_rows) as c0_rows,
+        sum(c0_num_count) as c0_num_count,
+        sum(c0_num_value_count) as c0_num_value_count,
+        sum(c0_num_sum) as c0_num_sum,
+        max(c0_num_max) as c0_num_max,
+        sum(c0_den_count) as c0_den_count,
+        sum(c0_den_value_count) as c0_den_value_count,
+        sum(c0_den_sum) as c0_den_sum,
+        max(c0_den_max) as c0_den_max,
+        sum(c1_num_count) as c1_num_count,
+        sum(c1_num_value_count) as c1_num_value_count,
+        sum(c1_num_sum) as c1_num_sum,
+        max(c1_num_max) as c1_num_max,
+        sum(c1_den_count) as c1_den_count,
+        sum(c1_den_value_count) as c1_den_value_count,
+        sum(c1_den_sum) as c1_den_sum,
+        max(c1_den_max) as c1_den_max,
+        sum(c2_num_count) as c2_num_count,
+        sum(c2_num_value_count) as c2_num_value_count,
+        sum(c2_num_sum) as c2_num_sum,
+        max(c2_num_max) as c2_num_max,
+        sum(c2_den_count) as c2_den_count,
+        sum(c2_den_value_count) as c2_den_value_count,
+        sum(c2_den_sum) as c2_den_sum,
+        max(c2_den_max) as c2_den_max,
+        sum(c3_num_count) as c3_num_count,
+        sum(c3_num_value_count) as c3_num_value_count,
+        sum(c3_num_sum) as c3_num_sum,
+        max(c3_num_max) as c3_num_max,
+        sum(c3_den_count) as c3_den_count,
+        sum(c3_den_value_count) as c3_den_value_count,
+        sum(c3_den_sum) as c3_den_sum,
+        max(c3_den_max) as c3_den_max
     from abflow_read_partials
     group by unit_id, metric_key
 ),
@@ -73,7 +106,64 @@ unit_events as (
             as den_pre_mean,
         greatest(s.den_pre_max, r.den_pre_max) as den_pre_max,
         coalesce(s.contaminated_count, 0) + coalesce(r.contaminated_count, 0)
-            as contaminated_count
+            as contaminated_count,
+        coalesce(s.c0_rows, 0) + coalesce(r.c0_rows, 0) as c0_rows,
+        coalesce(s.c0_num_count, 0) + coalesce(r.c0_num_count, 0) as c0_num_count,
+        coalesce(s.c0_num_sum, 0.0) + coalesce(r.c0_num_sum, 0.0) as c0_num_sum,
+        (coalesce(s.c0_num_sum, 0.0) + coalesce(r.c0_num_sum, 0.0))
+            / nullif(cast(coalesce(s.c0_num_value_count, 0)
+                + coalesce(r.c0_num_value_count, 0) as double precision), 0.0)
+            as c0_num_mean,
+        greatest(s.c0_num_max, r.c0_num_max) as c0_num_max,
+        coalesce(s.c0_den_count, 0) + coalesce(r.c0_den_count, 0) as c0_den_count,
+        coalesce(s.c0_den_sum, 0.0) + coalesce(r.c0_den_sum, 0.0) as c0_den_sum,
+        (coalesce(s.c0_den_sum, 0.0) + coalesce(r.c0_den_sum, 0.0))
+            / nullif(cast(coalesce(s.c0_den_value_count, 0)
+                + coalesce(r.c0_den_value_count, 0) as double precision), 0.0)
+            as c0_den_mean,
+        greatest(s.c0_den_max, r.c0_den_max) as c0_den_max,
+        coalesce(s.c1_num_count, 0) + coalesce(r.c1_num_count, 0) as c1_num_count,
+        coalesce(s.c1_num_sum, 0.0) + coalesce(r.c1_num_sum, 0.0) as c1_num_sum,
+        (coalesce(s.c1_num_sum, 0.0) + coalesce(r.c1_num_sum, 0.0))
+            / nullif(cast(coalesce(s.c1_num_value_count, 0)
+                + coalesce(r.c1_num_value_count, 0) as double precision), 0.0)
+            as c1_num_mean,
+        greatest(s.c1_num_max, r.c1_num_max) as c1_num_max,
+        coalesce(s.c1_den_count, 0) + coalesce(r.c1_den_count, 0) as c1_den_count,
+        coalesce(s.c1_den_sum, 0.0) + coalesce(r.c1_den_sum, 0.0) as c1_den_sum,
+        (coalesce(s.c1_den_sum, 0.0) + coalesce(r.c1_den_sum, 0.0))
+            / nullif(cast(coalesce(s.c1_den_value_count, 0)
+                + coalesce(r.c1_den_value_count, 0) as double precision), 0.0)
+            as c1_den_mean,
+        greatest(s.c1_den_max, r.c1_den_max) as c1_den_max,
+        coalesce(s.c2_num_count, 0) + coalesce(r.c2_num_count, 0) as c2_num_count,
+        coalesce(s.c2_num_sum, 0.0) + coalesce(r.c2_num_sum, 0.0) as c2_num_sum,
+        (coalesce(s.c2_num_sum, 0.0) + coalesce(r.c2_num_sum, 0.0))
+            / nullif(cast(coalesce(s.c2_num_value_count, 0)
+                + coalesce(r.c2_num_value_count, 0) as double precision), 0.0)
+            as c2_num_mean,
+        greatest(s.c2_num_max, r.c2_num_max) as c2_num_max,
+        coalesce(s.c2_den_count, 0) + coalesce(r.c2_den_count, 0) as c2_den_count,
+        coalesce(s.c2_den_sum, 0.0) + coalesce(r.c2_den_sum, 0.0) as c2_den_sum,
+        (coalesce(s.c2_den_sum, 0.0) + coalesce(r.c2_den_sum, 0.0))
+            / nullif(cast(coalesce(s.c2_den_value_count, 0)
+                + coalesce(r.c2_den_value_count, 0) as double precision), 0.0)
+            as c2_den_mean,
+        greatest(s.c2_den_max, r.c2_den_max) as c2_den_max,
+        coalesce(s.c3_num_count, 0) + coalesce(r.c3_num_count, 0) as c3_num_count,
+        coalesce(s.c3_num_sum, 0.0) + coalesce(r.c3_num_sum, 0.0) as c3_num_sum,
+        (coalesce(s.c3_num_sum, 0.0) + coalesce(r.c3_num_sum, 0.0))
+            / nullif(cast(coalesce(s.c3_num_value_count, 0)
+                + coalesce(r.c3_num_value_count, 0) as double precision), 0.0)
+            as c3_num_mean,
+        greatest(s.c3_num_max, r.c3_num_max) as c3_num_max,
+        coalesce(s.c3_den_count, 0) + coalesce(r.c3_den_count, 0) as c3_den_count,
+        coalesce(s.c3_den_sum, 0.0) + coalesce(r.c3_den_sum, 0.0) as c3_den_sum,
+        (coalesce(s.c3_den_sum, 0.0) + coalesce(r.c3_den_sum, 0.0))
+            / nullif(cast(coalesce(s.c3_den_value_count, 0)
+                + coalesce(r.c3_den_value_count, 0) as double precision), 0.0)
+            as c3_den_mean,
+        greatest(s.c3_den_max, r.c3_den_max) as c3_den_max
     from sealed_partials as s
     full outer join read_unit_partials as r
         on r.unit_id = s.unit_id
@@ -116,7 +206,64 @@ final as (
             when 'mean' then coalesce(ue.den_pre_mean, 0.0)
             when 'max' then coalesce(ue.den_pre_max, 0.0)
         end as d,
-        ue.contaminated_count > 0 as contaminated
+        ue.contaminated_count > 0 as contaminated,
+        -- the exposure-age cohorts as metric_stats.sql keeps them (exposure_age.sql unpivots)
+        ue.c0_rows > 0 as in_0,
+        case m.y_agg
+            when 'any' then case when ue.c0_num_count > 0 then 1.0 else 0.0 end
+            when 'sum' then ue.c0_num_sum
+            when 'count' then cast(ue.c0_num_count as double precision)
+            when 'mean' then ue.c0_num_mean
+            when 'max' then ue.c0_num_max
+        end as y_0,
+        case m.x_agg
+            when 'sum' then ue.c0_den_sum
+            when 'count' then cast(ue.c0_den_count as double precision)
+            when 'mean' then ue.c0_den_mean
+            when 'max' then ue.c0_den_max
+        end as x_0,
+        ue.c1_num_count + ue.c1_den_count > 0 as in_1,
+        case m.y_agg
+            when 'any' then case when ue.c1_num_count > 0 then 1.0 else 0.0 end
+            when 'sum' then ue.c1_num_sum
+            when 'count' then cast(ue.c1_num_count as double precision)
+            when 'mean' then ue.c1_num_mean
+            when 'max' then ue.c1_num_max
+        end as y_1,
+        case m.x_agg
+            when 'sum' then ue.c1_den_sum
+            when 'count' then cast(ue.c1_den_count as double precision)
+            when 'mean' then ue.c1_den_mean
+            when 'max' then ue.c1_den_max
+        end as x_1,
+        ue.c2_num_count + ue.c2_den_count > 0 as in_2,
+        case m.y_agg
+            when 'any' then case when ue.c2_num_count > 0 then 1.0 else 0.0 end
+            when 'sum' then ue.c2_num_sum
+            when 'count' then cast(ue.c2_num_count as double precision)
+            when 'mean' then ue.c2_num_mean
+            when 'max' then ue.c2_num_max
+        end as y_2,
+        case m.x_agg
+            when 'sum' then ue.c2_den_sum
+            when 'count' then cast(ue.c2_den_count as double precision)
+            when 'mean' then ue.c2_den_mean
+            when 'max' then ue.c2_den_max
+        end as x_2,
+        ue.c3_num_count + ue.c3_den_count > 0 as in_3,
+        case m.y_agg
+            when 'any' then case when ue.c3_num_count > 0 then 1.0 else 0.0 end
+            when 'sum' then ue.c3_num_sum
+            when 'count' then cast(ue.c3_num_count as double precision)
+            when 'mean' then ue.c3_num_mean
+            when 'max' then ue.c3_num_max
+        end as y_3,
+        case m.x_agg
+            when 'sum' then ue.c3_den_sum
+            when 'count' then cast(ue.c3_den_count as double precision)
+            when 'mean' then ue.c3_den_mean
+            when 'max' then ue.c3_den_max
+        end as x_3
     from unit_events as ue
     inner join metric_aggs as m on m.metric_key = ue.metric_key
 )

@@ -10,9 +10,11 @@
 -- the WITHIN GROUP form BigQuery lacks as an aggregate; row_number() is exact on every engine.
 --
 -- abflow/warehouse/plan.py supplies quantile_defs (metric_id, metric_key, level, nu,
--- zero_fill) as bound values and prepends metric_stats.sql as unit_values, its CTEs hoisted as
--- unit_values_<name>: the per-unit values (unit level) and the post-exposure event rows
--- unit_values_phased_events (event level) come from the same canonical scan as the means.
+-- zero_fill) as bound values. Quantiles over units read the per-unit values of the one pass over
+-- events, the stage abflow_unit_values. Quantiles over events need every post-exposure event
+-- value, which no per-unit stage keeps: plan.py prepends quantile_events, the event rows
+-- (phased_events) of metric_stats.sql's canonical scan restricted to the event-level quantile
+-- metrics (a constant-false scan the engines skip when there are none).
 
 with
 
@@ -27,7 +29,7 @@ unit_observations as (
         case when q.zero_fill = 1 then coalesce(uv.y, 0.0) else uv.y end as y
     from abflow_unit_segments as us
     cross join quantile_defs as q
-    left join unit_values as uv
+    left join abflow_unit_values as uv
         on uv.unit_id = us.unit_id
         and uv.metric_id = q.metric_id
     where q.level = 'unit'
@@ -41,7 +43,7 @@ event_observations as (
         us.segment,
         e.unit_id,
         e.value as y
-    from unit_values_phased_events as e
+    from quantile_events as e
     inner join quantile_defs as q on q.metric_id = e.metric_id
     inner join abflow_unit_segments as us on us.unit_id = e.unit_id
     where q.level = 'event' and e.num_post

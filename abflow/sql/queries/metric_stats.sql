@@ -33,7 +33,29 @@ unit_metric_events as (
         -- (its square would overflow); the GX check value_finite_in_range reports it
         case when abs(e.value) <= :value_limit then e.value end as value,
         m.is_num and abflow_event_filter(m.metric_id, 'num', e.properties) as is_num,
-        m.is_den and abflow_event_filter(m.metric_id, 'den', e.properties) as is_den
+        m.is_den and abflow_event_filter(m.metric_id, 'den', e.properties) as is_den,
+        -- the event's phase relative to the unit's exposure, computed here once per row (this
+        -- select's DISTINCT keeps them out of the aggregation; there, in the aggregates'
+        -- FILTERs, each would be evaluated once per aggregate). They are functions of
+        -- (first_exposed_at, occurred_at), so they change no duplicate.
+        e.occurred_at >= u.first_exposed_at as post,
+        e.occurred_at < u.first_exposed_at
+            and e.occurred_at >= u.first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
+            as in_lookback,
+        e.occurred_at < u.first_exposed_at and e.occurred_at >= :start_at as early,
+        -- novelty/primacy cohort: week since the unit's first exposure (0: days 0-6 ... 3: day
+        -- 21 on); 4 before exposure but after the start (such rows make the unit's cohort-0 row
+        -- without adding to its values, as a lookback-free scan would); -1 otherwise or when
+        -- the experiment has no exposure-age analysis (:exposure_age = 0)
+        case
+            when cast(:exposure_age as integer) = 0 then -1
+            when e.occurred_at < least(u.first_exposed_at, :start_at) then -1
+            when e.occurred_at < u.first_exposed_at then 4
+            when e.occurred_at < u.first_exposed_at + 7 * interval '1 day' then 0
+            when e.occurred_at < u.first_exposed_at + 14 * interval '1 day' then 1
+            when e.occurred_at < u.first_exposed_at + 21 * interval '1 day' then 2
+            else 3
+        end as exposure_cohort
     from abflow_units as u
     inner join source_events as e
         on e.unit_id = u.unit_id
@@ -53,31 +75,19 @@ unit_metric_events as (
 ),
 
 phased_events as (
-    -- each row's phase relative to the unit's exposure
+    -- each row's phase relative to the unit's exposure, per side
     select
         unit_id,
         metric_id,
         value,
-        is_num and occurred_at >= first_exposed_at as num_post,
-        is_den and occurred_at >= first_exposed_at as den_post,
-        is_num
-            and occurred_at < first_exposed_at
-            and occurred_at >= first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
-            as num_pre,
-        is_den
-            and occurred_at < first_exposed_at
-            and occurred_at >= first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
-            as den_pre,
-        is_num and occurred_at < first_exposed_at and occurred_at >= :start_at as num_early,
-        -- week since the unit's first exposure (0: days 0-6 ... 3: day 21 on), only when the
-        -- exposure-age statement asks (exposure_age.sql); else one constant group
-        case
-            when cast(:by_exposure_age as integer) = 0 then 0
-            when occurred_at < first_exposed_at + 7 * interval '1 day' then 0
-            when occurred_at < first_exposed_at + 14 * interval '1 day' then 1
-            when occurred_at < first_exposed_at + 21 * interval '1 day' then 2
-            else 3
-        end as exposure_cohort
+        is_num and post as num_post,
+        is_den and post as den_post,
+        is_num and in_lookback as num_pre,
+        is_den and in_lookback as den_pre,
+        is_num and early as num_early,
+        is_num,
+        is_den,
+        exposure_cohort
     from unit_metric_events
 ),
 
@@ -104,9 +114,44 @@ unit_metric_aggregates as (
         avg(value) filter (where den_pre) as den_pre_mean,
         max(value) filter (where den_pre) as den_pre_max,
         count(*) filter (where num_early) as early_count,
-        exposure_cohort
+        -- per exposure-age cohort k: its rows (any side; they make the unit's cohort row) and
+        -- the numerator and denominator aggregates of its events (cohorts 0-3 are after
+        -- exposure, so is_num there is num_post)
+        count(*) filter (where exposure_cohort in (0, 4)) as c0_rows,
+        count(*) filter (where is_num and exposure_cohort = 0) as c0_num_count,
+        count(value) filter (where is_num and exposure_cohort = 0) as c0_num_value_count,
+        sum(value) filter (where is_num and exposure_cohort = 0) as c0_num_sum,
+        max(value) filter (where is_num and exposure_cohort = 0) as c0_num_max,
+        count(*) filter (where is_den and exposure_cohort = 0) as c0_den_count,
+        count(value) filter (where is_den and exposure_cohort = 0) as c0_den_value_count,
+        sum(value) filter (where is_den and exposure_cohort = 0) as c0_den_sum,
+        max(value) filter (where is_den and exposure_cohort = 0) as c0_den_max,
+        count(*) filter (where is_num and exposure_cohort = 1) as c1_num_count,
+        count(value) filter (where is_num and exposure_cohort = 1) as c1_num_value_count,
+        sum(value) filter (where is_num and exposure_cohort = 1) as c1_num_sum,
+        max(value) filter (where is_num and exposure_cohort = 1) as c1_num_max,
+        count(*) filter (where is_den and exposure_cohort = 1) as c1_den_count,
+        count(value) filter (where is_den and exposure_cohort = 1) as c1_den_value_count,
+        sum(value) filter (where is_den and exposure_cohort = 1) as c1_den_sum,
+        max(value) filter (where is_den and exposure_cohort = 1) as c1_den_max,
+        count(*) filter (where is_num and exposure_cohort = 2) as c2_num_count,
+        count(value) filter (where is_num and exposure_cohort = 2) as c2_num_value_count,
+        sum(value) filter (where is_num and exposure_cohort = 2) as c2_num_sum,
+        max(value) filter (where is_num and exposure_cohort = 2) as c2_num_max,
+        count(*) filter (where is_den and exposure_cohort = 2) as c2_den_count,
+        count(value) filter (where is_den and exposure_cohort = 2) as c2_den_value_count,
+        sum(value) filter (where is_den and exposure_cohort = 2) as c2_den_sum,
+        max(value) filter (where is_den and exposure_cohort = 2) as c2_den_max,
+        count(*) filter (where is_num and exposure_cohort = 3) as c3_num_count,
+        count(value) filter (where is_num and exposure_cohort = 3) as c3_num_value_count,
+        sum(value) filter (where is_num and exposure_cohort = 3) as c3_num_sum,
+        max(value) filter (where is_num and exposure_cohort = 3) as c3_num_max,
+        count(*) filter (where is_den and exposure_cohort = 3) as c3_den_count,
+        count(value) filter (where is_den and exposure_cohort = 3) as c3_den_value_count,
+        sum(value) filter (where is_den and exposure_cohort = 3) as c3_den_sum,
+        max(value) filter (where is_den and exposure_cohort = 3) as c3_den_max
     from phased_events
-    group by unit_id, metric_id, exposure_cohort
+    group by unit_id, metric_id
 ),
 
 metric_aggs as (
@@ -148,7 +193,73 @@ unit_metric_values as (
             when 'max' then coalesce(a.den_pre_max, 0.0)
         end as d,
         a.early_count > 0 as contaminated,
-        a.exposure_cohort
+        -- exposure-age cohorts (exposure_age.sql unpivots them): in_k, whether the unit has a
+        -- row in cohort k, and its value y_k and denominator x_k from the cohort's events,
+        -- aggregated as y and x are (mean = sum / count of values, as avg computes it)
+        a.c0_rows > 0 as in_0,
+        case m.y_agg
+            when 'any' then case when a.c0_num_count > 0 then 1.0 else 0.0 end
+            when 'sum' then coalesce(a.c0_num_sum, 0.0)
+            when 'count' then cast(a.c0_num_count as double precision)
+            when 'mean' then a.c0_num_sum
+                / nullif(cast(a.c0_num_value_count as double precision), 0.0)
+            when 'max' then a.c0_num_max
+        end as y_0,
+        case m.x_agg
+            when 'sum' then coalesce(a.c0_den_sum, 0.0)
+            when 'count' then cast(a.c0_den_count as double precision)
+            when 'mean' then a.c0_den_sum
+                / nullif(cast(a.c0_den_value_count as double precision), 0.0)
+            when 'max' then a.c0_den_max
+        end as x_0,
+        a.c1_num_count + a.c1_den_count > 0 as in_1,
+        case m.y_agg
+            when 'any' then case when a.c1_num_count > 0 then 1.0 else 0.0 end
+            when 'sum' then coalesce(a.c1_num_sum, 0.0)
+            when 'count' then cast(a.c1_num_count as double precision)
+            when 'mean' then a.c1_num_sum
+                / nullif(cast(a.c1_num_value_count as double precision), 0.0)
+            when 'max' then a.c1_num_max
+        end as y_1,
+        case m.x_agg
+            when 'sum' then coalesce(a.c1_den_sum, 0.0)
+            when 'count' then cast(a.c1_den_count as double precision)
+            when 'mean' then a.c1_den_sum
+                / nullif(cast(a.c1_den_value_count as double precision), 0.0)
+            when 'max' then a.c1_den_max
+        end as x_1,
+        a.c2_num_count + a.c2_den_count > 0 as in_2,
+        case m.y_agg
+            when 'any' then case when a.c2_num_count > 0 then 1.0 else 0.0 end
+            when 'sum' then coalesce(a.c2_num_sum, 0.0)
+            when 'count' then cast(a.c2_num_count as double precision)
+            when 'mean' then a.c2_num_sum
+                / nullif(cast(a.c2_num_value_count as double precision), 0.0)
+            when 'max' then a.c2_num_max
+        end as y_2,
+        case m.x_agg
+            when 'sum' then coalesce(a.c2_den_sum, 0.0)
+            when 'count' then cast(a.c2_den_count as double precision)
+            when 'mean' then a.c2_den_sum
+                / nullif(cast(a.c2_den_value_count as double precision), 0.0)
+            when 'max' then a.c2_den_max
+        end as x_2,
+        a.c3_num_count + a.c3_den_count > 0 as in_3,
+        case m.y_agg
+            when 'any' then case when a.c3_num_count > 0 then 1.0 else 0.0 end
+            when 'sum' then coalesce(a.c3_num_sum, 0.0)
+            when 'count' then cast(a.c3_num_count as double precision)
+            when 'mean' then a.c3_num_sum
+                / nullif(cast(a.c3_num_value_count as double precision), 0.0)
+            when 'max' then a.c3_num_max
+        end as y_3,
+        case m.x_agg
+            when 'sum' then coalesce(a.c3_den_sum, 0.0)
+            when 'count' then cast(a.c3_den_count as double precision)
+            when 'mean' then a.c3_den_sum
+                / nullif(cast(a.c3_den_value_count as double precision), 0.0)
+            when 'max' then a.c3_den_max
+        end as x_3
     from unit_metric_aggregates as a
     inner join metric_aggs as m on m.metric_id = a.metric_id
 )

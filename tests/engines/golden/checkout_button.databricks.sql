@@ -11,8 +11,8 @@
 --   bandit_periods_1_period_end = NULL
 --   bandit_periods_1_period_label = NULL
 --   bandit_periods_1_period_start = NULL
---   by_exposure_age = 0
 --   experiment_key = 'checkout_button'
+--   exposure_age = 1
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
 --   filter_3_den_2_1 = 10.0
@@ -438,7 +438,28 @@ WITH abflow_units_raw_exposures AS (
         THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
       END >= :filter_3_den_2_1
       ELSE TRUE
-    END AS is_den
+    END AS is_den,
+    e.occurred_at >= u.first_exposed_at AS post,
+    e.occurred_at < u.first_exposed_at
+    AND e.occurred_at >= DATE_ADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), u.first_exposed_at) AS in_lookback,
+    e.occurred_at < u.first_exposed_at AND e.occurred_at >= :start_at AS early,
+    CASE
+      WHEN CAST(:exposure_age AS INT) = 0
+      THEN -1
+      WHEN e.occurred_at < LEAST(u.first_exposed_at, :start_at)
+      THEN -1
+      WHEN e.occurred_at < u.first_exposed_at
+      THEN 4
+      WHEN e.occurred_at < DATE_ADD(DAY, 7, u.first_exposed_at)
+      THEN 0
+      WHEN e.occurred_at < DATE_ADD(DAY, 14, u.first_exposed_at)
+      THEN 1
+      WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id
@@ -488,30 +509,14 @@ WITH abflow_units_raw_exposures AS (
     unit_id,
     metric_id,
     value,
-    is_num AND occurred_at >= first_exposed_at AS num_post,
-    is_den AND occurred_at >= first_exposed_at AS den_post,
-    is_num
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= DATE_ADD(DAY, -(
-      CAST(:lookback_days AS INT)
-    ), first_exposed_at) AS num_pre,
-    is_den
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= DATE_ADD(DAY, -(
-      CAST(:lookback_days AS INT)
-    ), first_exposed_at) AS den_pre,
-    is_num AND occurred_at < first_exposed_at AND occurred_at >= :start_at AS num_early,
-    CASE
-      WHEN CAST(:by_exposure_age AS INT) = 0
-      THEN 0
-      WHEN occurred_at < DATE_ADD(DAY, 7, first_exposed_at)
-      THEN 0
-      WHEN occurred_at < DATE_ADD(DAY, 14, first_exposed_at)
-      THEN 1
-      WHEN occurred_at < DATE_ADD(DAY, 21, first_exposed_at)
-      THEN 2
-      ELSE 3
-    END AS exposure_cohort
+    is_num AND post AS num_post,
+    is_den AND post AS den_post,
+    is_num AND in_lookback AS num_pre,
+    is_den AND in_lookback AS den_pre,
+    is_num AND early AS num_early,
+    is_num,
+    is_den,
+    exposure_cohort
   FROM abflow_unit_values_unit_metric_events AS unit_metric_events
 ), abflow_unit_values_unit_metric_aggregates AS (
   SELECT
@@ -551,12 +556,76 @@ WITH abflow_units_raw_exposures AS (
       den_pre) AS den_pre_max,
     COUNT(*) FILTER(WHERE
       num_early) AS early_count,
-    exposure_cohort
+    COUNT(*) FILTER(WHERE
+      exposure_cohort IN (0, 4)) AS c0_rows,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    metric_id,
-    exposure_cohort
+    metric_id
 ), abflow_unit_values_metric_aggs AS (
   SELECT DISTINCT
     metric_id,
@@ -614,7 +683,98 @@ WITH abflow_units_raw_exposures AS (
       THEN COALESCE(a.den_pre_max, 0.0)
     END AS d,
     a.early_count > 0 AS contaminated,
-    a.exposure_cohort
+    a.c0_rows > 0 AS in_0,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c0_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c0_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c0_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c0_num_sum / NULLIF(CAST(a.c0_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c0_num_max
+    END AS y_0,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c0_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c0_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c0_den_sum / NULLIF(CAST(a.c0_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c0_den_max
+    END AS x_0,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c1_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c1_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c1_num_sum / NULLIF(CAST(a.c1_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c1_num_max
+    END AS y_1,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c1_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c1_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c1_den_sum / NULLIF(CAST(a.c1_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c1_den_max
+    END AS x_1,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c2_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c2_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c2_num_sum / NULLIF(CAST(a.c2_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c2_num_max
+    END AS y_2,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c2_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c2_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c2_den_sum / NULLIF(CAST(a.c2_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c2_den_max
+    END AS x_2,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c3_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c3_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c3_num_sum / NULLIF(CAST(a.c3_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c3_num_max
+    END AS y_3,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c3_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c3_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c3_den_sum / NULLIF(CAST(a.c3_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c3_den_max
+    END AS x_3
   FROM abflow_unit_values_unit_metric_aggregates AS a
   INNER JOIN abflow_unit_values_metric_aggs AS m
     ON m.metric_id = a.metric_id
@@ -1045,8 +1205,8 @@ ORDER BY
 --   bandit_periods_1_period_label = NULL
 --   bandit_periods_1_period_start = NULL
 --   bound_z = 1.9599639845400545
---   by_exposure_age = 0
 --   experiment_key = 'checkout_button'
+--   exposure_age = 1
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
 --   filter_3_den_2_1 = 10.0
@@ -1171,7 +1331,6 @@ ORDER BY
 --   quantile_defs_1_metric_key = 'latency_p90_ms'
 --   quantile_defs_1_nu = 0.9
 --   quantile_defs_1_zero_fill = 0
---   quantile_metric_ids_1 = 6
 --   start_at = 2026-11-01T00:00:00+00:00
 --   value_limit = 1000000000000.0
 --   variants_1 = 'control'
@@ -1446,14 +1605,7 @@ WITH abflow_units_raw_exposures AS (
   SELECT
     *
   FROM abflow_metric_events_final AS final
-), quantile_defs AS (
-  SELECT
-    CAST(:quantile_defs_1_metric_id AS INT) AS metric_id,
-    CAST(:quantile_defs_1_metric_key AS STRING) AS metric_key,
-    CAST(:quantile_defs_1_level AS STRING) AS level,
-    CAST(:quantile_defs_1_nu AS DOUBLE) AS nu,
-    CAST(:quantile_defs_1_zero_fill AS INT) AS zero_fill
-), unit_values_unit_metric_events AS (
+), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id,
     m.metric_id,
@@ -1485,7 +1637,28 @@ WITH abflow_units_raw_exposures AS (
         THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
       END >= :filter_3_den_2_1
       ELSE TRUE
-    END AS is_den
+    END AS is_den,
+    e.occurred_at >= u.first_exposed_at AS post,
+    e.occurred_at < u.first_exposed_at
+    AND e.occurred_at >= DATE_ADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), u.first_exposed_at) AS in_lookback,
+    e.occurred_at < u.first_exposed_at AND e.occurred_at >= :start_at AS early,
+    CASE
+      WHEN CAST(:exposure_age AS INT) = 0
+      THEN -1
+      WHEN e.occurred_at < LEAST(u.first_exposed_at, :start_at)
+      THEN -1
+      WHEN e.occurred_at < u.first_exposed_at
+      THEN 4
+      WHEN e.occurred_at < DATE_ADD(DAY, 7, u.first_exposed_at)
+      THEN 0
+      WHEN e.occurred_at < DATE_ADD(DAY, 14, u.first_exposed_at)
+      THEN 1
+      WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id
@@ -1501,69 +1674,50 @@ WITH abflow_units_raw_exposures AS (
     )
   WHERE
     (
-      (
-        m.is_num
-        AND CASE m.metric_id
-          WHEN 3
-          THEN GET_JSON_OBJECT(e.properties, '$.platform') IN (:filter_3_num_1_1, :filter_3_num_1_2)
-          AND CASE
-            WHEN REGEXP_LIKE(
-              GET_JSON_OBJECT(e.properties, '$.amount'),
-              '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
-            )
-            THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
-          END >= :filter_3_num_2_1
-          ELSE TRUE
-        END
-      )
-      OR (
-        m.is_den
-        AND CASE m.metric_id
-          WHEN 3
-          THEN GET_JSON_OBJECT(e.properties, '$.platform') IN (:filter_3_den_1_1, :filter_3_den_1_2)
-          AND CASE
-            WHEN REGEXP_LIKE(
-              GET_JSON_OBJECT(e.properties, '$.amount'),
-              '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
-            )
-            THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
-          END >= :filter_3_den_2_1
-          ELSE TRUE
-        END
-      )
+      m.is_num
+      AND CASE m.metric_id
+        WHEN 3
+        THEN GET_JSON_OBJECT(e.properties, '$.platform') IN (:filter_3_num_1_1, :filter_3_num_1_2)
+        AND CASE
+          WHEN REGEXP_LIKE(
+            GET_JSON_OBJECT(e.properties, '$.amount'),
+            '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+          )
+          THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
+        END >= :filter_3_num_2_1
+        ELSE TRUE
+      END
     )
-    AND m.metric_id IN (:quantile_metric_ids_1)
-), unit_values_phased_events AS (
+    OR (
+      m.is_den
+      AND CASE m.metric_id
+        WHEN 3
+        THEN GET_JSON_OBJECT(e.properties, '$.platform') IN (:filter_3_den_1_1, :filter_3_den_1_2)
+        AND CASE
+          WHEN REGEXP_LIKE(
+            GET_JSON_OBJECT(e.properties, '$.amount'),
+            '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+          )
+          THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
+        END >= :filter_3_den_2_1
+        ELSE TRUE
+      END
+    )
+), abflow_unit_values_phased_events AS (
   SELECT
     unit_id,
     metric_id,
     value,
-    is_num AND occurred_at >= first_exposed_at AS num_post,
-    is_den AND occurred_at >= first_exposed_at AS den_post,
-    is_num
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= DATE_ADD(DAY, -(
-      CAST(:lookback_days AS INT)
-    ), first_exposed_at) AS num_pre,
-    is_den
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= DATE_ADD(DAY, -(
-      CAST(:lookback_days AS INT)
-    ), first_exposed_at) AS den_pre,
-    is_num AND occurred_at < first_exposed_at AND occurred_at >= :start_at AS num_early,
-    CASE
-      WHEN CAST(:by_exposure_age AS INT) = 0
-      THEN 0
-      WHEN occurred_at < DATE_ADD(DAY, 7, first_exposed_at)
-      THEN 0
-      WHEN occurred_at < DATE_ADD(DAY, 14, first_exposed_at)
-      THEN 1
-      WHEN occurred_at < DATE_ADD(DAY, 21, first_exposed_at)
-      THEN 2
-      ELSE 3
-    END AS exposure_cohort
-  FROM unit_values_unit_metric_events AS unit_metric_events
-), unit_values_unit_metric_aggregates AS (
+    is_num AND post AS num_post,
+    is_den AND post AS den_post,
+    is_num AND in_lookback AS num_pre,
+    is_den AND in_lookback AS den_pre,
+    is_num AND early AS num_early,
+    is_num,
+    is_den,
+    exposure_cohort
+  FROM abflow_unit_values_unit_metric_events AS unit_metric_events
+), abflow_unit_values_unit_metric_aggregates AS (
   SELECT
     unit_id,
     metric_id,
@@ -1601,13 +1755,77 @@ WITH abflow_units_raw_exposures AS (
       den_pre) AS den_pre_max,
     COUNT(*) FILTER(WHERE
       num_early) AS early_count,
-    exposure_cohort
-  FROM unit_values_phased_events AS phased_events
+    COUNT(*) FILTER(WHERE
+      exposure_cohort IN (0, 4)) AS c0_rows,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_max
+  FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    metric_id,
-    exposure_cohort
-), unit_values_metric_aggs AS (
+    metric_id
+), abflow_unit_values_metric_aggs AS (
   SELECT DISTINCT
     metric_id,
     y_agg,
@@ -1615,7 +1833,7 @@ WITH abflow_units_raw_exposures AS (
     c_agg,
     d_agg
   FROM abflow_metric_events
-), unit_values_unit_metric_values AS (
+), abflow_unit_values_unit_metric_values AS (
   SELECT
     a.unit_id,
     a.metric_id,
@@ -1664,14 +1882,231 @@ WITH abflow_units_raw_exposures AS (
       THEN COALESCE(a.den_pre_max, 0.0)
     END AS d,
     a.early_count > 0 AS contaminated,
-    a.exposure_cohort
-  FROM unit_values_unit_metric_aggregates AS a
-  INNER JOIN unit_values_metric_aggs AS m
+    a.c0_rows > 0 AS in_0,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c0_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c0_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c0_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c0_num_sum / NULLIF(CAST(a.c0_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c0_num_max
+    END AS y_0,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c0_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c0_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c0_den_sum / NULLIF(CAST(a.c0_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c0_den_max
+    END AS x_0,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c1_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c1_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c1_num_sum / NULLIF(CAST(a.c1_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c1_num_max
+    END AS y_1,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c1_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c1_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c1_den_sum / NULLIF(CAST(a.c1_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c1_den_max
+    END AS x_1,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c2_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c2_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c2_num_sum / NULLIF(CAST(a.c2_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c2_num_max
+    END AS y_2,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c2_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c2_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c2_den_sum / NULLIF(CAST(a.c2_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c2_den_max
+    END AS x_2,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c3_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c3_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c3_num_sum / NULLIF(CAST(a.c3_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c3_num_max
+    END AS y_3,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c3_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c3_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c3_den_sum / NULLIF(CAST(a.c3_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c3_den_max
+    END AS x_3
+  FROM abflow_unit_values_unit_metric_aggregates AS a
+  INNER JOIN abflow_unit_values_metric_aggs AS m
     ON m.metric_id = a.metric_id
-), unit_values AS (
+), abflow_unit_values AS (
   SELECT
     *
-  FROM unit_values_unit_metric_values AS unit_metric_values
+  FROM abflow_unit_values_unit_metric_values AS unit_metric_values
+), quantile_defs AS (
+  SELECT
+    CAST(:quantile_defs_1_metric_id AS INT) AS metric_id,
+    CAST(:quantile_defs_1_metric_key AS STRING) AS metric_key,
+    CAST(:quantile_defs_1_level AS STRING) AS level,
+    CAST(:quantile_defs_1_nu AS DOUBLE) AS nu,
+    CAST(:quantile_defs_1_zero_fill AS INT) AS zero_fill
+), quantile_events_unit_metric_events AS (
+  SELECT DISTINCT
+    u.unit_id,
+    m.metric_id,
+    u.first_exposed_at,
+    e.occurred_at,
+    CASE WHEN ABS(e.value) <= :value_limit THEN e.value END AS value,
+    m.is_num
+    AND CASE m.metric_id
+      WHEN 3
+      THEN GET_JSON_OBJECT(e.properties, '$.platform') IN (:filter_3_num_1_1, :filter_3_num_1_2)
+      AND CASE
+        WHEN REGEXP_LIKE(
+          GET_JSON_OBJECT(e.properties, '$.amount'),
+          '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+        )
+        THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
+      END >= :filter_3_num_2_1
+      ELSE TRUE
+    END AS is_num,
+    m.is_den
+    AND CASE m.metric_id
+      WHEN 3
+      THEN GET_JSON_OBJECT(e.properties, '$.platform') IN (:filter_3_den_1_1, :filter_3_den_1_2)
+      AND CASE
+        WHEN REGEXP_LIKE(
+          GET_JSON_OBJECT(e.properties, '$.amount'),
+          '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+        )
+        THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
+      END >= :filter_3_den_2_1
+      ELSE TRUE
+    END AS is_den,
+    e.occurred_at >= u.first_exposed_at AS post,
+    e.occurred_at < u.first_exposed_at
+    AND e.occurred_at >= DATE_ADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), u.first_exposed_at) AS in_lookback,
+    e.occurred_at < u.first_exposed_at AND e.occurred_at >= :start_at AS early,
+    CASE
+      WHEN CAST(:exposure_age AS INT) = 0
+      THEN -1
+      WHEN e.occurred_at < LEAST(u.first_exposed_at, :start_at)
+      THEN -1
+      WHEN e.occurred_at < u.first_exposed_at
+      THEN 4
+      WHEN e.occurred_at < DATE_ADD(DAY, 7, u.first_exposed_at)
+      THEN 0
+      WHEN e.occurred_at < DATE_ADD(DAY, 14, u.first_exposed_at)
+      THEN 1
+      WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
+  FROM abflow_units AS u
+  INNER JOIN `events` AS e
+    ON e.unit_id = u.unit_id
+    AND e.occurred_at <= :as_of
+    AND e.occurred_at >= LEAST(DATE_ADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), u.first_exposed_at), :start_at)
+  INNER JOIN abflow_metric_events AS m
+    ON m.event_name = e.event_name
+    AND (
+      m.window_seconds IS NULL
+      OR e.occurred_at < DATE_ADD(SECOND, m.window_seconds, u.first_exposed_at)
+    )
+  WHERE
+    (
+      (
+        m.is_num
+        AND CASE m.metric_id
+          WHEN 3
+          THEN GET_JSON_OBJECT(e.properties, '$.platform') IN (:filter_3_num_1_1, :filter_3_num_1_2)
+          AND CASE
+            WHEN REGEXP_LIKE(
+              GET_JSON_OBJECT(e.properties, '$.amount'),
+              '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+            )
+            THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
+          END >= :filter_3_num_2_1
+          ELSE TRUE
+        END
+      )
+      OR (
+        m.is_den
+        AND CASE m.metric_id
+          WHEN 3
+          THEN GET_JSON_OBJECT(e.properties, '$.platform') IN (:filter_3_den_1_1, :filter_3_den_1_2)
+          AND CASE
+            WHEN REGEXP_LIKE(
+              GET_JSON_OBJECT(e.properties, '$.amount'),
+              '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
+            )
+            THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
+          END >= :filter_3_den_2_1
+          ELSE TRUE
+        END
+      )
+    )
+    AND FALSE
+), quantile_events_phased_events AS (
+  SELECT
+    unit_id,
+    metric_id,
+    value,
+    is_num AND post AS num_post,
+    is_den AND post AS den_post,
+    is_num AND in_lookback AS num_pre,
+    is_den AND in_lookback AS den_pre,
+    is_num AND early AS num_early,
+    is_num,
+    is_den,
+    exposure_cohort
+  FROM quantile_events_unit_metric_events AS unit_metric_events
+), quantile_events AS (
+  SELECT
+    *
+  FROM quantile_events_phased_events AS phased_events
 ), unit_observations AS (
   SELECT
     q.metric_id,
@@ -1681,7 +2116,7 @@ WITH abflow_units_raw_exposures AS (
     CASE WHEN q.zero_fill = 1 THEN COALESCE(uv.y, 0.0) ELSE uv.y END AS y
   FROM abflow_unit_segments AS us
   CROSS JOIN quantile_defs AS q
-  LEFT JOIN unit_values AS uv
+  LEFT JOIN abflow_unit_values AS uv
     ON uv.unit_id = us.unit_id AND uv.metric_id = q.metric_id
   WHERE
     q.level = 'unit'
@@ -1692,7 +2127,7 @@ WITH abflow_units_raw_exposures AS (
     us.segment,
     e.unit_id,
     e.value AS y
-  FROM unit_values_phased_events AS e
+  FROM quantile_events AS e
   INNER JOIN quantile_defs AS q
     ON q.metric_id = e.metric_id
   INNER JOIN abflow_unit_segments AS us
@@ -1866,8 +2301,8 @@ ORDER BY
 -- [3] exposure_age_stats: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
---   by_exposure_age = 1
 --   experiment_key = 'checkout_button'
+--   exposure_age = 1
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
 --   filter_3_den_2_1 = 10.0
@@ -2196,7 +2631,7 @@ WITH abflow_units_raw_exposures AS (
   SELECT
     *
   FROM abflow_metric_events_final AS final
-), exposure_age_unit_values_unit_metric_events AS (
+), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id,
     m.metric_id,
@@ -2228,7 +2663,28 @@ WITH abflow_units_raw_exposures AS (
         THEN CAST(GET_JSON_OBJECT(e.properties, '$.amount') AS DOUBLE)
       END >= :filter_3_den_2_1
       ELSE TRUE
-    END AS is_den
+    END AS is_den,
+    e.occurred_at >= u.first_exposed_at AS post,
+    e.occurred_at < u.first_exposed_at
+    AND e.occurred_at >= DATE_ADD(DAY, -(
+      CAST(:lookback_days AS INT)
+    ), u.first_exposed_at) AS in_lookback,
+    e.occurred_at < u.first_exposed_at AND e.occurred_at >= :start_at AS early,
+    CASE
+      WHEN CAST(:exposure_age AS INT) = 0
+      THEN -1
+      WHEN e.occurred_at < LEAST(u.first_exposed_at, :start_at)
+      THEN -1
+      WHEN e.occurred_at < u.first_exposed_at
+      THEN 4
+      WHEN e.occurred_at < DATE_ADD(DAY, 7, u.first_exposed_at)
+      THEN 0
+      WHEN e.occurred_at < DATE_ADD(DAY, 14, u.first_exposed_at)
+      THEN 1
+      WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id
@@ -2273,37 +2729,21 @@ WITH abflow_units_raw_exposures AS (
         ELSE TRUE
       END
     )
-), exposure_age_unit_values_phased_events AS (
+), abflow_unit_values_phased_events AS (
   SELECT
     unit_id,
     metric_id,
     value,
-    is_num AND occurred_at >= first_exposed_at AS num_post,
-    is_den AND occurred_at >= first_exposed_at AS den_post,
-    is_num
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= DATE_ADD(DAY, -(
-      CAST(:lookback_days AS INT)
-    ), first_exposed_at) AS num_pre,
-    is_den
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= DATE_ADD(DAY, -(
-      CAST(:lookback_days AS INT)
-    ), first_exposed_at) AS den_pre,
-    is_num AND occurred_at < first_exposed_at AND occurred_at >= :start_at AS num_early,
-    CASE
-      WHEN CAST(:by_exposure_age AS INT) = 0
-      THEN 0
-      WHEN occurred_at < DATE_ADD(DAY, 7, first_exposed_at)
-      THEN 0
-      WHEN occurred_at < DATE_ADD(DAY, 14, first_exposed_at)
-      THEN 1
-      WHEN occurred_at < DATE_ADD(DAY, 21, first_exposed_at)
-      THEN 2
-      ELSE 3
-    END AS exposure_cohort
-  FROM exposure_age_unit_values_unit_metric_events AS unit_metric_events
-), exposure_age_unit_values_unit_metric_aggregates AS (
+    is_num AND post AS num_post,
+    is_den AND post AS den_post,
+    is_num AND in_lookback AS num_pre,
+    is_den AND in_lookback AS den_pre,
+    is_num AND early AS num_early,
+    is_num,
+    is_den,
+    exposure_cohort
+  FROM abflow_unit_values_unit_metric_events AS unit_metric_events
+), abflow_unit_values_unit_metric_aggregates AS (
   SELECT
     unit_id,
     metric_id,
@@ -2341,13 +2781,77 @@ WITH abflow_units_raw_exposures AS (
       den_pre) AS den_pre_max,
     COUNT(*) FILTER(WHERE
       num_early) AS early_count,
-    exposure_cohort
-  FROM exposure_age_unit_values_phased_events AS phased_events
+    COUNT(*) FILTER(WHERE
+      exposure_cohort IN (0, 4)) AS c0_rows,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_max
+  FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    metric_id,
-    exposure_cohort
-), exposure_age_unit_values_metric_aggs AS (
+    metric_id
+), abflow_unit_values_metric_aggs AS (
   SELECT DISTINCT
     metric_id,
     y_agg,
@@ -2355,7 +2859,7 @@ WITH abflow_units_raw_exposures AS (
     c_agg,
     d_agg
   FROM abflow_metric_events
-), exposure_age_unit_values_unit_metric_values AS (
+), abflow_unit_values_unit_metric_values AS (
   SELECT
     a.unit_id,
     a.metric_id,
@@ -2404,24 +2908,153 @@ WITH abflow_units_raw_exposures AS (
       THEN COALESCE(a.den_pre_max, 0.0)
     END AS d,
     a.early_count > 0 AS contaminated,
-    a.exposure_cohort
-  FROM exposure_age_unit_values_unit_metric_aggregates AS a
-  INNER JOIN exposure_age_unit_values_metric_aggs AS m
+    a.c0_rows > 0 AS in_0,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c0_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c0_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c0_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c0_num_sum / NULLIF(CAST(a.c0_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c0_num_max
+    END AS y_0,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c0_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c0_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c0_den_sum / NULLIF(CAST(a.c0_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c0_den_max
+    END AS x_0,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c1_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c1_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c1_num_sum / NULLIF(CAST(a.c1_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c1_num_max
+    END AS y_1,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c1_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c1_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c1_den_sum / NULLIF(CAST(a.c1_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c1_den_max
+    END AS x_1,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c2_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c2_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c2_num_sum / NULLIF(CAST(a.c2_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c2_num_max
+    END AS y_2,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c2_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c2_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c2_den_sum / NULLIF(CAST(a.c2_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c2_den_max
+    END AS x_2,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c3_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c3_num_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c3_num_sum / NULLIF(CAST(a.c3_num_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c3_num_max
+    END AS y_3,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c3_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c3_den_count AS DOUBLE)
+      WHEN 'mean'
+      THEN a.c3_den_sum / NULLIF(CAST(a.c3_den_value_count AS DOUBLE), 0.0)
+      WHEN 'max'
+      THEN a.c3_den_max
+    END AS x_3
+  FROM abflow_unit_values_unit_metric_aggregates AS a
+  INNER JOIN abflow_unit_values_metric_aggs AS m
     ON m.metric_id = a.metric_id
-), exposure_age_unit_values AS (
+), abflow_unit_values AS (
   SELECT
     *
-  FROM exposure_age_unit_values_unit_metric_values AS unit_metric_values
+  FROM abflow_unit_values_unit_metric_values AS unit_metric_values
 ), exposure_age_values_final AS (
   SELECT
-    unit_id || ':' || CAST(exposure_cohort AS STRING) AS unit_id,
+    unit_id || ':0' AS unit_id,
     metric_id,
-    y,
-    x,
+    y_0 AS y,
+    x_0 AS x,
     CAST(NULL AS DOUBLE) AS c,
     CAST(NULL AS DOUBLE) AS d,
     FALSE AS contaminated
-  FROM exposure_age_unit_values
+  FROM abflow_unit_values
+  WHERE
+    in_0
+  UNION ALL
+  SELECT
+    unit_id || ':1' AS unit_id,
+    metric_id,
+    y_1 AS y,
+    x_1 AS x,
+    CAST(NULL AS DOUBLE) AS c,
+    CAST(NULL AS DOUBLE) AS d,
+    FALSE AS contaminated
+  FROM abflow_unit_values
+  WHERE
+    in_1
+  UNION ALL
+  SELECT
+    unit_id || ':2' AS unit_id,
+    metric_id,
+    y_2 AS y,
+    x_2 AS x,
+    CAST(NULL AS DOUBLE) AS c,
+    CAST(NULL AS DOUBLE) AS d,
+    FALSE AS contaminated
+  FROM abflow_unit_values
+  WHERE
+    in_2
+  UNION ALL
+  SELECT
+    unit_id || ':3' AS unit_id,
+    metric_id,
+    y_3 AS y,
+    x_3 AS x,
+    CAST(NULL AS DOUBLE) AS c,
+    CAST(NULL AS DOUBLE) AS d,
+    FALSE AS contaminated
+  FROM abflow_unit_values
+  WHERE
+    in_3
 ), exposure_age_values AS (
   SELECT
     *

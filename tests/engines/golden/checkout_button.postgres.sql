@@ -424,7 +424,7 @@ ANALYZE abflow_metric_events;
 -- [7] unit_values: materialised as temporary table abflow_unit_values
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
---   by_exposure_age = 0
+--   exposure_age = 1
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
 --   filter_3_den_2_1 = 10.0
@@ -461,7 +461,36 @@ WITH unit_metric_events AS (
         THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
       END >= %(filter_3_den_2_1)s
       ELSE TRUE
-    END AS is_den
+    END AS is_den,
+    e.occurred_at >= u.first_exposed_at AS post,
+    e.occurred_at < u.first_exposed_at
+    AND e.occurred_at >= (
+      u.first_exposed_at + (
+        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
+      )
+    ) AS in_lookback,
+    e.occurred_at < u.first_exposed_at AND e.occurred_at >= %(start_at)s AS early,
+    CASE
+      WHEN CAST(%(exposure_age)s AS INT) = 0
+      THEN -1
+      WHEN e.occurred_at < LEAST(u.first_exposed_at, %(start_at)s)
+      THEN -1
+      WHEN e.occurred_at < u.first_exposed_at
+      THEN 4
+      WHEN e.occurred_at < (
+        u.first_exposed_at + INTERVAL '7 DAY'
+      )
+      THEN 0
+      WHEN e.occurred_at < (
+        u.first_exposed_at + INTERVAL '14 DAY'
+      )
+      THEN 1
+      WHEN e.occurred_at < (
+        u.first_exposed_at + INTERVAL '21 DAY'
+      )
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -512,40 +541,14 @@ WITH unit_metric_events AS (
     unit_id,
     metric_id,
     value,
-    is_num AND occurred_at >= first_exposed_at AS num_post,
-    is_den AND occurred_at >= first_exposed_at AS den_post,
-    is_num
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= (
-      first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      )
-    ) AS num_pre,
-    is_den
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= (
-      first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      )
-    ) AS den_pre,
-    is_num AND occurred_at < first_exposed_at AND occurred_at >= %(start_at)s AS num_early,
-    CASE
-      WHEN CAST(%(by_exposure_age)s AS INT) = 0
-      THEN 0
-      WHEN occurred_at < (
-        first_exposed_at + INTERVAL '7 DAY'
-      )
-      THEN 0
-      WHEN occurred_at < (
-        first_exposed_at + INTERVAL '14 DAY'
-      )
-      THEN 1
-      WHEN occurred_at < (
-        first_exposed_at + INTERVAL '21 DAY'
-      )
-      THEN 2
-      ELSE 3
-    END AS exposure_cohort
+    is_num AND post AS num_post,
+    is_den AND post AS den_post,
+    is_num AND in_lookback AS num_pre,
+    is_den AND in_lookback AS den_pre,
+    is_num AND early AS num_early,
+    is_num,
+    is_den,
+    exposure_cohort
   FROM unit_metric_events
 ), unit_metric_aggregates AS (
   SELECT
@@ -585,12 +588,76 @@ WITH unit_metric_events AS (
       den_pre) AS den_pre_max,
     COUNT(*) FILTER(WHERE
       num_early) AS early_count,
-    exposure_cohort
+    COUNT(*) FILTER(WHERE
+      exposure_cohort IN (0, 4)) AS c0_rows,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 0) AS c0_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 0) AS c0_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 1) AS c1_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 1) AS c1_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 2) AS c2_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 2) AS c2_den_max,
+    COUNT(*) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_count,
+    COUNT(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_value_count,
+    SUM(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_sum,
+    MAX(value) FILTER(WHERE
+      is_num AND exposure_cohort = 3) AS c3_num_max,
+    COUNT(*) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_count,
+    COUNT(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_value_count,
+    SUM(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_sum,
+    MAX(value) FILTER(WHERE
+      is_den AND exposure_cohort = 3) AS c3_den_max
   FROM phased_events
   GROUP BY
     unit_id,
-    metric_id,
-    exposure_cohort
+    metric_id
 ), metric_aggs AS (
   SELECT DISTINCT
     metric_id,
@@ -648,7 +715,98 @@ WITH unit_metric_events AS (
       THEN COALESCE(a.den_pre_max, 0.0)
     END AS d,
     a.early_count > 0 AS contaminated,
-    a.exposure_cohort
+    a.c0_rows > 0 AS in_0,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c0_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c0_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c0_num_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.c0_num_sum / NULLIF(CAST(a.c0_num_value_count AS DOUBLE PRECISION), 0.0)
+      WHEN 'max'
+      THEN a.c0_num_max
+    END AS y_0,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c0_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c0_den_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.c0_den_sum / NULLIF(CAST(a.c0_den_value_count AS DOUBLE PRECISION), 0.0)
+      WHEN 'max'
+      THEN a.c0_den_max
+    END AS x_0,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c1_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c1_num_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.c1_num_sum / NULLIF(CAST(a.c1_num_value_count AS DOUBLE PRECISION), 0.0)
+      WHEN 'max'
+      THEN a.c1_num_max
+    END AS y_1,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c1_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c1_den_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.c1_den_sum / NULLIF(CAST(a.c1_den_value_count AS DOUBLE PRECISION), 0.0)
+      WHEN 'max'
+      THEN a.c1_den_max
+    END AS x_1,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c2_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c2_num_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.c2_num_sum / NULLIF(CAST(a.c2_num_value_count AS DOUBLE PRECISION), 0.0)
+      WHEN 'max'
+      THEN a.c2_num_max
+    END AS y_2,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c2_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c2_den_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.c2_den_sum / NULLIF(CAST(a.c2_den_value_count AS DOUBLE PRECISION), 0.0)
+      WHEN 'max'
+      THEN a.c2_den_max
+    END AS x_2,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    CASE m.y_agg
+      WHEN 'any'
+      THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
+      WHEN 'sum'
+      THEN COALESCE(a.c3_num_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c3_num_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.c3_num_sum / NULLIF(CAST(a.c3_num_value_count AS DOUBLE PRECISION), 0.0)
+      WHEN 'max'
+      THEN a.c3_num_max
+    END AS y_3,
+    CASE m.x_agg
+      WHEN 'sum'
+      THEN COALESCE(a.c3_den_sum, 0.0)
+      WHEN 'count'
+      THEN CAST(a.c3_den_count AS DOUBLE PRECISION)
+      WHEN 'mean'
+      THEN a.c3_den_sum / NULLIF(CAST(a.c3_den_value_count AS DOUBLE PRECISION), 0.0)
+      WHEN 'max'
+      THEN a.c3_den_max
+    END AS x_3
   FROM unit_metric_aggregates AS a
   INNER JOIN metric_aggs AS m
     ON m.metric_id = a.metric_id
@@ -1081,7 +1239,7 @@ ORDER BY
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   bound_z = 1.9599639845400545
---   by_exposure_age = 0
+--   exposure_age = 0
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
 --   filter_3_den_2_1 = 10.0
@@ -1094,7 +1252,6 @@ ORDER BY
 --   quantile_defs_1_metric_key = 'latency_p90_ms'
 --   quantile_defs_1_nu = 0.9
 --   quantile_defs_1_zero_fill = 0
---   quantile_metric_ids_1 = 6
 --   start_at = 2026-11-01T00:00:00+00:00
 --   value_limit = 1000000000000.0
 WITH quantile_defs AS (
@@ -1104,7 +1261,7 @@ WITH quantile_defs AS (
     CAST(%(quantile_defs_1_level)s AS TEXT) AS level,
     CAST(%(quantile_defs_1_nu)s AS DOUBLE PRECISION) AS nu,
     CAST(%(quantile_defs_1_zero_fill)s AS INT) AS zero_fill
-), unit_values_unit_metric_events AS (
+), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id,
     m.metric_id,
@@ -1130,7 +1287,36 @@ WITH quantile_defs AS (
         THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
       END >= %(filter_3_den_2_1)s
       ELSE TRUE
-    END AS is_den
+    END AS is_den,
+    e.occurred_at >= u.first_exposed_at AS post,
+    e.occurred_at < u.first_exposed_at
+    AND e.occurred_at >= (
+      u.first_exposed_at + (
+        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
+      )
+    ) AS in_lookback,
+    e.occurred_at < u.first_exposed_at AND e.occurred_at >= %(start_at)s AS early,
+    CASE
+      WHEN CAST(%(exposure_age)s AS INT) = 0
+      THEN -1
+      WHEN e.occurred_at < LEAST(u.first_exposed_at, %(start_at)s)
+      THEN -1
+      WHEN e.occurred_at < u.first_exposed_at
+      THEN 4
+      WHEN e.occurred_at < (
+        u.first_exposed_at + INTERVAL '7 DAY'
+      )
+      THEN 0
+      WHEN e.occurred_at < (
+        u.first_exposed_at + INTERVAL '14 DAY'
+      )
+      THEN 1
+      WHEN e.occurred_at < (
+        u.first_exposed_at + INTERVAL '21 DAY'
+      )
+      THEN 2
+      ELSE 3
+    END AS exposure_cohort
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -1178,156 +1364,25 @@ WITH quantile_defs AS (
         END
       )
     )
-    AND m.metric_id IN (%(quantile_metric_ids_1)s)
-), unit_values_phased_events AS (
+    AND FALSE
+), quantile_events_phased_events AS (
   SELECT
     unit_id,
     metric_id,
     value,
-    is_num AND occurred_at >= first_exposed_at AS num_post,
-    is_den AND occurred_at >= first_exposed_at AS den_post,
-    is_num
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= (
-      first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      )
-    ) AS num_pre,
-    is_den
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= (
-      first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      )
-    ) AS den_pre,
-    is_num AND occurred_at < first_exposed_at AND occurred_at >= %(start_at)s AS num_early,
-    CASE
-      WHEN CAST(%(by_exposure_age)s AS INT) = 0
-      THEN 0
-      WHEN occurred_at < (
-        first_exposed_at + INTERVAL '7 DAY'
-      )
-      THEN 0
-      WHEN occurred_at < (
-        first_exposed_at + INTERVAL '14 DAY'
-      )
-      THEN 1
-      WHEN occurred_at < (
-        first_exposed_at + INTERVAL '21 DAY'
-      )
-      THEN 2
-      ELSE 3
-    END AS exposure_cohort
-  FROM unit_values_unit_metric_events AS unit_metric_events
-), unit_values_unit_metric_aggregates AS (
-  SELECT
-    unit_id,
-    metric_id,
-    COUNT(*) FILTER(WHERE
-      num_post) AS num_count,
-    SUM(value) FILTER(WHERE
-      num_post) AS num_sum,
-    AVG(value) FILTER(WHERE
-      num_post) AS num_mean,
-    MAX(value) FILTER(WHERE
-      num_post) AS num_max,
-    COUNT(*) FILTER(WHERE
-      den_post) AS den_count,
-    SUM(value) FILTER(WHERE
-      den_post) AS den_sum,
-    AVG(value) FILTER(WHERE
-      den_post) AS den_mean,
-    MAX(value) FILTER(WHERE
-      den_post) AS den_max,
-    COUNT(*) FILTER(WHERE
-      num_pre) AS pre_count,
-    SUM(value) FILTER(WHERE
-      num_pre) AS pre_sum,
-    AVG(value) FILTER(WHERE
-      num_pre) AS pre_mean,
-    MAX(value) FILTER(WHERE
-      num_pre) AS pre_max,
-    COUNT(*) FILTER(WHERE
-      den_pre) AS den_pre_count,
-    SUM(value) FILTER(WHERE
-      den_pre) AS den_pre_sum,
-    AVG(value) FILTER(WHERE
-      den_pre) AS den_pre_mean,
-    MAX(value) FILTER(WHERE
-      den_pre) AS den_pre_max,
-    COUNT(*) FILTER(WHERE
-      num_early) AS early_count,
+    is_num AND post AS num_post,
+    is_den AND post AS den_post,
+    is_num AND in_lookback AS num_pre,
+    is_den AND in_lookback AS den_pre,
+    is_num AND early AS num_early,
+    is_num,
+    is_den,
     exposure_cohort
-  FROM unit_values_phased_events AS phased_events
-  GROUP BY
-    unit_id,
-    metric_id,
-    exposure_cohort
-), unit_values_metric_aggs AS (
-  SELECT DISTINCT
-    metric_id,
-    y_agg,
-    x_agg,
-    c_agg,
-    d_agg
-  FROM abflow_metric_events
-), unit_values_unit_metric_values AS (
-  SELECT
-    a.unit_id,
-    a.metric_id,
-    CASE m.y_agg
-      WHEN 'any'
-      THEN CASE WHEN a.num_count > 0 THEN 1.0 ELSE 0.0 END
-      WHEN 'sum'
-      THEN COALESCE(a.num_sum, 0.0)
-      WHEN 'count'
-      THEN CAST(a.num_count AS DOUBLE PRECISION)
-      WHEN 'mean'
-      THEN a.num_mean
-      WHEN 'max'
-      THEN a.num_max
-    END AS y,
-    CASE m.x_agg
-      WHEN 'sum'
-      THEN COALESCE(a.den_sum, 0.0)
-      WHEN 'count'
-      THEN CAST(a.den_count AS DOUBLE PRECISION)
-      WHEN 'mean'
-      THEN a.den_mean
-      WHEN 'max'
-      THEN a.den_max
-    END AS x,
-    CASE m.c_agg
-      WHEN 'any'
-      THEN CASE WHEN a.pre_count > 0 THEN 1.0 ELSE 0.0 END
-      WHEN 'sum'
-      THEN COALESCE(a.pre_sum, 0.0)
-      WHEN 'count'
-      THEN CAST(a.pre_count AS DOUBLE PRECISION)
-      WHEN 'mean'
-      THEN COALESCE(a.pre_mean, 0.0)
-      WHEN 'max'
-      THEN COALESCE(a.pre_max, 0.0)
-    END AS c,
-    CASE m.d_agg
-      WHEN 'sum'
-      THEN COALESCE(a.den_pre_sum, 0.0)
-      WHEN 'count'
-      THEN CAST(a.den_pre_count AS DOUBLE PRECISION)
-      WHEN 'mean'
-      THEN COALESCE(a.den_pre_mean, 0.0)
-      WHEN 'max'
-      THEN COALESCE(a.den_pre_max, 0.0)
-    END AS d,
-    a.early_count > 0 AS contaminated,
-    a.exposure_cohort
-  FROM unit_values_unit_metric_aggregates AS a
-  INNER JOIN unit_values_metric_aggs AS m
-    ON m.metric_id = a.metric_id
-), unit_values AS (
+  FROM quantile_events_unit_metric_events AS unit_metric_events
+), quantile_events AS (
   SELECT
     *
-  FROM unit_values_unit_metric_values AS unit_metric_values
+  FROM quantile_events_phased_events AS phased_events
 ), unit_observations AS (
   SELECT
     q.metric_id,
@@ -1337,7 +1392,7 @@ WITH quantile_defs AS (
     CASE WHEN q.zero_fill = 1 THEN COALESCE(uv.y, 0.0) ELSE uv.y END AS y
   FROM abflow_unit_segments AS us
   CROSS JOIN quantile_defs AS q
-  LEFT JOIN unit_values AS uv
+  LEFT JOIN abflow_unit_values AS uv
     ON uv.unit_id = us.unit_id AND uv.metric_id = q.metric_id
   WHERE
     q.level = 'unit'
@@ -1348,7 +1403,7 @@ WITH quantile_defs AS (
     us.segment,
     e.unit_id,
     e.value AS y
-  FROM unit_values_phased_events AS e
+  FROM quantile_events AS e
   INNER JOIN quantile_defs AS q
     ON q.metric_id = e.metric_id
   INNER JOIN abflow_unit_segments AS us
@@ -1522,247 +1577,54 @@ ORDER BY
 -- [11] exposure_age_stats: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
---   by_exposure_age = 1
---   filter_3_den_1_1 = 'ios'
---   filter_3_den_1_2 = 'android'
---   filter_3_den_2_1 = 10.0
---   filter_3_num_1_1 = 'ios'
---   filter_3_num_1_2 = 'android'
---   filter_3_num_2_1 = 10.0
---   lookback_days = 0
---   start_at = 2026-11-01T00:00:00+00:00
---   value_limit = 1000000000000.0
-WITH exposure_age_unit_values_unit_metric_events AS (
-  SELECT DISTINCT
-    u.unit_id,
-    m.metric_id,
-    u.first_exposed_at,
-    e.occurred_at,
-    CASE WHEN ABS(e.value) <= %(value_limit)s THEN e.value END AS value,
-    m.is_num
-    AND CASE m.metric_id
-      WHEN 3
-      THEN e.properties ->> 'platform' IN (%(filter_3_num_1_1)s, %(filter_3_num_1_2)s)
-      AND CASE
-        WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
-        THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
-      END >= %(filter_3_num_2_1)s
-      ELSE TRUE
-    END AS is_num,
-    m.is_den
-    AND CASE m.metric_id
-      WHEN 3
-      THEN e.properties ->> 'platform' IN (%(filter_3_den_1_1)s, %(filter_3_den_1_2)s)
-      AND CASE
-        WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
-        THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
-      END >= %(filter_3_den_2_1)s
-      ELSE TRUE
-    END AS is_den
-  FROM abflow_units AS u
-  INNER JOIN "events" AS e
-    ON e.unit_id = u.unit_id
-    AND e.occurred_at <= %(as_of)s
-    AND e.occurred_at >= LEAST(
-      u.first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      ),
-      %(start_at)s
-    )
-  INNER JOIN abflow_metric_events AS m
-    ON m.event_name = e.event_name
-    AND (
-      m.window_seconds IS NULL
-      OR e.occurred_at < (
-        u.first_exposed_at + (
-          INTERVAL '1 SECOND' * m.window_seconds
-        )
-      )
-    )
-  WHERE
-    (
-      m.is_num
-      AND CASE m.metric_id
-        WHEN 3
-        THEN e.properties ->> 'platform' IN (%(filter_3_num_1_1)s, %(filter_3_num_1_2)s)
-        AND CASE
-          WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
-          THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
-        END >= %(filter_3_num_2_1)s
-        ELSE TRUE
-      END
-    )
-    OR (
-      m.is_den
-      AND CASE m.metric_id
-        WHEN 3
-        THEN e.properties ->> 'platform' IN (%(filter_3_den_1_1)s, %(filter_3_den_1_2)s)
-        AND CASE
-          WHEN e.properties ->> 'amount' ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$'
-          THEN CAST(e.properties ->> 'amount' AS DOUBLE PRECISION)
-        END >= %(filter_3_den_2_1)s
-        ELSE TRUE
-      END
-    )
-), exposure_age_unit_values_phased_events AS (
+WITH exposure_age_values_final AS (
   SELECT
-    unit_id,
+    unit_id || ':0' AS unit_id,
     metric_id,
-    value,
-    is_num AND occurred_at >= first_exposed_at AS num_post,
-    is_den AND occurred_at >= first_exposed_at AS den_post,
-    is_num
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= (
-      first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      )
-    ) AS num_pre,
-    is_den
-    AND occurred_at < first_exposed_at
-    AND occurred_at >= (
-      first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      )
-    ) AS den_pre,
-    is_num AND occurred_at < first_exposed_at AND occurred_at >= %(start_at)s AS num_early,
-    CASE
-      WHEN CAST(%(by_exposure_age)s AS INT) = 0
-      THEN 0
-      WHEN occurred_at < (
-        first_exposed_at + INTERVAL '7 DAY'
-      )
-      THEN 0
-      WHEN occurred_at < (
-        first_exposed_at + INTERVAL '14 DAY'
-      )
-      THEN 1
-      WHEN occurred_at < (
-        first_exposed_at + INTERVAL '21 DAY'
-      )
-      THEN 2
-      ELSE 3
-    END AS exposure_cohort
-  FROM exposure_age_unit_values_unit_metric_events AS unit_metric_events
-), exposure_age_unit_values_unit_metric_aggregates AS (
-  SELECT
-    unit_id,
-    metric_id,
-    COUNT(*) FILTER(WHERE
-      num_post) AS num_count,
-    SUM(value) FILTER(WHERE
-      num_post) AS num_sum,
-    AVG(value) FILTER(WHERE
-      num_post) AS num_mean,
-    MAX(value) FILTER(WHERE
-      num_post) AS num_max,
-    COUNT(*) FILTER(WHERE
-      den_post) AS den_count,
-    SUM(value) FILTER(WHERE
-      den_post) AS den_sum,
-    AVG(value) FILTER(WHERE
-      den_post) AS den_mean,
-    MAX(value) FILTER(WHERE
-      den_post) AS den_max,
-    COUNT(*) FILTER(WHERE
-      num_pre) AS pre_count,
-    SUM(value) FILTER(WHERE
-      num_pre) AS pre_sum,
-    AVG(value) FILTER(WHERE
-      num_pre) AS pre_mean,
-    MAX(value) FILTER(WHERE
-      num_pre) AS pre_max,
-    COUNT(*) FILTER(WHERE
-      den_pre) AS den_pre_count,
-    SUM(value) FILTER(WHERE
-      den_pre) AS den_pre_sum,
-    AVG(value) FILTER(WHERE
-      den_pre) AS den_pre_mean,
-    MAX(value) FILTER(WHERE
-      den_pre) AS den_pre_max,
-    COUNT(*) FILTER(WHERE
-      num_early) AS early_count,
-    exposure_cohort
-  FROM exposure_age_unit_values_phased_events AS phased_events
-  GROUP BY
-    unit_id,
-    metric_id,
-    exposure_cohort
-), exposure_age_unit_values_metric_aggs AS (
-  SELECT DISTINCT
-    metric_id,
-    y_agg,
-    x_agg,
-    c_agg,
-    d_agg
-  FROM abflow_metric_events
-), exposure_age_unit_values_unit_metric_values AS (
-  SELECT
-    a.unit_id,
-    a.metric_id,
-    CASE m.y_agg
-      WHEN 'any'
-      THEN CASE WHEN a.num_count > 0 THEN 1.0 ELSE 0.0 END
-      WHEN 'sum'
-      THEN COALESCE(a.num_sum, 0.0)
-      WHEN 'count'
-      THEN CAST(a.num_count AS DOUBLE PRECISION)
-      WHEN 'mean'
-      THEN a.num_mean
-      WHEN 'max'
-      THEN a.num_max
-    END AS y,
-    CASE m.x_agg
-      WHEN 'sum'
-      THEN COALESCE(a.den_sum, 0.0)
-      WHEN 'count'
-      THEN CAST(a.den_count AS DOUBLE PRECISION)
-      WHEN 'mean'
-      THEN a.den_mean
-      WHEN 'max'
-      THEN a.den_max
-    END AS x,
-    CASE m.c_agg
-      WHEN 'any'
-      THEN CASE WHEN a.pre_count > 0 THEN 1.0 ELSE 0.0 END
-      WHEN 'sum'
-      THEN COALESCE(a.pre_sum, 0.0)
-      WHEN 'count'
-      THEN CAST(a.pre_count AS DOUBLE PRECISION)
-      WHEN 'mean'
-      THEN COALESCE(a.pre_mean, 0.0)
-      WHEN 'max'
-      THEN COALESCE(a.pre_max, 0.0)
-    END AS c,
-    CASE m.d_agg
-      WHEN 'sum'
-      THEN COALESCE(a.den_pre_sum, 0.0)
-      WHEN 'count'
-      THEN CAST(a.den_pre_count AS DOUBLE PRECISION)
-      WHEN 'mean'
-      THEN COALESCE(a.den_pre_mean, 0.0)
-      WHEN 'max'
-      THEN COALESCE(a.den_pre_max, 0.0)
-    END AS d,
-    a.early_count > 0 AS contaminated,
-    a.exposure_cohort
-  FROM exposure_age_unit_values_unit_metric_aggregates AS a
-  INNER JOIN exposure_age_unit_values_metric_aggs AS m
-    ON m.metric_id = a.metric_id
-), exposure_age_unit_values AS (
-  SELECT
-    *
-  FROM exposure_age_unit_values_unit_metric_values AS unit_metric_values
-), exposure_age_values_final AS (
-  SELECT
-    unit_id || ':' || CAST(exposure_cohort AS TEXT) AS unit_id,
-    metric_id,
-    y,
-    x,
+    y_0 AS y,
+    x_0 AS x,
     CAST(NULL AS DOUBLE PRECISION) AS c,
     CAST(NULL AS DOUBLE PRECISION) AS d,
     FALSE AS contaminated
-  FROM exposure_age_unit_values
+  FROM abflow_unit_values
+  WHERE
+    in_0
+  UNION ALL
+  SELECT
+    unit_id || ':1' AS unit_id,
+    metric_id,
+    y_1 AS y,
+    x_1 AS x,
+    CAST(NULL AS DOUBLE PRECISION) AS c,
+    CAST(NULL AS DOUBLE PRECISION) AS d,
+    FALSE AS contaminated
+  FROM abflow_unit_values
+  WHERE
+    in_1
+  UNION ALL
+  SELECT
+    unit_id || ':2' AS unit_id,
+    metric_id,
+    y_2 AS y,
+    x_2 AS x,
+    CAST(NULL AS DOUBLE PRECISION) AS c,
+    CAST(NULL AS DOUBLE PRECISION) AS d,
+    FALSE AS contaminated
+  FROM abflow_unit_values
+  WHERE
+    in_2
+  UNION ALL
+  SELECT
+    unit_id || ':3' AS unit_id,
+    metric_id,
+    y_3 AS y,
+    x_3 AS x,
+    CAST(NULL AS DOUBLE PRECISION) AS c,
+    CAST(NULL AS DOUBLE PRECISION) AS d,
+    FALSE AS contaminated
+  FROM abflow_unit_values
+  WHERE
+    in_3
 ), exposure_age_values AS (
   SELECT
     *
