@@ -58,6 +58,10 @@ RSS_POLL_SECONDS = 0.02
 STAT_FIELDS = (
     "exposed_units", "units", "sum", "sum_squares", "denominator_sum", "denominator_sum_squares",
     "sum_products", "covariate_sum", "covariate_sum_squares", "covariate_sum_products",
+    # ratio CUPED (gbstats ratio_ra): the pre-exposure denominator d and its products
+    "denominator_covariate_sum", "denominator_covariate_sum_squares",
+    "denominator_covariate_sum_products", "covariate_cross_sum_products",
+    "numerator_denominator_covariate_sum_products", "covariate_denominator_sum_products",
     "contaminated_units",
 )
 _SETTING = re.compile(r"^([a-z_]+)=([A-Za-z0-9_.]+)$")
@@ -119,6 +123,11 @@ per_unit as (
             as clicks,
         count(*) filter (where e.event_name = 'impression' and e.occurred_at >= e.t0)::float8
             as impressions,
+        -- ratio CUPED: the ratio's numerator and denominator in the lookback before exposure
+        count(*) filter (where e.event_name = 'click' and e.occurred_at < e.t0
+                           and e.occurred_at >= e.pre)::float8 as clicks_c,
+        count(*) filter (where e.event_name = 'impression' and e.occurred_at < e.t0
+                           and e.occurred_at >= e.pre)::float8 as impressions_c,
         avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at >= e.t0)
             as lat_y,
         coalesce(avg(e.value) filter (where e.event_name = 'page_load' and e.occurred_at < e.t0
@@ -154,6 +163,14 @@ select
     sum(impressions) as ctr__denominator_sum,
     sum(impressions * impressions) as ctr__denominator_sum_squares,
     sum(impressions * clicks) as ctr__sum_products,
+    sum(clicks_c) as ctr__covariate_sum, sum(clicks_c * clicks_c) as ctr__covariate_sum_squares,
+    sum(clicks_c * clicks) as ctr__covariate_sum_products,
+    sum(impressions_c) as ctr__denominator_covariate_sum,
+    sum(impressions_c * impressions_c) as ctr__denominator_covariate_sum_squares,
+    sum(impressions_c * impressions) as ctr__denominator_covariate_sum_products,
+    sum(clicks_c * impressions_c) as ctr__covariate_cross_sum_products,
+    sum(clicks * impressions_c) as ctr__numerator_denominator_covariate_sum_products,
+    sum(clicks_c * impressions) as ctr__covariate_denominator_sum_products,
     count(lat_y) as latency_ms__units,
     sum(lat_y) as latency_ms__sum, sum(lat_y * lat_y) as latency_ms__sum_squares,
     sum(lat_c) filter (where lat_y is not null) as latency_ms__covariate_sum,

@@ -9,6 +9,7 @@ connection, no driver.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -191,6 +192,7 @@ def unit_values_statement(experiment: Experiment, values: dict[str, Any]) -> Sta
     st = Statement(
         "unit_values", canonical("queries/metric_stats.sql"), relation="abflow_unit_values"
     )
+    st.query = prune_aggregates(st.query, experiment)
     return with_event_filters(st, experiment).bind(values)
 
 
@@ -205,6 +207,7 @@ def metric_stats_statement(
     """The full pass as one statement (per-unit values as a CTE), for EXPLAIN and benchmarks."""
     unit_values = Statement("unit_values", canonical("queries/metric_stats.sql"))
     if experiment is not None:
+        unit_values.query = prune_aggregates(unit_values.query, experiment)
         unit_values = with_event_filters(unit_values, experiment)
     else:
         unit_values.query = unit_values.query.transform(
@@ -218,6 +221,76 @@ def metric_stats_statement(
     )
     st = Statement("metric_stats", final, dict(unit_values.params))
     return st.bind(values)
+
+
+# An aggregate of metric_stats.sql's unit_metric_aggregates: side (num, den, pre, den_pre, or an
+# exposure-age cohort's ck_num / ck_den) and what it aggregates
+_AGGREGATE = re.compile(
+    r"^(c[0-3]_num|c[0-3]_den|num|den|pre|den_pre)_(count|value_count|sum|mean|max)$"
+)
+# the metric aggregations (y_agg, x_agg, c_agg, d_agg of metric_events.sql) each aggregate serves;
+# the cohorts' mean is sum / count of values, the main pass's is avg()
+_SERVES = {
+    "count": {"any", "count"},
+    "value_count": {"mean"},
+    "sum": {"sum"},
+    "mean": {"mean"},
+    "max": {"max"},
+}
+
+
+def metric_aggregations(experiment: Experiment) -> dict[str, set[str]]:
+    """The aggregations of y, x, c and d the experiment's metrics use (as metric_events.sql)."""
+    lookback = lookback_days(experiment) > 0
+    used: dict[str, set[str]] = {"y": set(), "x": set(), "c": set(), "d": set()}
+    for m in experiment.metrics:
+        y_agg = "any" if m.kind == "proportion" else m.numerator_agg
+        used["y"].add(y_agg)
+        if m.kind == "ratio" and m.denominator_agg:
+            used["x"].add(m.denominator_agg)
+            if lookback:
+                used["d"].add(m.denominator_agg)
+        if lookback and m.kind != "quantile":
+            used["c"].add(y_agg)
+    return used
+
+
+def prune_aggregates(query: exp.Query, experiment: Experiment) -> exp.Query:
+    """metric_stats.sql with the aggregates no metric of the experiment reads set to NULL.
+
+    Every aggregate is evaluated for every event row, and one GroupAggregate serves all metrics,
+    so the aggregates a metric aggregation (or the exposure-age cohorts, when not analysed) never
+    picks cost time for nothing: the metric's CASE never reads them.
+    """
+    used = metric_aggregations(experiment)
+    side_of = {"num": "y", "den": "x", "pre": "c", "den_pre": "d"}
+    cte = _cte(query, "unit_metric_aggregates")
+    body = cte.this
+    assert isinstance(body, exp.Select)
+    for projection in body.expressions:
+        if not isinstance(projection, exp.Alias):
+            continue
+        name = projection.alias
+        if name == "c0_rows":
+            needed = bool(experiment.analysis.exposure_age)
+        else:
+            match = _AGGREGATE.match(name)
+            if match is None:
+                continue
+            side, what = match.groups()
+            cohort = side.startswith("c") and side[1].isdigit()
+            var = side_of[side.split("_", 1)[1] if cohort else side]
+            serves = _SERVES[what] | ({"mean"} if cohort and what == "sum" else set())
+            needed = bool(used[var] & serves)
+            if cohort:
+                # a cohort's counts also say whether the unit has a row in it (in_k), on the
+                # denominator side only where a ratio metric reads a denominator
+                presence = what == "count" and (var == "y" or bool(used["x"]))
+                needed = bool(experiment.analysis.exposure_age) and (needed or presence)
+        if not needed:
+            kind = "bigint" if name.endswith(("count", "rows")) else "double precision"
+            projection.set("this", exp.cast(exp.null(), kind))
+    return query
 
 
 def metric_stats_statements(experiment: Experiment, values: dict[str, Any]) -> list[Statement]:
@@ -387,8 +460,9 @@ def exposure_age_statement(experiment: Experiment, values: dict[str, Any]) -> St
     """Sufficient statistics by week since first exposure (exposure_age.sql + metric_final.sql).
 
     Reads the cohort columns of the abflow_unit_values stage (the one pass over events, or the
-    incremental refresh's merged partials); rows come back as SufficientStats whose segment is
-    '@exposure_age=<cohort>'.
+    incremental refresh's merged partials), no events; rows come back as SufficientStats whose
+    segment is '@exposure_age=<cohort>'. (Materialising the pseudo-units and their values as
+    stages first was measured no faster at 1M events on PostgreSQL: 1.27 s against 1.30 s.)
     """
     final = rename_tables(
         canonical("queries/metric_final.sql"),
@@ -405,7 +479,7 @@ def exposure_age_statement(experiment: Experiment, values: dict[str, Any]) -> St
 
 def extra_statements(experiment: Experiment, values: dict[str, Any]) -> list[Statement]:
     """Quantile order statistics and exposure-age cohorts, where the experiment has them."""
-    out = []
+    out: list[Statement] = []
     if has_quantiles(experiment):
         out.append(quantile_statement(experiment, values))
     if experiment.analysis.exposure_age:

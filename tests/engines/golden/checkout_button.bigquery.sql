@@ -545,53 +545,53 @@ WITH unit_metric_events AS (
     COUNTIF(num_post) AS num_count,
     SUM(IF(num_post, value, NULL)) AS num_sum,
     AVG(IF(num_post, value, NULL)) AS num_mean,
-    MAX(IF(num_post, value, NULL)) AS num_max,
+    CAST(NULL AS FLOAT64) AS num_max,
     COUNTIF(den_post) AS den_count,
-    SUM(IF(den_post, value, NULL)) AS den_sum,
-    AVG(IF(den_post, value, NULL)) AS den_mean,
-    MAX(IF(den_post, value, NULL)) AS den_max,
+    CAST(NULL AS FLOAT64) AS den_sum,
+    CAST(NULL AS FLOAT64) AS den_mean,
+    CAST(NULL AS FLOAT64) AS den_max,
     COUNTIF(num_pre) AS pre_count,
     SUM(IF(num_pre, value, NULL)) AS pre_sum,
     AVG(IF(num_pre, value, NULL)) AS pre_mean,
-    MAX(IF(num_pre, value, NULL)) AS pre_max,
+    CAST(NULL AS FLOAT64) AS pre_max,
     COUNTIF(den_pre) AS den_pre_count,
-    SUM(IF(den_pre, value, NULL)) AS den_pre_sum,
-    AVG(IF(den_pre, value, NULL)) AS den_pre_mean,
-    MAX(IF(den_pre, value, NULL)) AS den_pre_max,
+    CAST(NULL AS FLOAT64) AS den_pre_sum,
+    CAST(NULL AS FLOAT64) AS den_pre_mean,
+    CAST(NULL AS FLOAT64) AS den_pre_max,
     COUNTIF(num_early) AS early_count,
     COUNTIF(exposure_cohort IN (0, 4)) AS c0_rows,
     COUNTIF(is_num AND exposure_cohort = 0) AS c0_num_count,
     COUNT(IF(is_num AND exposure_cohort = 0, value, NULL)) AS c0_num_value_count,
     SUM(IF(is_num AND exposure_cohort = 0, value, NULL)) AS c0_num_sum,
-    MAX(IF(is_num AND exposure_cohort = 0, value, NULL)) AS c0_num_max,
+    CAST(NULL AS FLOAT64) AS c0_num_max,
     COUNTIF(is_den AND exposure_cohort = 0) AS c0_den_count,
-    COUNT(IF(is_den AND exposure_cohort = 0, value, NULL)) AS c0_den_value_count,
-    SUM(IF(is_den AND exposure_cohort = 0, value, NULL)) AS c0_den_sum,
-    MAX(IF(is_den AND exposure_cohort = 0, value, NULL)) AS c0_den_max,
+    CAST(NULL AS INT64) AS c0_den_value_count,
+    CAST(NULL AS FLOAT64) AS c0_den_sum,
+    CAST(NULL AS FLOAT64) AS c0_den_max,
     COUNTIF(is_num AND exposure_cohort = 1) AS c1_num_count,
     COUNT(IF(is_num AND exposure_cohort = 1, value, NULL)) AS c1_num_value_count,
     SUM(IF(is_num AND exposure_cohort = 1, value, NULL)) AS c1_num_sum,
-    MAX(IF(is_num AND exposure_cohort = 1, value, NULL)) AS c1_num_max,
+    CAST(NULL AS FLOAT64) AS c1_num_max,
     COUNTIF(is_den AND exposure_cohort = 1) AS c1_den_count,
-    COUNT(IF(is_den AND exposure_cohort = 1, value, NULL)) AS c1_den_value_count,
-    SUM(IF(is_den AND exposure_cohort = 1, value, NULL)) AS c1_den_sum,
-    MAX(IF(is_den AND exposure_cohort = 1, value, NULL)) AS c1_den_max,
+    CAST(NULL AS INT64) AS c1_den_value_count,
+    CAST(NULL AS FLOAT64) AS c1_den_sum,
+    CAST(NULL AS FLOAT64) AS c1_den_max,
     COUNTIF(is_num AND exposure_cohort = 2) AS c2_num_count,
     COUNT(IF(is_num AND exposure_cohort = 2, value, NULL)) AS c2_num_value_count,
     SUM(IF(is_num AND exposure_cohort = 2, value, NULL)) AS c2_num_sum,
-    MAX(IF(is_num AND exposure_cohort = 2, value, NULL)) AS c2_num_max,
+    CAST(NULL AS FLOAT64) AS c2_num_max,
     COUNTIF(is_den AND exposure_cohort = 2) AS c2_den_count,
-    COUNT(IF(is_den AND exposure_cohort = 2, value, NULL)) AS c2_den_value_count,
-    SUM(IF(is_den AND exposure_cohort = 2, value, NULL)) AS c2_den_sum,
-    MAX(IF(is_den AND exposure_cohort = 2, value, NULL)) AS c2_den_max,
+    CAST(NULL AS INT64) AS c2_den_value_count,
+    CAST(NULL AS FLOAT64) AS c2_den_sum,
+    CAST(NULL AS FLOAT64) AS c2_den_max,
     COUNTIF(is_num AND exposure_cohort = 3) AS c3_num_count,
     COUNT(IF(is_num AND exposure_cohort = 3, value, NULL)) AS c3_num_value_count,
     SUM(IF(is_num AND exposure_cohort = 3, value, NULL)) AS c3_num_sum,
-    MAX(IF(is_num AND exposure_cohort = 3, value, NULL)) AS c3_num_max,
+    CAST(NULL AS FLOAT64) AS c3_num_max,
     COUNTIF(is_den AND exposure_cohort = 3) AS c3_den_count,
-    COUNT(IF(is_den AND exposure_cohort = 3, value, NULL)) AS c3_den_value_count,
-    SUM(IF(is_den AND exposure_cohort = 3, value, NULL)) AS c3_den_sum,
-    MAX(IF(is_den AND exposure_cohort = 3, value, NULL)) AS c3_den_max
+    CAST(NULL AS INT64) AS c3_den_value_count,
+    CAST(NULL AS FLOAT64) AS c3_den_sum,
+    CAST(NULL AS FLOAT64) AS c3_den_max
   FROM phased_events
   GROUP BY
     unit_id,
@@ -676,7 +676,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -699,7 +699,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -722,7 +722,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END

@@ -545,53 +545,53 @@ WITH unit_metric_events AS (
     COUNT_IF(num_post) AS num_count,
     SUM(IFF(num_post, value, NULL)) AS num_sum,
     AVG(IFF(num_post, value, NULL)) AS num_mean,
-    MAX(IFF(num_post, value, NULL)) AS num_max,
+    CAST(NULL AS DOUBLE) AS num_max,
     COUNT_IF(den_post) AS den_count,
-    SUM(IFF(den_post, value, NULL)) AS den_sum,
-    AVG(IFF(den_post, value, NULL)) AS den_mean,
-    MAX(IFF(den_post, value, NULL)) AS den_max,
+    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(NULL AS DOUBLE) AS den_mean,
+    CAST(NULL AS DOUBLE) AS den_max,
     COUNT_IF(num_pre) AS pre_count,
     SUM(IFF(num_pre, value, NULL)) AS pre_sum,
     AVG(IFF(num_pre, value, NULL)) AS pre_mean,
-    MAX(IFF(num_pre, value, NULL)) AS pre_max,
+    CAST(NULL AS DOUBLE) AS pre_max,
     COUNT_IF(den_pre) AS den_pre_count,
-    SUM(IFF(den_pre, value, NULL)) AS den_pre_sum,
-    AVG(IFF(den_pre, value, NULL)) AS den_pre_mean,
-    MAX(IFF(den_pre, value, NULL)) AS den_pre_max,
+    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(NULL AS DOUBLE) AS den_pre_mean,
+    CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT_IF(num_early) AS early_count,
     COUNT_IF(exposure_cohort IN (0, 4)) AS c0_rows,
     COUNT_IF(is_num AND exposure_cohort = 0) AS c0_num_count,
     COUNT(IFF(is_num AND exposure_cohort = 0, value, NULL)) AS c0_num_value_count,
     SUM(IFF(is_num AND exposure_cohort = 0, value, NULL)) AS c0_num_sum,
-    MAX(IFF(is_num AND exposure_cohort = 0, value, NULL)) AS c0_num_max,
+    CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT_IF(is_den AND exposure_cohort = 0) AS c0_den_count,
-    COUNT(IFF(is_den AND exposure_cohort = 0, value, NULL)) AS c0_den_value_count,
-    SUM(IFF(is_den AND exposure_cohort = 0, value, NULL)) AS c0_den_sum,
-    MAX(IFF(is_den AND exposure_cohort = 0, value, NULL)) AS c0_den_max,
+    CAST(NULL AS BIGINT) AS c0_den_value_count,
+    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT_IF(is_num AND exposure_cohort = 1) AS c1_num_count,
     COUNT(IFF(is_num AND exposure_cohort = 1, value, NULL)) AS c1_num_value_count,
     SUM(IFF(is_num AND exposure_cohort = 1, value, NULL)) AS c1_num_sum,
-    MAX(IFF(is_num AND exposure_cohort = 1, value, NULL)) AS c1_num_max,
+    CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT_IF(is_den AND exposure_cohort = 1) AS c1_den_count,
-    COUNT(IFF(is_den AND exposure_cohort = 1, value, NULL)) AS c1_den_value_count,
-    SUM(IFF(is_den AND exposure_cohort = 1, value, NULL)) AS c1_den_sum,
-    MAX(IFF(is_den AND exposure_cohort = 1, value, NULL)) AS c1_den_max,
+    CAST(NULL AS BIGINT) AS c1_den_value_count,
+    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT_IF(is_num AND exposure_cohort = 2) AS c2_num_count,
     COUNT(IFF(is_num AND exposure_cohort = 2, value, NULL)) AS c2_num_value_count,
     SUM(IFF(is_num AND exposure_cohort = 2, value, NULL)) AS c2_num_sum,
-    MAX(IFF(is_num AND exposure_cohort = 2, value, NULL)) AS c2_num_max,
+    CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT_IF(is_den AND exposure_cohort = 2) AS c2_den_count,
-    COUNT(IFF(is_den AND exposure_cohort = 2, value, NULL)) AS c2_den_value_count,
-    SUM(IFF(is_den AND exposure_cohort = 2, value, NULL)) AS c2_den_sum,
-    MAX(IFF(is_den AND exposure_cohort = 2, value, NULL)) AS c2_den_max,
+    CAST(NULL AS BIGINT) AS c2_den_value_count,
+    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT_IF(is_num AND exposure_cohort = 3) AS c3_num_count,
     COUNT(IFF(is_num AND exposure_cohort = 3, value, NULL)) AS c3_num_value_count,
     SUM(IFF(is_num AND exposure_cohort = 3, value, NULL)) AS c3_num_sum,
-    MAX(IFF(is_num AND exposure_cohort = 3, value, NULL)) AS c3_num_max,
+    CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT_IF(is_den AND exposure_cohort = 3) AS c3_den_count,
-    COUNT(IFF(is_den AND exposure_cohort = 3, value, NULL)) AS c3_den_value_count,
-    SUM(IFF(is_den AND exposure_cohort = 3, value, NULL)) AS c3_den_sum,
-    MAX(IFF(is_den AND exposure_cohort = 3, value, NULL)) AS c3_den_max
+    CAST(NULL AS BIGINT) AS c3_den_value_count,
+    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(NULL AS DOUBLE) AS c3_den_max
   FROM phased_events
   GROUP BY
     unit_id,
@@ -676,7 +676,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -699,7 +699,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -722,7 +722,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END

@@ -538,32 +538,24 @@ WITH abflow_units_raw_exposures AS (
       num_post) AS num_sum,
     AVG(value) FILTER(WHERE
       num_post) AS num_mean,
-    MAX(value) FILTER(WHERE
-      num_post) AS num_max,
+    CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    SUM(value) FILTER(WHERE
-      den_post) AS den_sum,
-    AVG(value) FILTER(WHERE
-      den_post) AS den_mean,
-    MAX(value) FILTER(WHERE
-      den_post) AS den_max,
+    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(NULL AS DOUBLE) AS den_mean,
+    CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
       num_pre) AS pre_count,
     SUM(value) FILTER(WHERE
       num_pre) AS pre_sum,
     AVG(value) FILTER(WHERE
       num_pre) AS pre_mean,
-    MAX(value) FILTER(WHERE
-      num_pre) AS pre_max,
+    CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    SUM(value) FILTER(WHERE
-      den_pre) AS den_pre_sum,
-    AVG(value) FILTER(WHERE
-      den_pre) AS den_pre_mean,
-    MAX(value) FILTER(WHERE
-      den_pre) AS den_pre_max,
+    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(NULL AS DOUBLE) AS den_pre_mean,
+    CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
       num_early) AS early_count,
     COUNT(*) FILTER(WHERE
@@ -574,64 +566,48 @@ WITH abflow_units_raw_exposures AS (
       is_num AND exposure_cohort = 0) AS c0_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 0) AS c0_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 0) AS c0_num_max,
+    CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 0) AS c0_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 0) AS c0_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 0) AS c0_den_max,
+    CAST(NULL AS BIGINT) AS c0_den_value_count,
+    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
     COUNT(value) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 1) AS c1_num_max,
+    CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 1) AS c1_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 1) AS c1_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 1) AS c1_den_max,
+    CAST(NULL AS BIGINT) AS c1_den_value_count,
+    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
     COUNT(value) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 2) AS c2_num_max,
+    CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 2) AS c2_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 2) AS c2_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 2) AS c2_den_max,
+    CAST(NULL AS BIGINT) AS c2_den_value_count,
+    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
     COUNT(value) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 3) AS c3_num_max,
+    CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 3) AS c3_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 3) AS c3_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 3) AS c3_den_max
+    CAST(NULL AS BIGINT) AS c3_den_value_count,
+    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(NULL AS DOUBLE) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
@@ -716,7 +692,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -739,7 +715,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -762,7 +738,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1747,32 +1723,24 @@ WITH abflow_units_raw_exposures AS (
       num_post) AS num_sum,
     AVG(value) FILTER(WHERE
       num_post) AS num_mean,
-    MAX(value) FILTER(WHERE
-      num_post) AS num_max,
+    CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    SUM(value) FILTER(WHERE
-      den_post) AS den_sum,
-    AVG(value) FILTER(WHERE
-      den_post) AS den_mean,
-    MAX(value) FILTER(WHERE
-      den_post) AS den_max,
+    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(NULL AS DOUBLE) AS den_mean,
+    CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
       num_pre) AS pre_count,
     SUM(value) FILTER(WHERE
       num_pre) AS pre_sum,
     AVG(value) FILTER(WHERE
       num_pre) AS pre_mean,
-    MAX(value) FILTER(WHERE
-      num_pre) AS pre_max,
+    CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    SUM(value) FILTER(WHERE
-      den_pre) AS den_pre_sum,
-    AVG(value) FILTER(WHERE
-      den_pre) AS den_pre_mean,
-    MAX(value) FILTER(WHERE
-      den_pre) AS den_pre_max,
+    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(NULL AS DOUBLE) AS den_pre_mean,
+    CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
       num_early) AS early_count,
     COUNT(*) FILTER(WHERE
@@ -1783,64 +1751,48 @@ WITH abflow_units_raw_exposures AS (
       is_num AND exposure_cohort = 0) AS c0_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 0) AS c0_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 0) AS c0_num_max,
+    CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 0) AS c0_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 0) AS c0_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 0) AS c0_den_max,
+    CAST(NULL AS BIGINT) AS c0_den_value_count,
+    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
     COUNT(value) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 1) AS c1_num_max,
+    CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 1) AS c1_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 1) AS c1_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 1) AS c1_den_max,
+    CAST(NULL AS BIGINT) AS c1_den_value_count,
+    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
     COUNT(value) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 2) AS c2_num_max,
+    CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 2) AS c2_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 2) AS c2_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 2) AS c2_den_max,
+    CAST(NULL AS BIGINT) AS c2_den_value_count,
+    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
     COUNT(value) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 3) AS c3_num_max,
+    CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 3) AS c3_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 3) AS c3_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 3) AS c3_den_max
+    CAST(NULL AS BIGINT) AS c3_den_value_count,
+    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(NULL AS DOUBLE) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
@@ -1925,7 +1877,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1948,7 +1900,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1971,7 +1923,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2782,32 +2734,24 @@ WITH abflow_units_raw_exposures AS (
       num_post) AS num_sum,
     AVG(value) FILTER(WHERE
       num_post) AS num_mean,
-    MAX(value) FILTER(WHERE
-      num_post) AS num_max,
+    CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    SUM(value) FILTER(WHERE
-      den_post) AS den_sum,
-    AVG(value) FILTER(WHERE
-      den_post) AS den_mean,
-    MAX(value) FILTER(WHERE
-      den_post) AS den_max,
+    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(NULL AS DOUBLE) AS den_mean,
+    CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
       num_pre) AS pre_count,
     SUM(value) FILTER(WHERE
       num_pre) AS pre_sum,
     AVG(value) FILTER(WHERE
       num_pre) AS pre_mean,
-    MAX(value) FILTER(WHERE
-      num_pre) AS pre_max,
+    CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    SUM(value) FILTER(WHERE
-      den_pre) AS den_pre_sum,
-    AVG(value) FILTER(WHERE
-      den_pre) AS den_pre_mean,
-    MAX(value) FILTER(WHERE
-      den_pre) AS den_pre_max,
+    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(NULL AS DOUBLE) AS den_pre_mean,
+    CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
       num_early) AS early_count,
     COUNT(*) FILTER(WHERE
@@ -2818,64 +2762,48 @@ WITH abflow_units_raw_exposures AS (
       is_num AND exposure_cohort = 0) AS c0_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 0) AS c0_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 0) AS c0_num_max,
+    CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 0) AS c0_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 0) AS c0_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 0) AS c0_den_max,
+    CAST(NULL AS BIGINT) AS c0_den_value_count,
+    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
     COUNT(value) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 1) AS c1_num_max,
+    CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 1) AS c1_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 1) AS c1_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 1) AS c1_den_max,
+    CAST(NULL AS BIGINT) AS c1_den_value_count,
+    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
     COUNT(value) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 2) AS c2_num_max,
+    CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 2) AS c2_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 2) AS c2_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 2) AS c2_den_max,
+    CAST(NULL AS BIGINT) AS c2_den_value_count,
+    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
     COUNT(value) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_value_count,
     SUM(value) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_sum,
-    MAX(value) FILTER(WHERE
-      is_num AND exposure_cohort = 3) AS c3_num_max,
+    CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    COUNT(value) FILTER(WHERE
-      is_den AND exposure_cohort = 3) AS c3_den_value_count,
-    SUM(value) FILTER(WHERE
-      is_den AND exposure_cohort = 3) AS c3_den_sum,
-    MAX(value) FILTER(WHERE
-      is_den AND exposure_cohort = 3) AS c3_den_max
+    CAST(NULL AS BIGINT) AS c3_den_value_count,
+    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(NULL AS DOUBLE) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
@@ -2960,7 +2888,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2983,7 +2911,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -3006,7 +2934,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
