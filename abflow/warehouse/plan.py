@@ -255,7 +255,7 @@ def metric_aggregations(experiment: Experiment) -> dict[str, set[str]]:
     return used
 
 
-def prune_aggregates(query: exp.Query, experiment: Experiment) -> exp.Query:
+def prune_aggregates(query: exp.Expr, experiment: Experiment) -> exp.Expr:
     """metric_stats.sql with the aggregates no metric of the experiment reads set to NULL.
 
     Every aggregate is evaluated for every event row, and one GroupAggregate serves all metrics,
@@ -264,6 +264,7 @@ def prune_aggregates(query: exp.Query, experiment: Experiment) -> exp.Query:
     """
     used = metric_aggregations(experiment)
     side_of = {"num": "y", "den": "x", "pre": "c", "den_pre": "d"}
+    assert isinstance(query, exp.Query)
     cte = _cte(query, "unit_metric_aggregates")
     body = cte.this
     assert isinstance(body, exp.Select)
