@@ -272,14 +272,21 @@ def _refresh(
             plan.with_event_filters(
                 Statement(
                     "incremental_read",
-                    canonical("queries/incremental_read.sql"),
+                    plan.prune_aggregates(
+                        canonical("queries/incremental_read.sql"),
+                        experiment,
+                        "final",
+                        keep_counts=True,
+                    ),
                     relation="abflow_read_partials",
                 ),
                 experiment,
             ).bind(read_values),
             Statement(
                 "unit_values",
-                canonical("queries/incremental_stats.sql"),
+                plan.prune_aggregates(
+                    canonical("queries/incremental_stats.sql"), experiment, "unit_events"
+                ),
                 relation="abflow_unit_values",
             ).bind(values),
             plan.final_statement(values),

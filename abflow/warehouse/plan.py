@@ -228,8 +228,7 @@ def metric_stats_statement(
 _AGGREGATE = re.compile(
     r"^(c[0-3]_num|c[0-3]_den|num|den|pre|den_pre)_(count|value_count|sum|mean|max)$"
 )
-# the metric aggregations (y_agg, x_agg, c_agg, d_agg of metric_events.sql) each aggregate serves;
-# the cohorts' mean is sum / count of values, the main pass's is avg()
+# the metric aggregations (y_agg, x_agg, c_agg, d_agg of metric_events.sql) each aggregate serves
 _SERVES = {
     "count": {"any", "count"},
     "value_count": {"mean"},
@@ -255,19 +254,29 @@ def metric_aggregations(experiment: Experiment) -> dict[str, set[str]]:
     return used
 
 
-def prune_aggregates(query: exp.Expr, experiment: Experiment) -> exp.Expr:
-    """metric_stats.sql with the aggregates no metric of the experiment reads set to NULL.
+def prune_aggregates(
+    query: exp.Expr,
+    experiment: Experiment,
+    cte: str = "unit_metric_aggregates",
+    *,
+    keep_counts: bool = False,
+) -> exp.Expr:
+    """The per-unit aggregation with the aggregates no metric of the experiment reads pruned.
 
-    Every aggregate is evaluated for every event row, and one GroupAggregate serves all metrics,
-    so the aggregates a metric aggregation (or the exposure-age cohorts, when not analysed) never
-    picks cost time for nothing: the metric's CASE never reads them.
+    Every aggregate is evaluated for every event row, and one GROUP BY serves all metrics, so
+    the aggregates no metric aggregation (nor the exposure-age cohorts, when they are not
+    analysed) picks cost time for nothing: a pruned count or sum becomes 0, a mean or max NULL,
+    and the metric's CASE never reads them. A sum also serves a mean where the CTE has no avg of
+    that side (mean = sum / count of values). `keep_counts` keeps every count that can be
+    non-zero (the incremental partials: the seal step keeps the rows with a non-zero count).
+    Denominator counts are 0 anyway without a ratio metric, and are pruned even then.
     """
     used = metric_aggregations(experiment)
     side_of = {"num": "y", "den": "x", "pre": "c", "den_pre": "d"}
     assert isinstance(query, exp.Query)
-    cte = _cte(query, "unit_metric_aggregates")
-    body = cte.this
+    body = _cte(query, cte).this
     assert isinstance(body, exp.Select)
+    names = {p.alias for p in body.expressions if isinstance(p, exp.Alias)}
     for projection in body.expressions:
         if not isinstance(projection, exp.Alias):
             continue
@@ -281,16 +290,23 @@ def prune_aggregates(query: exp.Expr, experiment: Experiment) -> exp.Expr:
             side, what = match.groups()
             cohort = side.startswith("c") and side[1].isdigit()
             var = side_of[side.split("_", 1)[1] if cohort else side]
-            serves = _SERVES[what] | ({"mean"} if cohort and what == "sum" else set())
-            needed = bool(used[var] & serves)
+            mean_from_sum = what == "sum" and f"{side}_mean" not in names
+            needed = bool(used[var] & (_SERVES[what] | ({"mean"} if mean_from_sum else set())))
+            # counts that can be non-zero: every numerator-side one, denominator ones only where
+            # a ratio metric reads a denominator
+            nonzero_count = what == "count" and (var in ("y", "c") or bool(used["x"]))
             if cohort:
-                # a cohort's counts also say whether the unit has a row in it (in_k), on the
-                # denominator side only where a ratio metric reads a denominator
-                presence = what == "count" and (var == "y" or bool(used["x"]))
-                needed = bool(experiment.analysis.exposure_age) and (needed or presence)
+                # a cohort's counts also say whether the unit has a row in it (in_k)
+                needed = bool(experiment.analysis.exposure_age) and (needed or nonzero_count)
+            elif keep_counts:
+                needed = needed or nonzero_count
         if not needed:
-            kind = "bigint" if name.endswith(("count", "rows")) else "double precision"
-            projection.set("this", exp.cast(exp.null(), kind))
+            if name.endswith(("count", "rows")):
+                projection.set("this", exp.cast(exp.Literal.number(0), "bigint"))
+            elif name.endswith("sum"):  # the partials' sums are NOT NULL
+                projection.set("this", exp.cast(exp.Literal.number(0), "double precision"))
+            else:
+                projection.set("this", exp.cast(exp.null(), "double precision"))
     return query
 
 

@@ -44,3 +44,21 @@ def test_daily_refresh_equals_a_full_pass(
     assert daily.events_from == first.sealed_before
     assert _stats_equal(full, stats) == []
 
+
+
+def test_exposure_age_setting_is_part_of_the_partials_hash(
+    demo_experiments: list[Experiment],
+) -> None:
+    """The partials keep exposure-age cohorts only when analysed: turning it on refreshes in full."""
+    experiment = demo_experiments[0]
+    flipped = experiment.model_copy(
+        update={
+            "analysis": experiment.analysis.model_copy(
+                update={"exposure_age": not experiment.analysis.exposure_age}
+            )
+        }
+    )
+    names = {"assignments": "assignments", "events": "events"}
+    assert incremental.definition_hash(experiment, **names) != incremental.definition_hash(
+        flipped, **names
+    )

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sqlglot import exp
 
 from abflow.definitions import Experiment, parse_experiment
 from abflow.stats.quantile import bound_levels
-from abflow.warehouse import extract
-from abflow.warehouse.engines import DuckDBWarehouse
+from abflow.warehouse import extract, plan
+from abflow.warehouse.dialects import Statement, canonical
+from abflow.warehouse.engines import DuckDBWarehouse, execute_plan
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 AS_OF = START + timedelta(days=30)
@@ -109,8 +111,7 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     return units, events
 
 
-@pytest.fixture(scope="module")
-def stats(frames: tuple[pd.DataFrame, pd.DataFrame]) -> dict[tuple[str, str, str], Any]:
+def _warehouse(frames: tuple[pd.DataFrame, pd.DataFrame]) -> DuckDBWarehouse:
     units, events = frames
     wh = DuckDBWarehouse(":memory:")
     con = wh.connection()
@@ -127,6 +128,12 @@ def stats(frames: tuple[pd.DataFrame, pd.DataFrame]) -> dict[tuple[str, str, str
         "create table events as select unit_id, event_name, value, occurred_at, "
         "cast(properties as json) as properties from e_df"
     )
+    return wh
+
+
+@pytest.fixture(scope="module")
+def stats(frames: tuple[pd.DataFrame, pd.DataFrame]) -> dict[tuple[str, str, str], Any]:
+    wh = _warehouse(frames)
     with wh.session() as ex:
         records, _ = extract.analyse_in_warehouse(
             ex, _experiment(), AS_OF, extract.default_sources("assignments", "events")
@@ -214,3 +221,96 @@ def test_exposure_age_cohorts_match_pandas(frames, stats) -> None:
             assert s_spend.sum == pytest.approx(y.sum(), rel=1e-9)
             assert s_spend.sum_squares == pytest.approx((y**2).sum(), rel=1e-9)
             assert s_buy.sum == converted.sum()
+
+
+def _aggregations_experiment(metrics: list[dict[str, Any]], **analysis: Any) -> Experiment:
+    return parse_experiment(
+        {
+            "key": "q_test",
+            "name": "aggregations",
+            "status": "running",
+            "start_at": START.isoformat(),
+            "variants": [
+                {"key": "a", "weight": 0.5, "control": True},
+                {"key": "b", "weight": 0.5},
+            ],
+            "metrics": metrics,
+            "analysis": {"segments": ["country"], "sequential": False, **analysis},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    [
+        _aggregations_experiment(
+            [
+                {"key": "buy", "kind": "proportion", "event": "buy", "role": "primary"},
+                {"key": "top", "kind": "mean", "event": "load", "value": "max"},
+                {"key": "loads", "kind": "mean", "event": "load", "value": "count"},
+                {
+                    "key": "per_load",
+                    "kind": "ratio",
+                    "numerator": {"event": "buy", "value": "sum"},
+                    "denominator": {"event": "load", "value": "mean"},
+                },
+                {
+                    "key": "peak",
+                    "kind": "ratio",
+                    "numerator": {"event": "load", "value": "max"},
+                    "denominator": {"event": "buy", "value": "max"},
+                },
+            ],
+            cuped={"lookback_days": 7},
+        ),
+        # only sums: the cohorts' counts are kept all the same, they tell a unit's cohorts
+        _aggregations_experiment(
+            [{"key": "spend", "kind": "mean", "event": "buy", "value": "sum", "role": "primary"}]
+        ),
+        _aggregations_experiment(
+            [{"key": "lat", "kind": "mean", "event": "load", "value": "mean", "role": "primary"}],
+            exposure_age=False,
+        ),
+    ],
+    ids=["every_aggregation", "sums_only", "no_exposure_age"],
+)
+def test_pruned_aggregates_change_no_number(
+    frames: tuple[pd.DataFrame, pd.DataFrame], experiment: Experiment
+) -> None:
+    """The aggregates plan.prune_aggregates drops are ones no metric reads: same rows without."""
+    wh = _warehouse(frames)
+    sources = extract.default_sources("assignments", "events")
+    pruned = [s for s in plan.analysis_plan(experiment, AS_OF) if s.name != "exposure_summary"]
+    unpruned = []
+    for st in plan.analysis_plan(experiment, AS_OF):
+        if st.name == "unit_values":  # the same statement, every aggregate computed
+            st = Statement(
+                "unit_values", canonical("queries/metric_stats.sql"), relation=st.relation
+            )
+            st = plan.with_event_filters(st, experiment).bind(
+                plan.analysis_values(experiment, AS_OF)
+            )
+        if st.name != "exposure_summary":
+            unpruned.append(st)
+    with wh.session() as ex:
+        got = execute_plan(ex, pruned, sources)
+        want = execute_plan(ex, unpruned, sources)
+    wh.close()
+    # something was pruned: fewer aggregates with a FILTER in the pass over events
+    filters = [
+        len(list(next(s for s in sts if s.name == "unit_values").query.find_all(exp.Filter)))
+        for sts in (pruned, unpruned)
+    ]
+    assert filters[0] < filters[1]
+    assert set(got) == set(want)
+    assert {"metric_stats"} <= set(got)
+    assert ("exposure_age_stats" in got) == experiment.analysis.exposure_age
+    for name, rows in want.items():
+        assert len(got[name]) == len(rows) > 0
+        for g, w in zip(got[name], rows, strict=True):
+            assert g.keys() == w.keys()
+            for key, value in w.items():
+                if isinstance(value, float):
+                    assert g[key] == pytest.approx(value, rel=1e-12), (name, key)
+                else:
+                    assert g[key] == value, (name, key)

@@ -196,7 +196,7 @@ unit_metric_values as (
         -- exposure-age cohorts (exposure_age.sql unpivots them): in_k, whether the unit has a
         -- row in cohort k, and its value y_k and denominator x_k from the cohort's events,
         -- aggregated as y and x are (mean = sum / count of values, as avg computes it).
-        -- Aggregates no metric reads are NULL (plan.prune_aggregates), hence the coalesces.
+        -- (Aggregates no metric reads are 0 or NULL here: abflow/warehouse/plan.py prunes them.)
         a.c0_rows > 0 as in_0,
         case m.y_agg
             when 'any' then case when a.c0_num_count > 0 then 1.0 else 0.0 end
@@ -213,7 +213,7 @@ unit_metric_values as (
                 / nullif(cast(a.c0_den_value_count as double precision), 0.0)
             when 'max' then a.c0_den_max
         end as x_0,
-        coalesce(a.c1_num_count, 0) + coalesce(a.c1_den_count, 0) > 0 as in_1,
+        a.c1_num_count + a.c1_den_count > 0 as in_1,
         case m.y_agg
             when 'any' then case when a.c1_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then coalesce(a.c1_num_sum, 0.0)
@@ -229,7 +229,7 @@ unit_metric_values as (
                 / nullif(cast(a.c1_den_value_count as double precision), 0.0)
             when 'max' then a.c1_den_max
         end as x_1,
-        coalesce(a.c2_num_count, 0) + coalesce(a.c2_den_count, 0) > 0 as in_2,
+        a.c2_num_count + a.c2_den_count > 0 as in_2,
         case m.y_agg
             when 'any' then case when a.c2_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then coalesce(a.c2_num_sum, 0.0)
@@ -245,7 +245,7 @@ unit_metric_values as (
                 / nullif(cast(a.c2_den_value_count as double precision), 0.0)
             when 'max' then a.c2_den_max
         end as x_2,
-        coalesce(a.c3_num_count, 0) + coalesce(a.c3_den_count, 0) > 0 as in_3,
+        a.c3_num_count + a.c3_den_count > 0 as in_3,
         case m.y_agg
             when 'any' then case when a.c3_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then coalesce(a.c3_num_sum, 0.0)
