@@ -45,11 +45,10 @@ def test_daily_refresh_equals_a_full_pass(
     assert _stats_equal(full, stats) == []
 
 
-
 def test_exposure_age_setting_is_part_of_the_partials_hash(
     demo_experiments: list[Experiment],
 ) -> None:
-    """The partials keep exposure-age cohorts only when analysed: turning it on refreshes in full."""
+    """Partials keep exposure-age cohorts only when analysed: switching it refreshes in full."""
     experiment = demo_experiments[0]
     flipped = experiment.model_copy(
         update={

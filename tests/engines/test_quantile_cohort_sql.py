@@ -27,7 +27,7 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 AS_OF = START + timedelta(days=30)
 
 
-def _experiment() -> Experiment:
+def _aggregations_experiment(metrics: list[dict[str, Any]], **analysis: Any) -> Experiment:
     return parse_experiment(
         {
             "key": "q_test",
@@ -38,35 +38,41 @@ def _experiment() -> Experiment:
                 {"key": "a", "weight": 0.5, "control": True},
                 {"key": "b", "weight": 0.5},
             ],
-            "metrics": [
-                {"key": "buy", "kind": "proportion", "event": "buy", "role": "primary"},
-                {"key": "spend", "kind": "mean", "event": "buy", "value": "sum"},
-                {
-                    "key": "lat_p90",
-                    "kind": "quantile",
-                    "quantile": 0.9,
-                    "event": "load",
-                    "value": "mean",
-                    "direction": "decrease",
-                    "role": "guardrail",
-                },
-                {
-                    "key": "spend_p50",
-                    "kind": "quantile",
-                    "quantile": 0.5,
-                    "event": "buy",
-                    "value": "sum",
-                },
-                {
-                    "key": "lat_ev_p95",
-                    "kind": "quantile",
-                    "quantile": 0.95,
-                    "event": "load",
-                    "level": "event",
-                },
-            ],
-            "analysis": {"segments": ["country"], "sequential": False},
+            "metrics": metrics,
+            "analysis": {"segments": ["country"], "sequential": False, **analysis},
         }
+    )
+
+
+def _experiment() -> Experiment:
+    return _aggregations_experiment(
+        [
+            {"key": "buy", "kind": "proportion", "event": "buy", "role": "primary"},
+            {"key": "spend", "kind": "mean", "event": "buy", "value": "sum"},
+            {
+                "key": "lat_p90",
+                "kind": "quantile",
+                "quantile": 0.9,
+                "event": "load",
+                "value": "mean",
+                "direction": "decrease",
+                "role": "guardrail",
+            },
+            {
+                "key": "spend_p50",
+                "kind": "quantile",
+                "quantile": 0.5,
+                "event": "buy",
+                "value": "sum",
+            },
+            {
+                "key": "lat_ev_p95",
+                "kind": "quantile",
+                "quantile": 0.95,
+                "event": "load",
+                "level": "event",
+            },
+        ]
     )
 
 
@@ -221,23 +227,6 @@ def test_exposure_age_cohorts_match_pandas(frames, stats) -> None:
             assert s_spend.sum == pytest.approx(y.sum(), rel=1e-9)
             assert s_spend.sum_squares == pytest.approx((y**2).sum(), rel=1e-9)
             assert s_buy.sum == converted.sum()
-
-
-def _aggregations_experiment(metrics: list[dict[str, Any]], **analysis: Any) -> Experiment:
-    return parse_experiment(
-        {
-            "key": "q_test",
-            "name": "aggregations",
-            "status": "running",
-            "start_at": START.isoformat(),
-            "variants": [
-                {"key": "a", "weight": 0.5, "control": True},
-                {"key": "b", "weight": 0.5},
-            ],
-            "metrics": metrics,
-            "analysis": {"segments": ["country"], "sequential": False, **analysis},
-        }
-    )
 
 
 @pytest.mark.parametrize(
