@@ -1,4 +1,4 @@
-"""`abflow server status|stop`: the local Prefect server the CLI keeps between runs."""
+"""`abflow server start|status|stop`: the local Prefect server the CLI keeps between runs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,27 @@ server_app = typer.Typer(
     no_args_is_help=True,
     help="The local Prefect server `abflow run` keeps between runs (no PREFECT_API_URL set).",
 )
+
+
+@server_app.command("start")
+def start() -> None:
+    """Start the kept Prefect server now (or find it running) and wait until it answers."""
+    from abflow.prefect_server import early_server, wanted
+    from abflow.settings import get_settings
+
+    if not wanted():
+        typer.echo("PREFECT_API_URL is set (or temporary servers are off): nothing to start")
+        raise typer.Exit(1)
+    minutes = get_settings().prefect_server_idle_minutes
+    if minutes <= 0:
+        typer.echo("ABFLOW_PREFECT_SERVER_IDLE_MINUTES is 0: servers are not kept")
+        raise typer.Exit(1)
+    started = time.monotonic()
+    with early_server(keep_seconds=minutes * 60) as wait:
+        wait()
+    state = read_state(prefect_home())
+    url = state["api_url"] if state else "?"
+    typer.echo(f"kept Prefect server at {url} answering after {time.monotonic() - started:.1f} s")
 
 
 @server_app.command("status")
@@ -52,5 +73,5 @@ def stop() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `server status|stop` to the CLI."""
+    """Add `server start|status|stop` to the CLI."""
     app.add_typer(server_app, name="server")

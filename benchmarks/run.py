@@ -466,13 +466,30 @@ def _tree_rss(proc: psutil.Process) -> tuple[int, int]:
     return own, total
 
 
+def prefect_env(mode: str) -> dict[str, str]:
+    """The environment of the `abflow` subprocesses: their Prefect home and server mode."""
+    env = {**os.environ, "PREFECT_HOME": str(DATA_DIR / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    if mode == "temporary":
+        env["ABFLOW_PREFECT_SERVER_IDLE_MINUTES"] = "0"
+    else:
+        env.setdefault("ABFLOW_PREFECT_SERVER_IDLE_MINUTES", "60")
+    return env
+
+
+def kept_server(action: str) -> str:
+    """`abflow server start|stop` in the benchmark's Prefect home; its one-line answer."""
+    done = subprocess.run([str(ABFLOW_BIN), "server", action], env=prefect_env("kept"),
+                          capture_output=True, text=True, check=False, cwd=ROOT)
+    return (done.stdout or done.stderr).strip()
+
+
 def run_end_to_end(url: str, schema: str, settings: dict[str, str], log_path: Path,
-                   abflow_bin: Path = ABFLOW_BIN) -> EndToEnd:
+                   abflow_bin: Path = ABFLOW_BIN, prefect_server: str = "kept") -> EndToEnd:
     """(c)+(d) `abflow run` as a subprocess; peak RSS by psutil polling every 20 ms."""
     cmd = [str(abflow_bin), "run", "--experiment", generate.EXPERIMENT_KEY,
            "--as-of", generate.AS_OF.strftime("%Y-%m-%dT%H:%M:%SZ")]
-    env = {**os.environ, "ABFLOW_DATABASE_URL": url, "ABFLOW_SCHEMA": schema,
-           "PREFECT_HOME": str(DATA_DIR / "prefect")}
+    env = {**prefect_env(prefect_server), "ABFLOW_DATABASE_URL": url, "ABFLOW_SCHEMA": schema}
     if settings:
         env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + pgoptions(settings)).strip()
     peak = [0, 0]
@@ -587,14 +604,15 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
                 console.print(f"  abflow run (end to end) {i + 1}/{args.e2e_repeat} …")
                 runs.append(run_end_to_end(
                     url, schema, settings,
-                    RESULTS_DIR / f"bench-{stamp}-{schema}-abflow-run-{i + 1}.log"))
+                    RESULTS_DIR / f"bench-{stamp}-{schema}-abflow-run-{i + 1}.log",
+                    prefect_server=args.prefect_server))
                 console.print(f"    {runs[-1].seconds:.1f} s wall, {runs[-1].cpu_seconds:.1f} s "
                               f"CPU, load {os.getloadavg()[0]:.1f}")
                 if args.baseline_abflow:
                     baseline.append(run_end_to_end(
                         url, schema, settings,
                         RESULTS_DIR / f"bench-{stamp}-{schema}-baseline-run-{i + 1}.log",
-                        abflow_bin=args.baseline_abflow))
+                        abflow_bin=args.baseline_abflow, prefect_server=args.prefect_server))
                     console.print(f"    baseline {baseline[-1].seconds:.1f} s wall, "
                                   f"{baseline[-1].cpu_seconds:.1f} s CPU")
             e2e = sorted(runs, key=lambda r: r.seconds)[(len(runs) - 1) // 2]
@@ -748,6 +766,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="run `abflow run` N times per size (the table shows the median)")
     p.add_argument("--baseline-abflow", type=Path, default=None, metavar="ABFLOW_BIN",
                    help="also run this abflow executable end to end, interleaved (A/B)")
+    p.add_argument("--prefect-server", choices=("kept", "temporary"), default="kept",
+                   help="kept (default): `abflow run` uses the local Prefect server the CLI "
+                        "keeps, started before the timed runs (`abflow server start`); "
+                        "temporary: each run boots its own (ABFLOW_PREFECT_SERVER_IDLE_MINUTES=0)")
     p.add_argument("--incremental", action="store_true",
                    help="also time an incremental refresh: initial a day before as_of, then daily")
     p.add_argument("--regenerate", action="store_true", help="regenerate data even if present")
@@ -796,9 +818,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = args.repeat * len(sizes) if len(args.repeat) == 1 else args.repeat
     out = RESULTS_DIR / f"bench-{stamp}.json"
     results: list[SizeResult] = []
-    for n, repeat in zip(sizes, repeats, strict=True):
-        results.append(measure_size(url, n, repeat, args, settings, stamp))
-        write_json(out, stamp, argv, repeats, settings, info, results)  # partial results survive
+    kept = not args.skip_e2e and args.prefect_server == "kept"
+    if kept:  # booted once, untimed: what a scheduled or repeated `abflow run` finds
+        info["prefect_server"] = kept_server("start")
+        console.print(info["prefect_server"])
+    else:
+        info["prefect_server"] = "temporary (one per run)" if not args.skip_e2e else "-"
+    try:
+        for n, repeat in zip(sizes, repeats, strict=True):
+            results.append(measure_size(url, n, repeat, args, settings, stamp))
+            write_json(out, stamp, argv, repeats, settings, info, results)  # partials survive
+    finally:
+        if kept:
+            console.print(kept_server("stop"))
     print_table(results)
     for r in results:
         for line in r.mismatches:
