@@ -240,6 +240,9 @@ class SizeResult:
     # command with another abflow installation, interleaved with these runs
     e2e_runs: list[EndToEnd] = field(default_factory=list)
     e2e_baseline_runs: list[EndToEnd] = field(default_factory=list)
+    # with --incremental: `abflow run` in incremental mode, "first" (as of the day before,
+    # --full-refresh) and "daily" (as of as_of, continuing from the first)
+    e2e_incremental: dict[str, EndToEnd] = field(default_factory=dict)
 
     @property
     def ratio_abflow(self) -> float:
@@ -485,11 +488,21 @@ def kept_server(action: str) -> str:
 
 
 def run_end_to_end(url: str, schema: str, settings: dict[str, str], log_path: Path,
-                   abflow_bin: Path = ABFLOW_BIN, prefect_server: str = "kept") -> EndToEnd:
-    """(c)+(d) `abflow run` as a subprocess; peak RSS by psutil polling every 20 ms."""
+                   abflow_bin: Path = ABFLOW_BIN, prefect_server: str = "kept",
+                   *, as_of: datetime = generate.AS_OF,
+                   incremental: str | None = None) -> EndToEnd:
+    """(c)+(d) `abflow run` as a subprocess; peak RSS by psutil polling every 20 ms.
+
+    `incremental`: None, a full pass (ABFLOW_INCREMENTAL=false); "full": an incremental-mode
+    run that recomputes everything (`--full-refresh`: the first refresh); "daily": an
+    incremental-mode run continuing from the stored state.
+    """
     cmd = [str(abflow_bin), "run", "--experiment", generate.EXPERIMENT_KEY,
-           "--as-of", generate.AS_OF.strftime("%Y-%m-%dT%H:%M:%SZ")]
-    env = {**prefect_env(prefect_server), "ABFLOW_DATABASE_URL": url, "ABFLOW_SCHEMA": schema}
+           "--as-of", as_of.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    if incremental == "full":
+        cmd.append("--full-refresh")
+    env = {**prefect_env(prefect_server), "ABFLOW_DATABASE_URL": url, "ABFLOW_SCHEMA": schema,
+           "ABFLOW_INCREMENTAL": "false" if incremental is None else "true"}
     if settings:
         env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + pgoptions(settings)).strip()
     peak = [0, 0]
@@ -597,6 +610,7 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
                           f"({incremental.daily_mode}), same numbers as (b): "
                           f"{'yes' if incremental.match_full else 'NO'}")
         e2e = None
+        e2e_incremental: dict[str, EndToEnd] = {}
         runs: list[EndToEnd] = []
         baseline: list[EndToEnd] = []
         if not args.skip_e2e:
@@ -616,6 +630,20 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
                     console.print(f"    baseline {baseline[-1].seconds:.1f} s wall, "
                                   f"{baseline[-1].cpu_seconds:.1f} s CPU")
             e2e = sorted(runs, key=lambda r: r.seconds)[(len(runs) - 1) // 2]
+            if args.incremental:
+                # the daily `abflow run` of an incremental user: a first refresh as of the day
+                # before, then the timed daily one (validation then reads only its window)
+                for label, as_of, mode in (
+                    ("first", generate.AS_OF - timedelta(days=1), "full"),
+                    ("daily", generate.AS_OF, "daily"),
+                ):
+                    run = run_end_to_end(
+                        url, schema, settings,
+                        RESULTS_DIR / f"bench-{stamp}-{schema}-abflow-run-incremental-{label}.log",
+                        prefect_server=args.prefect_server, as_of=as_of, incremental=mode)
+                    e2e_incremental[label] = run
+                    console.print(f"  abflow run, incremental ({label}): {run.seconds:.1f} s "
+                                  f"wall, {run.cpu_seconds:.1f} s CPU, exit {run.exit_code}")
         return SizeResult(
             events=events, schema=schema, units=data.units,
             assignments_rows=data.assignments_rows, data_reused=data.reused,
@@ -625,7 +653,7 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
             match_proposed=None if mismatches_proposed is None else not mismatches_proposed,
             mismatches=mismatches[:20] + (mismatches_proposed or [])[:20],
             e2e=e2e, incremental=incremental, load_average=[load_before, os.getloadavg()[0]],
-            e2e_runs=runs, e2e_baseline_runs=baseline,
+            e2e_runs=runs, e2e_baseline_runs=baseline, e2e_incremental=e2e_incremental,
         )
     finally:
         engine.dispose()
@@ -725,6 +753,27 @@ def print_table(results: list[SizeResult]) -> None:
             if r.e2e_baseline_runs else "-",
             f"{r.e2e.peak_rss_mb:.0f}" if r.e2e else "-",
             f"{r.e2e.peak_tree_rss_mb:.0f}" if r.e2e else "-",
+        )
+    console.print(t)
+    incremental = [r for r in results if r.incremental]
+    if not incremental:
+        return
+    t = Table(title="incremental refresh (seconds)")
+    for col in ("events", "(b) full pass", "first refresh", "daily refresh", "daily / full",
+                "same numbers", "e2e full", "e2e first", "e2e daily", "e2e daily / full"):
+        t.add_column(col, justify="right")
+    for r in incremental:
+        assert r.incremental is not None
+        first, daily = r.e2e_incremental.get("first"), r.e2e_incremental.get("daily")
+        t.add_row(
+            f"{r.events:,}", f"{r.abflow.median:.2f}", f"{r.incremental.initial_seconds:.2f}",
+            f"{r.incremental.daily_seconds:.2f}",
+            f"{r.incremental.daily_seconds / r.abflow.median:.2f}",
+            "yes" if r.incremental.match_full else "NO",
+            f"{r.e2e.seconds:.1f}" if r.e2e else "-",
+            f"{first.seconds:.1f}" if first else "-",
+            f"{daily.seconds:.1f}" if daily else "-",
+            f"{daily.seconds / r.e2e.seconds:.2f}" if daily and r.e2e else "-",
         )
     console.print(t)
 
