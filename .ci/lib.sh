@@ -64,5 +64,9 @@ run_demo() {
     done
     grep -q "recommendation: ship" "$work/demo.out" || fail "abflow demo recommended no ship"
     [ -d "$work/empty/.abflow/pgdata" ] || fail "abflow demo kept no state under ./.abflow"
+    # the demo kept its local Prefect server for the next command (the default): stop it
+    [ -f "$work/prefect-home/abflow-server.json" ] || fail "abflow demo kept no Prefect server"
+    PREFECT_HOME="$work/prefect-home" "$abflow" server stop || fail "abflow server stop"
+    [ ! -f "$work/prefect-home/abflow-server.json" ] || fail "the kept Prefect server is still recorded"
     stop_servers
 }

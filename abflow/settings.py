@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     lock_timeout_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     pushgateway_url: str | None = Field(default=None, repr=False)
     report_dir: Path = Path(".abflow/reports")
+    # Without a Prefect API URL the CLI keeps a local Prefect server running between runs
+    # (abflow/prefect_server.py) and stops it after this many idle minutes; 0: a temporary
+    # server per run, as Prefect itself does.
+    prefect_server_idle_minutes: float = Field(default=15.0, ge=0, allow_inf_nan=False)
 
     @field_validator("database_url")
     @classmethod

@@ -257,6 +257,9 @@ class SizeResult:
     # command with another abflow installation, interleaved with these runs
     e2e_runs: list[EndToEnd] = field(default_factory=list)
     e2e_baseline_runs: list[EndToEnd] = field(default_factory=list)
+    # with --incremental: `abflow run` in incremental mode, "first" (as of the day before,
+    # --full-refresh) and "daily" (as of as_of, continuing from the first)
+    e2e_incremental: dict[str, EndToEnd] = field(default_factory=dict)
 
     @property
     def ratio_abflow(self) -> float:
@@ -483,13 +486,40 @@ def _tree_rss(proc: psutil.Process) -> tuple[int, int]:
     return own, total
 
 
+def prefect_env(mode: str) -> dict[str, str]:
+    """The environment of the `abflow` subprocesses: their Prefect home and server mode."""
+    env = {**os.environ, "PREFECT_HOME": str(DATA_DIR / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    if mode == "temporary":
+        env["ABFLOW_PREFECT_SERVER_IDLE_MINUTES"] = "0"
+    else:
+        env.setdefault("ABFLOW_PREFECT_SERVER_IDLE_MINUTES", "60")
+    return env
+
+
+def kept_server(action: str) -> str:
+    """`abflow server start|stop` in the benchmark's Prefect home; its one-line answer."""
+    done = subprocess.run([str(ABFLOW_BIN), "server", action], env=prefect_env("kept"),
+                          capture_output=True, text=True, check=False, cwd=ROOT)
+    return (done.stdout or done.stderr).strip()
+
+
 def run_end_to_end(url: str, schema: str, settings: dict[str, str], log_path: Path,
-                   abflow_bin: Path = ABFLOW_BIN) -> EndToEnd:
-    """(c)+(d) `abflow run` as a subprocess; peak RSS by psutil polling every 20 ms."""
+                   abflow_bin: Path = ABFLOW_BIN, prefect_server: str = "kept",
+                   *, as_of: datetime = generate.AS_OF,
+                   incremental: str | None = None) -> EndToEnd:
+    """(c)+(d) `abflow run` as a subprocess; peak RSS by psutil polling every 20 ms.
+
+    `incremental`: None, a full pass (ABFLOW_INCREMENTAL=false); "full": an incremental-mode
+    run that recomputes everything (`--full-refresh`: the first refresh); "daily": an
+    incremental-mode run continuing from the stored state.
+    """
     cmd = [str(abflow_bin), "run", "--experiment", generate.EXPERIMENT_KEY,
-           "--as-of", generate.AS_OF.strftime("%Y-%m-%dT%H:%M:%SZ")]
-    env = {**os.environ, "ABFLOW_DATABASE_URL": url, "ABFLOW_SCHEMA": schema,
-           "PREFECT_HOME": str(DATA_DIR / "prefect")}
+           "--as-of", as_of.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    if incremental == "full":
+        cmd.append("--full-refresh")
+    env = {**prefect_env(prefect_server), "ABFLOW_DATABASE_URL": url, "ABFLOW_SCHEMA": schema,
+           "ABFLOW_INCREMENTAL": "false" if incremental is None else "true"}
     if settings:
         env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + pgoptions(settings)).strip()
     peak = [0, 0]
@@ -597,6 +627,7 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
                           f"({incremental.daily_mode}), same numbers as (b): "
                           f"{'yes' if incremental.match_full else 'NO'}")
         e2e = None
+        e2e_incremental: dict[str, EndToEnd] = {}
         runs: list[EndToEnd] = []
         baseline: list[EndToEnd] = []
         if not args.skip_e2e:
@@ -604,17 +635,32 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
                 console.print(f"  abflow run (end to end) {i + 1}/{args.e2e_repeat} …")
                 runs.append(run_end_to_end(
                     url, schema, settings,
-                    RESULTS_DIR / f"bench-{stamp}-{schema}-abflow-run-{i + 1}.log"))
+                    RESULTS_DIR / f"bench-{stamp}-{schema}-abflow-run-{i + 1}.log",
+                    prefect_server=args.prefect_server))
                 console.print(f"    {runs[-1].seconds:.1f} s wall, {runs[-1].cpu_seconds:.1f} s "
                               f"CPU, load {os.getloadavg()[0]:.1f}")
                 if args.baseline_abflow:
                     baseline.append(run_end_to_end(
                         url, schema, settings,
                         RESULTS_DIR / f"bench-{stamp}-{schema}-baseline-run-{i + 1}.log",
-                        abflow_bin=args.baseline_abflow))
+                        abflow_bin=args.baseline_abflow, prefect_server=args.prefect_server))
                     console.print(f"    baseline {baseline[-1].seconds:.1f} s wall, "
                                   f"{baseline[-1].cpu_seconds:.1f} s CPU")
             e2e = sorted(runs, key=lambda r: r.seconds)[(len(runs) - 1) // 2]
+            if args.incremental:
+                # the daily `abflow run` of an incremental user: a first refresh as of the day
+                # before, then the timed daily one (validation then reads only its window)
+                for label, as_of, mode in (
+                    ("first", generate.AS_OF - timedelta(days=1), "full"),
+                    ("daily", generate.AS_OF, "daily"),
+                ):
+                    run = run_end_to_end(
+                        url, schema, settings,
+                        RESULTS_DIR / f"bench-{stamp}-{schema}-abflow-run-incremental-{label}.log",
+                        prefect_server=args.prefect_server, as_of=as_of, incremental=mode)
+                    e2e_incremental[label] = run
+                    console.print(f"  abflow run, incremental ({label}): {run.seconds:.1f} s "
+                                  f"wall, {run.cpu_seconds:.1f} s CPU, exit {run.exit_code}")
         return SizeResult(
             events=events, schema=schema, units=data.units,
             assignments_rows=data.assignments_rows, data_reused=data.reused,
@@ -624,7 +670,7 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
             match_proposed=None if mismatches_proposed is None else not mismatches_proposed,
             mismatches=mismatches[:20] + (mismatches_proposed or [])[:20],
             e2e=e2e, incremental=incremental, load_average=[load_before, os.getloadavg()[0]],
-            e2e_runs=runs, e2e_baseline_runs=baseline,
+            e2e_runs=runs, e2e_baseline_runs=baseline, e2e_incremental=e2e_incremental,
         )
     finally:
         engine.dispose()
@@ -726,6 +772,27 @@ def print_table(results: list[SizeResult]) -> None:
             f"{r.e2e.peak_tree_rss_mb:.0f}" if r.e2e else "-",
         )
     console.print(t)
+    incremental = [r for r in results if r.incremental]
+    if not incremental:
+        return
+    t = Table(title="incremental refresh (seconds)")
+    for col in ("events", "(b) full pass", "first refresh", "daily refresh", "daily / full",
+                "same numbers", "e2e full", "e2e first", "e2e daily", "e2e daily / full"):
+        t.add_column(col, justify="right")
+    for r in incremental:
+        assert r.incremental is not None
+        first, daily = r.e2e_incremental.get("first"), r.e2e_incremental.get("daily")
+        t.add_row(
+            f"{r.events:,}", f"{r.abflow.median:.2f}", f"{r.incremental.initial_seconds:.2f}",
+            f"{r.incremental.daily_seconds:.2f}",
+            f"{r.incremental.daily_seconds / r.abflow.median:.2f}",
+            "yes" if r.incremental.match_full else "NO",
+            f"{r.e2e.seconds:.1f}" if r.e2e else "-",
+            f"{first.seconds:.1f}" if first else "-",
+            f"{daily.seconds:.1f}" if daily else "-",
+            f"{daily.seconds / r.e2e.seconds:.2f}" if daily and r.e2e else "-",
+        )
+    console.print(t)
 
 
 def to_json(r: SizeResult) -> dict[str, Any]:
@@ -765,6 +832,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="run `abflow run` N times per size (the table shows the median)")
     p.add_argument("--baseline-abflow", type=Path, default=None, metavar="ABFLOW_BIN",
                    help="also run this abflow executable end to end, interleaved (A/B)")
+    p.add_argument("--prefect-server", choices=("kept", "temporary"), default="kept",
+                   help="kept (default): `abflow run` uses the local Prefect server the CLI "
+                        "keeps, started before the timed runs (`abflow server start`); "
+                        "temporary: each run boots its own (ABFLOW_PREFECT_SERVER_IDLE_MINUTES=0)")
     p.add_argument("--incremental", action="store_true",
                    help="also time an incremental refresh: initial a day before as_of, then daily")
     p.add_argument("--regenerate", action="store_true", help="regenerate data even if present")
@@ -813,9 +884,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = args.repeat * len(sizes) if len(args.repeat) == 1 else args.repeat
     out = RESULTS_DIR / f"bench-{stamp}.json"
     results: list[SizeResult] = []
-    for n, repeat in zip(sizes, repeats, strict=True):
-        results.append(measure_size(url, n, repeat, args, settings, stamp))
-        write_json(out, stamp, argv, repeats, settings, info, results)  # partial results survive
+    kept = not args.skip_e2e and args.prefect_server == "kept"
+    if kept:  # booted once, untimed: what a scheduled or repeated `abflow run` finds
+        info["prefect_server"] = kept_server("start")
+        console.print(info["prefect_server"])
+    else:
+        info["prefect_server"] = "temporary (one per run)" if not args.skip_e2e else "-"
+    try:
+        for n, repeat in zip(sizes, repeats, strict=True):
+            results.append(measure_size(url, n, repeat, args, settings, stamp))
+            write_json(out, stamp, argv, repeats, settings, info, results)  # partials survive
+    finally:
+        if kept:
+            console.print(kept_server("stop"))
     print_table(results)
     for r in results:
         for line in r.mismatches:

@@ -20,6 +20,9 @@ from abflow.settings import Settings
 DEMO_AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# `abflow` subprocesses of the tests start a temporary Prefect server per run, never one that
+# outlives the test (tests/flows/test_kept_server.py turns keeping on where it is the subject).
+os.environ.setdefault("ABFLOW_PREFECT_SERVER_IDLE_MINUTES", "0")
 
 
 @pytest.fixture(scope="session")
