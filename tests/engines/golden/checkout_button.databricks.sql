@@ -531,7 +531,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(0 AS DOUBLE) AS den_sum,
     CAST(NULL AS DOUBLE) AS den_mean,
     CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
@@ -543,7 +543,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(0 AS DOUBLE) AS den_pre_sum,
     CAST(NULL AS DOUBLE) AS den_pre_mean,
     CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
@@ -559,8 +559,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    CAST(NULL AS BIGINT) AS c0_den_value_count,
-    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(0 AS BIGINT) AS c0_den_value_count,
+    CAST(0 AS DOUBLE) AS c0_den_sum,
     CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
@@ -571,8 +571,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    CAST(NULL AS BIGINT) AS c1_den_value_count,
-    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(0 AS BIGINT) AS c1_den_value_count,
+    CAST(0 AS DOUBLE) AS c1_den_sum,
     CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
@@ -583,8 +583,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    CAST(NULL AS BIGINT) AS c2_den_value_count,
-    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(0 AS BIGINT) AS c2_den_value_count,
+    CAST(0 AS DOUBLE) AS c2_den_sum,
     CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
@@ -595,8 +595,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    CAST(NULL AS BIGINT) AS c3_den_value_count,
-    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(0 AS BIGINT) AS c3_den_value_count,
+    CAST(0 AS DOUBLE) AS c3_den_sum,
     CAST(NULL AS DOUBLE) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
@@ -682,7 +682,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -705,7 +705,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -728,7 +728,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1706,7 +1706,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(0 AS DOUBLE) AS den_sum,
     CAST(NULL AS DOUBLE) AS den_mean,
     CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
@@ -1718,7 +1718,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(0 AS DOUBLE) AS den_pre_sum,
     CAST(NULL AS DOUBLE) AS den_pre_mean,
     CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
@@ -1734,8 +1734,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    CAST(NULL AS BIGINT) AS c0_den_value_count,
-    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(0 AS BIGINT) AS c0_den_value_count,
+    CAST(0 AS DOUBLE) AS c0_den_sum,
     CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
@@ -1746,8 +1746,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    CAST(NULL AS BIGINT) AS c1_den_value_count,
-    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(0 AS BIGINT) AS c1_den_value_count,
+    CAST(0 AS DOUBLE) AS c1_den_sum,
     CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
@@ -1758,8 +1758,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    CAST(NULL AS BIGINT) AS c2_den_value_count,
-    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(0 AS BIGINT) AS c2_den_value_count,
+    CAST(0 AS DOUBLE) AS c2_den_sum,
     CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
@@ -1770,8 +1770,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    CAST(NULL AS BIGINT) AS c3_den_value_count,
-    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(0 AS BIGINT) AS c3_den_value_count,
+    CAST(0 AS DOUBLE) AS c3_den_sum,
     CAST(NULL AS DOUBLE) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
@@ -1857,7 +1857,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1880,7 +1880,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1903,7 +1903,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2708,7 +2708,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(0 AS DOUBLE) AS den_sum,
     CAST(NULL AS DOUBLE) AS den_mean,
     CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
@@ -2720,7 +2720,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(0 AS DOUBLE) AS den_pre_sum,
     CAST(NULL AS DOUBLE) AS den_pre_mean,
     CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
@@ -2736,8 +2736,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    CAST(NULL AS BIGINT) AS c0_den_value_count,
-    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(0 AS BIGINT) AS c0_den_value_count,
+    CAST(0 AS DOUBLE) AS c0_den_sum,
     CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
@@ -2748,8 +2748,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    CAST(NULL AS BIGINT) AS c1_den_value_count,
-    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(0 AS BIGINT) AS c1_den_value_count,
+    CAST(0 AS DOUBLE) AS c1_den_sum,
     CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
@@ -2760,8 +2760,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    CAST(NULL AS BIGINT) AS c2_den_value_count,
-    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(0 AS BIGINT) AS c2_den_value_count,
+    CAST(0 AS DOUBLE) AS c2_den_sum,
     CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
@@ -2772,8 +2772,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    CAST(NULL AS BIGINT) AS c3_den_value_count,
-    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(0 AS BIGINT) AS c3_den_value_count,
+    CAST(0 AS DOUBLE) AS c3_den_sum,
     CAST(NULL AS DOUBLE) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
@@ -2859,7 +2859,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2882,7 +2882,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2905,7 +2905,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END

@@ -550,7 +550,7 @@ WITH unit_metric_events AS (
     AVG(CASE WHEN num_post THEN value END) AS num_mean,
     CAST(NULL AS DOUBLE PRECISION) AS num_max,
     COUNT(CASE WHEN den_post THEN 1 END) AS den_count,
-    CAST(NULL AS DOUBLE PRECISION) AS den_sum,
+    CAST(0 AS DOUBLE PRECISION) AS den_sum,
     CAST(NULL AS DOUBLE PRECISION) AS den_mean,
     CAST(NULL AS DOUBLE PRECISION) AS den_max,
     COUNT(CASE WHEN num_pre THEN 1 END) AS pre_count,
@@ -558,7 +558,7 @@ WITH unit_metric_events AS (
     AVG(CASE WHEN num_pre THEN value END) AS pre_mean,
     CAST(NULL AS DOUBLE PRECISION) AS pre_max,
     COUNT(CASE WHEN den_pre THEN 1 END) AS den_pre_count,
-    CAST(NULL AS DOUBLE PRECISION) AS den_pre_sum,
+    CAST(0 AS DOUBLE PRECISION) AS den_pre_sum,
     CAST(NULL AS DOUBLE PRECISION) AS den_pre_mean,
     CAST(NULL AS DOUBLE PRECISION) AS den_pre_max,
     COUNT(CASE WHEN num_early THEN 1 END) AS early_count,
@@ -568,32 +568,32 @@ WITH unit_metric_events AS (
     SUM(CASE WHEN is_num AND exposure_cohort = 0 THEN value END) AS c0_num_sum,
     CAST(NULL AS DOUBLE PRECISION) AS c0_num_max,
     COUNT(CASE WHEN is_den AND exposure_cohort = 0 THEN 1 END) AS c0_den_count,
-    CAST(NULL AS BIGINT) AS c0_den_value_count,
-    CAST(NULL AS DOUBLE PRECISION) AS c0_den_sum,
+    CAST(0 AS BIGINT) AS c0_den_value_count,
+    CAST(0 AS DOUBLE PRECISION) AS c0_den_sum,
     CAST(NULL AS DOUBLE PRECISION) AS c0_den_max,
     COUNT(CASE WHEN is_num AND exposure_cohort = 1 THEN 1 END) AS c1_num_count,
     COUNT(CASE WHEN is_num AND exposure_cohort = 1 THEN value END) AS c1_num_value_count,
     SUM(CASE WHEN is_num AND exposure_cohort = 1 THEN value END) AS c1_num_sum,
     CAST(NULL AS DOUBLE PRECISION) AS c1_num_max,
     COUNT(CASE WHEN is_den AND exposure_cohort = 1 THEN 1 END) AS c1_den_count,
-    CAST(NULL AS BIGINT) AS c1_den_value_count,
-    CAST(NULL AS DOUBLE PRECISION) AS c1_den_sum,
+    CAST(0 AS BIGINT) AS c1_den_value_count,
+    CAST(0 AS DOUBLE PRECISION) AS c1_den_sum,
     CAST(NULL AS DOUBLE PRECISION) AS c1_den_max,
     COUNT(CASE WHEN is_num AND exposure_cohort = 2 THEN 1 END) AS c2_num_count,
     COUNT(CASE WHEN is_num AND exposure_cohort = 2 THEN value END) AS c2_num_value_count,
     SUM(CASE WHEN is_num AND exposure_cohort = 2 THEN value END) AS c2_num_sum,
     CAST(NULL AS DOUBLE PRECISION) AS c2_num_max,
     COUNT(CASE WHEN is_den AND exposure_cohort = 2 THEN 1 END) AS c2_den_count,
-    CAST(NULL AS BIGINT) AS c2_den_value_count,
-    CAST(NULL AS DOUBLE PRECISION) AS c2_den_sum,
+    CAST(0 AS BIGINT) AS c2_den_value_count,
+    CAST(0 AS DOUBLE PRECISION) AS c2_den_sum,
     CAST(NULL AS DOUBLE PRECISION) AS c2_den_max,
     COUNT(CASE WHEN is_num AND exposure_cohort = 3 THEN 1 END) AS c3_num_count,
     COUNT(CASE WHEN is_num AND exposure_cohort = 3 THEN value END) AS c3_num_value_count,
     SUM(CASE WHEN is_num AND exposure_cohort = 3 THEN value END) AS c3_num_sum,
     CAST(NULL AS DOUBLE PRECISION) AS c3_num_max,
     COUNT(CASE WHEN is_den AND exposure_cohort = 3 THEN 1 END) AS c3_den_count,
-    CAST(NULL AS BIGINT) AS c3_den_value_count,
-    CAST(NULL AS DOUBLE PRECISION) AS c3_den_sum,
+    CAST(0 AS BIGINT) AS c3_den_value_count,
+    CAST(0 AS DOUBLE PRECISION) AS c3_den_sum,
     CAST(NULL AS DOUBLE PRECISION) AS c3_den_max
   FROM phased_events
   GROUP BY
@@ -679,7 +679,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -702,7 +702,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -725,7 +725,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END

@@ -547,7 +547,7 @@ WITH unit_metric_events AS (
     AVG(IFF(num_post, value, NULL)) AS num_mean,
     CAST(NULL AS DOUBLE) AS num_max,
     COUNT_IF(den_post) AS den_count,
-    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(0 AS DOUBLE) AS den_sum,
     CAST(NULL AS DOUBLE) AS den_mean,
     CAST(NULL AS DOUBLE) AS den_max,
     COUNT_IF(num_pre) AS pre_count,
@@ -555,7 +555,7 @@ WITH unit_metric_events AS (
     AVG(IFF(num_pre, value, NULL)) AS pre_mean,
     CAST(NULL AS DOUBLE) AS pre_max,
     COUNT_IF(den_pre) AS den_pre_count,
-    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(0 AS DOUBLE) AS den_pre_sum,
     CAST(NULL AS DOUBLE) AS den_pre_mean,
     CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT_IF(num_early) AS early_count,
@@ -565,32 +565,32 @@ WITH unit_metric_events AS (
     SUM(IFF(is_num AND exposure_cohort = 0, value, NULL)) AS c0_num_sum,
     CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT_IF(is_den AND exposure_cohort = 0) AS c0_den_count,
-    CAST(NULL AS BIGINT) AS c0_den_value_count,
-    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(0 AS BIGINT) AS c0_den_value_count,
+    CAST(0 AS DOUBLE) AS c0_den_sum,
     CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT_IF(is_num AND exposure_cohort = 1) AS c1_num_count,
     COUNT(IFF(is_num AND exposure_cohort = 1, value, NULL)) AS c1_num_value_count,
     SUM(IFF(is_num AND exposure_cohort = 1, value, NULL)) AS c1_num_sum,
     CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT_IF(is_den AND exposure_cohort = 1) AS c1_den_count,
-    CAST(NULL AS BIGINT) AS c1_den_value_count,
-    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(0 AS BIGINT) AS c1_den_value_count,
+    CAST(0 AS DOUBLE) AS c1_den_sum,
     CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT_IF(is_num AND exposure_cohort = 2) AS c2_num_count,
     COUNT(IFF(is_num AND exposure_cohort = 2, value, NULL)) AS c2_num_value_count,
     SUM(IFF(is_num AND exposure_cohort = 2, value, NULL)) AS c2_num_sum,
     CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT_IF(is_den AND exposure_cohort = 2) AS c2_den_count,
-    CAST(NULL AS BIGINT) AS c2_den_value_count,
-    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(0 AS BIGINT) AS c2_den_value_count,
+    CAST(0 AS DOUBLE) AS c2_den_sum,
     CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT_IF(is_num AND exposure_cohort = 3) AS c3_num_count,
     COUNT(IFF(is_num AND exposure_cohort = 3, value, NULL)) AS c3_num_value_count,
     SUM(IFF(is_num AND exposure_cohort = 3, value, NULL)) AS c3_num_sum,
     CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT_IF(is_den AND exposure_cohort = 3) AS c3_den_count,
-    CAST(NULL AS BIGINT) AS c3_den_value_count,
-    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(0 AS BIGINT) AS c3_den_value_count,
+    CAST(0 AS DOUBLE) AS c3_den_sum,
     CAST(NULL AS DOUBLE) AS c3_den_max
   FROM phased_events
   GROUP BY
@@ -676,7 +676,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -699,7 +699,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -722,7 +722,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END

@@ -532,7 +532,7 @@ WITH unit_metric_events AS (
     CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(0 AS DOUBLE) AS den_sum,
     CAST(NULL AS DOUBLE) AS den_mean,
     CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
@@ -544,7 +544,7 @@ WITH unit_metric_events AS (
     CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(0 AS DOUBLE) AS den_pre_sum,
     CAST(NULL AS DOUBLE) AS den_pre_mean,
     CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
@@ -560,8 +560,8 @@ WITH unit_metric_events AS (
     CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    CAST(NULL AS BIGINT) AS c0_den_value_count,
-    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(0 AS BIGINT) AS c0_den_value_count,
+    CAST(0 AS DOUBLE) AS c0_den_sum,
     CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
@@ -572,8 +572,8 @@ WITH unit_metric_events AS (
     CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    CAST(NULL AS BIGINT) AS c1_den_value_count,
-    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(0 AS BIGINT) AS c1_den_value_count,
+    CAST(0 AS DOUBLE) AS c1_den_sum,
     CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
@@ -584,8 +584,8 @@ WITH unit_metric_events AS (
     CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    CAST(NULL AS BIGINT) AS c2_den_value_count,
-    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(0 AS BIGINT) AS c2_den_value_count,
+    CAST(0 AS DOUBLE) AS c2_den_sum,
     CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
@@ -596,8 +596,8 @@ WITH unit_metric_events AS (
     CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    CAST(NULL AS BIGINT) AS c3_den_value_count,
-    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(0 AS BIGINT) AS c3_den_value_count,
+    CAST(0 AS DOUBLE) AS c3_den_sum,
     CAST(NULL AS DOUBLE) AS c3_den_max
   FROM phased_events
   GROUP BY
@@ -683,7 +683,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -706,7 +706,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -729,7 +729,7 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END

@@ -541,7 +541,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(0 AS DOUBLE) AS den_sum,
     CAST(NULL AS DOUBLE) AS den_mean,
     CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
@@ -553,7 +553,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(0 AS DOUBLE) AS den_pre_sum,
     CAST(NULL AS DOUBLE) AS den_pre_mean,
     CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
@@ -569,8 +569,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    CAST(NULL AS BIGINT) AS c0_den_value_count,
-    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(0 AS BIGINT) AS c0_den_value_count,
+    CAST(0 AS DOUBLE) AS c0_den_sum,
     CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
@@ -581,8 +581,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    CAST(NULL AS BIGINT) AS c1_den_value_count,
-    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(0 AS BIGINT) AS c1_den_value_count,
+    CAST(0 AS DOUBLE) AS c1_den_sum,
     CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
@@ -593,8 +593,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    CAST(NULL AS BIGINT) AS c2_den_value_count,
-    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(0 AS BIGINT) AS c2_den_value_count,
+    CAST(0 AS DOUBLE) AS c2_den_sum,
     CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
@@ -605,8 +605,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    CAST(NULL AS BIGINT) AS c3_den_value_count,
-    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(0 AS BIGINT) AS c3_den_value_count,
+    CAST(0 AS DOUBLE) AS c3_den_sum,
     CAST(NULL AS DOUBLE) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
@@ -692,7 +692,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -715,7 +715,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -738,7 +738,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1726,7 +1726,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(0 AS DOUBLE) AS den_sum,
     CAST(NULL AS DOUBLE) AS den_mean,
     CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
@@ -1738,7 +1738,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(0 AS DOUBLE) AS den_pre_sum,
     CAST(NULL AS DOUBLE) AS den_pre_mean,
     CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
@@ -1754,8 +1754,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    CAST(NULL AS BIGINT) AS c0_den_value_count,
-    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(0 AS BIGINT) AS c0_den_value_count,
+    CAST(0 AS DOUBLE) AS c0_den_sum,
     CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
@@ -1766,8 +1766,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    CAST(NULL AS BIGINT) AS c1_den_value_count,
-    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(0 AS BIGINT) AS c1_den_value_count,
+    CAST(0 AS DOUBLE) AS c1_den_sum,
     CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
@@ -1778,8 +1778,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    CAST(NULL AS BIGINT) AS c2_den_value_count,
-    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(0 AS BIGINT) AS c2_den_value_count,
+    CAST(0 AS DOUBLE) AS c2_den_sum,
     CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
@@ -1790,8 +1790,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    CAST(NULL AS BIGINT) AS c3_den_value_count,
-    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(0 AS BIGINT) AS c3_den_value_count,
+    CAST(0 AS DOUBLE) AS c3_den_sum,
     CAST(NULL AS DOUBLE) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
@@ -1877,7 +1877,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1900,7 +1900,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1923,7 +1923,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2737,7 +2737,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS num_max,
     COUNT(*) FILTER(WHERE
       den_post) AS den_count,
-    CAST(NULL AS DOUBLE) AS den_sum,
+    CAST(0 AS DOUBLE) AS den_sum,
     CAST(NULL AS DOUBLE) AS den_mean,
     CAST(NULL AS DOUBLE) AS den_max,
     COUNT(*) FILTER(WHERE
@@ -2749,7 +2749,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS pre_max,
     COUNT(*) FILTER(WHERE
       den_pre) AS den_pre_count,
-    CAST(NULL AS DOUBLE) AS den_pre_sum,
+    CAST(0 AS DOUBLE) AS den_pre_sum,
     CAST(NULL AS DOUBLE) AS den_pre_mean,
     CAST(NULL AS DOUBLE) AS den_pre_max,
     COUNT(*) FILTER(WHERE
@@ -2765,8 +2765,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c0_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 0) AS c0_den_count,
-    CAST(NULL AS BIGINT) AS c0_den_value_count,
-    CAST(NULL AS DOUBLE) AS c0_den_sum,
+    CAST(0 AS BIGINT) AS c0_den_value_count,
+    CAST(0 AS DOUBLE) AS c0_den_sum,
     CAST(NULL AS DOUBLE) AS c0_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 1) AS c1_num_count,
@@ -2777,8 +2777,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c1_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 1) AS c1_den_count,
-    CAST(NULL AS BIGINT) AS c1_den_value_count,
-    CAST(NULL AS DOUBLE) AS c1_den_sum,
+    CAST(0 AS BIGINT) AS c1_den_value_count,
+    CAST(0 AS DOUBLE) AS c1_den_sum,
     CAST(NULL AS DOUBLE) AS c1_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 2) AS c2_num_count,
@@ -2789,8 +2789,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c2_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 2) AS c2_den_count,
-    CAST(NULL AS BIGINT) AS c2_den_value_count,
-    CAST(NULL AS DOUBLE) AS c2_den_sum,
+    CAST(0 AS BIGINT) AS c2_den_value_count,
+    CAST(0 AS DOUBLE) AS c2_den_sum,
     CAST(NULL AS DOUBLE) AS c2_den_max,
     COUNT(*) FILTER(WHERE
       is_num AND exposure_cohort = 3) AS c3_num_count,
@@ -2801,8 +2801,8 @@ WITH abflow_units_raw_exposures AS (
     CAST(NULL AS DOUBLE) AS c3_num_max,
     COUNT(*) FILTER(WHERE
       is_den AND exposure_cohort = 3) AS c3_den_count,
-    CAST(NULL AS BIGINT) AS c3_den_value_count,
-    CAST(NULL AS DOUBLE) AS c3_den_sum,
+    CAST(0 AS BIGINT) AS c3_den_value_count,
+    CAST(0 AS DOUBLE) AS c3_den_sum,
     CAST(NULL AS DOUBLE) AS c3_den_max
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
@@ -2888,7 +2888,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    COALESCE(a.c1_num_count, 0) + COALESCE(a.c1_den_count, 0) > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0 AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2911,7 +2911,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    COALESCE(a.c2_num_count, 0) + COALESCE(a.c2_den_count, 0) > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0 AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2934,7 +2934,7 @@ WITH abflow_units_raw_exposures AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    COALESCE(a.c3_num_count, 0) + COALESCE(a.c3_den_count, 0) > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0 AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
