@@ -1,7 +1,10 @@
 -- Per-unit values of one experiment, in one pass over its events: one row per (unit, metric)
 -- that has events, with the unit's value y, ratio denominator x, CUPED covariate c (ratios: of
--- the numerator), pre-exposure denominator d (ratio CUPED) and contamination flag. metric_final.sql turns these rows into the sufficient statistics; the
--- incremental refresh feeds the same final step from its merged partials.
+-- the numerator), pre-exposure denominator d (ratio CUPED), contamination flag, and per
+-- exposure-age cohort k (days 0-6, 7-13, 14-20, 21+ since exposure) whether the unit has a row
+-- in it (in_k) and its value y_k and denominator x_k. metric_final.sql turns these rows into the
+-- sufficient statistics (exposure_age.sql unpivots the cohorts for it); the incremental refresh
+-- feeds the same final step from its merged partials (incremental_stats.sql, same columns).
 -- Reads abflow_units (units.sql), abflow_metric_events (metric_events.sql) and the events source.
 --
 -- Shape (measured in benchmarks/, EXPLAIN at 5M events on PostgreSQL): the events scan joins
