@@ -303,3 +303,58 @@ def test_pruned_aggregates_change_no_number(
                     assert g[key] == pytest.approx(value, rel=1e-12), (name, key)
                 else:
                     assert g[key] == value, (name, key)
+
+
+@pytest.mark.parametrize("capped", [False, True], ids=["uncapped", "capped"])
+def test_cohort_sums_equal_the_per_unit_final_step(
+    frames: tuple[pd.DataFrame, pd.DataFrame], capped: bool
+) -> None:
+    """Cohort rows summed straight from the stage = the shared final step over pseudo-units."""
+    spend: dict[str, Any] = {"key": "spend", "kind": "mean", "event": "buy", "value": "sum"}
+    if capped:
+        spend["capping"] = {"type": "percentile", "upper": 0.9}
+    experiment = _aggregations_experiment(
+        [
+            {"key": "buy", "kind": "proportion", "event": "buy", "role": "primary"},
+            spend,
+            {"key": "top", "kind": "mean", "event": "load", "value": "max"},
+            {"key": "lat", "kind": "mean", "event": "load", "value": "mean"},
+            {
+                "key": "per_load",
+                "kind": "ratio",
+                "numerator": {"event": "buy", "value": "sum"},
+                "denominator": {"event": "load", "value": "count"},
+            },
+        ],
+        cuped={"lookback_days": 7},
+    )
+    values = plan.analysis_values(experiment, AS_OF)
+    stages = [
+        *plan.stage_statements(experiment, AS_OF),
+        *plan.metric_stats_statements(experiment, values),
+    ]
+    wh = _warehouse(frames)
+    sources = extract.default_sources("assignments", "events")
+    with wh.session() as ex:
+        execute_plan(ex, stages, sources)
+        sums = execute_plan(
+            ex, [plan.exposure_age_statement(experiment, values, per_unit=False)], sources
+        )["exposure_age_stats"]
+        per_unit = execute_plan(
+            ex, [plan.exposure_age_statement(experiment, values, per_unit=True)], sources
+        )["exposure_age_stats"]
+    wh.close()
+    # the automatic choice: pseudo-units exactly when a metric is capped
+    auto = plan.exposure_age_statement(experiment, values)
+    assert ("exposure_age_units" in auto.query.sql()) == capped
+    # (with a capped metric only the per-unit form has its capped rows right: it is the one used)
+    uncapped = [r for r in per_unit if not r["capped"]]
+    summed = [r for r in sums if not r["capped"]]
+    assert len(summed) == len(uncapped) == 5 * 2 * 4  # metrics x arms x cohorts
+    for got, want in zip(summed, uncapped, strict=True):
+        assert got.keys() == want.keys()
+        for column, value in want.items():
+            if isinstance(value, float):
+                assert got[column] == pytest.approx(value, rel=1e-12, abs=1e-12), column
+            else:
+                assert got[column] == value, column
