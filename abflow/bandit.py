@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from scipy import stats as sps
 
 from abflow.bandit_periods import period_index, stratified_arms, usable_periods
 from abflow.definitions import Experiment
 from abflow.results import VariantStatRow
 from abflow.stats import MeanStats, ProportionStats, RatioStats
+
+if TYPE_CHECKING:
+    from scipy.stats import rv_continuous
 
 BanditStats = ProportionStats | MeanStats | RatioStats
 Direction = Literal["increase", "decrease"]
@@ -38,8 +40,12 @@ class BanditDecision:
     reason: str
 
 
-def _posterior(s: BanditStats) -> sps.rv_continuous:
+def _posterior(s: BanditStats) -> rv_continuous:
     """Beta(1+conversions, 1+failures) for proportions; N(mean, var/n) for means and ratios."""
+    # imported here: scipy.stats costs ~0.5 s to import, and only bandits need it (every
+    # `abflow run` imports this module through the analysis flow)
+    from scipy import stats as sps
+
     if isinstance(s, ProportionStats):
         conversions = min(max(float(s.sum), 0.0), float(s.n))
         return sps.beta(1.0 + conversions, 1.0 + float(s.n) - conversions)
