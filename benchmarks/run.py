@@ -91,10 +91,13 @@ exposed as (
 
 exposed_events as (
     -- every unit joined to its events once; exact duplicate rows (same unit, event, value and
-    -- time) count once, as in abflow
+    -- time) count once, as in abflow. The text keys sort in byte order (collation "C"), as
+    -- abflow's pass does: with the database's collation (C.UTF-8 here) every comparison calls
+    -- strcoll, and this sort took 1.5 s longer at 5M events
     select distinct
-        x.unit_id, x.variant_key, x.analysed, x.t0, x.pre,
-        e.event_name, e.value, e.occurred_at
+        x.unit_id collate "C" as unit_id, x.variant_key collate "C" as variant_key,
+        x.analysed, x.t0, x.pre,
+        e.event_name collate "C" as event_name, e.value, e.occurred_at
     from exposed as x
     left join {events} as e
         on e.unit_id = x.unit_id

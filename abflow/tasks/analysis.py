@@ -68,6 +68,10 @@ def validate_data(
     with engine_for(settings, elsewhere or url).connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
+            # No parallel workers: the checks run beside the extraction, finish well before it,
+            # and workers would take the cores the extraction's one pass runs on (at 5M events
+            # on 2 cores the pass took ~1.3 s longer beside parallel checks; benchmarks/README).
+            conn.exec_driver_sql("set local max_parallel_workers_per_gather = 0")
             return validate_postgres(conn, settings.schema_name, experiment, as_of, **common)
 
 

@@ -418,6 +418,28 @@ def _filter_as_case(query: exp.Expr, *, copy: bool = True) -> exp.Expr:
 
 NO_FILTER_CLAUSE = frozenset({"redshift"})
 
+# Collations the canonical SQL names: "C" (byte order) on the sort keys of the big sorts, and
+# "default" to hand a column back with the database's own collation.
+BYTE_ORDER_COLLATIONS = frozenset({"C", "default"})
+
+
+def _byte_order_collation(query: exp.Expr, *, copy: bool = True) -> exp.Expr:
+    """`x COLLATE "C"` / `x COLLATE "default"` -> `x` on every engine but PostgreSQL.
+
+    PostgreSQL compares text with the database's collation (strcoll, no abbreviated sort keys,
+    unless it is "C"); the canonical SQL sorts its text keys (unit ids, event names) in byte
+    order there, which changes no equality for deterministic collations and made the events
+    sorts ~1.2-4x faster (benchmarks/README.md). DuckDB, Spark and the cloud warehouses compare
+    strings in binary order by default and do not all know a collation called "C".
+    """
+
+    def transform(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Collate) and node.expression.name in BYTE_ORDER_COLLATIONS:
+            return node.this
+        return node
+
+    return query.transform(transform, copy=copy)
+
 
 def to_sql(query: exp.Expr, dialect_name: str, *, copy: bool = True) -> str:
     """Generate `query` in `dialect_name`; constructs the dialect cannot express raise.
@@ -428,6 +450,8 @@ def to_sql(query: exp.Expr, dialect_name: str, *, copy: bool = True) -> str:
     query = _timestamp_arithmetic(query, copy=copy)
     if dialect_name in NO_FILTER_CLAUSE:
         query = _filter_as_case(query, copy=False)
+    if dialect_name != "postgres":
+        query = _byte_order_collation(query, copy=False)
     try:
         return query.sql(
             dialect=d.sqlglot,

@@ -37,8 +37,11 @@ labelled as (
 ranked as (
     select
         *,
-        row_number() over (partition by variant_key, multiple, unknown order by unit_id)
-            as unit_rank
+        -- samples: the first units in byte order (collation "C", as on every other engine)
+        row_number() over (
+            partition by variant_key collate "C", multiple, unknown
+            order by unit_id collate "C"
+        ) as unit_rank
     from labelled
 ),
 

@@ -60,9 +60,10 @@ read_events as (
 filtered_events as (
     -- one row per (event, metric reading it) and the sides it counts on after the filters;
     -- exact duplicates (same instant, value and sides) count once, as in metric_stats.sql
+    -- (text keys in byte order, collation "C", as in metric_stats.sql)
     select distinct
-        ue.unit_id,
-        m.metric_key,
+        ue.unit_id collate "C" as unit_id,
+        m.metric_key collate "C" as metric_key,
         ue.first_exposed_at,
         ue.occurred_at,
         ue.value,
@@ -115,8 +116,8 @@ classified_events as (
 
 final as (
     select
-        unit_id,
-        metric_key,
+        unit_id collate "default" as unit_id,
+        metric_key collate "default" as metric_key,
         sealed,
         count(*) filter (where is_num) as num_count,
         count(value) filter (where is_num) as num_value_count,

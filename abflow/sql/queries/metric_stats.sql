@@ -27,8 +27,10 @@ unit_metric_events as (
     -- abflow/warehouse/plan.py replaces it with one predicate per side (values bound, property
     -- names as literal JSON paths), TRUE where no metric filters that side. An event counts on
     -- a side only if it passes that side's filter.
+    -- (unit ids sort in byte order, collation "C": with the database's collation every
+    -- comparison calls strcoll; dialects.py drops the COLLATE on other engines)
     select distinct
-        u.unit_id,
+        u.unit_id collate "C" as unit_id,
         m.metric_id,
         u.first_exposed_at,
         e.occurred_at,
@@ -166,7 +168,7 @@ unit_metric_values as (
     -- one row per (unit, metric) with events: value y, ratio denominator x, CUPED covariate c,
     -- pre-exposure ratio denominator d
     select
-        a.unit_id,
+        a.unit_id collate "default" as unit_id,
         a.metric_id,
         case m.y_agg
             when 'any' then case when a.num_count > 0 then 1.0 else 0.0 end

@@ -408,7 +408,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events_final AS final
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -612,7 +612,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events
 ), abflow_unit_values_unit_metric_values AS (
   SELECT
-    a.unit_id,
+    a.unit_id AS unit_id,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'
@@ -1583,7 +1583,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events_final AS final
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -1787,7 +1787,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events
 ), abflow_unit_values_unit_metric_values AS (
   SELECT
-    a.unit_id,
+    a.unit_id AS unit_id,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'
@@ -1942,7 +1942,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(:quantile_defs_1_zero_fill AS INT) AS zero_fill
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -2585,7 +2585,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events_final AS final
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -2789,7 +2789,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events
 ), abflow_unit_values_unit_metric_values AS (
   SELECT
-    a.unit_id,
+    a.unit_id AS unit_id,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'

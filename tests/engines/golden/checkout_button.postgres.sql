@@ -437,7 +437,7 @@ ANALYZE abflow_metric_events;
 CREATE TEMPORARY TABLE abflow_unit_values ON COMMIT DROP AS
 WITH unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id COLLATE "C" AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -644,7 +644,7 @@ WITH unit_metric_events AS (
   FROM abflow_metric_events
 ), unit_metric_values AS (
   SELECT
-    a.unit_id,
+    a.unit_id COLLATE "default" AS unit_id,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'
@@ -1239,7 +1239,7 @@ WITH quantile_defs AS (
     CAST(%(quantile_defs_1_zero_fill)s AS INT) AS zero_fill
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id COLLATE "C" AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -2096,7 +2096,10 @@ WITH raw_exposures AS (
 ), ranked AS (
   SELECT
     *,
-    ROW_NUMBER() OVER (PARTITION BY variant_key, multiple, unknown ORDER BY unit_id) AS unit_rank
+    ROW_NUMBER() OVER (
+      PARTITION BY variant_key COLLATE "C", multiple, unknown
+      ORDER BY unit_id COLLATE "C"
+    ) AS unit_rank
   FROM labelled
 ), final AS (
   SELECT
@@ -2217,7 +2220,7 @@ WITH asset AS (
     e.value,
     CASE
       WHEN ROW_NUMBER() OVER (
-        PARTITION BY e.unit_id, e.event_name, e.occurred_at, e.value
+        PARTITION BY e.unit_id COLLATE "C", e.event_name COLLATE "C", e.occurred_at, e.value
         ORDER BY e.occurred_at
       ) > 1
       THEN e.unit_id

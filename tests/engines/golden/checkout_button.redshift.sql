@@ -428,7 +428,7 @@ FROM final;
 CREATE TEMP TABLE abflow_unit_values AS
 WITH unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -609,7 +609,7 @@ WITH unit_metric_events AS (
   FROM abflow_metric_events
 ), unit_metric_values AS (
   SELECT
-    a.unit_id,
+    a.unit_id AS unit_id,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'
@@ -1196,7 +1196,7 @@ WITH quantile_defs AS (
     CAST(%(quantile_defs_1_zero_fill)s AS INTEGER) AS zero_fill
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,

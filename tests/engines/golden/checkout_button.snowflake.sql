@@ -425,7 +425,7 @@ FROM final;
 CREATE OR REPLACE TEMPORARY TABLE abflow_unit_values AS
 WITH unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -606,7 +606,7 @@ WITH unit_metric_events AS (
   FROM abflow_metric_events
 ), unit_metric_values AS (
   SELECT
-    a.unit_id,
+    a.unit_id AS unit_id,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'
@@ -1193,7 +1193,7 @@ WITH quantile_defs AS (
     CAST(:quantile_defs_1_zero_fill AS INT) AS zero_fill
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,

@@ -415,7 +415,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events_final AS final
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -622,7 +622,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events
 ), abflow_unit_values_unit_metric_values AS (
   SELECT
-    a.unit_id,
+    a.unit_id AS unit_id,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'
@@ -1600,7 +1600,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events_final AS final
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -1807,7 +1807,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events
 ), abflow_unit_values_unit_metric_values AS (
   SELECT
-    a.unit_id,
+    a.unit_id AS unit_id,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'
@@ -1962,7 +1962,7 @@ WITH abflow_units_raw_exposures AS (
     CAST(:quantile_defs_1_zero_fill AS INTEGER) AS zero_fill
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -2611,7 +2611,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events_final AS final
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
-    u.unit_id,
+    u.unit_id AS unit_id,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -2818,7 +2818,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_metric_events
 ), abflow_unit_values_unit_metric_values AS (
   SELECT
-    a.unit_id,
+    a.unit_id AS unit_id,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'
