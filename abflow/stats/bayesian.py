@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import integrate, special
+from scipy import special
 
 from abflow.stats.models import ProportionStats
 
@@ -89,6 +89,8 @@ def _p_x_greater_quad(ax: float, bx: float, ay: float, by: float) -> float:
     mean = ax / (ax + bx)
     sd = math.sqrt(ax * bx / ((ax + bx) ** 2 * (ax + bx + 1.0)))
     lo, hi = max(0.0, mean - 40.0 * sd), min(1.0, mean + 40.0 * sd)
+    from scipy import integrate  # only for huge counts; not imported by every run
+
     value, _ = integrate.quad(
         lambda x: (
             math.exp((ax - 1) * math.log(x) + (bx - 1) * math.log1p(-x) - special.betaln(ax, bx))

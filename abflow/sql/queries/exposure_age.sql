@@ -42,6 +42,7 @@ final as (
     -- per (unit, cohort) values; no CUPED covariate, no contamination flag by cohort
     select
         unit_id || ':0' as unit_id,
+        variant_key,
         metric_id,
         y_0 as y,
         x_0 as x,
@@ -53,6 +54,7 @@ final as (
     union all
     select
         unit_id || ':1' as unit_id,
+        variant_key,
         metric_id,
         y_1 as y,
         x_1 as x,
@@ -64,6 +66,7 @@ final as (
     union all
     select
         unit_id || ':2' as unit_id,
+        variant_key,
         metric_id,
         y_2 as y,
         x_2 as x,
@@ -75,6 +78,7 @@ final as (
     union all
     select
         unit_id || ':3' as unit_id,
+        variant_key,
         metric_id,
         y_3 as y,
         x_3 as x,
@@ -99,32 +103,21 @@ select * from final
 -- name: sums
 with
 
-unit_weeks as (
-    -- whether each unit has been exposed for the first day of cohorts 1-3 by as_of
-    select
-        unit_id,
-        variant_key,
-        first_exposed_at + 7 * interval '1 day' <= :as_of as exposed_1,
-        first_exposed_at + 14 * interval '1 day' <= :as_of as exposed_2,
-        first_exposed_at + 21 * interval '1 day' <= :as_of as exposed_3
-    from abflow_units
-),
-
 cohort_values as (
-    -- each unit's value in cohort k; NULL where it does not count there
+    -- each unit's value in cohort k; NULL where it does not count there (in_k already requires
+    -- the unit to have been exposed for the cohort's first day by as_of)
     select
-        uv.metric_id,
-        u.variant_key,
-        case when uv.in_0 then uv.y_0 end as y_0,
-        case when uv.in_0 then uv.x_0 end as x_0,
-        case when uv.in_1 and u.exposed_1 then uv.y_1 end as y_1,
-        case when uv.in_1 and u.exposed_1 then uv.x_1 end as x_1,
-        case when uv.in_2 and u.exposed_2 then uv.y_2 end as y_2,
-        case when uv.in_2 and u.exposed_2 then uv.x_2 end as x_2,
-        case when uv.in_3 and u.exposed_3 then uv.y_3 end as y_3,
-        case when uv.in_3 and u.exposed_3 then uv.x_3 end as x_3
-    from abflow_unit_values as uv
-    inner join unit_weeks as u on u.unit_id = uv.unit_id
+        metric_id,
+        variant_key,
+        case when in_0 then y_0 end as y_0,
+        case when in_0 then x_0 end as x_0,
+        case when in_1 then y_1 end as y_1,
+        case when in_1 then x_1 end as x_1,
+        case when in_2 then y_2 end as y_2,
+        case when in_2 then x_2 end as x_2,
+        case when in_3 then y_3 end as y_3,
+        case when in_3 then x_3 end as x_3
+    from abflow_unit_values
 ),
 
 final as (

@@ -176,9 +176,11 @@ metric_aggs as (
 ),
 
 final as (
-    -- one row per (unit, metric) with a partial, as in metric_stats.sql
+    -- one row per analysed (unit, metric) with a partial, as in metric_stats.sql (with the
+    -- unit's variant, and its cohorts 1-3 only once it has been exposed for their first day)
     select
         ue.unit_id,
+        u.variant_key,
         m.metric_id,
         case m.y_agg
             when 'any' then case when ue.num_count > 0 then 1.0 else 0.0 end
@@ -222,7 +224,8 @@ final as (
             when 'mean' then ue.c0_den_mean
             when 'max' then ue.c0_den_max
         end as x_0,
-        ue.c1_num_count + ue.c1_den_count > 0 as in_1,
+        ue.c1_num_count + ue.c1_den_count > 0
+            and u.first_exposed_at + 7 * interval '1 day' <= :as_of as in_1,
         case m.y_agg
             when 'any' then case when ue.c1_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then ue.c1_num_sum
@@ -236,7 +239,8 @@ final as (
             when 'mean' then ue.c1_den_mean
             when 'max' then ue.c1_den_max
         end as x_1,
-        ue.c2_num_count + ue.c2_den_count > 0 as in_2,
+        ue.c2_num_count + ue.c2_den_count > 0
+            and u.first_exposed_at + 14 * interval '1 day' <= :as_of as in_2,
         case m.y_agg
             when 'any' then case when ue.c2_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then ue.c2_num_sum
@@ -250,7 +254,8 @@ final as (
             when 'mean' then ue.c2_den_mean
             when 'max' then ue.c2_den_max
         end as x_2,
-        ue.c3_num_count + ue.c3_den_count > 0 as in_3,
+        ue.c3_num_count + ue.c3_den_count > 0
+            and u.first_exposed_at + 21 * interval '1 day' <= :as_of as in_3,
         case m.y_agg
             when 'any' then case when ue.c3_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then ue.c3_num_sum
@@ -265,6 +270,7 @@ final as (
             when 'max' then ue.c3_den_max
         end as x_3
     from unit_events as ue
+    inner join abflow_units as u on u.unit_id = ue.unit_id
     inner join metric_aggs as m on m.metric_key = ue.metric_key
 )
 

@@ -1,7 +1,8 @@
 -- Sufficient statistics per metric x variant x segment from per-unit values: the one final step
 -- shared by the full pass (metric_stats.sql) and the incremental refresh (incremental_stats.sql),
--- which each supply the relation unit_values(unit_id, metric_id, y, x, c, d, contaminated) as a
--- CTE. Reads abflow_unit_segments (unit_segments.sql) and abflow_metric_events (metric_events.sql).
+-- which each supply the relation unit_values(unit_id, variant_key, metric_id, y, x, c, d,
+-- contaminated) as a CTE. Reads abflow_unit_segments (unit_segments.sql) and
+-- abflow_metric_events (metric_events.sql).
 -- Units without a unit_values row had no events of the metric: they add 0 to the sums of
 -- any/sum/count metrics (counted from the exposed units) and nothing to mean/max metrics.
 --
@@ -213,6 +214,7 @@ version_values as (
     -- (a missing bound or value compares as unknown and leaves the value as it is)
     select
         uv.unit_id,
+        uv.variant_key,
         uv.metric_id,
         mv.capped,
         case when uv.y > mv.y_upper then mv.y_upper when uv.y < mv.y_lower then mv.y_lower
@@ -228,31 +230,61 @@ version_values as (
     inner join metric_versions as mv on mv.metric_id = uv.metric_id
 ),
 
-value_sums as (
+segment_values as (
+    -- each value in each segment of its unit: 'all' with the unit's own variant (every analysed
+    -- unit is in it, so no join), the dimensions and bandit periods through the unit's segments
+    select
+        metric_id,
+        capped,
+        variant_key,
+        'all' as segment,
+        y,
+        x,
+        c,
+        d,
+        contaminated
+    from version_values
+    union all
     select
         vv.metric_id,
         vv.capped,
         us.variant_key,
         us.segment,
-        count(vv.y) as units,
-        sum(vv.y) as sum,
-        sum(vv.y * vv.y) as sum_squares,
-        sum(vv.x) as denominator_sum,
-        sum(vv.x * vv.x) as denominator_sum_squares,
-        sum(vv.x * vv.y) as sum_products,
-        sum(vv.c) filter (where vv.y is not null) as covariate_sum,
-        sum(vv.c * vv.c) filter (where vv.y is not null) as covariate_sum_squares,
-        sum(vv.c * vv.y) as covariate_sum_products,
-        sum(vv.d) filter (where vv.y is not null) as denominator_covariate_sum,
-        sum(vv.d * vv.d) filter (where vv.y is not null) as denominator_covariate_sum_squares,
-        sum(vv.d * vv.x) as denominator_covariate_sum_products,
-        sum(vv.c * vv.d) as covariate_cross_sum_products,
-        sum(vv.y * vv.d) as numerator_denominator_covariate_sum_products,
-        sum(vv.c * vv.x) as covariate_denominator_sum_products,
-        count(*) filter (where vv.contaminated) as contaminated_units
+        vv.y,
+        vv.x,
+        vv.c,
+        vv.d,
+        vv.contaminated
     from version_values as vv
-    inner join abflow_unit_segments as us on us.unit_id = vv.unit_id
-    group by vv.metric_id, vv.capped, us.variant_key, us.segment
+    inner join abflow_unit_segments as us
+        on us.unit_id = vv.unit_id
+        and us.segment <> 'all'
+),
+
+value_sums as (
+    select
+        metric_id,
+        capped,
+        variant_key,
+        segment,
+        count(y) as units,
+        sum(y) as sum,
+        sum(y * y) as sum_squares,
+        sum(x) as denominator_sum,
+        sum(x * x) as denominator_sum_squares,
+        sum(x * y) as sum_products,
+        sum(c) filter (where y is not null) as covariate_sum,
+        sum(c * c) filter (where y is not null) as covariate_sum_squares,
+        sum(c * y) as covariate_sum_products,
+        sum(d) filter (where y is not null) as denominator_covariate_sum,
+        sum(d * d) filter (where y is not null) as denominator_covariate_sum_squares,
+        sum(d * x) as denominator_covariate_sum_products,
+        sum(c * d) as covariate_cross_sum_products,
+        sum(y * d) as numerator_denominator_covariate_sum_products,
+        sum(c * x) as covariate_denominator_sum_products,
+        count(*) filter (where contaminated) as contaminated_units
+    from segment_values
+    group by metric_id, capped, variant_key, segment
 ),
 
 exposed as (

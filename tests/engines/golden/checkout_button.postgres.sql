@@ -438,6 +438,7 @@ CREATE TEMPORARY TABLE abflow_unit_values ON COMMIT DROP AS
 WITH unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id COLLATE "C" AS unit_id,
+    u.variant_key COLLATE "C" AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -539,7 +540,9 @@ WITH unit_metric_events AS (
 ), phased_events AS (
   SELECT
     unit_id,
+    variant_key,
     metric_id,
+    first_exposed_at,
     value,
     is_num AND post AS num_post,
     is_den AND post AS den_post,
@@ -553,7 +556,9 @@ WITH unit_metric_events AS (
 ), unit_metric_aggregates AS (
   SELECT
     unit_id,
+    variant_key,
     metric_id,
+    first_exposed_at,
     COUNT(*) FILTER(WHERE
       num_post) AS num_count,
     SUM(value) FILTER(WHERE
@@ -633,7 +638,9 @@ WITH unit_metric_events AS (
   FROM phased_events
   GROUP BY
     unit_id,
-    metric_id
+    variant_key,
+    metric_id,
+    first_exposed_at
 ), metric_aggs AS (
   SELECT DISTINCT
     metric_id,
@@ -645,6 +652,7 @@ WITH unit_metric_events AS (
 ), unit_metric_values AS (
   SELECT
     a.unit_id COLLATE "default" AS unit_id,
+    a.variant_key COLLATE "default" AS variant_key,
     a.metric_id,
     CASE m.y_agg
       WHEN 'any'
@@ -714,7 +722,10 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c0_den_max
     END AS x_0,
-    a.c1_num_count + a.c1_den_count > 0 AS in_1,
+    a.c1_num_count + a.c1_den_count > 0
+    AND (
+      a.first_exposed_at + INTERVAL '7 DAY'
+    ) <= %(as_of)s AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -737,7 +748,10 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c1_den_max
     END AS x_1,
-    a.c2_num_count + a.c2_den_count > 0 AS in_2,
+    a.c2_num_count + a.c2_den_count > 0
+    AND (
+      a.first_exposed_at + INTERVAL '14 DAY'
+    ) <= %(as_of)s AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -760,7 +774,10 @@ WITH unit_metric_events AS (
       WHEN 'max'
       THEN a.c2_den_max
     END AS x_2,
-    a.c3_num_count + a.c3_den_count > 0 AS in_3,
+    a.c3_num_count + a.c3_den_count > 0
+    AND (
+      a.first_exposed_at + INTERVAL '21 DAY'
+    ) <= %(as_of)s AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1009,6 +1026,7 @@ WITH all_units AS (
 ), version_values AS (
   SELECT
     uv.unit_id,
+    uv.variant_key,
     uv.metric_id,
     mv.capped,
     CASE
@@ -1043,41 +1061,65 @@ WITH all_units AS (
   FROM abflow_unit_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), value_sums AS (
+), segment_values AS (
+  SELECT
+    metric_id,
+    capped,
+    variant_key,
+    'all' AS segment,
+    y,
+    x,
+    c,
+    d,
+    contaminated
+  FROM version_values
+  UNION ALL
   SELECT
     vv.metric_id,
     vv.capped,
     us.variant_key,
     us.segment,
-    COUNT(vv.y) AS units,
-    SUM(vv.y) AS sum,
-    SUM(vv.y * vv.y) AS sum_squares,
-    SUM(vv.x) AS denominator_sum,
-    SUM(vv.x * vv.x) AS denominator_sum_squares,
-    SUM(vv.x * vv.y) AS sum_products,
-    SUM(vv.c) FILTER(WHERE
-      vv.y IS NOT NULL) AS covariate_sum,
-    SUM(vv.c * vv.c) FILTER(WHERE
-      vv.y IS NOT NULL) AS covariate_sum_squares,
-    SUM(vv.c * vv.y) AS covariate_sum_products,
-    SUM(vv.d) FILTER(WHERE
-      vv.y IS NOT NULL) AS denominator_covariate_sum,
-    SUM(vv.d * vv.d) FILTER(WHERE
-      vv.y IS NOT NULL) AS denominator_covariate_sum_squares,
-    SUM(vv.d * vv.x) AS denominator_covariate_sum_products,
-    SUM(vv.c * vv.d) AS covariate_cross_sum_products,
-    SUM(vv.y * vv.d) AS numerator_denominator_covariate_sum_products,
-    SUM(vv.c * vv.x) AS covariate_denominator_sum_products,
-    COUNT(*) FILTER(WHERE
-      vv.contaminated) AS contaminated_units
+    vv.y,
+    vv.x,
+    vv.c,
+    vv.d,
+    vv.contaminated
   FROM version_values AS vv
   INNER JOIN abflow_unit_segments AS us
-    ON us.unit_id = vv.unit_id
+    ON us.unit_id = vv.unit_id AND us.segment <> 'all'
+), value_sums AS (
+  SELECT
+    metric_id,
+    capped,
+    variant_key,
+    segment,
+    COUNT(y) AS units,
+    SUM(y) AS sum,
+    SUM(y * y) AS sum_squares,
+    SUM(x) AS denominator_sum,
+    SUM(x * x) AS denominator_sum_squares,
+    SUM(x * y) AS sum_products,
+    SUM(c) FILTER(WHERE
+      y IS NOT NULL) AS covariate_sum,
+    SUM(c * c) FILTER(WHERE
+      y IS NOT NULL) AS covariate_sum_squares,
+    SUM(c * y) AS covariate_sum_products,
+    SUM(d) FILTER(WHERE
+      y IS NOT NULL) AS denominator_covariate_sum,
+    SUM(d * d) FILTER(WHERE
+      y IS NOT NULL) AS denominator_covariate_sum_squares,
+    SUM(d * x) AS denominator_covariate_sum_products,
+    SUM(c * d) AS covariate_cross_sum_products,
+    SUM(y * d) AS numerator_denominator_covariate_sum_products,
+    SUM(c * x) AS covariate_denominator_sum_products,
+    COUNT(*) FILTER(WHERE
+      contaminated) AS contaminated_units
+  FROM segment_values
   GROUP BY
-    vv.metric_id,
-    vv.capped,
-    us.variant_key,
-    us.segment
+    metric_id,
+    capped,
+    variant_key,
+    segment
 ), exposed AS (
   SELECT
     variant_key,
@@ -1240,6 +1282,7 @@ WITH quantile_defs AS (
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id COLLATE "C" AS unit_id,
+    u.variant_key COLLATE "C" AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -1344,7 +1387,9 @@ WITH quantile_defs AS (
 ), quantile_events_phased_events AS (
   SELECT
     unit_id,
+    variant_key,
     metric_id,
+    first_exposed_at,
     value,
     is_num AND post AS num_post,
     is_den AND post AS den_post,
@@ -1556,6 +1601,7 @@ ORDER BY
 WITH exposure_age_values_final AS (
   SELECT
     unit_id || ':0' AS unit_id,
+    variant_key,
     metric_id,
     y_0 AS y,
     x_0 AS x,
@@ -1568,6 +1614,7 @@ WITH exposure_age_values_final AS (
   UNION ALL
   SELECT
     unit_id || ':1' AS unit_id,
+    variant_key,
     metric_id,
     y_1 AS y,
     x_1 AS x,
@@ -1580,6 +1627,7 @@ WITH exposure_age_values_final AS (
   UNION ALL
   SELECT
     unit_id || ':2' AS unit_id,
+    variant_key,
     metric_id,
     y_2 AS y,
     x_2 AS x,
@@ -1592,6 +1640,7 @@ WITH exposure_age_values_final AS (
   UNION ALL
   SELECT
     unit_id || ':3' AS unit_id,
+    variant_key,
     metric_id,
     y_3 AS y,
     x_3 AS x,
@@ -1856,6 +1905,7 @@ WITH exposure_age_values_final AS (
 ), version_values AS (
   SELECT
     uv.unit_id,
+    uv.variant_key,
     uv.metric_id,
     mv.capped,
     CASE
@@ -1890,41 +1940,53 @@ WITH exposure_age_values_final AS (
   FROM exposure_age_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), value_sums AS (
+), segment_values AS (
   SELECT
     vv.metric_id,
     vv.capped,
     us.variant_key,
     us.segment,
-    COUNT(vv.y) AS units,
-    SUM(vv.y) AS sum,
-    SUM(vv.y * vv.y) AS sum_squares,
-    SUM(vv.x) AS denominator_sum,
-    SUM(vv.x * vv.x) AS denominator_sum_squares,
-    SUM(vv.x * vv.y) AS sum_products,
-    SUM(vv.c) FILTER(WHERE
-      vv.y IS NOT NULL) AS covariate_sum,
-    SUM(vv.c * vv.c) FILTER(WHERE
-      vv.y IS NOT NULL) AS covariate_sum_squares,
-    SUM(vv.c * vv.y) AS covariate_sum_products,
-    SUM(vv.d) FILTER(WHERE
-      vv.y IS NOT NULL) AS denominator_covariate_sum,
-    SUM(vv.d * vv.d) FILTER(WHERE
-      vv.y IS NOT NULL) AS denominator_covariate_sum_squares,
-    SUM(vv.d * vv.x) AS denominator_covariate_sum_products,
-    SUM(vv.c * vv.d) AS covariate_cross_sum_products,
-    SUM(vv.y * vv.d) AS numerator_denominator_covariate_sum_products,
-    SUM(vv.c * vv.x) AS covariate_denominator_sum_products,
-    COUNT(*) FILTER(WHERE
-      vv.contaminated) AS contaminated_units
+    vv.y,
+    vv.x,
+    vv.c,
+    vv.d,
+    vv.contaminated
   FROM version_values AS vv
   INNER JOIN exposure_age_units AS us
-    ON us.unit_id = vv.unit_id
+    ON us.unit_id = vv.unit_id AND us.segment <> 'all'
+), value_sums AS (
+  SELECT
+    metric_id,
+    capped,
+    variant_key,
+    segment,
+    COUNT(y) AS units,
+    SUM(y) AS sum,
+    SUM(y * y) AS sum_squares,
+    SUM(x) AS denominator_sum,
+    SUM(x * x) AS denominator_sum_squares,
+    SUM(x * y) AS sum_products,
+    SUM(c) FILTER(WHERE
+      y IS NOT NULL) AS covariate_sum,
+    SUM(c * c) FILTER(WHERE
+      y IS NOT NULL) AS covariate_sum_squares,
+    SUM(c * y) AS covariate_sum_products,
+    SUM(d) FILTER(WHERE
+      y IS NOT NULL) AS denominator_covariate_sum,
+    SUM(d * d) FILTER(WHERE
+      y IS NOT NULL) AS denominator_covariate_sum_squares,
+    SUM(d * x) AS denominator_covariate_sum_products,
+    SUM(c * d) AS covariate_cross_sum_products,
+    SUM(y * d) AS numerator_denominator_covariate_sum_products,
+    SUM(c * x) AS covariate_denominator_sum_products,
+    COUNT(*) FILTER(WHERE
+      contaminated) AS contaminated_units
+  FROM segment_values
   GROUP BY
-    vv.metric_id,
-    vv.capped,
-    us.variant_key,
-    us.segment
+    metric_id,
+    capped,
+    variant_key,
+    segment
 ), exposed AS (
   SELECT
     variant_key,
@@ -2093,32 +2155,53 @@ WITH raw_exposures AS (
     CASE WHEN multiple THEN '(multiple)' ELSE variant_key END AS variant_key,
     NOT multiple AND NOT variant_key IN (%(variants_1)s, %(variants_2)s) AS unknown
   FROM per_unit
-), ranked AS (
+), multiple_ranked AS (
   SELECT
-    *,
-    ROW_NUMBER() OVER (
-      PARTITION BY variant_key COLLATE "C", multiple, unknown
-      ORDER BY unit_id COLLATE "C"
-    ) AS unit_rank
+    unit_id,
+    ROW_NUMBER() OVER (ORDER BY unit_id COLLATE "C") AS unit_rank
   FROM labelled
-), final AS (
+  WHERE
+    multiple
+), multiple_sample AS (
+  SELECT
+    TRUE AS multiple,
+    MAX(CASE WHEN unit_rank = 1 THEN unit_id END) AS sample_1,
+    MAX(CASE WHEN unit_rank = 2 THEN unit_id END) AS sample_2,
+    MAX(CASE WHEN unit_rank = 3 THEN unit_id END) AS sample_3,
+    MAX(CASE WHEN unit_rank = 4 THEN unit_id END) AS sample_4,
+    MAX(CASE WHEN unit_rank = 5 THEN unit_id END) AS sample_5
+  FROM multiple_ranked
+  WHERE
+    unit_rank <= 5
+), groups AS (
   SELECT
     variant_key,
     multiple,
     unknown,
     COUNT(*) AS units,
     MIN(first_exposed_at) AS first_exposed_at,
-    MAX(first_exposed_at) AS last_exposed_at,
-    MAX(CASE WHEN unit_rank = 1 THEN unit_id END) AS sample_1,
-    MAX(CASE WHEN unit_rank = 2 THEN unit_id END) AS sample_2,
-    MAX(CASE WHEN unit_rank = 3 THEN unit_id END) AS sample_3,
-    MAX(CASE WHEN unit_rank = 4 THEN unit_id END) AS sample_4,
-    MAX(CASE WHEN unit_rank = 5 THEN unit_id END) AS sample_5
-  FROM ranked
+    MAX(first_exposed_at) AS last_exposed_at
+  FROM labelled
   GROUP BY
     variant_key,
     multiple,
     unknown
+), final AS (
+  SELECT
+    g.variant_key,
+    g.multiple,
+    g.unknown,
+    g.units,
+    g.first_exposed_at,
+    g.last_exposed_at,
+    s.sample_1,
+    s.sample_2,
+    s.sample_3,
+    s.sample_4,
+    s.sample_5
+  FROM groups AS g
+  LEFT JOIN multiple_sample AS s
+    ON s.multiple = g.multiple
 )
 SELECT
   *
