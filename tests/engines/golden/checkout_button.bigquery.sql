@@ -426,7 +426,6 @@ CREATE TEMP TABLE abflow_unit_values AS
 WITH unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -477,7 +476,8 @@ WITH unit_metric_events AS (
       WHEN e.occurred_at < TIMESTAMP_ADD(u.first_exposed_at, INTERVAL 21 DAY)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id
@@ -544,9 +544,9 @@ WITH unit_metric_events AS (
 ), unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNTIF(num_post) AS num_count,
     SUM(IF(num_post, value, NULL)) AS num_sum,
     AVG(IF(num_post, value, NULL)) AS num_mean,
@@ -600,7 +600,6 @@ WITH unit_metric_events AS (
   FROM phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), metric_aggs AS (
@@ -1230,7 +1229,6 @@ WITH quantile_defs AS (
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -1281,7 +1279,8 @@ WITH quantile_defs AS (
       WHEN e.occurred_at < TIMESTAMP_ADD(u.first_exposed_at, INTERVAL 21 DAY)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id

@@ -409,7 +409,6 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -460,7 +459,8 @@ WITH abflow_units_raw_exposures AS (
       WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id
@@ -524,9 +524,9 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNT(*) FILTER(WHERE
       num_post) AS num_count,
     SUM(value) FILTER(WHERE
@@ -606,7 +606,6 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), abflow_unit_values_metric_aggs AS (
@@ -1620,7 +1619,6 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -1671,7 +1669,8 @@ WITH abflow_units_raw_exposures AS (
       WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id
@@ -1735,9 +1734,9 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNT(*) FILTER(WHERE
       num_post) AS num_count,
     SUM(value) FILTER(WHERE
@@ -1817,7 +1816,6 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), abflow_unit_values_metric_aggs AS (
@@ -1990,7 +1988,6 @@ WITH abflow_units_raw_exposures AS (
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -2041,7 +2038,8 @@ WITH abflow_units_raw_exposures AS (
       WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id
@@ -2636,7 +2634,6 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -2687,7 +2684,8 @@ WITH abflow_units_raw_exposures AS (
       WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id
@@ -2751,9 +2749,9 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNT(*) FILTER(WHERE
       num_post) AS num_count,
     SUM(value) FILTER(WHERE
@@ -2833,7 +2831,6 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), abflow_unit_values_metric_aggs AS (

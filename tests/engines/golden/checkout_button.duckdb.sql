@@ -426,7 +426,6 @@ CREATE OR REPLACE TEMPORARY TABLE abflow_unit_values AS
 WITH unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -487,7 +486,8 @@ WITH unit_metric_events AS (
       )
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -555,9 +555,9 @@ WITH unit_metric_events AS (
 ), unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNT(*) FILTER(WHERE
       num_post) AS num_count,
     SUM(value) FILTER(WHERE
@@ -637,7 +637,6 @@ WITH unit_metric_events AS (
   FROM phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), metric_aggs AS (
@@ -1278,7 +1277,6 @@ WITH quantile_defs AS (
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -1339,7 +1337,8 @@ WITH quantile_defs AS (
       )
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id

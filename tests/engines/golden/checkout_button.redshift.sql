@@ -429,7 +429,6 @@ CREATE TEMP TABLE abflow_unit_values AS
 WITH unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -482,7 +481,8 @@ WITH unit_metric_events AS (
       )
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -547,9 +547,9 @@ WITH unit_metric_events AS (
 ), unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNT(CASE WHEN num_post THEN 1 END) AS num_count,
     SUM(CASE WHEN num_post THEN value END) AS num_sum,
     AVG(CASE WHEN num_post THEN value END) AS num_mean,
@@ -603,7 +603,6 @@ WITH unit_metric_events AS (
   FROM phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), metric_aggs AS (
@@ -1239,7 +1238,6 @@ WITH quantile_defs AS (
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -1292,7 +1290,8 @@ WITH quantile_defs AS (
       )
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id

@@ -422,7 +422,6 @@ FROM final;
 WITH unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -467,7 +466,8 @@ WITH unit_metric_events AS (
       WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id
@@ -525,9 +525,9 @@ WITH unit_metric_events AS (
 ), unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNT(*) FILTER(WHERE
       num_post) AS num_count,
     SUM(value) FILTER(WHERE
@@ -607,7 +607,6 @@ WITH unit_metric_events AS (
   FROM phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), metric_aggs AS (
@@ -1242,7 +1241,6 @@ WITH quantile_defs AS (
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -1287,7 +1285,8 @@ WITH quantile_defs AS (
       WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN `events` AS e
     ON e.unit_id = u.unit_id

@@ -416,7 +416,6 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -467,7 +466,8 @@ WITH abflow_units_raw_exposures AS (
       WHEN e.occurred_at < DATE_ADD('DAY', 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -534,9 +534,9 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNT(*) FILTER(WHERE
       num_post) AS num_count,
     SUM(value) FILTER(WHERE
@@ -616,7 +616,6 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), abflow_unit_values_metric_aggs AS (
@@ -1637,7 +1636,6 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -1688,7 +1686,8 @@ WITH abflow_units_raw_exposures AS (
       WHEN e.occurred_at < DATE_ADD('DAY', 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -1755,9 +1754,9 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNT(*) FILTER(WHERE
       num_post) AS num_count,
     SUM(value) FILTER(WHERE
@@ -1837,7 +1836,6 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), abflow_unit_values_metric_aggs AS (
@@ -2010,7 +2008,6 @@ WITH abflow_units_raw_exposures AS (
 ), quantile_events_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -2061,7 +2058,8 @@ WITH abflow_units_raw_exposures AS (
       WHEN e.occurred_at < DATE_ADD('DAY', 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -2662,7 +2660,6 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_events AS (
   SELECT DISTINCT
     u.unit_id AS unit_id,
-    u.variant_key AS variant_key,
     m.metric_id,
     u.first_exposed_at,
     e.occurred_at,
@@ -2713,7 +2710,8 @@ WITH abflow_units_raw_exposures AS (
       WHEN e.occurred_at < DATE_ADD('DAY', 21, u.first_exposed_at)
       THEN 2
       ELSE 3
-    END AS exposure_cohort
+    END AS exposure_cohort,
+    u.variant_key AS variant_key
   FROM abflow_units AS u
   INNER JOIN "events" AS e
     ON e.unit_id = u.unit_id
@@ -2780,9 +2778,9 @@ WITH abflow_units_raw_exposures AS (
 ), abflow_unit_values_unit_metric_aggregates AS (
   SELECT
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at,
+    MIN(variant_key) AS variant_key,
     COUNT(*) FILTER(WHERE
       num_post) AS num_count,
     SUM(value) FILTER(WHERE
@@ -2862,7 +2860,6 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_unit_values_phased_events AS phased_events
   GROUP BY
     unit_id,
-    variant_key,
     metric_id,
     first_exposed_at
 ), abflow_unit_values_metric_aggs AS (
