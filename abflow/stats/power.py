@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from scipy import optimize, special
+from scipy import special
 
 from abflow.stats.sequential import planned_boundary_z
 
@@ -87,6 +87,8 @@ def sample_size_per_variant(
     d = delta / sd
     # One-tail closed form is an upper bound (the far tail only adds power); solve exactly below.
     upper = 2.0 * ((_critical(a, sequential) + special.ndtri(power)) / d) ** 2
+    from scipy import optimize  # 0.3 s of imports (linalg, sparse): only when solving
+
     n = optimize.brentq(
         lambda x: _power(d, x, a, sequential) - power,
         upper * 1e-9,
@@ -118,6 +120,8 @@ def minimum_detectable_effect(
     n = max(float(n_per_variant), 1.0) if math.isfinite(float(n_per_variant)) else 1.0
     a = _alpha_per_comparison(alpha, variants)
     d_upper = (_critical(a, sequential) + special.ndtri(power)) / math.sqrt(n / 2.0)
+    from scipy import optimize
+
     d = optimize.brentq(
         lambda x: _power(x, n, a, sequential) - power,
         0.0,

@@ -46,10 +46,13 @@ SELECT
   *
 FROM final;
 
--- [2] analyze_abflow_units: planner statistics for abflow_units
+-- [2] statistics_target: run for its effect
+SET LOCAL default_statistics_target = 10;
+
+-- [3] analyze_abflow_units: planner statistics for abflow_units
 ANALYZE abflow_units;
 
--- [3] unit_segments: materialised as temporary table abflow_unit_segments
+-- [4] unit_segments: materialised as temporary table abflow_unit_segments
 -- parameters:
 --   bandit_periods_1_period_end = NULL
 --   bandit_periods_1_period_label = NULL
@@ -122,10 +125,10 @@ SELECT
   *
 FROM final;
 
--- [4] analyze_abflow_unit_segments: planner statistics for abflow_unit_segments
+-- [5] analyze_abflow_unit_segments: planner statistics for abflow_unit_segments
 ANALYZE abflow_unit_segments;
 
--- [5] metric_events: materialised as temporary table abflow_metric_events
+-- [6] metric_events: materialised as temporary table abflow_metric_events
 -- parameters:
 --   lookback_days = 14
 --   metric_defs_1_den_agg = NULL
@@ -418,10 +421,10 @@ SELECT
   *
 FROM final;
 
--- [6] analyze_abflow_metric_events: planner statistics for abflow_metric_events
+-- [7] analyze_abflow_metric_events: planner statistics for abflow_metric_events
 ANALYZE abflow_metric_events;
 
--- [7] unit_values: materialised as temporary table abflow_unit_values
+-- [8] unit_values: materialised as temporary table abflow_unit_values
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   exposure_age = 1
@@ -464,11 +467,7 @@ WITH unit_metric_events AS (
     END AS is_den,
     e.occurred_at >= u.first_exposed_at AS post,
     e.occurred_at < u.first_exposed_at
-    AND e.occurred_at >= (
-      u.first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      )
-    ) AS in_lookback,
+    AND e.occurred_at >= u.first_exposed_at - CAST(%(lookback_days)s AS INT) * INTERVAL '1 DAY' AS in_lookback,
     e.occurred_at < u.first_exposed_at AND e.occurred_at >= %(start_at)s AS early,
     CASE
       WHEN CAST(%(exposure_age)s AS INT) = 0
@@ -477,17 +476,11 @@ WITH unit_metric_events AS (
       THEN -1
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
-      WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '7 DAY'
-      )
+      WHEN e.occurred_at < u.first_exposed_at + 7 * INTERVAL '1 DAY'
       THEN 0
-      WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '14 DAY'
-      )
+      WHEN e.occurred_at < u.first_exposed_at + 14 * INTERVAL '1 DAY'
       THEN 1
-      WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '21 DAY'
-      )
+      WHEN e.occurred_at < u.first_exposed_at + 21 * INTERVAL '1 DAY'
       THEN 2
       ELSE 3
     END AS exposure_cohort,
@@ -497,20 +490,14 @@ WITH unit_metric_events AS (
     ON e.unit_id = u.unit_id
     AND e.occurred_at <= %(as_of)s
     AND e.occurred_at >= LEAST(
-      u.first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      ),
+      u.first_exposed_at - CAST(%(lookback_days)s AS INT) * INTERVAL '1 DAY',
       %(start_at)s
     )
   INNER JOIN abflow_metric_events AS m
     ON m.event_name = e.event_name
     AND (
       m.window_seconds IS NULL
-      OR e.occurred_at < (
-        u.first_exposed_at + (
-          INTERVAL '1 SECOND' * m.window_seconds
-        )
-      )
+      OR e.occurred_at < u.first_exposed_at + m.window_seconds * INTERVAL '1 SECOND'
     )
   WHERE
     (
@@ -722,9 +709,7 @@ WITH unit_metric_events AS (
       THEN a.c0_den_max
     END AS x_0,
     a.c1_num_count + a.c1_den_count > 0
-    AND (
-      a.first_exposed_at + INTERVAL '7 DAY'
-    ) <= %(as_of)s AS in_1,
+    AND a.first_exposed_at + 7 * INTERVAL '1 DAY' <= %(as_of)s AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -748,9 +733,7 @@ WITH unit_metric_events AS (
       THEN a.c1_den_max
     END AS x_1,
     a.c2_num_count + a.c2_den_count > 0
-    AND (
-      a.first_exposed_at + INTERVAL '14 DAY'
-    ) <= %(as_of)s AS in_2,
+    AND a.first_exposed_at + 14 * INTERVAL '1 DAY' <= %(as_of)s AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -774,9 +757,7 @@ WITH unit_metric_events AS (
       THEN a.c2_den_max
     END AS x_2,
     a.c3_num_count + a.c3_den_count > 0
-    AND (
-      a.first_exposed_at + INTERVAL '21 DAY'
-    ) <= %(as_of)s AS in_3,
+    AND a.first_exposed_at + 21 * INTERVAL '1 DAY' <= %(as_of)s AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -807,10 +788,10 @@ SELECT
   *
 FROM unit_metric_values;
 
--- [8] analyze_abflow_unit_values: planner statistics for abflow_unit_values
+-- [9] analyze_abflow_unit_values: planner statistics for abflow_unit_values
 ANALYZE abflow_unit_values;
 
--- [9] metric_stats: rows come back to Python
+-- [10] metric_stats: rows come back to Python
 WITH all_units AS (
   SELECT
     COUNT(*) AS units
@@ -1252,7 +1233,7 @@ ORDER BY
   segment,
   capped;
 
--- [10] metric_quantiles: rows come back to Python
+-- [11] metric_quantiles: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   bound_z = 1.9599639845400545
@@ -1307,11 +1288,7 @@ WITH quantile_defs AS (
     END AS is_den,
     e.occurred_at >= u.first_exposed_at AS post,
     e.occurred_at < u.first_exposed_at
-    AND e.occurred_at >= (
-      u.first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      )
-    ) AS in_lookback,
+    AND e.occurred_at >= u.first_exposed_at - CAST(%(lookback_days)s AS INT) * INTERVAL '1 DAY' AS in_lookback,
     e.occurred_at < u.first_exposed_at AND e.occurred_at >= %(start_at)s AS early,
     CASE
       WHEN CAST(%(exposure_age)s AS INT) = 0
@@ -1320,17 +1297,11 @@ WITH quantile_defs AS (
       THEN -1
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
-      WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '7 DAY'
-      )
+      WHEN e.occurred_at < u.first_exposed_at + 7 * INTERVAL '1 DAY'
       THEN 0
-      WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '14 DAY'
-      )
+      WHEN e.occurred_at < u.first_exposed_at + 14 * INTERVAL '1 DAY'
       THEN 1
-      WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '21 DAY'
-      )
+      WHEN e.occurred_at < u.first_exposed_at + 21 * INTERVAL '1 DAY'
       THEN 2
       ELSE 3
     END AS exposure_cohort,
@@ -1340,20 +1311,14 @@ WITH quantile_defs AS (
     ON e.unit_id = u.unit_id
     AND e.occurred_at <= %(as_of)s
     AND e.occurred_at >= LEAST(
-      u.first_exposed_at + (
-        INTERVAL '1 DAY' * -CAST(%(lookback_days)s AS INT)
-      ),
+      u.first_exposed_at - CAST(%(lookback_days)s AS INT) * INTERVAL '1 DAY',
       %(start_at)s
     )
   INNER JOIN abflow_metric_events AS m
     ON m.event_name = e.event_name
     AND (
       m.window_seconds IS NULL
-      OR e.occurred_at < (
-        u.first_exposed_at + (
-          INTERVAL '1 SECOND' * m.window_seconds
-        )
-      )
+      OR e.occurred_at < u.first_exposed_at + m.window_seconds * INTERVAL '1 SECOND'
     )
   WHERE
     (
@@ -1594,7 +1559,7 @@ ORDER BY
   variant_key,
   segment;
 
--- [11] exposure_age_stats: rows come back to Python
+-- [12] exposure_age_stats: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 WITH exposure_age_values_final AS (
@@ -1681,11 +1646,7 @@ WITH exposure_age_values_final AS (
   FROM abflow_units AS u
   CROSS JOIN exposure_age_units_cohorts AS c
   WHERE
-    (
-      u.first_exposed_at + (
-        INTERVAL '1 DAY' * c.first_day
-      )
-    ) <= %(as_of)s
+    u.first_exposed_at + c.first_day * INTERVAL '1 DAY' <= %(as_of)s
 ), exposure_age_units AS (
   SELECT
     *
@@ -2119,7 +2080,7 @@ ORDER BY
   segment,
   capped;
 
--- [12] exposure_summary: rows come back to Python
+-- [13] exposure_summary: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   experiment_key = 'checkout_button'
@@ -2212,7 +2173,7 @@ ORDER BY
 -- == 2. data-quality checks ==
 -- On PostgreSQL Great Expectations validates these same rows (query assets) instead.
 
--- [13] check_assignments: rows come back to Python
+-- [14] check_assignments: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
 --   e5_set_0 = 'control'
@@ -2277,7 +2238,7 @@ SELECT
     )) AS e7_bad
 FROM asset;
 
--- [14] check_events: rows come back to Python
+-- [15] check_events: rows come back to Python
 -- parameters:
 --   e3_max = '(the wall-clock time of the run)'
 --   e4_cond_0 = 'page_load'
@@ -2374,7 +2335,7 @@ SELECT
     NOT duplicate_of IS NULL) AS e6_bad
 FROM asset;
 
--- [15] check_variant_stats: rows come back to Python
+-- [16] check_variant_stats: rows come back to Python
 -- parameters:
 --   e0_want_0 = 'control'
 --   e0_want_1 = 'green'
