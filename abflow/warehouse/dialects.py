@@ -447,16 +447,15 @@ def to_sql(query: exp.Expr, dialect_name: str, *, copy: bool = True) -> str:
     copy=False: `query` is the caller's own tree and may be rewritten in place.
     """
     d = dialect(dialect_name)
-    if dialect_name != "postgres":
-        # PostgreSQL reads the canonical interval arithmetic as written; sqlglot's TIMESTAMPADD
-        # for it would import and run its optimizer (~0.2 s per process, on every run's path)
+    if dialect_name == "postgres":
+        # the canonical SQL is PostgreSQL's: its interval arithmetic and COLLATE stay as written
+        # (sqlglot's TIMESTAMPADD for it would import and run its optimizer, ~0.2 s per process)
+        query = query.copy() if copy else query
+    else:
         query = _timestamp_arithmetic(query, copy=copy)
-    elif copy:
-        query = query.copy()
+        query = _byte_order_collation(query, copy=False)
     if dialect_name in NO_FILTER_CLAUSE:
         query = _filter_as_case(query, copy=False)
-    if dialect_name != "postgres":
-        query = _byte_order_collation(query, copy=False)
     try:
         return query.sql(
             dialect=d.sqlglot,
@@ -523,7 +522,7 @@ def render_plan(
             ddl = f"{d.temp_table_prefix} {name}{d.temp_table_suffix} AS\n{select_sql}"
             out.append(Rendered(st.name, ddl, params, st.relation, "materialize", select_sql))
             if d.analyze:
-                if not any(r.kind == "analyze" for r in out):
+                if _SMALL_SAMPLE not in out:
                     out.append(_SMALL_SAMPLE)
                 out.append(
                     Rendered(
