@@ -160,32 +160,3 @@ def _bandit_details(
             ],
         }
     }
-
-
-def failed_run(
-    *,
-    run_id: UUID,
-    experiment_key: str,
-    as_of: datetime,
-    flow_run_id: str | None,
-    started_at: datetime,
-    finished_at: datetime,
-    message: str,
-) -> ExperimentResult:
-    """A run record for an experiment whose analysis failed (no statistics written)."""
-    return ExperimentResult(
-        run=AnalysisRunRow(
-            run_id=run_id,
-            experiment_key=experiment_key,
-            as_of=as_of,
-            flow_run_id=flow_run_id,
-            started_at=started_at,
-            finished_at=finished_at,
-            status="failed",
-            message=message[:2000],
-        ),
-        variant_stats=(),
-        insights=(),
-        health_checks=(),
-        recommendation=None,
-    )

@@ -18,9 +18,8 @@ from abflow import progress
 from abflow.as_of import check_not_future, utc
 from abflow.bandit_periods import Period
 from abflow.definitions import Experiment
-from abflow.pipeline import failed_run
 from abflow.redact import one_line
-from abflow.results import CheckOutcome, ExposureSummary, SufficientStats
+from abflow.results import CheckOutcome, ExposureSummary, SufficientStats, failed_run
 from abflow.settings import Settings, get_settings
 from abflow.tasks.alerts import publish_digest, publish_failure_events, publish_run_events, quietly
 from abflow.tasks.analysis import compute_statistics, validate_data
@@ -145,16 +144,23 @@ def _record_failure(
     }
 
 
-# Modules the statistics step imports on first use (abflow.stats.power solves with SciPy's
-# brentq). Imports hold the GIL but the flow only waits while the warehouse aggregates, so they
-# are loaded then, off the path of every run (~0.3 s).
-_STATISTICS_IMPORTS = ("scipy.optimize",)
+# Modules the statistics step imports on first use (the inference, health checks and decisions
+# with NumPy and SciPy.special; abflow.stats.power solves with SciPy's brentq). Imports hold the
+# GIL but the flow only waits while the warehouse aggregates, so they are loaded then, off the
+# path of every run (~0.6 s).
+_STATISTICS_IMPORTS = ("abflow.pipeline", "scipy.optimize")
 
 
-def _import_while_waiting(modules: tuple[str, ...]) -> None:
-    """Import `modules` on a daemon thread (a second import of the same module waits for it)."""
+def _import_while_waiting(modules: tuple[str, ...], after: list[PrefectFuture[Any]]) -> None:
+    """Import `modules` on a daemon thread once `after` are done (a second import waits for it).
+
+    `after` are the data-quality checks: until they finish, they and the extraction keep both
+    of a small machine's cores busy in the warehouse, and importing beside them only slows them.
+    """
 
     def load() -> None:
+        for future in after:
+            future.wait()
         for name in modules:
             importlib.import_module(name)
 
@@ -188,7 +194,9 @@ def analyze_all(
                 pending.append(_submit(settings, url, e, as_of, full_refresh))
             except Exception as exc:  # log and skip, as jetstream does
                 pending.append((e, one_line(exc)))
-        _import_while_waiting(_STATISTICS_IMPORTS)
+        _import_while_waiting(
+            _STATISTICS_IMPORTS, [p.checks for p in pending if not isinstance(p, tuple)]
+        )
         for p in pending:
             if isinstance(p, tuple):
                 summaries.append(_record_failure(settings, url, p[0].key, as_of, fr_id, p[1]))

@@ -15,8 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from abflow.ops.events import config_change_events, run_event_specs, send
-from abflow.pipeline import failed_run
-from abflow.results import ExperimentResult
+from abflow.results import ExperimentResult, failed_run
 from abflow.settings import Settings
 from abflow.tasks.retry import retry_transient
 from abflow.tasks.warehouse import engine_for

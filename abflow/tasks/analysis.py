@@ -11,7 +11,6 @@ from prefect.cache_policies import NO_CACHE
 
 from abflow.bandit_periods import Period
 from abflow.definitions import Experiment
-from abflow.pipeline import assemble_result
 from abflow.results import CheckOutcome, ExperimentResult, ExposureSummary, SufficientStats
 from abflow.settings import Settings
 from abflow.tasks import engines
@@ -89,6 +88,10 @@ def compute_statistics(
     periods: list[Period] | None = None,
 ) -> ExperimentResult:
     """Inference, health checks and the recommendation (pure, in Python)."""
+    # imported here: the statistics bring NumPy and SciPy, which the flow loads while the
+    # warehouse works (flows/analyze.py _STATISTICS_IMPORTS), not before the run starts
+    from abflow.pipeline import assemble_result
+
     return assemble_result(
         run_id=run_id,
         experiment=experiment,

@@ -15,7 +15,6 @@ from uuid import UUID
 
 from sqlalchemy import Connection, RowMapping, text
 
-from abflow import bandit
 from abflow.definitions import Experiment
 from abflow.results import ExperimentResult
 from abflow.summary import utc_minute as _when
@@ -419,6 +418,10 @@ def apply_run_outcome(
         # Bandits never declare a winner: Thompson sampling moves traffic instead.
         # The weights in force now (not the defined ones): arms that cannot be judged keep them.
         current = {str(v["key"]): float(v["weight"]) for v in cfg["variants"]}
+        # imported here: the CLI imports this module for PromotionRefused before every run,
+        # and the bandit module brings NumPy and SciPy (~0.2 s) that only bandits need
+        from abflow import bandit
+
         alloc = bandit.allocate(experiment, list(result.variant_stats), current)
         if not alloc.reweighted:
             return alloc.reason

@@ -92,7 +92,7 @@ def test_a_backfill_flow_never_touches_the_config(
 ) -> None:
     """Even when the newest run failed and the backfilled day ships: results yes, config no."""
     from abflow.flows.backfill import backfill_experiments
-    from abflow.pipeline import failed_run
+    from abflow.results import failed_run
     from abflow.warehouse import writer
 
     e = copy_experiment(engine, demo_loaded["experiments"]["checkout_button"], "pin_backfill")

@@ -21,8 +21,7 @@ from typer.testing import CliRunner
 
 from abflow.cli import app
 from abflow.definitions import Experiment
-from abflow.pipeline import failed_run
-from abflow.results import CheckOutcome
+from abflow.results import CheckOutcome, failed_run
 from abflow.settings import Settings
 from abflow.tasks.warehouse import record_failure, write_results
 from tests.conftest import DEMO_AS_OF, analyse, copy_experiment

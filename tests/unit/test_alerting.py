@@ -13,8 +13,13 @@ from abflow.alerting import events as ev
 from abflow.alerting.digest import overdue, parse_since, render_digest
 from abflow.alerting.validation import describe, validation_records
 from abflow.definitions import parse_experiment
-from abflow.pipeline import failed_run
-from abflow.results import AnalysisRunRow, ExperimentResult, HealthCheckRow, RecommendationRow
+from abflow.results import (
+    AnalysisRunRow,
+    ExperimentResult,
+    HealthCheckRow,
+    RecommendationRow,
+    failed_run,
+)
 
 AS_OF = datetime(2026, 11, 21, tzinfo=UTC)
 RUN = uuid.UUID("11111111-2222-3333-4444-555555555555")

@@ -1,0 +1,56 @@
+"""What a run imports before its flow starts: NumPy and SciPy wait until the warehouse works."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import abflow.stats
+from tests.conftest import repo_root
+
+CODE = """
+import sys
+import abflow.cli, abflow.flows.analyze, abflow.warehouse.promotion, abflow.warehouse.plan
+print(sorted(m for m in ("numpy", "scipy", "abflow.pipeline") if m in sys.modules))
+"""
+
+
+def test_the_run_path_imports_neither_numpy_nor_scipy_before_the_flow_starts() -> None:
+    """The CLI, the analysis flow and the modules its first tasks use, in a fresh interpreter.
+
+    The statistics (NumPy, SciPy, ~0.5 s) are imported on a thread once the data-quality checks
+    are done (flows/analyze.py `_STATISTICS_IMPORTS`), beside the extraction's wait.
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", CODE],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", abflow.stats.__all__)
+def test_every_public_name_of_the_stats_package_resolves_to_its_module(name: str) -> None:
+    """`abflow.stats` imports its names lazily (PEP 562); each is its module's own object."""
+    module = importlib.import_module(abflow.stats._MODULES[name])
+    assert getattr(abflow.stats, name) is getattr(module, name)
+
+
+def test_the_stats_package_still_hands_out_submodules_and_refuses_unknown_names() -> None:
+    """`st.frequentist` works without an explicit import; a typo is an AttributeError.
+
+    No public name is also a submodule's: importing that submodule would rebind the package's
+    attribute to the module (hence `abflow.stats.comparison` holds `compare`).
+    """
+    assert abflow.stats.frequentist is importlib.import_module("abflow.stats.frequentist")
+    submodules = {m.name for m in pkgutil.iter_modules(abflow.stats.__path__)}
+    assert "comparison" in submodules and not set(abflow.stats.__all__) & submodules
+    with pytest.raises(AttributeError, match="no attribute 'compar'"):
+        _ = abflow.stats.compar  # type: ignore[attr-defined]
