@@ -18,17 +18,10 @@ from scipy import special
 
 from abflow import stats as st
 from abflow.analysis import to_stats
+from abflow.cohorts import COHORT_PREFIX, COHORTS
 from abflow.definitions import Experiment, Metric
 from abflow.results import CheckOutcome, LiftByExposureAgeRow, SufficientStats
 
-COHORT_PREFIX = "@exposure_age="
-# (label, first day, last day) in days since the unit's first exposure
-COHORTS: tuple[tuple[str, int, int | None], ...] = (
-    ("0-6", 0, 6),
-    ("7-13", 7, 13),
-    ("14-20", 14, 20),
-    ("21+", 21, None),
-)
 CI_ALPHA = 0.05
 
 

@@ -626,7 +626,7 @@ def _cohort_chart(
     experiment: Experiment, key: str, rows: list[Row], colours: dict[str, str]
 ) -> dict[str, Any]:
     """Geometry of one metric's cohort chart: a point and 95% CI per treatment and cohort."""
-    from abflow.novelty import COHORTS
+    from abflow.cohorts import COHORTS
 
     width, height, left, right, top, base = 560, 250, 56, 540, 14, 206
     ok = [r for r in rows if r.get("rel_lift") is not None]

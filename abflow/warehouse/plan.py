@@ -17,6 +17,7 @@ from typing import Any
 from sqlglot import exp
 
 from abflow.bandit_periods import period_segment
+from abflow.cohorts import cohort_values
 from abflow.definitions import Capping, EventFilter, Experiment
 from abflow.stats.quantile import BOUND_Z
 from abflow.warehouse.dialects import (
@@ -91,6 +92,7 @@ def analysis_values(experiment: Experiment, as_of: datetime) -> dict[str, Any]:
         "lookback_days": lookback_days(experiment),
         # metric_stats.sql aggregates the exposure-age cohorts only when they are analysed
         "exposure_age": 1 if experiment.analysis.exposure_age else 0,
+        **cohort_values(),
     }
 
 
@@ -495,10 +497,10 @@ def exposure_age_statement(
         canonical("queries/metric_final.sql"),
         {"abflow_unit_segments": "exposure_age_units", "abflow_unit_values": "exposure_age_values"},
     )
-    # the pseudo-units are in no 'all' segment: only the branch through their segments counts
-    both = _cte(final, "segment_values").this
-    assert isinstance(both, exp.Union)
-    _cte(final, "segment_values").set("this", both.expression)
+    # the pseudo-units are in no 'all' segment, only in their cohort's: that CTE keeps no row
+    all_segment = _cte(final, "all_segment_values").this
+    assert isinstance(all_segment, exp.Select)
+    all_segment.where("false", copy=False)
     values_block = canonical_block("queries/exposure_age.sql", "values")
     units_block = canonical_block("queries/exposure_age.sql", "units")
     assert isinstance(values_block, exp.Query) and isinstance(units_block, exp.Query)

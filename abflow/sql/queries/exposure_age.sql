@@ -1,10 +1,12 @@
 -- Novelty and primacy: the experiment's metrics by days since each unit's first exposure, in
--- cohorts of days 0-6, 7-13, 14-20 and 21+. abflow/warehouse/plan.py runs metric_final.sql (the
--- same final step as the means) over these two relations: each (unit, cohort) is a pseudo-unit
--- `unit_id:cohort`, and the cohort is its segment ('@exposure_age=0-6'; '@' never starts a
--- configured segment). A unit belongs to a cohort once it has been exposed for the cohort's first
--- day by as_of; its events in that week since exposure make its value, and without events it
--- holds 0 for any/sum/count metrics, as in the means.
+-- cohorts of days 0-6, 7-13, 14-20 and 21+ (abflow/cohorts.py: their first days and segment
+-- names are bound values, :cohort_k_day and :cohort_k_segment, here and in the one pass).
+-- abflow/warehouse/plan.py runs metric_final.sql (the same final step as the means) over these
+-- two relations: each (unit, cohort) is a pseudo-unit `unit_id:cohort`, and the cohort is its
+-- segment ('@exposure_age=0-6'; '@' never starts a configured segment). A unit belongs to a
+-- cohort once it has been exposed for the cohort's first day by as_of; its events in that week
+-- since exposure make its value, and without events it holds 0 for any/sum/count metrics, as in
+-- the means.
 --
 -- No events are read here: the one pass (metric_stats.sql, or incremental_stats.sql from the
 -- stored partials) already keeps each unit's cohort values y_k, x_k and whether it has a row in
@@ -14,20 +16,25 @@
 with
 
 cohorts as (
-    select 0 as cohort, 0 as first_day, '0-6' as label
+    -- first day and segment of each cohort: bound values (abflow/cohorts.py)
+    select 0 as cohort, cast(:cohort_0_day as integer) as first_day,
+        cast(:cohort_0_segment as text) as segment
     union all
-    select 1 as cohort, 7 as first_day, '7-13' as label
+    select 1 as cohort, cast(:cohort_1_day as integer) as first_day,
+        cast(:cohort_1_segment as text) as segment
     union all
-    select 2 as cohort, 14 as first_day, '14-20' as label
+    select 2 as cohort, cast(:cohort_2_day as integer) as first_day,
+        cast(:cohort_2_segment as text) as segment
     union all
-    select 3 as cohort, 21 as first_day, '21+' as label
+    select 3 as cohort, cast(:cohort_3_day as integer) as first_day,
+        cast(:cohort_3_segment as text) as segment
 ),
 
 final as (
     select
         u.unit_id || ':' || cast(c.cohort as text) as unit_id,
         u.variant_key,
-        '@exposure_age=' || c.label as segment
+        c.segment
     from abflow_units as u
     cross join cohorts as c
     where u.first_exposed_at + c.first_day * interval '1 day' <= :as_of
@@ -160,7 +167,7 @@ select
     metric_id,
     false as capped,
     variant_key,
-    '@exposure_age=0-6' as segment,
+    cast(:cohort_0_segment as text) as segment,
     units_0 as units,
     sum_0 as sum,
     sum_squares_0 as sum_squares,
@@ -183,7 +190,7 @@ select
     metric_id,
     false as capped,
     variant_key,
-    '@exposure_age=7-13' as segment,
+    cast(:cohort_1_segment as text) as segment,
     units_1 as units,
     sum_1 as sum,
     sum_squares_1 as sum_squares,
@@ -206,7 +213,7 @@ select
     metric_id,
     false as capped,
     variant_key,
-    '@exposure_age=14-20' as segment,
+    cast(:cohort_2_segment as text) as segment,
     units_2 as units,
     sum_2 as sum,
     sum_squares_2 as sum_squares,
@@ -229,7 +236,7 @@ select
     metric_id,
     false as capped,
     variant_key,
-    '@exposure_age=21+' as segment,
+    cast(:cohort_3_segment as text) as segment,
     units_3 as units,
     sum_3 as sum,
     sum_squares_3 as sum_squares,
@@ -253,13 +260,13 @@ from exposure_age_sums
 select u.variant_key, c.segment, count(*) as exposed_units
 from abflow_units as u
 cross join (
-    select 0 as first_day, '@exposure_age=0-6' as segment
+    select cast(:cohort_0_day as integer) as first_day, cast(:cohort_0_segment as text) as segment
     union all
-    select 7 as first_day, '@exposure_age=7-13' as segment
+    select cast(:cohort_1_day as integer) as first_day, cast(:cohort_1_segment as text) as segment
     union all
-    select 14 as first_day, '@exposure_age=14-20' as segment
+    select cast(:cohort_2_day as integer) as first_day, cast(:cohort_2_segment as text) as segment
     union all
-    select 21 as first_day, '@exposure_age=21+' as segment
+    select cast(:cohort_3_day as integer) as first_day, cast(:cohort_3_segment as text) as segment
 ) as c
 where u.first_exposed_at + c.first_day * interval '1 day' <= :as_of
 group by u.variant_key, c.segment

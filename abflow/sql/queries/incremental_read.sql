@@ -106,9 +106,12 @@ classified_events as (
             when cast(:exposure_age as integer) = 0 then -1
             when occurred_at < least(first_exposed_at, :start_at) then -1
             when occurred_at < first_exposed_at then 4
-            when occurred_at < first_exposed_at + 7 * interval '1 day' then 0
-            when occurred_at < first_exposed_at + 14 * interval '1 day' then 1
-            when occurred_at < first_exposed_at + 21 * interval '1 day' then 2
+            when occurred_at
+                < first_exposed_at + cast(:cohort_1_day as integer) * interval '1 day' then 0
+            when occurred_at
+                < first_exposed_at + cast(:cohort_2_day as integer) * interval '1 day' then 1
+            when occurred_at
+                < first_exposed_at + cast(:cohort_3_day as integer) * interval '1 day' then 2
             else 3
         end as exposure_cohort
     from filtered_events

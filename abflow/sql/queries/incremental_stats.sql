@@ -225,7 +225,8 @@ final as (
             when 'max' then ue.c0_den_max
         end as x_0,
         ue.c1_num_count + ue.c1_den_count > 0
-            and u.first_exposed_at + 7 * interval '1 day' <= :as_of as in_1,
+            and u.first_exposed_at + cast(:cohort_1_day as integer) * interval '1 day'
+                <= :as_of as in_1,
         case m.y_agg
             when 'any' then case when ue.c1_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then ue.c1_num_sum
@@ -240,7 +241,8 @@ final as (
             when 'max' then ue.c1_den_max
         end as x_1,
         ue.c2_num_count + ue.c2_den_count > 0
-            and u.first_exposed_at + 14 * interval '1 day' <= :as_of as in_2,
+            and u.first_exposed_at + cast(:cohort_2_day as integer) * interval '1 day'
+                <= :as_of as in_2,
         case m.y_agg
             when 'any' then case when ue.c2_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then ue.c2_num_sum
@@ -255,7 +257,8 @@ final as (
             when 'max' then ue.c2_den_max
         end as x_2,
         ue.c3_num_count + ue.c3_den_count > 0
-            and u.first_exposed_at + 21 * interval '1 day' <= :as_of as in_3,
+            and u.first_exposed_at + cast(:cohort_3_day as integer) * interval '1 day'
+                <= :as_of as in_3,
         case m.y_agg
             when 'any' then case when ue.c3_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then ue.c3_num_sum

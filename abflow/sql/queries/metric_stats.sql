@@ -58,9 +58,12 @@ unit_metric_events as (
             when cast(:exposure_age as integer) = 0 then -1
             when e.occurred_at < least(u.first_exposed_at, :start_at) then -1
             when e.occurred_at < u.first_exposed_at then 4
-            when e.occurred_at < u.first_exposed_at + 7 * interval '1 day' then 0
-            when e.occurred_at < u.first_exposed_at + 14 * interval '1 day' then 1
-            when e.occurred_at < u.first_exposed_at + 21 * interval '1 day' then 2
+            when e.occurred_at
+                < u.first_exposed_at + cast(:cohort_1_day as integer) * interval '1 day' then 0
+            when e.occurred_at
+                < u.first_exposed_at + cast(:cohort_2_day as integer) * interval '1 day' then 1
+            when e.occurred_at
+                < u.first_exposed_at + cast(:cohort_3_day as integer) * interval '1 day' then 2
             else 3
         end as exposure_cohort,
         -- the unit's variant, last: it splits no row of the unit, so the sort never compares it
@@ -229,7 +232,8 @@ unit_metric_values as (
             when 'max' then a.c0_den_max
         end as x_0,
         a.c1_num_count + a.c1_den_count > 0
-            and a.first_exposed_at + 7 * interval '1 day' <= :as_of as in_1,
+            and a.first_exposed_at + cast(:cohort_1_day as integer) * interval '1 day'
+                <= :as_of as in_1,
         case m.y_agg
             when 'any' then case when a.c1_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then coalesce(a.c1_num_sum, 0.0)
@@ -246,7 +250,8 @@ unit_metric_values as (
             when 'max' then a.c1_den_max
         end as x_1,
         a.c2_num_count + a.c2_den_count > 0
-            and a.first_exposed_at + 14 * interval '1 day' <= :as_of as in_2,
+            and a.first_exposed_at + cast(:cohort_2_day as integer) * interval '1 day'
+                <= :as_of as in_2,
         case m.y_agg
             when 'any' then case when a.c2_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then coalesce(a.c2_num_sum, 0.0)
@@ -263,7 +268,8 @@ unit_metric_values as (
             when 'max' then a.c2_den_max
         end as x_2,
         a.c3_num_count + a.c3_den_count > 0
-            and a.first_exposed_at + 21 * interval '1 day' <= :as_of as in_3,
+            and a.first_exposed_at + cast(:cohort_3_day as integer) * interval '1 day'
+                <= :as_of as in_3,
         case m.y_agg
             when 'any' then case when a.c3_num_count > 0 then 1.0 else 0.0 end
             when 'sum' then coalesce(a.c3_num_sum, 0.0)

@@ -11,6 +11,9 @@
 --   bandit_periods_1_period_end = NULL
 --   bandit_periods_1_period_label = NULL
 --   bandit_periods_1_period_start = NULL
+--   cohort_1_day = 7
+--   cohort_2_day = 14
+--   cohort_3_day = 21
 --   experiment_key = 'checkout_button'
 --   exposure_age = 1
 --   filter_3_den_1_1 = 'ios'
@@ -452,11 +455,11 @@ WITH abflow_units_raw_exposures AS (
       THEN -1
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
-      WHEN e.occurred_at < DATE_ADD(DAY, 7, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_1_day AS INT), u.first_exposed_at)
       THEN 0
-      WHEN e.occurred_at < DATE_ADD(DAY, 14, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_2_day AS INT), u.first_exposed_at)
       THEN 1
-      WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_3_day AS INT), u.first_exposed_at)
       THEN 2
       ELSE 3
     END AS exposure_cohort,
@@ -690,7 +693,7 @@ WITH abflow_units_raw_exposures AS (
       THEN a.c0_den_max
     END AS x_0,
     a.c1_num_count + a.c1_den_count > 0
-    AND DATE_ADD(DAY, 7, a.first_exposed_at) <= :as_of AS in_1,
+    AND DATE_ADD(DAY, CAST(:cohort_1_day AS INT), a.first_exposed_at) <= :as_of AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -714,7 +717,7 @@ WITH abflow_units_raw_exposures AS (
       THEN a.c1_den_max
     END AS x_1,
     a.c2_num_count + a.c2_den_count > 0
-    AND DATE_ADD(DAY, 14, a.first_exposed_at) <= :as_of AS in_2,
+    AND DATE_ADD(DAY, CAST(:cohort_2_day AS INT), a.first_exposed_at) <= :as_of AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -738,7 +741,7 @@ WITH abflow_units_raw_exposures AS (
       THEN a.c2_den_max
     END AS x_2,
     a.c3_num_count + a.c3_den_count > 0
-    AND DATE_ADD(DAY, 21, a.first_exposed_at) <= :as_of AS in_3,
+    AND DATE_ADD(DAY, CAST(:cohort_3_day AS INT), a.first_exposed_at) <= :as_of AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1017,7 +1020,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_unit_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), segment_values AS (
+), all_segment_values AS (
   SELECT
     metric_id,
     capped,
@@ -1029,6 +1032,10 @@ WITH abflow_units_raw_exposures AS (
     d,
     contaminated
   FROM version_values
+), segment_values AS (
+  SELECT
+    *
+  FROM all_segment_values
   UNION ALL
   SELECT
     vv.metric_id,
@@ -1215,7 +1222,10 @@ ORDER BY
 --   bandit_periods_1_period_end = NULL
 --   bandit_periods_1_period_label = NULL
 --   bandit_periods_1_period_start = NULL
---   bound_z = 1.9599639845400545
+--   bound_z = 1.959963984540054
+--   cohort_1_day = 7
+--   cohort_2_day = 14
+--   cohort_3_day = 21
 --   experiment_key = 'checkout_button'
 --   exposure_age = 1
 --   filter_3_den_1_1 = 'ios'
@@ -1662,11 +1672,11 @@ WITH abflow_units_raw_exposures AS (
       THEN -1
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
-      WHEN e.occurred_at < DATE_ADD(DAY, 7, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_1_day AS INT), u.first_exposed_at)
       THEN 0
-      WHEN e.occurred_at < DATE_ADD(DAY, 14, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_2_day AS INT), u.first_exposed_at)
       THEN 1
-      WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_3_day AS INT), u.first_exposed_at)
       THEN 2
       ELSE 3
     END AS exposure_cohort,
@@ -1900,7 +1910,7 @@ WITH abflow_units_raw_exposures AS (
       THEN a.c0_den_max
     END AS x_0,
     a.c1_num_count + a.c1_den_count > 0
-    AND DATE_ADD(DAY, 7, a.first_exposed_at) <= :as_of AS in_1,
+    AND DATE_ADD(DAY, CAST(:cohort_1_day AS INT), a.first_exposed_at) <= :as_of AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1924,7 +1934,7 @@ WITH abflow_units_raw_exposures AS (
       THEN a.c1_den_max
     END AS x_1,
     a.c2_num_count + a.c2_den_count > 0
-    AND DATE_ADD(DAY, 14, a.first_exposed_at) <= :as_of AS in_2,
+    AND DATE_ADD(DAY, CAST(:cohort_2_day AS INT), a.first_exposed_at) <= :as_of AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1948,7 +1958,7 @@ WITH abflow_units_raw_exposures AS (
       THEN a.c2_den_max
     END AS x_2,
     a.c3_num_count + a.c3_den_count > 0
-    AND DATE_ADD(DAY, 21, a.first_exposed_at) <= :as_of AS in_3,
+    AND DATE_ADD(DAY, CAST(:cohort_3_day AS INT), a.first_exposed_at) <= :as_of AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2031,11 +2041,11 @@ WITH abflow_units_raw_exposures AS (
       THEN -1
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
-      WHEN e.occurred_at < DATE_ADD(DAY, 7, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_1_day AS INT), u.first_exposed_at)
       THEN 0
-      WHEN e.occurred_at < DATE_ADD(DAY, 14, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_2_day AS INT), u.first_exposed_at)
       THEN 1
-      WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_3_day AS INT), u.first_exposed_at)
       THEN 2
       ELSE 3
     END AS exposure_cohort,
@@ -2301,6 +2311,14 @@ ORDER BY
 -- [3] exposure_age_stats: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
+--   cohort_0_day = 0
+--   cohort_0_segment = '@exposure_age=0-6'
+--   cohort_1_day = 7
+--   cohort_1_segment = '@exposure_age=7-13'
+--   cohort_2_day = 14
+--   cohort_2_segment = '@exposure_age=14-20'
+--   cohort_3_day = 21
+--   cohort_3_segment = '@exposure_age=21+'
 --   experiment_key = 'checkout_button'
 --   exposure_age = 1
 --   filter_3_den_1_1 = 'ios'
@@ -2677,11 +2695,11 @@ WITH abflow_units_raw_exposures AS (
       THEN -1
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
-      WHEN e.occurred_at < DATE_ADD(DAY, 7, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_1_day AS INT), u.first_exposed_at)
       THEN 0
-      WHEN e.occurred_at < DATE_ADD(DAY, 14, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_2_day AS INT), u.first_exposed_at)
       THEN 1
-      WHEN e.occurred_at < DATE_ADD(DAY, 21, u.first_exposed_at)
+      WHEN e.occurred_at < DATE_ADD(DAY, CAST(:cohort_3_day AS INT), u.first_exposed_at)
       THEN 2
       ELSE 3
     END AS exposure_cohort,
@@ -2915,7 +2933,7 @@ WITH abflow_units_raw_exposures AS (
       THEN a.c0_den_max
     END AS x_0,
     a.c1_num_count + a.c1_den_count > 0
-    AND DATE_ADD(DAY, 7, a.first_exposed_at) <= :as_of AS in_1,
+    AND DATE_ADD(DAY, CAST(:cohort_1_day AS INT), a.first_exposed_at) <= :as_of AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2939,7 +2957,7 @@ WITH abflow_units_raw_exposures AS (
       THEN a.c1_den_max
     END AS x_1,
     a.c2_num_count + a.c2_den_count > 0
-    AND DATE_ADD(DAY, 14, a.first_exposed_at) <= :as_of AS in_2,
+    AND DATE_ADD(DAY, CAST(:cohort_2_day AS INT), a.first_exposed_at) <= :as_of AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -2963,7 +2981,7 @@ WITH abflow_units_raw_exposures AS (
       THEN a.c2_den_max
     END AS x_2,
     a.c3_num_count + a.c3_den_count > 0
-    AND DATE_ADD(DAY, 21, a.first_exposed_at) <= :as_of AS in_3,
+    AND DATE_ADD(DAY, CAST(:cohort_3_day AS INT), a.first_exposed_at) <= :as_of AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -3052,28 +3070,28 @@ WITH abflow_units_raw_exposures AS (
 ), exposure_age_units_cohorts AS (
   SELECT
     0 AS cohort,
-    0 AS first_day,
-    '0-6' AS label
+    CAST(:cohort_0_day AS INT) AS first_day,
+    CAST(:cohort_0_segment AS STRING) AS segment
   UNION ALL
   SELECT
     1 AS cohort,
-    7 AS first_day,
-    '7-13' AS label
+    CAST(:cohort_1_day AS INT) AS first_day,
+    CAST(:cohort_1_segment AS STRING) AS segment
   UNION ALL
   SELECT
     2 AS cohort,
-    14 AS first_day,
-    '14-20' AS label
+    CAST(:cohort_2_day AS INT) AS first_day,
+    CAST(:cohort_2_segment AS STRING) AS segment
   UNION ALL
   SELECT
     3 AS cohort,
-    21 AS first_day,
-    '21+' AS label
+    CAST(:cohort_3_day AS INT) AS first_day,
+    CAST(:cohort_3_segment AS STRING) AS segment
 ), exposure_age_units_final AS (
   SELECT
     u.unit_id || ':' || CAST(c.cohort AS STRING) AS unit_id,
     u.variant_key,
-    '@exposure_age=' || c.label AS segment
+    c.segment
   FROM abflow_units AS u
   CROSS JOIN exposure_age_units_cohorts AS c
   WHERE
@@ -3331,7 +3349,25 @@ WITH abflow_units_raw_exposures AS (
   FROM exposure_age_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
+), all_segment_values AS (
+  SELECT
+    metric_id,
+    capped,
+    variant_key,
+    'all' AS segment,
+    y,
+    x,
+    c,
+    d,
+    contaminated
+  FROM version_values
+  WHERE
+    FALSE
 ), segment_values AS (
+  SELECT
+    *
+  FROM all_segment_values
+  UNION ALL
   SELECT
     vv.metric_id,
     vv.capped,

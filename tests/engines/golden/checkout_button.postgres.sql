@@ -427,6 +427,9 @@ ANALYZE abflow_metric_events;
 -- [8] unit_values: materialised as temporary table abflow_unit_values
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
+--   cohort_1_day = 7
+--   cohort_2_day = 14
+--   cohort_3_day = 21
 --   exposure_age = 1
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
@@ -476,11 +479,11 @@ WITH unit_metric_events AS (
       THEN -1
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
-      WHEN e.occurred_at < u.first_exposed_at + 7 * INTERVAL '1 DAY'
+      WHEN e.occurred_at < u.first_exposed_at + CAST(%(cohort_1_day)s AS INT) * INTERVAL '1 DAY'
       THEN 0
-      WHEN e.occurred_at < u.first_exposed_at + 14 * INTERVAL '1 DAY'
+      WHEN e.occurred_at < u.first_exposed_at + CAST(%(cohort_2_day)s AS INT) * INTERVAL '1 DAY'
       THEN 1
-      WHEN e.occurred_at < u.first_exposed_at + 21 * INTERVAL '1 DAY'
+      WHEN e.occurred_at < u.first_exposed_at + CAST(%(cohort_3_day)s AS INT) * INTERVAL '1 DAY'
       THEN 2
       ELSE 3
     END AS exposure_cohort,
@@ -709,7 +712,7 @@ WITH unit_metric_events AS (
       THEN a.c0_den_max
     END AS x_0,
     a.c1_num_count + a.c1_den_count > 0
-    AND a.first_exposed_at + 7 * INTERVAL '1 DAY' <= %(as_of)s AS in_1,
+    AND a.first_exposed_at + CAST(%(cohort_1_day)s AS INT) * INTERVAL '1 DAY' <= %(as_of)s AS in_1,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c1_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -733,7 +736,7 @@ WITH unit_metric_events AS (
       THEN a.c1_den_max
     END AS x_1,
     a.c2_num_count + a.c2_den_count > 0
-    AND a.first_exposed_at + 14 * INTERVAL '1 DAY' <= %(as_of)s AS in_2,
+    AND a.first_exposed_at + CAST(%(cohort_2_day)s AS INT) * INTERVAL '1 DAY' <= %(as_of)s AS in_2,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c2_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -757,7 +760,7 @@ WITH unit_metric_events AS (
       THEN a.c2_den_max
     END AS x_2,
     a.c3_num_count + a.c3_den_count > 0
-    AND a.first_exposed_at + 21 * INTERVAL '1 DAY' <= %(as_of)s AS in_3,
+    AND a.first_exposed_at + CAST(%(cohort_3_day)s AS INT) * INTERVAL '1 DAY' <= %(as_of)s AS in_3,
     CASE m.y_agg
       WHEN 'any'
       THEN CASE WHEN a.c3_num_count > 0 THEN 1.0 ELSE 0.0 END
@@ -1041,7 +1044,7 @@ WITH all_units AS (
   FROM abflow_unit_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), segment_values AS (
+), all_segment_values AS (
   SELECT
     metric_id,
     capped,
@@ -1053,6 +1056,10 @@ WITH all_units AS (
     d,
     contaminated
   FROM version_values
+), segment_values AS (
+  SELECT
+    *
+  FROM all_segment_values
   UNION ALL
   SELECT
     vv.metric_id,
@@ -1236,7 +1243,10 @@ ORDER BY
 -- [11] metric_quantiles: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
---   bound_z = 1.9599639845400545
+--   bound_z = 1.959963984540054
+--   cohort_1_day = 7
+--   cohort_2_day = 14
+--   cohort_3_day = 21
 --   exposure_age = 0
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
@@ -1297,11 +1307,11 @@ WITH quantile_defs AS (
       THEN -1
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
-      WHEN e.occurred_at < u.first_exposed_at + 7 * INTERVAL '1 DAY'
+      WHEN e.occurred_at < u.first_exposed_at + CAST(%(cohort_1_day)s AS INT) * INTERVAL '1 DAY'
       THEN 0
-      WHEN e.occurred_at < u.first_exposed_at + 14 * INTERVAL '1 DAY'
+      WHEN e.occurred_at < u.first_exposed_at + CAST(%(cohort_2_day)s AS INT) * INTERVAL '1 DAY'
       THEN 1
-      WHEN e.occurred_at < u.first_exposed_at + 21 * INTERVAL '1 DAY'
+      WHEN e.occurred_at < u.first_exposed_at + CAST(%(cohort_3_day)s AS INT) * INTERVAL '1 DAY'
       THEN 2
       ELSE 3
     END AS exposure_cohort,
@@ -1562,6 +1572,14 @@ ORDER BY
 -- [12] exposure_age_stats: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
+--   cohort_0_day = 0
+--   cohort_0_segment = '@exposure_age=0-6'
+--   cohort_1_day = 7
+--   cohort_1_segment = '@exposure_age=7-13'
+--   cohort_2_day = 14
+--   cohort_2_segment = '@exposure_age=14-20'
+--   cohort_3_day = 21
+--   cohort_3_segment = '@exposure_age=21+'
 WITH exposure_age_values_final AS (
   SELECT
     unit_id || ':0' AS unit_id,
@@ -1621,28 +1639,28 @@ WITH exposure_age_values_final AS (
 ), exposure_age_units_cohorts AS (
   SELECT
     0 AS cohort,
-    0 AS first_day,
-    '0-6' AS label
+    CAST(%(cohort_0_day)s AS INT) AS first_day,
+    CAST(%(cohort_0_segment)s AS TEXT) AS segment
   UNION ALL
   SELECT
     1 AS cohort,
-    7 AS first_day,
-    '7-13' AS label
+    CAST(%(cohort_1_day)s AS INT) AS first_day,
+    CAST(%(cohort_1_segment)s AS TEXT) AS segment
   UNION ALL
   SELECT
     2 AS cohort,
-    14 AS first_day,
-    '14-20' AS label
+    CAST(%(cohort_2_day)s AS INT) AS first_day,
+    CAST(%(cohort_2_segment)s AS TEXT) AS segment
   UNION ALL
   SELECT
     3 AS cohort,
-    21 AS first_day,
-    '21+' AS label
+    CAST(%(cohort_3_day)s AS INT) AS first_day,
+    CAST(%(cohort_3_segment)s AS TEXT) AS segment
 ), exposure_age_units_final AS (
   SELECT
     u.unit_id || ':' || CAST(c.cohort AS TEXT) AS unit_id,
     u.variant_key,
-    '@exposure_age=' || c.label AS segment
+    c.segment
   FROM abflow_units AS u
   CROSS JOIN exposure_age_units_cohorts AS c
   WHERE
@@ -1900,7 +1918,25 @@ WITH exposure_age_values_final AS (
   FROM exposure_age_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
+), all_segment_values AS (
+  SELECT
+    metric_id,
+    capped,
+    variant_key,
+    'all' AS segment,
+    y,
+    x,
+    c,
+    d,
+    contaminated
+  FROM version_values
+  WHERE
+    FALSE
 ), segment_values AS (
+  SELECT
+    *
+  FROM all_segment_values
+  UNION ALL
   SELECT
     vv.metric_id,
     vv.capped,

@@ -415,6 +415,9 @@ FROM final;
 -- [4] unit_values: materialised as temporary table abflow_unit_values
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
+--   cohort_1_day = 7
+--   cohort_2_day = 14
+--   cohort_3_day = 21
 --   exposure_age = 1
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
@@ -469,15 +472,21 @@ WITH unit_metric_events AS (
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
       WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '7 DAY'
+        u.first_exposed_at + (
+          INTERVAL '1 DAY' * CAST(%(cohort_1_day)s AS INTEGER)
+        )
       )
       THEN 0
       WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '14 DAY'
+        u.first_exposed_at + (
+          INTERVAL '1 DAY' * CAST(%(cohort_2_day)s AS INTEGER)
+        )
       )
       THEN 1
       WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '21 DAY'
+        u.first_exposed_at + (
+          INTERVAL '1 DAY' * CAST(%(cohort_3_day)s AS INTEGER)
+        )
       )
       THEN 2
       ELSE 3
@@ -688,7 +697,9 @@ WITH unit_metric_events AS (
     END AS x_0,
     a.c1_num_count + a.c1_den_count > 0
     AND (
-      a.first_exposed_at + INTERVAL '7 DAY'
+      a.first_exposed_at + (
+        INTERVAL '1 DAY' * CAST(%(cohort_1_day)s AS INTEGER)
+      )
     ) <= %(as_of)s AS in_1,
     CASE m.y_agg
       WHEN 'any'
@@ -714,7 +725,9 @@ WITH unit_metric_events AS (
     END AS x_1,
     a.c2_num_count + a.c2_den_count > 0
     AND (
-      a.first_exposed_at + INTERVAL '14 DAY'
+      a.first_exposed_at + (
+        INTERVAL '1 DAY' * CAST(%(cohort_2_day)s AS INTEGER)
+      )
     ) <= %(as_of)s AS in_2,
     CASE m.y_agg
       WHEN 'any'
@@ -740,7 +753,9 @@ WITH unit_metric_events AS (
     END AS x_2,
     a.c3_num_count + a.c3_den_count > 0
     AND (
-      a.first_exposed_at + INTERVAL '21 DAY'
+      a.first_exposed_at + (
+        INTERVAL '1 DAY' * CAST(%(cohort_3_day)s AS INTEGER)
+      )
     ) <= %(as_of)s AS in_3,
     CASE m.y_agg
       WHEN 'any'
@@ -1022,7 +1037,7 @@ WITH all_units AS (
   FROM abflow_unit_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), segment_values AS (
+), all_segment_values AS (
   SELECT
     metric_id,
     capped,
@@ -1034,6 +1049,10 @@ WITH all_units AS (
     d,
     contaminated
   FROM version_values
+), segment_values AS (
+  SELECT
+    *
+  FROM all_segment_values
   UNION ALL
   SELECT
     vv.metric_id,
@@ -1212,7 +1231,10 @@ ORDER BY
 -- [6] metric_quantiles: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
---   bound_z = 1.9599639845400545
+--   bound_z = 1.959963984540054
+--   cohort_1_day = 7
+--   cohort_2_day = 14
+--   cohort_3_day = 21
 --   exposure_age = 0
 --   filter_3_den_1_1 = 'ios'
 --   filter_3_den_1_2 = 'android'
@@ -1278,15 +1300,21 @@ WITH quantile_defs AS (
       WHEN e.occurred_at < u.first_exposed_at
       THEN 4
       WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '7 DAY'
+        u.first_exposed_at + (
+          INTERVAL '1 DAY' * CAST(%(cohort_1_day)s AS INTEGER)
+        )
       )
       THEN 0
       WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '14 DAY'
+        u.first_exposed_at + (
+          INTERVAL '1 DAY' * CAST(%(cohort_2_day)s AS INTEGER)
+        )
       )
       THEN 1
       WHEN e.occurred_at < (
-        u.first_exposed_at + INTERVAL '21 DAY'
+        u.first_exposed_at + (
+          INTERVAL '1 DAY' * CAST(%(cohort_3_day)s AS INTEGER)
+        )
       )
       THEN 2
       ELSE 3
@@ -1553,6 +1581,14 @@ ORDER BY
 -- [7] exposure_age_stats: rows come back to Python
 -- parameters:
 --   as_of = 2026-11-21T00:00:00+00:00
+--   cohort_0_day = 0
+--   cohort_0_segment = '@exposure_age=0-6'
+--   cohort_1_day = 7
+--   cohort_1_segment = '@exposure_age=7-13'
+--   cohort_2_day = 14
+--   cohort_2_segment = '@exposure_age=14-20'
+--   cohort_3_day = 21
+--   cohort_3_segment = '@exposure_age=21+'
 WITH exposure_age_values_final AS (
   SELECT
     unit_id || ':0' AS unit_id,
@@ -1612,28 +1648,28 @@ WITH exposure_age_values_final AS (
 ), exposure_age_units_cohorts AS (
   SELECT
     0 AS cohort,
-    0 AS first_day,
-    '0-6' AS label
+    CAST(%(cohort_0_day)s AS INTEGER) AS first_day,
+    CAST(%(cohort_0_segment)s AS VARCHAR(MAX)) AS segment
   UNION ALL
   SELECT
     1 AS cohort,
-    7 AS first_day,
-    '7-13' AS label
+    CAST(%(cohort_1_day)s AS INTEGER) AS first_day,
+    CAST(%(cohort_1_segment)s AS VARCHAR(MAX)) AS segment
   UNION ALL
   SELECT
     2 AS cohort,
-    14 AS first_day,
-    '14-20' AS label
+    CAST(%(cohort_2_day)s AS INTEGER) AS first_day,
+    CAST(%(cohort_2_segment)s AS VARCHAR(MAX)) AS segment
   UNION ALL
   SELECT
     3 AS cohort,
-    21 AS first_day,
-    '21+' AS label
+    CAST(%(cohort_3_day)s AS INTEGER) AS first_day,
+    CAST(%(cohort_3_segment)s AS VARCHAR(MAX)) AS segment
 ), exposure_age_units_final AS (
   SELECT
     u.unit_id || ':' || CAST(c.cohort AS VARCHAR(MAX)) AS unit_id,
     u.variant_key,
-    '@exposure_age=' || c.label AS segment
+    c.segment
   FROM abflow_units AS u
   CROSS JOIN exposure_age_units_cohorts AS c
   WHERE
@@ -1895,7 +1931,25 @@ WITH exposure_age_values_final AS (
   FROM exposure_age_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
+), all_segment_values AS (
+  SELECT
+    metric_id,
+    capped,
+    variant_key,
+    'all' AS segment,
+    y,
+    x,
+    c,
+    d,
+    contaminated
+  FROM version_values
+  WHERE
+    FALSE
 ), segment_values AS (
+  SELECT
+    *
+  FROM all_segment_values
+  UNION ALL
   SELECT
     vv.metric_id,
     vv.capped,
