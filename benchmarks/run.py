@@ -55,6 +55,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 ABFLOW_BIN = Path(sys.executable).with_name("abflow")
 REL_TOL = 1e-9
 RSS_POLL_SECONDS = 0.02
+E2E_TARGET_SIZES = (1_000_000, 5_000_000)  # where issue 15 sets the end-to-end budget
 STAT_FIELDS = (
     "exposed_units", "units", "sum", "sum_squares", "denominator_sum", "denominator_sum_squares",
     "sum_products", "covariate_sum", "covariate_sum_squares", "covariate_sum_products",
@@ -728,8 +729,10 @@ def summary(results: list[SizeResult]) -> dict[str, Any]:
         all(r.incremental.daily_seconds <= 0.25 * r.abflow.median for r in at20 if r.incremental)
         if at20 else None)
     e2e = [r for r in results if r.e2e]
-    out["e2e_target_met"] = (all(r.e2e.seconds <= r.e2e_budget for r in e2e if r.e2e)
-                             if e2e else None)
+    # issue 15 sets the end-to-end budget at 1M and 5M events; larger sizes show theirs only
+    targeted = [r for r in e2e if r.events in E2E_TARGET_SIZES]
+    out["e2e_target_met"] = (all(r.e2e.seconds <= r.e2e_budget for r in targeted if r.e2e)
+                             if targeted else None)
     rss = [r.e2e.peak_rss_mb for r in e2e if r.e2e]
     out["peak_rss_spread"] = (max(rss) / min(rss) - 1) if len(rss) > 1 else None
     out["peak_rss_target_met"] = (max(rss) <= 1.1 * min(rss)) if len(rss) > 1 else None
