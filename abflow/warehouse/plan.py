@@ -497,10 +497,10 @@ def exposure_age_statement(
         canonical("queries/metric_final.sql"),
         {"abflow_unit_segments": "exposure_age_units", "abflow_unit_values": "exposure_age_values"},
     )
-    # the pseudo-units are in no 'all' segment, only in their cohort's: that CTE keeps no row
-    all_segment = _cte(final, "all_segment_values").this
-    assert isinstance(all_segment, exp.Select)
-    all_segment.where("false", copy=False)
+    # the pseudo-units are in no 'all' segment: only the branch through their segments counts
+    both = _cte(final, "segment_values").this
+    assert isinstance(both, exp.Union)
+    _cte(final, "segment_values").set("this", both.expression)
     values_block = canonical_block("queries/exposure_age.sql", "values")
     units_block = canonical_block("queries/exposure_age.sql", "units")
     assert isinstance(values_block, exp.Query) and isinstance(units_block, exp.Query)

@@ -230,10 +230,9 @@ version_values as (
     inner join metric_versions as mv on mv.metric_id = uv.metric_id
 ),
 
-all_segment_values as (
-    -- the 'all' segment: every analysed unit is in it with its own variant, so no join
-    -- (exposure-age pseudo-units are in no 'all' segment: plan.exposure_age_statement adds
-    -- WHERE FALSE here)
+segment_values as (
+    -- each value in each segment of its unit: 'all' with the unit's own variant (every analysed
+    -- unit is in it, so no join), the dimensions and bandit periods through the unit's segments
     select
         metric_id,
         capped,
@@ -245,12 +244,6 @@ all_segment_values as (
         d,
         contaminated
     from version_values
-),
-
-segment_values as (
-    -- each value in each segment of its unit: 'all', then the dimensions and bandit periods
-    -- through the unit's segments
-    select * from all_segment_values
     union all
     select
         vv.metric_id,

@@ -1016,7 +1016,7 @@ WITH all_units AS (
   FROM abflow_unit_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), all_segment_values AS (
+), segment_values AS (
   SELECT
     metric_id,
     capped,
@@ -1028,10 +1028,6 @@ WITH all_units AS (
     d,
     contaminated
   FROM version_values
-), segment_values AS (
-  SELECT
-    *
-  FROM all_segment_values
   UNION ALL
   SELECT
     vv.metric_id,
@@ -1900,25 +1896,7 @@ WITH exposure_age_values_final AS (
   FROM exposure_age_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), all_segment_values AS (
-  SELECT
-    metric_id,
-    capped,
-    variant_key,
-    'all' AS segment,
-    y,
-    x,
-    c,
-    d,
-    contaminated
-  FROM version_values
-  WHERE
-    FALSE
 ), segment_values AS (
-  SELECT
-    *
-  FROM all_segment_values
-  UNION ALL
   SELECT
     vv.metric_id,
     vv.capped,

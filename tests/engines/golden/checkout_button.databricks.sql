@@ -1020,7 +1020,7 @@ WITH abflow_units_raw_exposures AS (
   FROM abflow_unit_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), all_segment_values AS (
+), segment_values AS (
   SELECT
     metric_id,
     capped,
@@ -1032,10 +1032,6 @@ WITH abflow_units_raw_exposures AS (
     d,
     contaminated
   FROM version_values
-), segment_values AS (
-  SELECT
-    *
-  FROM all_segment_values
   UNION ALL
   SELECT
     vv.metric_id,
@@ -3349,25 +3345,7 @@ WITH abflow_units_raw_exposures AS (
   FROM exposure_age_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), all_segment_values AS (
-  SELECT
-    metric_id,
-    capped,
-    variant_key,
-    'all' AS segment,
-    y,
-    x,
-    c,
-    d,
-    contaminated
-  FROM version_values
-  WHERE
-    FALSE
 ), segment_values AS (
-  SELECT
-    *
-  FROM all_segment_values
-  UNION ALL
   SELECT
     vv.metric_id,
     vv.capped,

@@ -1059,7 +1059,7 @@ WITH all_units AS (
   FROM abflow_unit_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), all_segment_values AS (
+), segment_values AS (
   SELECT
     metric_id,
     capped,
@@ -1071,10 +1071,6 @@ WITH all_units AS (
     d,
     contaminated
   FROM version_values
-), segment_values AS (
-  SELECT
-    *
-  FROM all_segment_values
   UNION ALL
   SELECT
     vv.metric_id,
@@ -1962,25 +1958,7 @@ WITH exposure_age_values_final AS (
   FROM exposure_age_values AS uv
   INNER JOIN metric_versions AS mv
     ON mv.metric_id = uv.metric_id
-), all_segment_values AS (
-  SELECT
-    metric_id,
-    capped,
-    variant_key,
-    'all' AS segment,
-    y,
-    x,
-    c,
-    d,
-    contaminated
-  FROM version_values
-  WHERE
-    FALSE
 ), segment_values AS (
-  SELECT
-    *
-  FROM all_segment_values
-  UNION ALL
   SELECT
     vv.metric_id,
     vv.capped,
