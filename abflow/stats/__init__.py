@@ -68,6 +68,8 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+# a literal list: linters and type checkers read the typing imports above as re-exports through
+# it. The three lists agree (tests/unit/test_lazy_imports.py).
 __all__ = [
     "SRM_THRESHOLD",
     "CompareResult",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -143,6 +144,7 @@ def test_failures_and_unhealthy_runs_send_their_events(
     engine: Engine,
     demo_loaded: dict[str, Any],
     sent: Captured,
+    tmp_path: Path,
 ) -> None:
     from abflow.definitions import parse_experiment
     from abflow.flows.analyze import analyze_experiments
@@ -206,11 +208,9 @@ def test_failures_and_unhealthy_runs_send_their_events(
     )  # fmt: skip
     assert row["what was checked"].startswith("assignments.variant_key: variant key in set")
     assert records[0]["result"] == "FAILED"  # failures first
-    res_cli = runner.invoke(
-        app, ["report", "alerts_sick", "--out", str(abflow_env.home / "r.html")]
-    )
+    res_cli = runner.invoke(app, ["report", "alerts_sick", "--out", str(tmp_path / "r.html")])
     assert res_cli.exit_code == 0, res_cli.output
-    html = (abflow_env.home / "r.html").read_text()
+    html = (tmp_path / "r.html").read_text()
     assert "variant_key only takes configured values" in html and "4 unexpected row(s)" in html
     stop_experiment(engine, "alerts_sick")
     stop_experiment(engine, "alerts_broken")

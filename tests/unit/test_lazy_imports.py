@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from tests.conftest import repo_root
 
 CODE = """
 import sys
+from pathlib import Path
 import abflow.cli, abflow.flows.analyze, abflow.warehouse.promotion, abflow.warehouse.plan
 heavy = ("scipy", "abflow.pipeline", "abflow.stats.comparison")
 print(sorted(m for m in heavy if m in sys.modules))
@@ -57,3 +60,19 @@ def test_the_stats_package_still_hands_out_submodules_and_refuses_unknown_names(
     assert "comparison" in submodules and not set(abflow.stats.__all__) & submodules
     with pytest.raises(AttributeError, match="no attribute 'compar'"):
         _ = abflow.stats.compar  # type: ignore[attr-defined]
+
+
+def test_the_stats_package_types_and_exports_the_names_it_imports_lazily() -> None:
+    """The TYPE_CHECKING imports (what type checkers see) name each lazy name's own module,
+    and __all__ lists exactly the lazy names."""
+    tree = ast.parse(Path(abflow.stats.__file__).read_text())
+    typed = {
+        alias.asname or alias.name: node.module
+        for block in tree.body
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == abflow.stats._MODULES
+    assert sorted(abflow.stats.__all__) == sorted(abflow.stats._MODULES)
