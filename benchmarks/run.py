@@ -551,10 +551,10 @@ def run_end_to_end(url: str, schema: str, settings: dict[str, str], log_path: Pa
         child.returncode = code = os.waitstatus_to_exitcode(status)
         done.set()
         poller.join()
-    # Linux: ru_maxrss in KiB
+    # Linux: ru_maxrss in KiB (here this run's own; below, the largest of any waited-for
+    # descendant so far)
     peak[0] = max(peak[0], usage.ru_maxrss * 1024)
     peak[1] = max(peak[1], peak[0])
-    # Linux: ru_maxrss in KiB; the largest RSS of any waited-for descendant so far.
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     children_max = after.ru_maxrss / 1024
     cpu = (after.ru_utime - cpu_before.ru_utime) + (after.ru_stime - cpu_before.ru_stime)

@@ -16,7 +16,6 @@ from tests.conftest import repo_root
 
 CODE = """
 import sys
-from pathlib import Path
 import abflow.cli, abflow.flows.analyze, abflow.warehouse.promotion, abflow.warehouse.plan
 heavy = ("scipy", "abflow.pipeline", "abflow.stats.comparison")
 print(sorted(m for m in heavy if m in sys.modules))
