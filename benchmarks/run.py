@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
+import psycopg
 import sqlglot
 from psycopg import sql
 from rich.console import Console
@@ -565,15 +566,38 @@ def run_end_to_end(url: str, schema: str, settings: dict[str, str], log_path: Pa
 # --- incremental refresh -----------------------------------------------------------------------
 
 
+# The state tables a refresh rewrites: a full refresh deletes and reinserts every row.
+STATE_TABLES = ("unit_metric_partials", "unit_exposures_seen")
+
+
+def a_day_passes(engine: Engine, schema: str) -> None:
+    """What PostgreSQL does to the state tables in the day between two scheduled refreshes.
+
+    Autovacuum (on by default; it vacuums a table once 20% of its rows are dead) clears the dead
+    rows a full refresh leaves and sets the pages' visibility; without it the daily refresh
+    timed right after the first one reads every partial twice, live and dead.
+    """
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        raw = cast(psycopg.Connection, conn.connection.dbapi_connection)
+        with raw.cursor() as cur:
+            for table in STATE_TABLES:
+                cur.execute(sql.SQL("vacuum (analyze) {}").format(sql.Identifier(schema, table)))
+
+
 def run_incremental(engine: Engine, experiment: Experiment, settings: dict[str, str],
-                    full: dict[StatKey, StatValues]) -> Incremental:
+                    full: dict[StatKey, StatValues], schema: str, *,
+                    vacuum: bool = True) -> Incremental:
     """Refresh as of the day before as_of (from scratch), then as of as_of (the daily run).
 
     Each refresh is one transaction, as in the flow; the daily result must equal (b)'s.
+    `vacuum`: between the two, vacuum the state tables as autovacuum would in that day.
     """
     refreshes = []
     for as_of, full_refresh in ((generate.AS_OF - timedelta(days=1), True),
                                 (generate.AS_OF, False)):
+        if not full_refresh and vacuum:
+            a_day_passes(engine, schema)
         started = time.perf_counter()
         with engine.begin() as conn:
             apply_settings(conn, settings)
@@ -632,7 +656,8 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
         incremental = None
         if args.incremental:
             console.print("  incremental refresh (initial a day earlier, then daily) …")
-            incremental = run_incremental(engine, experiment, settings, results["abflow"])
+            incremental = run_incremental(engine, experiment, settings, results["abflow"],
+                                          schema, vacuum=not args.no_vacuum)
             console.print(f"  initial {incremental.initial_seconds:.2f} s "
                           f"({incremental.initial_mode}), daily {incremental.daily_seconds:.2f} s "
                           f"({incremental.daily_mode}), same numbers as (b): "
@@ -665,6 +690,8 @@ def measure_size(url: str, events: int, repeat: int, args: argparse.Namespace,
                     ("first", generate.AS_OF - timedelta(days=1), "full"),
                     ("daily", generate.AS_OF, "daily"),
                 ):
+                    if mode == "daily" and not args.no_vacuum:
+                        a_day_passes(engine, schema)
                     run = run_end_to_end(
                         url, schema, settings,
                         RESULTS_DIR / f"bench-{stamp}-{schema}-abflow-run-incremental-{label}.log",
@@ -851,6 +878,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "temporary: each run boots its own (ABFLOW_PREFECT_SERVER_IDLE_MINUTES=0)")
     p.add_argument("--incremental", action="store_true",
                    help="also time an incremental refresh: initial a day before as_of, then daily")
+    p.add_argument("--no-vacuum", action="store_true",
+                   help="time the daily refresh right after the first one, without vacuuming the "
+                        "state tables in between as autovacuum would in the day that passes")
     p.add_argument("--regenerate", action="store_true", help="regenerate data even if present")
     p.add_argument("--events-per-unit", type=int, default=generate.DEFAULT_EVENTS_PER_UNIT,
                    help="data density: units = events / this (default 10; own schema otherwise)")
