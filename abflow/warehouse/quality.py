@@ -1,8 +1,9 @@
 """Data-quality gate: GX suites from `expectations/`, validated inside PostgreSQL (SPEC §5).
 
-Each suite is a hand-written JSON file validated against one *query asset*: a SELECT restricted
-to the experiment's window and composed with `psycopg.sql`, so GX computes every metric inside
-the warehouse and only aggregates and a few sample values come back. Experiment-specific values
+Each suite is a hand-written JSON file validated against one *query asset*: the suite's block of
+sql/queries/check_assets.sql (the rows the SQL checks of every engine aggregate too) rendered for
+PostgreSQL with its values as psycopg literals, so GX computes every metric inside the warehouse
+and only aggregates and a few sample values come back. Experiment-specific values
 are written in the suites as `{"$PARAMETER": name}` and bound here, in Python, before the suite is
 built (GX does not evaluate `$PARAMETER` inside a `row_condition`: it silently matches no rows).
 An expectation whose parameter is None (no previous run, no value metric) is skipped.
@@ -28,7 +29,9 @@ from abflow.redact import one_line, redact
 from abflow.results import CheckOutcome, Severity
 from abflow.settings import normalize_database_url
 from abflow.warehouse.data_docs import write_data_docs
+from abflow.warehouse.dialects import Source, Statement, canonical_block, render_plan
 from abflow.warehouse.extract import VALUE_LIMIT, relation
+from abflow.warehouse.plan import analysis_end, lookback_days
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuiteValidationResult
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 
 SUITES_DIR = package_path("expectations")
 SUITE_NAMES = ("assignments", "events", "variant_stats")
+# The rows each suite validates, one block per suite (the SQL checks and GX read the same text).
+ASSETS = "queries/check_assets.sql"
 VALUE_AGGS = frozenset({"sum", "mean", "max"})
 DROP_RATIO = 0.5
 SAMPLE_SIZE = 5
@@ -51,6 +56,7 @@ _URL_VARIABLE = "abflow_gx_connection_string"
 # silently becomes NULL and "%" is doubled twice. Literals must contain neither.
 _BIND_PARAM = re.compile(r"(?<![:\w\\]):(\w+)(?![:\w])")
 _UNSAFE_CHARS = frozenset(":%\\")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 class _Unbound(Exception):
@@ -79,14 +85,9 @@ def run_expectations(
     # GX logs a line per ephemeral context at INFO; our own report lists what matters.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     now = datetime.now(UTC)
-    assignments = source_relation(assignments_source, schema)
-    events = source_relation(events_source, schema)
+    sources = asset_sources(schema, assignments_source, events_source)
     params = suite_parameters(experiment, as_of, now, previous_units)
-    queries = {
-        "assignments": assignments_query(assignments, experiment, as_of, now),
-        "events": events_query(events, assignments, experiment, as_of, now, events_from),
-        "variant_stats": variant_units_query(assignments, experiment, as_of),
-    }
+    queries = asset_queries(experiment, as_of, now, sources, events_from)
     try:
         datasource = _datasource(connection_string)
     except Exception as exc:  # GX may quote the connection string: never let it out unmasked
@@ -104,11 +105,6 @@ def run_expectations(
 
 
 # --- parameters and suites ----------------------------------------------------------------------
-
-
-def analysis_end(experiment: Experiment, as_of: datetime) -> datetime:
-    """Last instant analysed: as_of, capped at the experiment's end."""
-    return min(as_of, experiment.end_at) if experiment.end_at else as_of
 
 
 def metric_event_names(experiment: Experiment) -> list[str]:
@@ -179,94 +175,72 @@ def _bind(node: Any, params: Mapping[str, Any]) -> Any:
 # --- query assets -------------------------------------------------------------------------------
 
 
-def source_relation(name: str, schema: str) -> sql.Composable:
-    """A source relation as identifiers, resolved in `schema` unless already schema-qualified."""
-    qualified = relation(name)  # validates 'name' or 'schema.name'
-    parts = [p for p in name.split(".") if p]
-    return qualified if len(parts) == 2 else sql.Identifier(schema, parts[0])
+def asset_sources(schema: str, assignments: str, events: str) -> dict[str, Source]:
+    """The source relations, resolved in `schema` unless already schema-qualified.
+
+    GX connects without abflow's search_path, so its assets name the schema.
+    """
+    for name in (assignments, events):
+        relation(name)  # 'name' or 'schema.name' only, with a clear message otherwise
+    return {
+        "assignments": Source.parse(assignments, default_schema=schema),
+        "events": Source.parse(events, default_schema=schema),
+    }
 
 
-def assignments_query(
-    assignments: sql.Composable, experiment: Experiment, as_of: datetime, now: datetime
-) -> sql.Composed:
-    """This experiment's exposures up to as_of, plus rows stamped NULL or in the future."""
-    return sql.SQL(
-        "select experiment_key, unit_id, variant_key, assigned_at from {src} "
-        "where experiment_key = {key} "
-        "and (assigned_at <= {as_of} or assigned_at > {now} or assigned_at is null)"
-    ).format(
-        src=assignments,
-        key=sql.Literal(experiment.key),
-        as_of=sql.Literal(as_of),
-        now=sql.Literal(now),
-    )
+def asset_values(
+    experiment: Experiment, as_of: datetime, now: Any, events_from: datetime | None = None
+) -> dict[str, Any]:
+    """The values of check_assets.sql's placeholders: which rows each suite validates.
+
+    `events_from` narrows the events to those an incremental refresh reads.
+    """
+    return {
+        "experiment_key": experiment.key,
+        "as_of": as_of,
+        "now": now,
+        "start_at": experiment.start_at,
+        "window_end": analysis_end(experiment, as_of),
+        "value_limit": VALUE_LIMIT,
+        "events_from": events_from
+        or experiment.start_at - timedelta(days=lookback_days(experiment)),
+        "event_names": metric_event_names(experiment),
+        "variants": [v.key for v in experiment.variants],
+    }
 
 
-def events_query(
-    events: sql.Composable,
-    assignments: sql.Composable,
+def asset_queries(
     experiment: Experiment,
     as_of: datetime,
     now: datetime,
+    sources: Mapping[str, Source],
     events_from: datetime | None = None,
-) -> sql.Composed:
-    """Metric events of the experiment's units in the window, plus rows stamped NULL or future.
+) -> dict[str, sql.Composed]:
+    """Each suite's rows as a GX query asset: its check_assets.sql block, values as literals.
 
-    The window starts at `events_from` when given (an incremental run: the events it reads).
+    The SQL checks (sql_checks.py) aggregate the same blocks with bound parameters; GX wraps an
+    asset in SQLAlchemy text() and re-compiles it, so here every value is a psycopg literal.
     """
-    lookback = experiment.analysis.cuped.lookback_days if experiment.analysis.cuped else 0
-    start = events_from or experiment.start_at - timedelta(days=lookback)
-    end = analysis_end(experiment, as_of)
-    names = sql.SQL(", ").join(text_literal(n) for n in metric_event_names(experiment))
-    return sql.SQL(
-        "select e.unit_id, e.event_name, e.occurred_at, e.value, "
-        # a repeat of an identical row (NULL values compare equal here) carries its key
-        "case when row_number() over (partition by e.unit_id, e.event_name, e.occurred_at, "
-        "e.value) > 1 then concat_ws(' | ', e.unit_id, e.event_name, e.occurred_at, e.value) "
-        "end as duplicate_of, "
-        # a value the metric SQL reads as missing (out of range, NaN, ±Infinity) names its row
-        "case when e.value is not null and not abs(e.value) <= {limit} "
-        "then concat_ws(' | ', e.unit_id, e.event_name, e.occurred_at, e.value) "
-        "end as out_of_range "
-        "from {events} as e "
-        "where e.unit_id in (select a.unit_id from {assignments} as a "
-        "where a.experiment_key = {key} and a.assigned_at <= {end}) "
-        "and (e.event_name in ({names}) or e.event_name is null) "
-        "and ((e.occurred_at >= {start} and e.occurred_at <= {end}) "
-        "or e.occurred_at > {now} or e.occurred_at is null)"
-    ).format(
-        events=events,
-        assignments=assignments,
-        key=sql.Literal(experiment.key),
-        names=names,
-        limit=sql.Literal(VALUE_LIMIT),
-        start=sql.Literal(start),
-        end=sql.Literal(end),
-        now=sql.Literal(now),
-    )
+    values = asset_values(experiment, as_of, now, events_from)
+    statements = [
+        Statement(name, canonical_block(ASSETS, name)).bind(values) for name in SUITE_NAMES
+    ]
+    return {
+        r.name: _with_literals(r.sql, r.params)
+        for r in render_plan(statements, "postgres", sources)
+    }
 
 
-def variant_units_query(
-    assignments: sql.Composable, experiment: Experiment, as_of: datetime
-) -> sql.Composed:
-    """Analysed units per configured variant: first exposure in the window, one variant only."""
-    variants = sql.SQL(", ").join(sql.Literal(v.key) for v in experiment.variants)
-    return sql.SQL(
-        "select variant_key, count(*) as units from ("
-        "select unit_id, min(coalesce(variant_key, '(null)')) as variant_key, "
-        "count(distinct coalesce(variant_key, '(null)')) as variant_count from {src} "
-        "where experiment_key = {key} and unit_id is not null "
-        "and assigned_at >= {start} and assigned_at <= {end} "
-        "group by unit_id) as per_unit "
-        "where variant_count = 1 and variant_key in ({variants}) "
-        "group by variant_key"
-    ).format(
-        src=assignments,
-        key=sql.Literal(experiment.key),
-        start=sql.Literal(experiment.start_at),
-        end=sql.Literal(analysis_end(experiment, as_of)),
-        variants=variants,
-    )
+def _with_literals(text: str, params: Mapping[str, Any]) -> sql.Composed:
+    """Rendered PostgreSQL text with each %(name)s placeholder replaced by its value, quoted."""
+    pieces: list[sql.Composable] = []
+    for i, part in enumerate(_PLACEHOLDER.split(text)):
+        if i % 2:  # the placeholder's name
+            value = params[part]
+            pieces.append(text_literal(value) if isinstance(value, str) else sql.Literal(value))
+        elif part:
+            pieces.append(sql.SQL(part))
+    return sql.Composed(pieces)
 
 
 def text_literal(value: str) -> sql.Composable:

@@ -15,27 +15,26 @@ set, between, distinct values contain set, column sum); any other type fails lou
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlglot import exp
 
 from abflow.definitions import Experiment
 from abflow.results import CheckOutcome
-from abflow.warehouse import plan
 from abflow.warehouse.dialects import Source, Statement, canonical_block
 from abflow.warehouse.engines import Executor, execute_plan
 from abflow.warehouse.quality import (
+    ASSETS,
     SUITE_NAMES,
     _check_name,
     _severity,
+    asset_values,
     bind_suite,
     load_suite,
-    metric_event_names,
     suite_parameters,
 )
 
-ASSETS = "queries/check_assets.sql"
 NOTE = "validated in SQL on this engine (no GX datasource); offending rows are not sampled"
 
 
@@ -86,18 +85,7 @@ def check_statements(
 ) -> list[Statement]:
     """One aggregate statement per suite (`now` None: shown as the time of the run)."""
     current: Any = now if now is not None else RUN_TIME
-    values = {
-        "experiment_key": experiment.key,
-        "as_of": as_of,
-        "now": current,
-        "start_at": experiment.start_at,
-        "window_end": plan.analysis_end(experiment, as_of),
-        "value_limit": plan.VALUE_LIMIT,
-        "events_from": events_from
-        or experiment.start_at - timedelta(days=plan.lookback_days(experiment)),
-        "event_names": metric_event_names(experiment),
-        "variants": [v.key for v in experiment.variants],
-    }
+    values = asset_values(experiment, as_of, current, events_from)
     statements = []
     for name, expectations in _suites(experiment, as_of, current, previous_units).items():
         builder = _SuiteQuery(name)

@@ -116,12 +116,8 @@ def _assets(
     events_from: datetime | None,
 ) -> dict[str, sql.Composed]:
     """The suites' query assets, exactly as GX validates them (quality.py)."""
-    assignments = quality.source_relation(assignments_source, schema)
-    events = quality.source_relation(events_source, schema)
-    return {
-        "assignments": quality.assignments_query(assignments, experiment, as_of, now),
-        "events": quality.events_query(events, assignments, experiment, as_of, now, events_from),
-    }
+    sources = quality.asset_sources(schema, assignments_source, events_source)
+    return quality.asset_queries(experiment, as_of, now, sources, events_from)
 
 
 def _sample(conn: Connection, asset: sql.Composed, config: dict[str, Any]) -> list[Any]:

@@ -2,7 +2,8 @@
 -- suite, for engines Great Expectations cannot reach (DuckDB, Spark): abflow/warehouse/
 -- sql_checks.py wraps each block as a CTE `asset` and computes every expectation of the suite
 -- as one aggregate over it, rendered for the warehouse's dialect like every other statement.
--- On PostgreSQL the same rows are GX query assets (abflow/warehouse/quality.py).
+-- On PostgreSQL the same blocks, their values written as literals, are GX's query assets and
+-- the source of the samples of failed checks (abflow/warehouse/quality.py asset_queries).
 
 -- name: assignments
 -- This experiment's exposures up to as_of, plus rows stamped NULL or in the future.
@@ -14,7 +15,10 @@ where experiment_key = :experiment_key
 -- name: events
 -- Metric events of the experiment's units in the window, plus rows stamped NULL or future;
 -- duplicate_of is set on every repeat of an identical (unit, event, time, value) row,
--- out_of_range on every value the metric SQL reads as missing.
+-- out_of_range on every value the metric SQL reads as missing; both hold the row's key
+-- ('unit | event | time | value'), which the samples of a failed check show. The key is built
+-- only for those rows; with ||, as concat_ws is missing on some engines and takes only text on
+-- Spark, and every part coalesced, as || is NULL if one part is.
 select
     e.unit_id,
     e.event_name,
@@ -26,11 +30,14 @@ select
             -- PostgreSQL, the same partitions (dialects.py drops it on other engines)
             partition by e.unit_id collate "C", e.event_name collate "C", e.occurred_at, e.value
             order by e.occurred_at
-        ) > 1 then e.unit_id
+        ) > 1 then coalesce(e.unit_id, '') || ' | ' || coalesce(e.event_name, '') || ' | '
+            || coalesce(cast(e.occurred_at as text), '') || ' | '
+            || coalesce(cast(e.value as text), '')
     end as duplicate_of,
-    -- a value the metric SQL reads as missing (out of range, NaN, ±Infinity) names its unit
-    case when e.value is not null and not abs(e.value) <= :value_limit then e.unit_id end
-        as out_of_range
+    case when e.value is not null and not abs(e.value) <= :value_limit
+        then coalesce(e.unit_id, '') || ' | ' || coalesce(e.event_name, '') || ' | '
+            || coalesce(cast(e.occurred_at as text), '') || ' | ' || cast(e.value as text)
+    end as out_of_range
 from source_events as e
 where e.unit_id in (
         select a.unit_id

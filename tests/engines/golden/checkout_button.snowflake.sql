@@ -2246,11 +2246,11 @@ WITH asset AS (
         PARTITION BY e.unit_id, e.event_name, e.occurred_at, e.value
         ORDER BY e.occurred_at
       ) > 1
-      THEN e.unit_id
+      THEN COALESCE(e.unit_id, '') || ' | ' || COALESCE(e.event_name, '') || ' | ' || COALESCE(CAST(e.occurred_at AS VARCHAR), '') || ' | ' || COALESCE(CAST(e.value AS VARCHAR), '')
     END AS duplicate_of,
     CASE
       WHEN e.value IS NOT NULL AND NOT ABS(e.value) <= :value_limit
-      THEN e.unit_id
+      THEN COALESCE(e.unit_id, '') || ' | ' || COALESCE(e.event_name, '') || ' | ' || COALESCE(CAST(e.occurred_at AS VARCHAR), '') || ' | ' || CAST(e.value AS VARCHAR)
     END AS out_of_range
   FROM "events" AS e
   WHERE

@@ -3739,11 +3739,27 @@ WITH asset AS (
         PARTITION BY e.unit_id, e.event_name, e.occurred_at, e.value
         ORDER BY e.occurred_at
       ) > 1
-      THEN e.unit_id
+      THEN CONCAT(
+        CAST(COALESCE(e.unit_id, '') AS VARCHAR),
+        CAST(' | ' AS VARCHAR),
+        CAST(COALESCE(e.event_name, '') AS VARCHAR),
+        CAST(' | ' AS VARCHAR),
+        CAST(COALESCE(CAST(e.occurred_at AS VARCHAR), '') AS VARCHAR),
+        CAST(' | ' AS VARCHAR),
+        CAST(COALESCE(CAST(e.value AS VARCHAR), '') AS VARCHAR)
+      )
     END AS duplicate_of,
     CASE
       WHEN e.value IS NOT NULL AND NOT ABS(e.value) <= :value_limit
-      THEN e.unit_id
+      THEN CONCAT(
+        CAST(COALESCE(e.unit_id, '') AS VARCHAR),
+        CAST(' | ' AS VARCHAR),
+        CAST(COALESCE(e.event_name, '') AS VARCHAR),
+        CAST(' | ' AS VARCHAR),
+        CAST(COALESCE(CAST(e.occurred_at AS VARCHAR), '') AS VARCHAR),
+        CAST(' | ' AS VARCHAR),
+        CAST(e.value AS VARCHAR)
+      )
     END AS out_of_range
   FROM "events" AS e
   WHERE
