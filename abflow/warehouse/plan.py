@@ -505,9 +505,21 @@ def exposure_age_statement(
     units_block = canonical_block("queries/exposure_age.sql", "units")
     assert isinstance(values_block, exp.Query) and isinstance(units_block, exp.Query)
     query = with_ctes(
-        final, [("exposure_age_values", values_block), ("exposure_age_units", units_block)]
+        final,
+        [
+            _exposure_age_cohorts(),
+            ("exposure_age_values", values_block),
+            ("exposure_age_units", units_block),
+        ],
     )
     return Statement("exposure_age_stats", query).bind(values)
+
+
+def _exposure_age_cohorts() -> tuple[str, exp.Query]:
+    """The cohorts' first days and segments, the CTE exposure_age.sql's blocks read."""
+    block = canonical_block("queries/exposure_age.sql", "cohorts")
+    assert isinstance(block, exp.Query)
+    return "exposure_age_cohorts", block
 
 
 def _exposure_age_sums_statement(values: dict[str, Any]) -> Statement:
@@ -520,7 +532,7 @@ def _exposure_age_sums_statement(values: dict[str, Any]) -> Statement:
         _cte(final, name).set("this", block)
     sums = canonical_block("queries/exposure_age.sql", "sums")
     assert isinstance(sums, exp.Query)
-    query = with_ctes(final, [("exposure_age_sums", sums)])
+    query = with_ctes(final, [_exposure_age_cohorts(), ("exposure_age_sums", sums)])
     return Statement("exposure_age_stats", query).bind(values)
 
 

@@ -12,35 +12,29 @@
 -- stored partials) already keeps each unit's cohort values y_k, x_k and whether it has a row in
 -- cohort k (in_k) in the stage abflow_unit_values; the values block unpivots them.
 
+-- name: cohorts
+-- first day and segment of each cohort: bound values (abflow/cohorts.py); plan.py puts this
+-- block in front of the statements below as the CTE exposure_age_cohorts
+select 0 as cohort, cast(:cohort_0_day as integer) as first_day,
+    cast(:cohort_0_segment as text) as segment
+union all
+select 1 as cohort, cast(:cohort_1_day as integer) as first_day,
+    cast(:cohort_1_segment as text) as segment
+union all
+select 2 as cohort, cast(:cohort_2_day as integer) as first_day,
+    cast(:cohort_2_segment as text) as segment
+union all
+select 3 as cohort, cast(:cohort_3_day as integer) as first_day,
+    cast(:cohort_3_segment as text) as segment
+
 -- name: units
-with
-
-cohorts as (
-    -- first day and segment of each cohort: bound values (abflow/cohorts.py)
-    select 0 as cohort, cast(:cohort_0_day as integer) as first_day,
-        cast(:cohort_0_segment as text) as segment
-    union all
-    select 1 as cohort, cast(:cohort_1_day as integer) as first_day,
-        cast(:cohort_1_segment as text) as segment
-    union all
-    select 2 as cohort, cast(:cohort_2_day as integer) as first_day,
-        cast(:cohort_2_segment as text) as segment
-    union all
-    select 3 as cohort, cast(:cohort_3_day as integer) as first_day,
-        cast(:cohort_3_segment as text) as segment
-),
-
-final as (
-    select
-        u.unit_id || ':' || cast(c.cohort as text) as unit_id,
-        u.variant_key,
-        c.segment
-    from abflow_units as u
-    cross join cohorts as c
-    where u.first_exposed_at + c.first_day * interval '1 day' <= :as_of
-)
-
-select * from final
+select
+    u.unit_id || ':' || cast(c.cohort as text) as unit_id,
+    u.variant_key,
+    c.segment
+from abflow_units as u
+cross join exposure_age_cohorts as c
+where u.first_exposed_at + c.first_day * interval '1 day' <= :as_of
 
 -- name: values
 with
@@ -164,16 +158,23 @@ select * from final
 -- name: value_sums
 -- the sums above, one row per cohort, in the columns of metric_final.sql's value_sums
 select
-    metric_id,
+    s.metric_id,
     false as capped,
-    variant_key,
-    cast(:cohort_0_segment as text) as segment,
-    units_0 as units,
-    sum_0 as sum,
-    sum_squares_0 as sum_squares,
-    denominator_sum_0 as denominator_sum,
-    denominator_sum_squares_0 as denominator_sum_squares,
-    sum_products_0 as sum_products,
+    s.variant_key,
+    c.segment,
+    case c.cohort when 0 then s.units_0 when 1 then s.units_1 when 2 then s.units_2
+        else s.units_3 end as units,
+    case c.cohort when 0 then s.sum_0 when 1 then s.sum_1 when 2 then s.sum_2
+        else s.sum_3 end as sum,
+    case c.cohort when 0 then s.sum_squares_0 when 1 then s.sum_squares_1
+        when 2 then s.sum_squares_2 else s.sum_squares_3 end as sum_squares,
+    case c.cohort when 0 then s.denominator_sum_0 when 1 then s.denominator_sum_1
+        when 2 then s.denominator_sum_2 else s.denominator_sum_3 end as denominator_sum,
+    case c.cohort when 0 then s.denominator_sum_squares_0 when 1 then s.denominator_sum_squares_1
+        when 2 then s.denominator_sum_squares_2 else s.denominator_sum_squares_3 end
+        as denominator_sum_squares,
+    case c.cohort when 0 then s.sum_products_0 when 1 then s.sum_products_1
+        when 2 then s.sum_products_2 else s.sum_products_3 end as sum_products,
     cast(null as double precision) as covariate_sum,
     cast(null as double precision) as covariate_sum_squares,
     cast(null as double precision) as covariate_sum_products,
@@ -184,89 +185,13 @@ select
     cast(null as double precision) as numerator_denominator_covariate_sum_products,
     cast(null as double precision) as covariate_denominator_sum_products,
     cast(0 as bigint) as contaminated_units
-from exposure_age_sums
-union all
-select
-    metric_id,
-    false as capped,
-    variant_key,
-    cast(:cohort_1_segment as text) as segment,
-    units_1 as units,
-    sum_1 as sum,
-    sum_squares_1 as sum_squares,
-    denominator_sum_1 as denominator_sum,
-    denominator_sum_squares_1 as denominator_sum_squares,
-    sum_products_1 as sum_products,
-    cast(null as double precision) as covariate_sum,
-    cast(null as double precision) as covariate_sum_squares,
-    cast(null as double precision) as covariate_sum_products,
-    cast(null as double precision) as denominator_covariate_sum,
-    cast(null as double precision) as denominator_covariate_sum_squares,
-    cast(null as double precision) as denominator_covariate_sum_products,
-    cast(null as double precision) as covariate_cross_sum_products,
-    cast(null as double precision) as numerator_denominator_covariate_sum_products,
-    cast(null as double precision) as covariate_denominator_sum_products,
-    cast(0 as bigint) as contaminated_units
-from exposure_age_sums
-union all
-select
-    metric_id,
-    false as capped,
-    variant_key,
-    cast(:cohort_2_segment as text) as segment,
-    units_2 as units,
-    sum_2 as sum,
-    sum_squares_2 as sum_squares,
-    denominator_sum_2 as denominator_sum,
-    denominator_sum_squares_2 as denominator_sum_squares,
-    sum_products_2 as sum_products,
-    cast(null as double precision) as covariate_sum,
-    cast(null as double precision) as covariate_sum_squares,
-    cast(null as double precision) as covariate_sum_products,
-    cast(null as double precision) as denominator_covariate_sum,
-    cast(null as double precision) as denominator_covariate_sum_squares,
-    cast(null as double precision) as denominator_covariate_sum_products,
-    cast(null as double precision) as covariate_cross_sum_products,
-    cast(null as double precision) as numerator_denominator_covariate_sum_products,
-    cast(null as double precision) as covariate_denominator_sum_products,
-    cast(0 as bigint) as contaminated_units
-from exposure_age_sums
-union all
-select
-    metric_id,
-    false as capped,
-    variant_key,
-    cast(:cohort_3_segment as text) as segment,
-    units_3 as units,
-    sum_3 as sum,
-    sum_squares_3 as sum_squares,
-    denominator_sum_3 as denominator_sum,
-    denominator_sum_squares_3 as denominator_sum_squares,
-    sum_products_3 as sum_products,
-    cast(null as double precision) as covariate_sum,
-    cast(null as double precision) as covariate_sum_squares,
-    cast(null as double precision) as covariate_sum_products,
-    cast(null as double precision) as denominator_covariate_sum,
-    cast(null as double precision) as denominator_covariate_sum_squares,
-    cast(null as double precision) as denominator_covariate_sum_products,
-    cast(null as double precision) as covariate_cross_sum_products,
-    cast(null as double precision) as numerator_denominator_covariate_sum_products,
-    cast(null as double precision) as covariate_denominator_sum_products,
-    cast(0 as bigint) as contaminated_units
-from exposure_age_sums
+from exposure_age_sums as s
+cross join exposure_age_cohorts as c
 
 -- name: exposed
 -- units per arm and cohort: exposed for the cohort's first day by as_of
 select u.variant_key, c.segment, count(*) as exposed_units
 from abflow_units as u
-cross join (
-    select cast(:cohort_0_day as integer) as first_day, cast(:cohort_0_segment as text) as segment
-    union all
-    select cast(:cohort_1_day as integer) as first_day, cast(:cohort_1_segment as text) as segment
-    union all
-    select cast(:cohort_2_day as integer) as first_day, cast(:cohort_2_segment as text) as segment
-    union all
-    select cast(:cohort_3_day as integer) as first_day, cast(:cohort_3_segment as text) as segment
-) as c
+cross join exposure_age_cohorts as c
 where u.first_exposed_at + c.first_day * interval '1 day' <= :as_of
 group by u.variant_key, c.segment

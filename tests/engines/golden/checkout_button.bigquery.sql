@@ -1558,7 +1558,27 @@ ORDER BY
 --   cohort_2_segment = '@exposure_age=14-20'
 --   cohort_3_day = 21
 --   cohort_3_segment = '@exposure_age=21+'
-WITH exposure_age_values_final AS (
+WITH exposure_age_cohorts AS (
+  SELECT
+    0 AS cohort,
+    CAST(@cohort_0_day AS INT64) AS first_day,
+    CAST(@cohort_0_segment AS STRING) AS segment
+  UNION ALL
+  SELECT
+    1 AS cohort,
+    CAST(@cohort_1_day AS INT64) AS first_day,
+    CAST(@cohort_1_segment AS STRING) AS segment
+  UNION ALL
+  SELECT
+    2 AS cohort,
+    CAST(@cohort_2_day AS INT64) AS first_day,
+    CAST(@cohort_2_segment AS STRING) AS segment
+  UNION ALL
+  SELECT
+    3 AS cohort,
+    CAST(@cohort_3_day AS INT64) AS first_day,
+    CAST(@cohort_3_segment AS STRING) AS segment
+), exposure_age_values_final AS (
   SELECT
     unit_id || ':0' AS unit_id,
     variant_key,
@@ -1614,39 +1634,15 @@ WITH exposure_age_values_final AS (
   SELECT
     *
   FROM exposure_age_values_final AS final
-), exposure_age_units_cohorts AS (
-  SELECT
-    0 AS cohort,
-    CAST(@cohort_0_day AS INT64) AS first_day,
-    CAST(@cohort_0_segment AS STRING) AS segment
-  UNION ALL
-  SELECT
-    1 AS cohort,
-    CAST(@cohort_1_day AS INT64) AS first_day,
-    CAST(@cohort_1_segment AS STRING) AS segment
-  UNION ALL
-  SELECT
-    2 AS cohort,
-    CAST(@cohort_2_day AS INT64) AS first_day,
-    CAST(@cohort_2_segment AS STRING) AS segment
-  UNION ALL
-  SELECT
-    3 AS cohort,
-    CAST(@cohort_3_day AS INT64) AS first_day,
-    CAST(@cohort_3_segment AS STRING) AS segment
-), exposure_age_units_final AS (
+), exposure_age_units AS (
   SELECT
     u.unit_id || ':' || CAST(c.cohort AS STRING) AS unit_id,
     u.variant_key,
     c.segment
   FROM abflow_units AS u
-  CROSS JOIN exposure_age_units_cohorts AS c
+  CROSS JOIN exposure_age_cohorts AS c
   WHERE
     TIMESTAMP_ADD(u.first_exposed_at, INTERVAL c.first_day DAY) <= @as_of
-), exposure_age_units AS (
-  SELECT
-    *
-  FROM exposure_age_units_final AS final
 ), all_units AS (
   SELECT
     COUNT(*) AS units

@@ -3036,6 +3036,26 @@ WITH abflow_units_raw_exposures AS (
   SELECT
     *
   FROM abflow_unit_values_unit_metric_values AS unit_metric_values
+), exposure_age_cohorts AS (
+  SELECT
+    0 AS cohort,
+    CAST(:cohort_0_day AS INTEGER) AS first_day,
+    CAST(:cohort_0_segment AS VARCHAR) AS segment
+  UNION ALL
+  SELECT
+    1 AS cohort,
+    CAST(:cohort_1_day AS INTEGER) AS first_day,
+    CAST(:cohort_1_segment AS VARCHAR) AS segment
+  UNION ALL
+  SELECT
+    2 AS cohort,
+    CAST(:cohort_2_day AS INTEGER) AS first_day,
+    CAST(:cohort_2_segment AS VARCHAR) AS segment
+  UNION ALL
+  SELECT
+    3 AS cohort,
+    CAST(:cohort_3_day AS INTEGER) AS first_day,
+    CAST(:cohort_3_segment AS VARCHAR) AS segment
 ), exposure_age_values_final AS (
   SELECT
     CONCAT(CAST(unit_id AS VARCHAR), CAST(':0' AS VARCHAR)) AS unit_id,
@@ -3092,39 +3112,15 @@ WITH abflow_units_raw_exposures AS (
   SELECT
     *
   FROM exposure_age_values_final AS final
-), exposure_age_units_cohorts AS (
-  SELECT
-    0 AS cohort,
-    CAST(:cohort_0_day AS INTEGER) AS first_day,
-    CAST(:cohort_0_segment AS VARCHAR) AS segment
-  UNION ALL
-  SELECT
-    1 AS cohort,
-    CAST(:cohort_1_day AS INTEGER) AS first_day,
-    CAST(:cohort_1_segment AS VARCHAR) AS segment
-  UNION ALL
-  SELECT
-    2 AS cohort,
-    CAST(:cohort_2_day AS INTEGER) AS first_day,
-    CAST(:cohort_2_segment AS VARCHAR) AS segment
-  UNION ALL
-  SELECT
-    3 AS cohort,
-    CAST(:cohort_3_day AS INTEGER) AS first_day,
-    CAST(:cohort_3_segment AS VARCHAR) AS segment
-), exposure_age_units_final AS (
+), exposure_age_units AS (
   SELECT
     CONCAT(CAST(u.unit_id AS VARCHAR), CAST(':' AS VARCHAR), CAST(c.cohort AS VARCHAR)) AS unit_id,
     u.variant_key,
     c.segment
   FROM abflow_units AS u
-  CROSS JOIN exposure_age_units_cohorts AS c
+  CROSS JOIN exposure_age_cohorts AS c
   WHERE
     DATE_ADD('DAY', CAST(c.first_day AS BIGINT), u.first_exposed_at) <= :as_of
-), exposure_age_units AS (
-  SELECT
-    *
-  FROM exposure_age_units_final AS final
 ), all_units AS (
   SELECT
     COUNT(*) AS units
