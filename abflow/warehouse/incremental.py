@@ -265,7 +265,6 @@ def _refresh(
         "read_changed": units_recomputed > 0,
         "read_same": not full,
     }
-    writes = ("seal", "remember_seen")
     rows = execute_plan(
         executor,
         [
@@ -293,7 +292,10 @@ def _refresh(
             plan.final_statement(values),
             *plan.extra_statements(experiment, plan.analysis_values(experiment, as_of)),
             _block("count_sealed", {}),
-            *(_inserting(_block(name, key, kind="execute"), full) for name in writes),
+            *(
+                _inserting(_block(name, key, kind="execute"), full)
+                for name in ("seal", "remember_seen")
+            ),
             _block(
                 "write_state",
                 {
