@@ -35,19 +35,19 @@ from datetime import timedelta
 from typing import Any, cast
 
 import psycopg
-from psycopg import sql
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
-from abflow.settings import normalize_database_url
+from abflow.settings import Settings
 from abflow.warehouse import incremental
 from abflow.warehouse.dialects import Rendered
-from abflow.warehouse.engine import embedded_url
+from abflow.warehouse.engine import make_engine
 from abflow.warehouse.engines import PostgresExecutor
 from abflow.warehouse.extract import default_sources, fetch_sufficient_stats
 from benchmarks import generate
-from benchmarks.run import DATA_DIR, a_day_passes
+from benchmarks.run import DATA_DIR, a_day_passes, apply_settings
 
 SOURCES = ("assignments", "events")
+SETTINGS = {"enable_indexscan": "off"}  # as the published benchmark runs
 # The stored partials of the touched pairs and an empty read (the "old" values) stand in for
 # the tables the rendered unit_values statement names.
 DIFFERENCE_STEPS: list[tuple[str, str]] = [
@@ -135,14 +135,13 @@ class BoundExecutor(PostgresExecutor):
         self._add("~ signed sums", time.perf_counter() - started)
 
 
-def refresh(engine: Engine, schema: str, *, daily: bool, lookback: float) -> dict[str, float]:
+def refresh(engine: Engine, *, daily: bool, lookback: float) -> dict[str, float]:
     """One refresh in one transaction (committed when full, rolled back when daily)."""
     experiment = generate.experiment()
     as_of = generate.AS_OF if daily else generate.AS_OF - timedelta(days=1)
     with engine.connect() as conn:
         tx = conn.begin()
-        conn.exec_driver_sql(f"set local search_path to {sql.Identifier(schema).as_string(None)}")
-        conn.exec_driver_sql("set local enable_indexscan = off")  # as the benchmark runs
+        apply_settings(conn, SETTINGS)
         executor = BoundExecutor(conn, experiment.key, probe=daily)
         started = time.perf_counter()
         _, info = incremental.refresh(
@@ -166,11 +165,10 @@ def refresh(engine: Engine, schema: str, *, daily: bool, lookback: float) -> dic
     return executor.timings
 
 
-def full_pass(engine: Engine, schema: str) -> float:
+def full_pass(engine: Engine) -> float:
     """The metric step of a full pass, as (b) of benchmarks.run times it."""
     with engine.connect() as conn, conn.begin():
-        conn.exec_driver_sql(f"set local search_path to {sql.Identifier(schema).as_string(None)}")
-        conn.exec_driver_sql("set local enable_indexscan = off")
+        apply_settings(conn, SETTINGS)
         started = time.perf_counter()
         fetch_sufficient_stats(
             conn, generate.experiment(), generate.AS_OF, assignments="assignments", events="events"
@@ -184,12 +182,12 @@ def main() -> None:
     parser.add_argument("--lookback-hours", type=float, default=48.0)
     parser.add_argument("--database-url", help="PostgreSQL URL; default: embedded server")
     args = parser.parse_args()
-    url = args.database_url or embedded_url(DATA_DIR / "pgdata")
-    engine = create_engine(normalize_database_url(url))
-    full = full_pass(engine, args.schema)
-    refresh(engine, args.schema, daily=False, lookback=args.lookback_hours)
+    # the benchmark's engine: search_path set to the schema on every connection
+    engine = make_engine(Settings(ABFLOW_SCHEMA=args.schema, home=DATA_DIR), url=args.database_url)
+    full = full_pass(engine)
+    refresh(engine, daily=False, lookback=args.lookback_hours)
     a_day_passes(engine, args.schema)
-    daily = refresh(engine, args.schema, daily=True, lookback=args.lookback_hours)
+    daily = refresh(engine, daily=True, lookback=args.lookback_hours)
     for name, seconds in daily.items():
         print(f"  {name:28s} {seconds:7.2f} s")
     steps = sum(s for n, s in daily.items() if n.startswith("~ "))
