@@ -2,8 +2,10 @@
 
 One definition for Python and SQL: the one pass, the incremental refresh and exposure_age.sql
 read each cohort's first day and segment name as bound values (`cohort_values`), and
-abflow.novelty labels its rows from the same table. The SQL has a column per cohort, so the
-number of cohorts is fixed at four; their boundaries are not written anywhere else.
+abflow.novelty labels its rows from the same table. The SQL has columns per cohort (the list
+`cohorts` in sql/macros.sql, and the stored partials of migration 014), so the number of cohorts
+is fixed at four (tests/unit/test_sql_macros.py checks the two agree); their boundaries are not
+written anywhere else.
 """
 
 from __future__ import annotations

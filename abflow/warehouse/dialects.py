@@ -17,6 +17,10 @@ engine. Rules the files follow, because sqlglot 30.30 was measured to get them w
 * `source_assignments` / `source_events` stand for the configured source relations and are
   replaced by quoted identifiers (or a Parquet reader) when rendered.
 
+What the files share (column lists, a unit's value by aggregation, the exposure-age cohorts) is
+written once as Jinja macros in `sql/macros.sql`; `sqlfiles.query_sql` expands them before the
+text is parsed, so everything below sees plain canonical SQL.
+
 Rendering uses `unsupported_level=ErrorLevel.RAISE`: a construct an engine cannot express fails
 loudly instead of being dropped. Per-dialect hooks exist only where semantics differ: how a
 stage is materialised (temporary table, ANALYZE, or an inlined CTE) and how Parquet is read.
@@ -34,7 +38,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
-from abflow.warehouse.sqlfiles import read_sql
+from abflow.warehouse.sqlfiles import query_sql
 
 CANONICAL = "postgres"
 Materialize = Literal["temp_table", "cte", "view"]
@@ -109,7 +113,7 @@ def dialect(name: str) -> Dialect:
 
 @cache
 def _parsed(relative: str) -> exp.Expr:
-    parsed = sqlglot.parse_one(read_sql(relative), read=CANONICAL, error_level=ErrorLevel.RAISE)
+    parsed = sqlglot.parse_one(query_sql(relative), read=CANONICAL, error_level=ErrorLevel.RAISE)
     if not isinstance(parsed, exp.Query):
         raise ValueError(f"sql/{relative}: expected one SELECT statement")
     return parsed
@@ -120,7 +124,7 @@ def _blocks(relative: str) -> dict[str, exp.Expr]:
     """The '-- name: x' blocks of a file of several statements, parsed, by name."""
     import re
 
-    parts = re.split(r"^-- name: (\w+)\s*$", read_sql(relative), flags=re.MULTILINE)
+    parts = re.split(r"^-- name: (\w+)\s*$", query_sql(relative), flags=re.MULTILINE)
     return {
         name: sqlglot.parse_one(body, read=CANONICAL, error_level=ErrorLevel.RAISE)
         for name, body in zip(parts[1::2], parts[2::2], strict=True)

@@ -12,20 +12,16 @@
 -- stored partials) already keeps each unit's cohort values y_k, x_k and whether it has a row in
 -- cohort k (in_k) in the stage abflow_unit_values; the values block unpivots them.
 
+{% from "macros.sql" import cohorts %}
+
 -- name: cohorts
 -- first day and segment of each cohort: bound values (abflow/cohorts.py); plan.py puts this
 -- block in front of the statements below as the CTE exposure_age_cohorts
-select 0 as cohort, cast(:cohort_0_day as integer) as first_day,
-    cast(:cohort_0_segment as text) as segment
-union all
-select 1 as cohort, cast(:cohort_1_day as integer) as first_day,
-    cast(:cohort_1_segment as text) as segment
-union all
-select 2 as cohort, cast(:cohort_2_day as integer) as first_day,
-    cast(:cohort_2_segment as text) as segment
-union all
-select 3 as cohort, cast(:cohort_3_day as integer) as first_day,
-    cast(:cohort_3_segment as text) as segment
+{% for k in cohorts %}
+select {{ k }} as cohort, cast(:cohort_{{ k }}_day as integer) as first_day,
+    cast(:cohort_{{ k }}_segment as text) as segment
+{{ "union all" if not loop.last }}
+{% endfor %}
 
 -- name: units
 select
@@ -41,53 +37,20 @@ with
 
 final as (
     -- per (unit, cohort) values; no CUPED covariate, no contamination flag by cohort
+    {% for k in cohorts %}
     select
-        unit_id || ':0' as unit_id,
+        unit_id || ':{{ k }}' as unit_id,
         variant_key,
         metric_id,
-        y_0 as y,
-        x_0 as x,
+        y_{{ k }} as y,
+        x_{{ k }} as x,
         cast(null as double precision) as c,
         cast(null as double precision) as d,
         false as contaminated
     from abflow_unit_values
-    where in_0
-    union all
-    select
-        unit_id || ':1' as unit_id,
-        variant_key,
-        metric_id,
-        y_1 as y,
-        x_1 as x,
-        cast(null as double precision) as c,
-        cast(null as double precision) as d,
-        false as contaminated
-    from abflow_unit_values
-    where in_1
-    union all
-    select
-        unit_id || ':2' as unit_id,
-        variant_key,
-        metric_id,
-        y_2 as y,
-        x_2 as x,
-        cast(null as double precision) as c,
-        cast(null as double precision) as d,
-        false as contaminated
-    from abflow_unit_values
-    where in_2
-    union all
-    select
-        unit_id || ':3' as unit_id,
-        variant_key,
-        metric_id,
-        y_3 as y,
-        x_3 as x,
-        cast(null as double precision) as c,
-        cast(null as double precision) as d,
-        false as contaminated
-    from abflow_unit_values
-    where in_3
+    where in_{{ k }}
+    {{ "union all" if not loop.last }}
+    {% endfor %}
 )
 
 select * from final
@@ -110,14 +73,10 @@ cohort_values as (
     select
         metric_id,
         variant_key,
-        case when in_0 then y_0 end as y_0,
-        case when in_0 then x_0 end as x_0,
-        case when in_1 then y_1 end as y_1,
-        case when in_1 then x_1 end as x_1,
-        case when in_2 then y_2 end as y_2,
-        case when in_2 then x_2 end as x_2,
-        case when in_3 then y_3 end as y_3,
-        case when in_3 then x_3 end as x_3
+        {% for k in cohorts %}
+        case when in_{{ k }} then y_{{ k }} end as y_{{ k }},
+        case when in_{{ k }} then x_{{ k }} end as x_{{ k }}{{ "," if not loop.last }}
+        {% endfor %}
     from abflow_unit_values
 ),
 
@@ -125,30 +84,14 @@ final as (
     select
         metric_id,
         variant_key,
-        count(y_0) as units_0,
-        sum(y_0) as sum_0,
-        sum(y_0 * y_0) as sum_squares_0,
-        sum(x_0) as denominator_sum_0,
-        sum(x_0 * x_0) as denominator_sum_squares_0,
-        sum(x_0 * y_0) as sum_products_0,
-        count(y_1) as units_1,
-        sum(y_1) as sum_1,
-        sum(y_1 * y_1) as sum_squares_1,
-        sum(x_1) as denominator_sum_1,
-        sum(x_1 * x_1) as denominator_sum_squares_1,
-        sum(x_1 * y_1) as sum_products_1,
-        count(y_2) as units_2,
-        sum(y_2) as sum_2,
-        sum(y_2 * y_2) as sum_squares_2,
-        sum(x_2) as denominator_sum_2,
-        sum(x_2 * x_2) as denominator_sum_squares_2,
-        sum(x_2 * y_2) as sum_products_2,
-        count(y_3) as units_3,
-        sum(y_3) as sum_3,
-        sum(y_3 * y_3) as sum_squares_3,
-        sum(x_3) as denominator_sum_3,
-        sum(x_3 * x_3) as denominator_sum_squares_3,
-        sum(x_3 * y_3) as sum_products_3
+        {% for k in cohorts %}
+        count(y_{{ k }}) as units_{{ k }},
+        sum(y_{{ k }}) as sum_{{ k }},
+        sum(y_{{ k }} * y_{{ k }}) as sum_squares_{{ k }},
+        sum(x_{{ k }}) as denominator_sum_{{ k }},
+        sum(x_{{ k }} * x_{{ k }}) as denominator_sum_squares_{{ k }},
+        sum(x_{{ k }} * y_{{ k }}) as sum_products_{{ k }}{{ "," if not loop.last }}
+        {% endfor %}
     from cohort_values
     group by metric_id, variant_key
 )
@@ -162,19 +105,15 @@ select
     false as capped,
     s.variant_key,
     c.segment,
-    case c.cohort when 0 then s.units_0 when 1 then s.units_1 when 2 then s.units_2
-        else s.units_3 end as units,
-    case c.cohort when 0 then s.sum_0 when 1 then s.sum_1 when 2 then s.sum_2
-        else s.sum_3 end as sum,
-    case c.cohort when 0 then s.sum_squares_0 when 1 then s.sum_squares_1
-        when 2 then s.sum_squares_2 else s.sum_squares_3 end as sum_squares,
-    case c.cohort when 0 then s.denominator_sum_0 when 1 then s.denominator_sum_1
-        when 2 then s.denominator_sum_2 else s.denominator_sum_3 end as denominator_sum,
-    case c.cohort when 0 then s.denominator_sum_squares_0 when 1 then s.denominator_sum_squares_1
-        when 2 then s.denominator_sum_squares_2 else s.denominator_sum_squares_3 end
-        as denominator_sum_squares,
-    case c.cohort when 0 then s.sum_products_0 when 1 then s.sum_products_1
-        when 2 then s.sum_products_2 else s.sum_products_3 end as sum_products,
+    {% for column in ["units", "sum", "sum_squares", "denominator_sum",
+        "denominator_sum_squares", "sum_products"] %}
+    case c.cohort
+        {% for k in cohorts[:-1] %}
+        when {{ k }} then s.{{ column }}_{{ k }}
+        {% endfor %}
+        else s.{{ column }}_{{ cohorts[-1] }}
+    end as {{ column }},
+    {% endfor %}
     cast(null as double precision) as covariate_sum,
     cast(null as double precision) as covariate_sum_squares,
     cast(null as double precision) as covariate_sum_products,

@@ -13,20 +13,21 @@
 -- property filters included (abflow_event_filter, replaced by abflow/warehouse/plan.py), and
 -- exact duplicates are removed after classification, as there.
 
+{% from "macros.sql" import cohort_sides, exposure_cohort, from_lookback, in_window, on_side,
+    partial_aggregates, read_value %}
+
 with
 
 changed_unit_events as (
     select u.unit_id, u.first_exposed_at, e.event_name,
         -- out-of-range values (and NaN, ±Infinity) are missing, as in metric_stats.sql
-        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at,
+        {{ read_value("e") }} as value, e.occurred_at,
         e.properties
     from abflow_refresh_units as u
     inner join source_events as e
         on e.unit_id = u.unit_id
         and e.occurred_at <= :as_of
-        and e.occurred_at >= least(
-            u.first_exposed_at - cast(:lookback_days as integer) * interval '1 day', :start_at
-        )
+        and {{ from_lookback("e.occurred_at", "u.first_exposed_at") }}
     where :read_changed
       and u.status in ('new', 'moved')
       and e.event_name in (:event_names)
@@ -35,7 +36,7 @@ changed_unit_events as (
 same_unit_events as (
     select u.unit_id, u.first_exposed_at, e.event_name,
         -- out-of-range values (and NaN, ±Infinity) are missing, as in metric_stats.sql
-        case when abs(e.value) <= :value_limit then e.value end as value, e.occurred_at,
+        {{ read_value("e") }} as value, e.occurred_at,
         e.properties
     from abflow_refresh_units as u
     inner join source_events as e
@@ -43,9 +44,7 @@ same_unit_events as (
         -- constant bounds: the planner range-scans events by time, reading only the open days
         and e.occurred_at >= :read_from
         and e.occurred_at <= :as_of
-        and e.occurred_at >= least(
-            u.first_exposed_at - cast(:lookback_days as integer) * interval '1 day', :start_at
-        )
+        and {{ from_lookback("e.occurred_at", "u.first_exposed_at") }}
     where :read_same
       and u.status = 'same'
       and e.event_name in (:event_names)
@@ -67,18 +66,13 @@ filtered_events as (
         ue.first_exposed_at,
         ue.occurred_at,
         ue.value,
-        m.is_num and abflow_event_filter(m.metric_id, 'num', ue.properties) as on_num,
-        m.is_den and abflow_event_filter(m.metric_id, 'den', ue.properties) as on_den
+        {{ on_side("m", "num", "ue.properties") }} as on_num,
+        {{ on_side("m", "den", "ue.properties") }} as on_den
     from read_events as ue
     inner join abflow_metric_events as m
         on m.event_name = ue.event_name
-        and (
-            m.window_seconds is null
-            or ue.occurred_at < ue.first_exposed_at + m.window_seconds * interval '1 second'
-        )
-    where
-        (m.is_num and abflow_event_filter(m.metric_id, 'num', ue.properties))
-        or (m.is_den and abflow_event_filter(m.metric_id, 'den', ue.properties))
+        and {{ in_window("m", "ue.occurred_at", "ue.first_exposed_at") }}
+    where ({{ on_side("m", "num", "ue.properties") }}) or ({{ on_side("m", "den", "ue.properties") }})
 ),
 
 classified_events as (
@@ -102,18 +96,7 @@ classified_events as (
         on_num,
         on_den,
         -- the exposure-age cohort exactly as metric_stats.sql's exposure_cohort
-        case
-            when cast(:exposure_age as integer) = 0 then -1
-            when occurred_at < least(first_exposed_at, :start_at) then -1
-            when occurred_at < first_exposed_at then 4
-            when occurred_at
-                < first_exposed_at + cast(:cohort_1_day as integer) * interval '1 day' then 0
-            when occurred_at
-                < first_exposed_at + cast(:cohort_2_day as integer) * interval '1 day' then 1
-            when occurred_at
-                < first_exposed_at + cast(:cohort_3_day as integer) * interval '1 day' then 2
-            else 3
-        end as exposure_cohort
+        {{ exposure_cohort("occurred_at", "first_exposed_at") }} as exposure_cohort
     from filtered_events
 ),
 
@@ -122,57 +105,16 @@ final as (
         unit_id collate "default" as unit_id,
         metric_key collate "default" as metric_key,
         sealed,
-        count(*) filter (where is_num) as num_count,
-        count(value) filter (where is_num) as num_value_count,
-        coalesce(sum(value) filter (where is_num), 0.0) as num_sum,
-        max(value) filter (where is_num) as num_max,
-        count(*) filter (where is_den) as den_count,
-        count(value) filter (where is_den) as den_value_count,
-        coalesce(sum(value) filter (where is_den), 0.0) as den_sum,
-        max(value) filter (where is_den) as den_max,
-        count(*) filter (where is_pre) as pre_count,
-        count(value) filter (where is_pre) as pre_value_count,
-        coalesce(sum(value) filter (where is_pre), 0.0) as pre_sum,
-        max(value) filter (where is_pre) as pre_max,
-        count(*) filter (where is_den_pre) as den_pre_count,
-        count(value) filter (where is_den_pre) as den_pre_value_count,
-        coalesce(sum(value) filter (where is_den_pre), 0.0) as den_pre_sum,
-        max(value) filter (where is_den_pre) as den_pre_max,
+        {{ partial_aggregates("num", "is_num") }},
+        {{ partial_aggregates("den", "is_den") }},
+        {{ partial_aggregates("pre", "is_pre") }},
+        {{ partial_aggregates("den_pre", "is_den_pre") }},
         count(*) filter (where is_contaminated) as contaminated_count,
         -- exposure-age cohorts as in metric_stats.sql (cohorts 0-3 are after exposure)
         count(*) filter (where exposure_cohort in (0, 4)) as c0_rows,
-        count(*) filter (where on_num and exposure_cohort = 0) as c0_num_count,
-        count(value) filter (where on_num and exposure_cohort = 0) as c0_num_value_count,
-        coalesce(sum(value) filter (where on_num and exposure_cohort = 0), 0.0) as c0_num_sum,
-        max(value) filter (where on_num and exposure_cohort = 0) as c0_num_max,
-        count(*) filter (where on_den and exposure_cohort = 0) as c0_den_count,
-        count(value) filter (where on_den and exposure_cohort = 0) as c0_den_value_count,
-        coalesce(sum(value) filter (where on_den and exposure_cohort = 0), 0.0) as c0_den_sum,
-        max(value) filter (where on_den and exposure_cohort = 0) as c0_den_max,
-        count(*) filter (where on_num and exposure_cohort = 1) as c1_num_count,
-        count(value) filter (where on_num and exposure_cohort = 1) as c1_num_value_count,
-        coalesce(sum(value) filter (where on_num and exposure_cohort = 1), 0.0) as c1_num_sum,
-        max(value) filter (where on_num and exposure_cohort = 1) as c1_num_max,
-        count(*) filter (where on_den and exposure_cohort = 1) as c1_den_count,
-        count(value) filter (where on_den and exposure_cohort = 1) as c1_den_value_count,
-        coalesce(sum(value) filter (where on_den and exposure_cohort = 1), 0.0) as c1_den_sum,
-        max(value) filter (where on_den and exposure_cohort = 1) as c1_den_max,
-        count(*) filter (where on_num and exposure_cohort = 2) as c2_num_count,
-        count(value) filter (where on_num and exposure_cohort = 2) as c2_num_value_count,
-        coalesce(sum(value) filter (where on_num and exposure_cohort = 2), 0.0) as c2_num_sum,
-        max(value) filter (where on_num and exposure_cohort = 2) as c2_num_max,
-        count(*) filter (where on_den and exposure_cohort = 2) as c2_den_count,
-        count(value) filter (where on_den and exposure_cohort = 2) as c2_den_value_count,
-        coalesce(sum(value) filter (where on_den and exposure_cohort = 2), 0.0) as c2_den_sum,
-        max(value) filter (where on_den and exposure_cohort = 2) as c2_den_max,
-        count(*) filter (where on_num and exposure_cohort = 3) as c3_num_count,
-        count(value) filter (where on_num and exposure_cohort = 3) as c3_num_value_count,
-        coalesce(sum(value) filter (where on_num and exposure_cohort = 3), 0.0) as c3_num_sum,
-        max(value) filter (where on_num and exposure_cohort = 3) as c3_num_max,
-        count(*) filter (where on_den and exposure_cohort = 3) as c3_den_count,
-        count(value) filter (where on_den and exposure_cohort = 3) as c3_den_value_count,
-        coalesce(sum(value) filter (where on_den and exposure_cohort = 3), 0.0) as c3_den_sum,
-        max(value) filter (where on_den and exposure_cohort = 3) as c3_den_max
+        {% for group, side, k in cohort_sides %}
+        {{ partial_aggregates(group, "on_%s and exposure_cohort = %d" % (side, k)) }}{{ "," if not loop.last }}
+        {% endfor %}
     from classified_events
     group by unit_id, metric_key, sealed
 )

@@ -5,6 +5,8 @@
 -- migration 004 creates them on PostgreSQL; on DuckDB its CREATE TABLE statements are rendered
 -- and run (abflow.warehouse.incremental.ensure_state_tables).
 
+{% from "macros.sql" import partial_columns %}
+
 -- name: lock
 -- PostgreSQL only: one refresh per experiment at a time (the partials are read-modify-write).
 -- Other engines serialise refreshes of one experiment inside the process.
@@ -77,91 +79,23 @@ where experiment_key = :experiment_key
 -- lookback before it, outside exposure-age cohort 0) change nothing.
 insert into unit_metric_partials (
     experiment_key, unit_id, metric_key,
-    num_count, num_value_count, num_sum, num_max,
-    den_count, den_value_count, den_sum, den_max,
-    pre_count, pre_value_count, pre_sum, pre_max,
-    den_pre_count, den_pre_value_count, den_pre_sum, den_pre_max,
-    contaminated_count,
-    c0_rows,
-    c0_num_count, c0_num_value_count, c0_num_sum, c0_num_max,
-    c0_den_count, c0_den_value_count, c0_den_sum, c0_den_max,
-    c1_num_count, c1_num_value_count, c1_num_sum, c1_num_max,
-    c1_den_count, c1_den_value_count, c1_den_sum, c1_den_max,
-    c2_num_count, c2_num_value_count, c2_num_sum, c2_num_max,
-    c2_den_count, c2_den_value_count, c2_den_sum, c2_den_max,
-    c3_num_count, c3_num_value_count, c3_num_sum, c3_num_max,
-    c3_den_count, c3_den_value_count, c3_den_sum, c3_den_max
+    {{ partial_columns | join(", ") }}
 )
 select
     :experiment_key, unit_id, metric_key,
-    num_count, num_value_count, num_sum, num_max,
-    den_count, den_value_count, den_sum, den_max,
-    pre_count, pre_value_count, pre_sum, pre_max,
-    den_pre_count, den_pre_value_count, den_pre_sum, den_pre_max,
-    contaminated_count,
-    c0_rows,
-    c0_num_count, c0_num_value_count, c0_num_sum, c0_num_max,
-    c0_den_count, c0_den_value_count, c0_den_sum, c0_den_max,
-    c1_num_count, c1_num_value_count, c1_num_sum, c1_num_max,
-    c1_den_count, c1_den_value_count, c1_den_sum, c1_den_max,
-    c2_num_count, c2_num_value_count, c2_num_sum, c2_num_max,
-    c2_den_count, c2_den_value_count, c2_den_sum, c2_den_max,
-    c3_num_count, c3_num_value_count, c3_num_sum, c3_num_max,
-    c3_den_count, c3_den_value_count, c3_den_sum, c3_den_max
+    {{ partial_columns | join(", ") }}
 from abflow_read_partials
 where sealed
   and num_count + den_count + pre_count + den_pre_count + contaminated_count + c0_rows > 0
 on conflict (experiment_key, unit_id, metric_key) do update set
-    num_count = unit_metric_partials.num_count + excluded.num_count,
-    num_value_count = unit_metric_partials.num_value_count + excluded.num_value_count,
-    num_sum = unit_metric_partials.num_sum + excluded.num_sum,
-    num_max = greatest(unit_metric_partials.num_max, excluded.num_max),
-    den_count = unit_metric_partials.den_count + excluded.den_count,
-    den_value_count = unit_metric_partials.den_value_count + excluded.den_value_count,
-    den_sum = unit_metric_partials.den_sum + excluded.den_sum,
-    den_max = greatest(unit_metric_partials.den_max, excluded.den_max),
-    pre_count = unit_metric_partials.pre_count + excluded.pre_count,
-    pre_value_count = unit_metric_partials.pre_value_count + excluded.pre_value_count,
-    pre_sum = unit_metric_partials.pre_sum + excluded.pre_sum,
-    pre_max = greatest(unit_metric_partials.pre_max, excluded.pre_max),
-    den_pre_count = unit_metric_partials.den_pre_count + excluded.den_pre_count,
-    den_pre_value_count = unit_metric_partials.den_pre_value_count + excluded.den_pre_value_count,
-    den_pre_sum = unit_metric_partials.den_pre_sum + excluded.den_pre_sum,
-    den_pre_max = greatest(unit_metric_partials.den_pre_max, excluded.den_pre_max),
-    contaminated_count = unit_metric_partials.contaminated_count + excluded.contaminated_count,
-    c0_rows = unit_metric_partials.c0_rows + excluded.c0_rows,
-    c0_num_count = unit_metric_partials.c0_num_count + excluded.c0_num_count,
-    c0_num_value_count = unit_metric_partials.c0_num_value_count + excluded.c0_num_value_count,
-    c0_num_sum = unit_metric_partials.c0_num_sum + excluded.c0_num_sum,
-    c0_num_max = greatest(unit_metric_partials.c0_num_max, excluded.c0_num_max),
-    c0_den_count = unit_metric_partials.c0_den_count + excluded.c0_den_count,
-    c0_den_value_count = unit_metric_partials.c0_den_value_count + excluded.c0_den_value_count,
-    c0_den_sum = unit_metric_partials.c0_den_sum + excluded.c0_den_sum,
-    c0_den_max = greatest(unit_metric_partials.c0_den_max, excluded.c0_den_max),
-    c1_num_count = unit_metric_partials.c1_num_count + excluded.c1_num_count,
-    c1_num_value_count = unit_metric_partials.c1_num_value_count + excluded.c1_num_value_count,
-    c1_num_sum = unit_metric_partials.c1_num_sum + excluded.c1_num_sum,
-    c1_num_max = greatest(unit_metric_partials.c1_num_max, excluded.c1_num_max),
-    c1_den_count = unit_metric_partials.c1_den_count + excluded.c1_den_count,
-    c1_den_value_count = unit_metric_partials.c1_den_value_count + excluded.c1_den_value_count,
-    c1_den_sum = unit_metric_partials.c1_den_sum + excluded.c1_den_sum,
-    c1_den_max = greatest(unit_metric_partials.c1_den_max, excluded.c1_den_max),
-    c2_num_count = unit_metric_partials.c2_num_count + excluded.c2_num_count,
-    c2_num_value_count = unit_metric_partials.c2_num_value_count + excluded.c2_num_value_count,
-    c2_num_sum = unit_metric_partials.c2_num_sum + excluded.c2_num_sum,
-    c2_num_max = greatest(unit_metric_partials.c2_num_max, excluded.c2_num_max),
-    c2_den_count = unit_metric_partials.c2_den_count + excluded.c2_den_count,
-    c2_den_value_count = unit_metric_partials.c2_den_value_count + excluded.c2_den_value_count,
-    c2_den_sum = unit_metric_partials.c2_den_sum + excluded.c2_den_sum,
-    c2_den_max = greatest(unit_metric_partials.c2_den_max, excluded.c2_den_max),
-    c3_num_count = unit_metric_partials.c3_num_count + excluded.c3_num_count,
-    c3_num_value_count = unit_metric_partials.c3_num_value_count + excluded.c3_num_value_count,
-    c3_num_sum = unit_metric_partials.c3_num_sum + excluded.c3_num_sum,
-    c3_num_max = greatest(unit_metric_partials.c3_num_max, excluded.c3_num_max),
-    c3_den_count = unit_metric_partials.c3_den_count + excluded.c3_den_count,
-    c3_den_value_count = unit_metric_partials.c3_den_value_count + excluded.c3_den_value_count,
-    c3_den_sum = unit_metric_partials.c3_den_sum + excluded.c3_den_sum,
-    c3_den_max = greatest(unit_metric_partials.c3_den_max, excluded.c3_den_max)
+    -- counts and sums add up, maxima take the maximum
+    {% for column in partial_columns %}
+    {% if column.endswith("_max") %}
+    {{ column }} = greatest(unit_metric_partials.{{ column }}, excluded.{{ column }}){{ "," if not loop.last }}
+    {% else %}
+    {{ column }} = unit_metric_partials.{{ column }} + excluded.{{ column }}{{ "," if not loop.last }}
+    {% endif %}
+    {% endfor %}
 
 -- name: remember_seen
 insert into unit_exposures_seen (experiment_key, unit_id, first_exposed_at)

@@ -17,6 +17,9 @@
 -- are aggregated, because a unit without events adds 0 (or NULL for mean/max) to every sum.
 -- in_1..in_3 also require the unit to have been exposed for the cohort's first day by as_of.
 
+{% from "macros.sql" import cohort_sides, cohort_values, exposure_cohort, from_lookback, in_window,
+    on_side, partial_aggregates, read_value, unit_value %}
+
 with
 
 unit_metric_events as (
@@ -36,11 +39,9 @@ unit_metric_events as (
         m.metric_id,
         u.first_exposed_at,
         e.occurred_at,
-        -- a value out of range (or NaN, ±Infinity) is a bad row: read as missing, never summed
-        -- (its square would overflow); the GX check value_finite_in_range reports it
-        case when abs(e.value) <= :value_limit then e.value end as value,
-        m.is_num and abflow_event_filter(m.metric_id, 'num', e.properties) as is_num,
-        m.is_den and abflow_event_filter(m.metric_id, 'den', e.properties) as is_den,
+        {{ read_value("e") }} as value,
+        {{ on_side("m", "num", "e.properties") }} as is_num,
+        {{ on_side("m", "den", "e.properties") }} as is_den,
         -- the event's phase relative to the unit's exposure, computed here once per row (this
         -- select's DISTINCT keeps them out of the aggregation; there, in the aggregates'
         -- FILTERs, each would be evaluated once per aggregate). They are functions of
@@ -54,36 +55,18 @@ unit_metric_events as (
         -- 21 on); 4 before exposure but after the start (such rows make the unit's cohort-0 row
         -- without adding to its values, as a lookback-free scan would); -1 otherwise or when
         -- the experiment has no exposure-age analysis (:exposure_age = 0)
-        case
-            when cast(:exposure_age as integer) = 0 then -1
-            when e.occurred_at < least(u.first_exposed_at, :start_at) then -1
-            when e.occurred_at < u.first_exposed_at then 4
-            when e.occurred_at
-                < u.first_exposed_at + cast(:cohort_1_day as integer) * interval '1 day' then 0
-            when e.occurred_at
-                < u.first_exposed_at + cast(:cohort_2_day as integer) * interval '1 day' then 1
-            when e.occurred_at
-                < u.first_exposed_at + cast(:cohort_3_day as integer) * interval '1 day' then 2
-            else 3
-        end as exposure_cohort,
+        {{ exposure_cohort("e.occurred_at", "u.first_exposed_at") }} as exposure_cohort,
         -- the unit's variant, last: it splits no row of the unit, so the sort never compares it
         u.variant_key collate "C" as variant_key
     from abflow_units as u
     inner join source_events as e
         on e.unit_id = u.unit_id
         and e.occurred_at <= :as_of
-        and e.occurred_at >= least(
-            u.first_exposed_at - cast(:lookback_days as integer) * interval '1 day', :start_at
-        )
+        and {{ from_lookback("e.occurred_at", "u.first_exposed_at") }}
     inner join abflow_metric_events as m
         on m.event_name = e.event_name
-        and (
-            m.window_seconds is null
-            or e.occurred_at < u.first_exposed_at + m.window_seconds * interval '1 second'
-        )
-    where
-        (m.is_num and abflow_event_filter(m.metric_id, 'num', e.properties))
-        or (m.is_den and abflow_event_filter(m.metric_id, 'den', e.properties))
+        and {{ in_window("m", "e.occurred_at", "u.first_exposed_at") }}
+    where ({{ on_side("m", "num", "e.properties") }}) or ({{ on_side("m", "den", "e.properties") }})
 ),
 
 phased_events as (
@@ -134,38 +117,9 @@ unit_metric_aggregates as (
         -- the numerator and denominator aggregates of its events (cohorts 0-3 are after
         -- exposure, so is_num there is num_post)
         count(*) filter (where exposure_cohort in (0, 4)) as c0_rows,
-        count(*) filter (where is_num and exposure_cohort = 0) as c0_num_count,
-        count(value) filter (where is_num and exposure_cohort = 0) as c0_num_value_count,
-        sum(value) filter (where is_num and exposure_cohort = 0) as c0_num_sum,
-        max(value) filter (where is_num and exposure_cohort = 0) as c0_num_max,
-        count(*) filter (where is_den and exposure_cohort = 0) as c0_den_count,
-        count(value) filter (where is_den and exposure_cohort = 0) as c0_den_value_count,
-        sum(value) filter (where is_den and exposure_cohort = 0) as c0_den_sum,
-        max(value) filter (where is_den and exposure_cohort = 0) as c0_den_max,
-        count(*) filter (where is_num and exposure_cohort = 1) as c1_num_count,
-        count(value) filter (where is_num and exposure_cohort = 1) as c1_num_value_count,
-        sum(value) filter (where is_num and exposure_cohort = 1) as c1_num_sum,
-        max(value) filter (where is_num and exposure_cohort = 1) as c1_num_max,
-        count(*) filter (where is_den and exposure_cohort = 1) as c1_den_count,
-        count(value) filter (where is_den and exposure_cohort = 1) as c1_den_value_count,
-        sum(value) filter (where is_den and exposure_cohort = 1) as c1_den_sum,
-        max(value) filter (where is_den and exposure_cohort = 1) as c1_den_max,
-        count(*) filter (where is_num and exposure_cohort = 2) as c2_num_count,
-        count(value) filter (where is_num and exposure_cohort = 2) as c2_num_value_count,
-        sum(value) filter (where is_num and exposure_cohort = 2) as c2_num_sum,
-        max(value) filter (where is_num and exposure_cohort = 2) as c2_num_max,
-        count(*) filter (where is_den and exposure_cohort = 2) as c2_den_count,
-        count(value) filter (where is_den and exposure_cohort = 2) as c2_den_value_count,
-        sum(value) filter (where is_den and exposure_cohort = 2) as c2_den_sum,
-        max(value) filter (where is_den and exposure_cohort = 2) as c2_den_max,
-        count(*) filter (where is_num and exposure_cohort = 3) as c3_num_count,
-        count(value) filter (where is_num and exposure_cohort = 3) as c3_num_value_count,
-        sum(value) filter (where is_num and exposure_cohort = 3) as c3_num_sum,
-        max(value) filter (where is_num and exposure_cohort = 3) as c3_num_max,
-        count(*) filter (where is_den and exposure_cohort = 3) as c3_den_count,
-        count(value) filter (where is_den and exposure_cohort = 3) as c3_den_value_count,
-        sum(value) filter (where is_den and exposure_cohort = 3) as c3_den_sum,
-        max(value) filter (where is_den and exposure_cohort = 3) as c3_den_max
+        {% for group, side, k in cohort_sides %}
+        {{ partial_aggregates(group, "is_%s and exposure_cohort = %d" % (side, k), zero_sum=false) }}{{ "," if not loop.last }}
+        {% endfor %}
     from phased_events
     -- (first_exposed_at and the variant are the unit's: one per group, no extra sort)
     group by unit_id, metric_id, first_exposed_at
@@ -183,108 +137,17 @@ unit_metric_values as (
         a.unit_id collate "default" as unit_id,
         a.variant_key collate "default" as variant_key,
         a.metric_id,
-        case m.y_agg
-            when 'any' then case when a.num_count > 0 then 1.0 else 0.0 end
-            when 'sum' then coalesce(a.num_sum, 0.0)
-            when 'count' then cast(a.num_count as double precision)
-            when 'mean' then a.num_mean
-            when 'max' then a.num_max
-        end as y,
-        case m.x_agg
-            when 'sum' then coalesce(a.den_sum, 0.0)
-            when 'count' then cast(a.den_count as double precision)
-            when 'mean' then a.den_mean
-            when 'max' then a.den_max
-        end as x,
-        case m.c_agg
-            -- a unit without pre-period events has covariate 0 (Deng et al. 2013 fill)
-            when 'any' then case when a.pre_count > 0 then 1.0 else 0.0 end
-            when 'sum' then coalesce(a.pre_sum, 0.0)
-            when 'count' then cast(a.pre_count as double precision)
-            when 'mean' then coalesce(a.pre_mean, 0.0)
-            when 'max' then coalesce(a.pre_max, 0.0)
-        end as c,
-        case m.d_agg
-            when 'sum' then coalesce(a.den_pre_sum, 0.0)
-            when 'count' then cast(a.den_pre_count as double precision)
-            when 'mean' then coalesce(a.den_pre_mean, 0.0)
-            when 'max' then coalesce(a.den_pre_max, 0.0)
-        end as d,
+        {{ unit_value("m.y_agg", "a", "num") }} as y,
+        {{ unit_value("m.x_agg", "a", "den", any=false) }} as x,
+        -- a unit without pre-period events has covariate 0 (Deng et al. 2013 fill)
+        {{ unit_value("m.c_agg", "a", "pre", fill=true) }} as c,
+        {{ unit_value("m.d_agg", "a", "den_pre", any=false, fill=true) }} as d,
         a.early_count > 0 as contaminated,
         -- exposure-age cohorts (exposure_age.sql unpivots them): in_k, whether the unit has a
         -- row in cohort k, and its value y_k and denominator x_k from the cohort's events,
         -- aggregated as y and x are (mean = sum / count of values, as avg computes it).
         -- (Aggregates no metric reads are 0 or NULL here: abflow/warehouse/plan.py prunes them.)
-        a.c0_rows > 0 as in_0,
-        case m.y_agg
-            when 'any' then case when a.c0_num_count > 0 then 1.0 else 0.0 end
-            when 'sum' then coalesce(a.c0_num_sum, 0.0)
-            when 'count' then cast(a.c0_num_count as double precision)
-            when 'mean' then a.c0_num_sum
-                / nullif(cast(a.c0_num_value_count as double precision), 0.0)
-            when 'max' then a.c0_num_max
-        end as y_0,
-        case m.x_agg
-            when 'sum' then coalesce(a.c0_den_sum, 0.0)
-            when 'count' then cast(a.c0_den_count as double precision)
-            when 'mean' then a.c0_den_sum
-                / nullif(cast(a.c0_den_value_count as double precision), 0.0)
-            when 'max' then a.c0_den_max
-        end as x_0,
-        a.c1_num_count + a.c1_den_count > 0
-            and a.first_exposed_at + cast(:cohort_1_day as integer) * interval '1 day'
-                <= :as_of as in_1,
-        case m.y_agg
-            when 'any' then case when a.c1_num_count > 0 then 1.0 else 0.0 end
-            when 'sum' then coalesce(a.c1_num_sum, 0.0)
-            when 'count' then cast(a.c1_num_count as double precision)
-            when 'mean' then a.c1_num_sum
-                / nullif(cast(a.c1_num_value_count as double precision), 0.0)
-            when 'max' then a.c1_num_max
-        end as y_1,
-        case m.x_agg
-            when 'sum' then coalesce(a.c1_den_sum, 0.0)
-            when 'count' then cast(a.c1_den_count as double precision)
-            when 'mean' then a.c1_den_sum
-                / nullif(cast(a.c1_den_value_count as double precision), 0.0)
-            when 'max' then a.c1_den_max
-        end as x_1,
-        a.c2_num_count + a.c2_den_count > 0
-            and a.first_exposed_at + cast(:cohort_2_day as integer) * interval '1 day'
-                <= :as_of as in_2,
-        case m.y_agg
-            when 'any' then case when a.c2_num_count > 0 then 1.0 else 0.0 end
-            when 'sum' then coalesce(a.c2_num_sum, 0.0)
-            when 'count' then cast(a.c2_num_count as double precision)
-            when 'mean' then a.c2_num_sum
-                / nullif(cast(a.c2_num_value_count as double precision), 0.0)
-            when 'max' then a.c2_num_max
-        end as y_2,
-        case m.x_agg
-            when 'sum' then coalesce(a.c2_den_sum, 0.0)
-            when 'count' then cast(a.c2_den_count as double precision)
-            when 'mean' then a.c2_den_sum
-                / nullif(cast(a.c2_den_value_count as double precision), 0.0)
-            when 'max' then a.c2_den_max
-        end as x_2,
-        a.c3_num_count + a.c3_den_count > 0
-            and a.first_exposed_at + cast(:cohort_3_day as integer) * interval '1 day'
-                <= :as_of as in_3,
-        case m.y_agg
-            when 'any' then case when a.c3_num_count > 0 then 1.0 else 0.0 end
-            when 'sum' then coalesce(a.c3_num_sum, 0.0)
-            when 'count' then cast(a.c3_num_count as double precision)
-            when 'mean' then a.c3_num_sum
-                / nullif(cast(a.c3_num_value_count as double precision), 0.0)
-            when 'max' then a.c3_num_max
-        end as y_3,
-        case m.x_agg
-            when 'sum' then coalesce(a.c3_den_sum, 0.0)
-            when 'count' then cast(a.c3_den_count as double precision)
-            when 'mean' then a.c3_den_sum
-                / nullif(cast(a.c3_den_value_count as double precision), 0.0)
-            when 'max' then a.c3_den_max
-        end as x_3
+        {{ cohort_values("a", "a.first_exposed_at") }}
     from unit_metric_aggregates as a
     inner join metric_aggs as m on m.metric_id = a.metric_id
 )
