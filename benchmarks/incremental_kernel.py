@@ -10,7 +10,7 @@ schema `<schema>_kernel` (not timed as part of the daily refresh):
 - `state`: per (unit, event name) of the experiment's events before ``sealed_before`` — the count,
   sum and max of the events on or after the unit's exposure, and the count and sum of those in
   the CUPED lookback before it (what the benchmark's five metrics need: conversion, revenue,
-  ctr, latency and sessions read four event names);
+  ctr, latency and sessions read five event names);
 
 and times that build ("kernel full pass": the same aggregates over the whole history, one pass),
 then the daily kernel in one transaction, rolled back:
