@@ -8,7 +8,8 @@ no value or user-given name passes through here (values stay bound parameters).
 {#- The exposure-age cohorts: days 0-6, 7-13, 14-20 and 21+ since the unit's first exposure. -#}
 {% set cohorts = [0, 1, 2, 3] %}
 
-{#- Per cohort, the numerator and denominator side: ("c0_num", "num", 0), ("c0_den", "den", 0), ... -#}
+{#- Per cohort its numerator and denominator sides: ("c0_num", "num", 0), ("c0_den", "den", 0), ...
+-#}
 {% set cohort_sides = [] %}
 {% for k in cohorts %}
 {% for side in ["num", "den"] %}
@@ -48,7 +49,7 @@ max(value) filter (where {{ condition }}) as {{ group }}_max
 {#- A unit's value of a metric from the aggregates <t>.<group>_*, by the metric's aggregation
     `agg` ('any', 'sum', 'count', 'mean', 'max'). `merged`: the sums are already 0.0 when there
     were no events; `fill`: a missing mean or max is 0 (CUPED covariates, Deng et al. 2013);
-    `mean_from_sum`: the mean is sum / count of values (as avg computes it) rather than a column. -#}
+    `mean_from_sum`: the mean is sum / count of values (as avg computes it), not a column. -#}
 {% macro unit_value(agg, t, group, any=true, merged=false, fill=false, mean_from_sum=false) -%}
 {% if mean_from_sum %}
 {% set mean = "%s.%s_sum / nullif(cast(%s.%s_value_count as double precision), 0.0)"
@@ -61,7 +62,8 @@ case {{ agg }}
 {% if any %}
     when 'any' then case when {{ t }}.{{ group }}_count > 0 then 1.0 else 0.0 end
 {% endif %}
-    when 'sum' then {{ "%s.%s_sum" % (t, group) if merged else "coalesce(%s.%s_sum, 0.0)" % (t, group) }}
+{% set total = "%s.%s_sum" % (t, group) %}
+    when 'sum' then {{ total if merged else "coalesce(%s, 0.0)" % total }}
     when 'count' then cast({{ t }}.{{ group }}_count as double precision)
     when 'mean' then {{ "coalesce(%s, 0.0)" % mean if fill else mean }}
     when 'max' then {{ "coalesce(%s, 0.0)" % maximum if fill else maximum }}
@@ -81,8 +83,10 @@ end
     and {{ exposed_at }} + cast(:cohort_{{ k }}_day as integer) * interval '1 day'
         <= :as_of as in_{{ k }},
 {% endif %}
-{{ unit_value("m.y_agg", t, "c%d_num" % k, merged=merged, mean_from_sum=not merged) }} as y_{{ k }},
-{{ unit_value("m.x_agg", t, "c%d_den" % k, any=false, merged=merged, mean_from_sum=not merged) }} as x_{{ k }}{{ "," if not loop.last }}
+{{ unit_value("m.y_agg", t, "c%d_num" % k, merged=merged, mean_from_sum=not merged) }}
+    as y_{{ k }},
+{{ unit_value("m.x_agg", t, "c%d_den" % k, any=false, merged=merged, mean_from_sum=not merged) }}
+    as x_{{ k }}{{ "," if not loop.last }}
 {% endfor %}
 {%- endmacro %}
 
@@ -96,7 +100,8 @@ case
     when {{ occurred_at }} < {{ exposed_at }} then 4
     {% for k in cohorts[1:] %}
     when {{ occurred_at }}
-        < {{ exposed_at }} + cast(:cohort_{{ k }}_day as integer) * interval '1 day' then {{ k - 1 }}
+        < {{ exposed_at }} + cast(:cohort_{{ k }}_day as integer) * interval '1 day'
+        then {{ k - 1 }}
     {% endfor %}
     else {{ cohorts[-1] }}
 end

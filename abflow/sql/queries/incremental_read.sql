@@ -72,7 +72,8 @@ filtered_events as (
     inner join abflow_metric_events as m
         on m.event_name = ue.event_name
         and {{ in_window("m", "ue.occurred_at", "ue.first_exposed_at") }}
-    where ({{ on_side("m", "num", "ue.properties") }}) or ({{ on_side("m", "den", "ue.properties") }})
+    where ({{ on_side("m", "num", "ue.properties") }})
+        or ({{ on_side("m", "den", "ue.properties") }})
 ),
 
 classified_events as (
@@ -113,7 +114,8 @@ final as (
         -- exposure-age cohorts as in metric_stats.sql (cohorts 0-3 are after exposure)
         count(*) filter (where exposure_cohort in (0, 4)) as c0_rows,
         {% for group, side, k in cohort_sides %}
-        {{ partial_aggregates(group, "on_%s and exposure_cohort = %d" % (side, k)) }}{{ "," if not loop.last }}
+        {{ partial_aggregates(group, "on_%s and exposure_cohort = %d" % (side, k)) }}
+        {{- "," if not loop.last }}
         {% endfor %}
     from classified_events
     group by unit_id, metric_key, sealed

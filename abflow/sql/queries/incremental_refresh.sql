@@ -91,9 +91,11 @@ on conflict (experiment_key, unit_id, metric_key) do update set
     -- counts and sums add up, maxima take the maximum
     {% for column in partial_columns %}
     {% if column.endswith("_max") %}
-    {{ column }} = greatest(unit_metric_partials.{{ column }}, excluded.{{ column }}){{ "," if not loop.last }}
+    {{ column }} = greatest(unit_metric_partials.{{ column }}, excluded.{{ column }})
+    {{- "," if not loop.last }}
     {% else %}
-    {{ column }} = unit_metric_partials.{{ column }} + excluded.{{ column }}{{ "," if not loop.last }}
+    {{ column }} = unit_metric_partials.{{ column }} + excluded.{{ column }}
+    {{- "," if not loop.last }}
     {% endif %}
     {% endfor %}
 

@@ -19,7 +19,8 @@ read_unit_partials as (
         unit_id,
         metric_key,
         {% for column in partial_columns %}
-        {{ "max" if column.endswith("_max") else "sum" }}({{ column }}) as {{ column }}{{ "," if not loop.last }}
+        {{ "max" if column.endswith("_max") else "sum" }}({{ column }}) as {{ column }}
+        {{- "," if not loop.last }}
         {% endfor %}
     from abflow_read_partials
     group by unit_id, metric_key

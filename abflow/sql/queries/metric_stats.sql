@@ -118,7 +118,10 @@ unit_metric_aggregates as (
         -- exposure, so is_num there is num_post)
         count(*) filter (where exposure_cohort in (0, 4)) as c0_rows,
         {% for group, side, k in cohort_sides %}
-        {{ partial_aggregates(group, "is_%s and exposure_cohort = %d" % (side, k), zero_sum=false) }}{{ "," if not loop.last }}
+        {{ partial_aggregates(
+            group, "is_%s and exposure_cohort = %d" % (side, k), zero_sum=false
+        ) }}
+        {{- "," if not loop.last }}
         {% endfor %}
     from phased_events
     -- (first_exposed_at and the variant are the unit's: one per group, no extra sort)
