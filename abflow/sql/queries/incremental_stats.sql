@@ -5,6 +5,18 @@
 
 {% from "macros.sql" import cohort_sides, partial_columns, unit_value, cohort_values %}
 
+{#- One group's partials, sealed (s) and just read (r), merged: counts and sums add up, maxima
+    take the maximum, mean = sum / count of values. -#}
+{% macro merged(group) -%}
+coalesce(s.{{ group }}_count, 0) + coalesce(r.{{ group }}_count, 0) as {{ group }}_count,
+coalesce(s.{{ group }}_sum, 0.0) + coalesce(r.{{ group }}_sum, 0.0) as {{ group }}_sum,
+(coalesce(s.{{ group }}_sum, 0.0) + coalesce(r.{{ group }}_sum, 0.0))
+    / nullif(cast(coalesce(s.{{ group }}_value_count, 0)
+        + coalesce(r.{{ group }}_value_count, 0) as double precision), 0.0)
+    as {{ group }}_mean,
+greatest(s.{{ group }}_max, r.{{ group }}_max) as {{ group }}_max
+{%- endmacro %}
+
 with
 
 sealed_partials as (
@@ -33,22 +45,14 @@ unit_events as (
     select
         coalesce(s.unit_id, r.unit_id) as unit_id,
         coalesce(s.metric_key, r.metric_key) as metric_key,
-        {% for group in ["num", "den", "pre", "den_pre", "contaminated", "c0_rows"]
-            + cohort_sides | map(attribute=0) | list %}
-        {% if group == "contaminated" %}
+        {% for group in ["num", "den", "pre", "den_pre"] %}
+        {{ merged(group) }},
+        {% endfor %}
         coalesce(s.contaminated_count, 0) + coalesce(r.contaminated_count, 0)
             as contaminated_count,
-        {% elif group == "c0_rows" %}
         coalesce(s.c0_rows, 0) + coalesce(r.c0_rows, 0) as c0_rows,
-        {% else %}
-        coalesce(s.{{ group }}_count, 0) + coalesce(r.{{ group }}_count, 0) as {{ group }}_count,
-        coalesce(s.{{ group }}_sum, 0.0) + coalesce(r.{{ group }}_sum, 0.0) as {{ group }}_sum,
-        (coalesce(s.{{ group }}_sum, 0.0) + coalesce(r.{{ group }}_sum, 0.0))
-            / nullif(cast(coalesce(s.{{ group }}_value_count, 0)
-                + coalesce(r.{{ group }}_value_count, 0) as double precision), 0.0)
-            as {{ group }}_mean,
-        greatest(s.{{ group }}_max, r.{{ group }}_max) as {{ group }}_max{{ "," if not loop.last }}
-        {% endif %}
+        {% for group, side, k in cohort_sides %}
+        {{ merged(group) }}{{ "," if not loop.last }}
         {% endfor %}
     from sealed_partials as s
     full outer join read_unit_partials as r
