@@ -10,25 +10,32 @@ schema `<schema>_kernel` (not timed as part of the daily refresh):
 - `state`: per (unit, event name) of the experiment's events before ``sealed_before`` — the count,
   sum and max of the events on or after the unit's exposure, and the count and sum of those in
   the CUPED lookback before it (what the benchmark's five metrics need: conversion, revenue,
-  ctr, latency and sessions read five event names);
+  ctr, latency and sessions read five event names); with the exposure-age cohorts (on unless
+  ``--no-exposure-age``; the benchmark's experiment analyses them, as every experiment does by
+  default), also the count and sum of the events in each week since exposure (0-6, 7-13, 14-20,
+  21+ days: `abflow/cohorts.py`);
 
 and times that build ("kernel full pass": the same aggregates over the whole history, one pass),
 then the daily kernel in one transaction, rolled back:
 
-1. read: the open days' events ([sealed_before, as_of], the 48 h lookback rounded to UTC
+1. units: the assignments of the open days (new or moved units; none in the benchmark's last
+   days) and the exposed units per arm and cohort as of the refresh (the final step's counts);
+2. read: the open days' events ([sealed_before, as_of], the 48 h lookback rounded to UTC
    midnights, as abflow reads them), joined with `units`, split by exposure and by whether they
    are sealed by this refresh;
-2. differences: the touched pairs joined with their stored state, and per arm and event the
+3. differences: the touched pairs joined with their stored state, and per arm and event the
    sums of new minus old for the value, its square and its product with the pre-period value
-   (the sufficient statistics' updates);
-3. seal: the newly sealed day upserted into `state`.
+   (the sufficient statistics' updates), and per cohort for its sum, square and membership;
+4. seal: the newly sealed day upserted into `state`.
 
-It leaves out, in the design's favour: the units stage (new and moved exposures), conversion
-windows, property filters, duplicate removal, exposure-age cohorts, segments, writing the
-per-arm sums, and the final statistics. So the daily kernel is a lower bound for that design,
-and `kernel / full pass` says whether target 3 (<= 0.25x abflow's full pass) is within reach.
+It leaves out, in the design's favour: conversion windows, property filters, duplicate removal,
+contamination, the products of a ratio's numerator and denominator (they are two event names
+here), segments, writing the per-arm sums, and the final statistics. So the daily kernel is a
+lower bound for that design, and `kernel / full pass` says whether target 3 (<= 0.25x abflow's
+full pass) is within reach.
 
     .venv/bin/python -m benchmarks.incremental_kernel --schema bench_20m
+    .venv/bin/python -m benchmarks.incremental_kernel --schema bench_20m --no-exposure-age
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from abflow.cohorts import COHORTS, cohort_values
 from abflow.settings import Settings
 from abflow.warehouse.engine import make_engine
 from abflow.warehouse.incremental import DEFAULT_LATE_LOOKBACK_HOURS, utc_midnight
@@ -49,6 +57,59 @@ from benchmarks.incremental_bound import SETTINGS, full_pass
 from benchmarks.run import DATA_DIR, apply_settings
 
 EVENT_NAMES = ("purchase", "click", "impression", "page_load", "session_start")
+
+# The exposure-age cohorts as abflow classifies events: k from its first day since exposure to
+# the next cohort's (the last one open-ended), bound as values like abflow's :cohort_k_day.
+COHORT_DAYS = [first_day for _, first_day, _ in COHORTS]
+# the placeholders of the statements below that hold the cohort columns
+COHORT_FRAGMENTS = (
+    "state_cohorts", "read_cohorts", "diff_cohorts", "seal_columns", "seal_values", "seal_updates",
+)  # fmt: skip
+
+
+def _in_cohort(k: int, extra: str = "") -> str:
+    """The FILTER condition of cohort k's events (read with `e` and `u`), plus `extra`."""
+    upper = (
+        f" and e.occurred_at < u.t0 + %(cohort_{k + 1}_day)s * interval '1 day'"
+        if k + 1 < len(COHORT_DAYS)
+        else ""
+    )
+    return f"e.occurred_at >= u.t0 + %(cohort_{k}_day)s * interval '1 day'{upper}{extra}"
+
+
+def cohort_sql(cohorts: bool) -> dict[str, sql.Composable]:
+    """The cohort columns of each statement (empty without exposure-age cohorts)."""
+    if not cohorts:
+        return {name: sql.SQL("") for name in COHORT_FRAGMENTS}
+    ks = range(len(COHORT_DAYS))
+    sealed = " and e.occurred_at < %(seal_to)s"
+
+    def aggregates(suffix: str, extra: str) -> str:
+        return "".join(
+            f", count(*) filter (where {_in_cohort(k, extra)}) as n_{k}{suffix}"
+            f", coalesce(sum(e.value) filter (where {_in_cohort(k, extra)}), 0) as s_{k}{suffix}"
+            for k in ks
+        )
+
+    texts = {
+        "state_cohorts": aggregates("", ""),
+        "read_cohorts": aggregates("", "") + aggregates("1", sealed),
+        # per cohort: its sum, its square and whether the pair has events in it (in_k)
+        "diff_cohorts": "".join(
+            f", sum(r.s_{k}) as d_s{k}"
+            f", sum(r.s_{k} * (2 * coalesce(st.s_{k}, 0) + r.s_{k})) as d_s{k}_2"
+            f", count(*) filter (where r.n_{k} > 0 and coalesce(st.n_{k}, 0) = 0) as d_in{k}"
+            for k in ks
+        ),
+        "seal_columns": "".join(f", n_{k}, s_{k}" for k in ks),
+        "seal_values": "".join(f", n_{k}1, s_{k}1" for k in ks),
+        "seal_updates": "".join(
+            f", n_{k} = st.n_{k} + excluded.n_{k}, s_{k} = st.s_{k} + excluded.s_{k}" for k in ks
+        ),
+    }
+    # constants of this module only: no value or name from outside goes into the text
+    return {name: sql.SQL(texts[name]) for name in COHORT_FRAGMENTS}
+
 
 BUILD: list[tuple[str, str]] = [
     ("drop", "drop schema if exists {kernel} cascade"),
@@ -69,7 +130,8 @@ BUILD: list[tuple[str, str]] = [
         "coalesce(sum(e.value) filter (where e.occurred_at >= u.t0), 0) as s, "
         "max(e.value) filter (where e.occurred_at >= u.t0) as m, "
         "count(*) filter (where e.occurred_at < u.t0) as pre_n, "
-        "coalesce(sum(e.value) filter (where e.occurred_at < u.t0), 0) as pre_s "
+        "coalesce(sum(e.value) filter (where e.occurred_at < u.t0), 0) as pre_s"
+        "{state_cohorts} "
         "from {source}.events as e inner join {kernel}.units as u using (unit_id) "
         "where e.occurred_at < %(sealed_before)s "
         "and e.occurred_at >= u.t0 - %(lookback_days)s * interval '1 day' "
@@ -81,6 +143,23 @@ BUILD: list[tuple[str, str]] = [
 ]
 
 DAILY: list[tuple[str, str]] = [
+    (
+        "new assignments",
+        "create temp table kernel_new_units on commit drop as "
+        "select unit_id, min(variant_key) as variant_key, min(assigned_at) as t0, "
+        "count(distinct variant_key) as arms "
+        "from {source}.assignments where experiment_key = %(experiment_key)s "
+        "and assigned_at >= %(sealed_before)s and assigned_at <= %(as_of)s group by unit_id",
+    ),
+    (
+        "exposed counts",
+        "create temp table kernel_exposed on commit drop as "
+        "select variant_key, count(*) as units, "
+        "count(*) filter (where t0 + %(cohort_1_day)s * interval '1 day' <= %(as_of)s) as e1, "
+        "count(*) filter (where t0 + %(cohort_2_day)s * interval '1 day' <= %(as_of)s) as e2, "
+        "count(*) filter (where t0 + %(cohort_3_day)s * interval '1 day' <= %(as_of)s) as e3 "
+        "from {kernel}.units group by variant_key",
+    ),
     (
         "read open days",
         "create temp table kernel_read on commit drop as "
@@ -96,7 +175,8 @@ DAILY: list[tuple[str, str]] = [
         "max(e.value) filter (where e.occurred_at >= u.t0 and e.occurred_at < %(seal_to)s) as m1, "
         "count(*) filter (where e.occurred_at < u.t0 and e.occurred_at < %(seal_to)s) as pre_n1, "
         "coalesce(sum(e.value) filter "
-        "(where e.occurred_at < u.t0 and e.occurred_at < %(seal_to)s), 0) as pre_s1 "
+        "(where e.occurred_at < u.t0 and e.occurred_at < %(seal_to)s), 0) as pre_s1"
+        "{read_cohorts} "
         "from {source}.events as e inner join {kernel}.units as u using (unit_id) "
         "where e.occurred_at >= %(sealed_before)s and e.occurred_at <= %(as_of)s "
         "and e.occurred_at >= u.t0 - %(lookback_days)s * interval '1 day' "
@@ -105,29 +185,28 @@ DAILY: list[tuple[str, str]] = [
     ),
     (
         "differences",
+        # new = stored + read, so new - old of a sum is the read's sum, and of a square
+        # r * (2 * stored + r); pairs without state (new pairs) count from zero
         "create temp table kernel_differences on commit drop as "
-        "with pairs as ("
-        "  select r.variant_key, r.event_name, "
-        "  coalesce(st.s, 0) as old_y, coalesce(st.s, 0) + r.s as new_y, "
-        "  coalesce(st.n, 0) as old_n, coalesce(st.n, 0) + r.n as new_n, "
-        "  coalesce(st.pre_s, 0) as old_x, coalesce(st.pre_s, 0) + r.pre_s as new_x "
-        "  from kernel_read as r left join {kernel}.state as st using (unit_id, event_name)"
-        ") "
-        "select variant_key, event_name, "
-        "sum(new_y - old_y) as d_y, sum(new_y * new_y - old_y * old_y) as d_y2, "
-        "sum(new_n - old_n) as d_n, sum(new_n * new_n - old_n * old_n) as d_n2, "
-        "sum(new_x - old_x) as d_x, sum(new_x * new_y - old_x * old_y) as d_xy "
-        "from pairs group by variant_key, event_name",
+        "select r.variant_key, r.event_name, "
+        "sum(r.s) as d_y, sum(r.s * (2 * coalesce(st.s, 0) + r.s)) as d_y2, "
+        "sum(r.n) as d_n, sum(r.n * (2 * coalesce(st.n, 0) + r.n)) as d_n2, "
+        "sum(r.pre_s) as d_x, "
+        "sum((coalesce(st.pre_s, 0) + r.pre_s) * (coalesce(st.s, 0) + r.s) "
+        "- coalesce(st.pre_s, 0) * coalesce(st.s, 0)) as d_xy"
+        "{diff_cohorts} "
+        "from kernel_read as r left join {kernel}.state as st using (unit_id, event_name) "
+        "group by r.variant_key, r.event_name",
     ),
     (
         "seal",
         "insert into {kernel}.state as st "
-        "(unit_id, event_name, variant_key, n, s, m, pre_n, pre_s) "
-        "select unit_id, event_name, variant_key, n1, s1, m1, pre_n1, pre_s1 from kernel_read "
-        "where n1 + pre_n1 > 0 "
+        "(unit_id, event_name, variant_key, n, s, m, pre_n, pre_s{seal_columns}) "
+        "select unit_id, event_name, variant_key, n1, s1, m1, pre_n1, pre_s1{seal_values} "
+        "from kernel_read where n1 + pre_n1 > 0 "
         "on conflict (unit_id, event_name) do update set n = st.n + excluded.n, "
         "s = st.s + excluded.s, m = greatest(st.m, excluded.m), "
-        "pre_n = st.pre_n + excluded.pre_n, pre_s = st.pre_s + excluded.pre_s",
+        "pre_n = st.pre_n + excluded.pre_n, pre_s = st.pre_s + excluded.pre_s{seal_updates}",
     ),
 ]
 
@@ -152,6 +231,12 @@ def main() -> None:
     parser.add_argument("--schema", default="bench_5m")
     parser.add_argument("--lookback-hours", type=float, default=DEFAULT_LATE_LOOKBACK_HOURS)
     parser.add_argument("--database-url", help="PostgreSQL URL; default: embedded server")
+    parser.add_argument(
+        "--no-exposure-age",
+        dest="exposure_age",
+        action="store_false",
+        help="state without the exposure-age cohorts (the seventh session's kernel)",
+    )
     args = parser.parse_args()
     engine = make_engine(Settings(ABFLOW_SCHEMA=args.schema, home=DATA_DIR), url=args.database_url)
     # The previous daily refresh (as_of one day earlier) sealed what was older than its lookback;
@@ -165,10 +250,12 @@ def main() -> None:
         "sealed_before": sealed_before,
         "seal_to": utc_midnight(as_of - timedelta(hours=args.lookback_hours)),
         "as_of": as_of,
+        **cohort_values(),
     }
     names = {
         "kernel": sql.Identifier(f"{args.schema}_kernel"),
         "source": sql.Identifier(args.schema),
+        **cohort_sql(args.exposure_age),
     }
     full = full_pass(engine)
     print(f"abflow full pass {full:.2f} s; kernel state before {sealed_before:%Y-%m-%d}:")
