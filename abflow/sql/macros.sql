@@ -107,6 +107,18 @@ case
 end
 {%- endmacro %}
 
+{#- An event's phase relative to the unit's first exposure `exposed_at`: post (on or after it),
+    in_lookback (in the CUPED lookback before it), early (before it but after the start:
+    contamination), and its exposure-age cohort (exposure_cohort above). -#}
+{% macro phases(occurred_at, exposed_at) -%}
+{{ occurred_at }} >= {{ exposed_at }} as post,
+{{ occurred_at }} < {{ exposed_at }}
+    and {{ occurred_at }} >= {{ exposed_at }} - cast(:lookback_days as integer) * interval '1 day'
+    as in_lookback,
+{{ occurred_at }} < {{ exposed_at }} and {{ occurred_at }} >= :start_at as early,
+{{ exposure_cohort(occurred_at, exposed_at) }} as exposure_cohort
+{%- endmacro %}
+
 {#- An event's value as the analysis reads it: out of range (or NaN, ±Infinity) is a bad row,
     read as missing and never summed (its square would overflow); the GX check
     value_finite_in_range reports it. -#}

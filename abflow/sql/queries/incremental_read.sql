@@ -13,8 +13,8 @@
 -- property filters included (abflow_event_filter, replaced by abflow/warehouse/plan.py), and
 -- exact duplicates are removed after classification, as there.
 
-{% from "macros.sql" import cohort_sides, exposure_cohort, from_lookback, in_window, on_side,
-    partial_aggregates, read_value %}
+{% from "macros.sql" import cohort_sides, from_lookback, in_window, on_side, partial_aggregates,
+    phases, read_value %}
 
 with
 
@@ -59,15 +59,22 @@ read_events as (
 filtered_events as (
     -- one row per (event, metric reading it) and the sides it counts on after the filters;
     -- exact duplicates (same instant, value and sides) count once, as in metric_stats.sql
-    -- (text keys in byte order, collation "C", as in metric_stats.sql)
+    -- (text keys in byte order, collation "C", as in metric_stats.sql). The event's phase,
+    -- cohort and seal are computed here once per row, as in metric_stats.sql: in a plain CTE
+    -- the planner would inline them into every aggregate's FILTER below (the cohort's CASE
+    -- into nine of them). Functions of (first_exposed_at, occurred_at), they change no
+    -- duplicate.
     select distinct
         ue.unit_id collate "C" as unit_id,
         m.metric_key collate "C" as metric_key,
+        -- third, so that the duplicate removal's sort is the aggregation's (unit, metric, sealed)
+        ue.occurred_at < :sealed_before as sealed,
         ue.first_exposed_at,
         ue.occurred_at,
         ue.value,
         {{ on_side("m", "num", "ue.properties") }} as on_num,
-        {{ on_side("m", "den", "ue.properties") }} as on_den
+        {{ on_side("m", "den", "ue.properties") }} as on_den,
+        {{ phases("ue.occurred_at", "ue.first_exposed_at") }}
     from read_events as ue
     inner join abflow_metric_events as m
         on m.event_name = ue.event_name
@@ -81,23 +88,18 @@ classified_events as (
     select
         unit_id,
         metric_key,
-        occurred_at < :sealed_before as sealed,
+        sealed,
         value,
-        on_num and occurred_at >= first_exposed_at as is_num,
-        on_den and occurred_at >= first_exposed_at as is_den,
-        on_num and occurred_at < first_exposed_at
-            and occurred_at >= first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
-            as is_pre,
-        on_den and occurred_at < first_exposed_at
-            and occurred_at >= first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
-            as is_den_pre,
+        on_num and post as is_num,
+        on_den and post as is_den,
+        on_num and in_lookback as is_pre,
+        on_den and in_lookback as is_den_pre,
         -- contamination: the metric's own event after the start but before this unit's exposure
-        on_num and occurred_at < first_exposed_at and occurred_at >= :start_at
-            as is_contaminated,
+        on_num and early as is_contaminated,
         on_num,
         on_den,
-        -- the exposure-age cohort exactly as metric_stats.sql's exposure_cohort
-        {{ exposure_cohort("occurred_at", "first_exposed_at") }} as exposure_cohort
+        -- the exposure-age cohort exactly as metric_stats.sql's
+        exposure_cohort
     from filtered_events
 ),
 

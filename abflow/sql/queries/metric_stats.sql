@@ -17,8 +17,8 @@
 -- are aggregated, because a unit without events adds 0 (or NULL for mean/max) to every sum.
 -- in_1..in_3 also require the unit to have been exposed for the cohort's first day by as_of.
 
-{% from "macros.sql" import cohort_sides, cohort_values, exposure_cohort, from_lookback, in_window,
-    on_side, partial_aggregates, read_value, unit_value %}
+{% from "macros.sql" import cohort_sides, cohort_values, from_lookback, in_window, on_side,
+    partial_aggregates, phases, read_value, unit_value %}
 
 with
 
@@ -42,20 +42,12 @@ unit_metric_events as (
         {{ read_value("e") }} as value,
         {{ on_side("m", "num", "e.properties") }} as is_num,
         {{ on_side("m", "den", "e.properties") }} as is_den,
-        -- the event's phase relative to the unit's exposure, computed here once per row (this
-        -- select's DISTINCT keeps them out of the aggregation; there, in the aggregates'
-        -- FILTERs, each would be evaluated once per aggregate). They are functions of
-        -- (first_exposed_at, occurred_at), so they change no duplicate.
-        e.occurred_at >= u.first_exposed_at as post,
-        e.occurred_at < u.first_exposed_at
-            and e.occurred_at >= u.first_exposed_at - cast(:lookback_days as integer) * interval '1 day'
-            as in_lookback,
-        e.occurred_at < u.first_exposed_at and e.occurred_at >= :start_at as early,
-        -- novelty/primacy cohort: week since the unit's first exposure (0: days 0-6 ... 3: day
-        -- 21 on); 4 before exposure but after the start (such rows make the unit's cohort-0 row
-        -- without adding to its values, as a lookback-free scan would); -1 otherwise or when
-        -- the experiment has no exposure-age analysis (:exposure_age = 0)
-        {{ exposure_cohort("e.occurred_at", "u.first_exposed_at") }} as exposure_cohort,
+        -- the event's phase relative to the unit's exposure (post, in_lookback, early) and its
+        -- exposure-age cohort, computed here once per row (this select's DISTINCT keeps them
+        -- out of the aggregation; there, in the aggregates' FILTERs, each would be evaluated
+        -- once per aggregate). They are functions of (first_exposed_at, occurred_at), so they
+        -- change no duplicate.
+        {{ phases("e.occurred_at", "u.first_exposed_at") }},
         -- the unit's variant, last: it splits no row of the unit, so the sort never compares it
         u.variant_key collate "C" as variant_key
     from abflow_units as u
