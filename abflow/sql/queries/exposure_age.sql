@@ -128,9 +128,33 @@ from exposure_age_sums as s
 cross join exposure_age_cohorts as c
 
 -- name: exposed
--- units per arm and cohort: exposed for the cohort's first day by as_of
-select u.variant_key, c.segment, count(*) as exposed_units
-from abflow_units as u
-cross join exposure_age_cohorts as c
-where u.first_exposed_at + c.first_day * interval '1 day' <= :as_of
-group by u.variant_key, c.segment
+-- units per arm and cohort: exposed for the cohort's first day by as_of (arms and cohorts without
+-- such units have no row). One pass over the units counting every cohort, then one row per
+-- cohort: a cross join with the cohorts first would classify and group 4x the units by a text
+-- key (0.72 of this statement's 1.48 s at 5M benchmark events).
+select variant_key, segment, exposed_units
+from (
+    select
+        e.variant_key,
+        c.segment,
+        case c.cohort
+            {% for k in cohorts[:-1] %}
+            when {{ k }} then e.exposed_{{ k }}
+            {% endfor %}
+            else e.exposed_{{ cohorts[-1] }}
+        end as exposed_units
+    from (
+        select
+            variant_key,
+            {% for k in cohorts %}
+            count(*) filter (
+                where first_exposed_at + cast(:cohort_{{ k }}_day as integer) * interval '1 day'
+                    <= :as_of
+            ) as exposed_{{ k }}{{ "," if not loop.last }}
+            {% endfor %}
+        from abflow_units
+        group by variant_key
+    ) as e
+    cross join exposure_age_cohorts as c
+) as by_cohort
+where exposed_units > 0
