@@ -111,6 +111,17 @@ def cohort_sql(cohorts: bool) -> dict[str, sql.Composable]:
     return {name: sql.SQL(texts[name]) for name in COHORT_FRAGMENTS}
 
 
+def exposed_sql() -> sql.Composable:
+    """Per arm, the units exposed for cohort k's first day by as_of (k >= 1; all units: k = 0)."""
+    return sql.SQL(
+        "".join(
+            f", count(*) filter (where t0 + %(cohort_{k}_day)s * interval '1 day' <= %(as_of)s)"
+            f" as exposed_{k}"
+            for k in range(1, len(COHORT_DAYS))
+        )
+    )
+
+
 BUILD: list[tuple[str, str]] = [
     ("drop", "drop schema if exists {kernel} cascade"),
     ("schema", "create schema {kernel}"),
@@ -154,10 +165,7 @@ DAILY: list[tuple[str, str]] = [
     (
         "exposed counts",
         "create temp table kernel_exposed on commit drop as "
-        "select variant_key, count(*) as units, "
-        "count(*) filter (where t0 + %(cohort_1_day)s * interval '1 day' <= %(as_of)s) as e1, "
-        "count(*) filter (where t0 + %(cohort_2_day)s * interval '1 day' <= %(as_of)s) as e2, "
-        "count(*) filter (where t0 + %(cohort_3_day)s * interval '1 day' <= %(as_of)s) as e3 "
+        "select variant_key, count(*) as units{exposed_cohorts} "
         "from {kernel}.units group by variant_key",
     ),
     (
@@ -256,6 +264,7 @@ def main() -> None:
         "kernel": sql.Identifier(f"{args.schema}_kernel"),
         "source": sql.Identifier(args.schema),
         **cohort_sql(args.exposure_age),
+        "exposed_cohorts": exposed_sql(),
     }
     full = full_pass(engine)
     print(f"abflow full pass {full:.2f} s; kernel state before {sealed_before:%Y-%m-%d}:")

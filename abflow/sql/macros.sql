@@ -90,6 +90,17 @@ end
 {% endfor %}
 {%- endmacro %}
 
+{#- One row per cohort from per-cohort columns <t>.<column>_<k>: the column of the row's cohort,
+    picked by the cohorts relation `c` it is cross-joined with (its column `cohort`). -#}
+{% macro of_cohort(t, column) -%}
+case c.cohort
+    {% for k in cohorts[:-1] %}
+    when {{ k }} then {{ t }}.{{ column }}_{{ k }}
+    {% endfor %}
+    else {{ t }}.{{ column }}_{{ cohorts[-1] }}
+end
+{%- endmacro %}
+
 {#- An event's exposure-age cohort k (0: days 0-6 since exposure ... 3: day 21 on); 4 before
     exposure but after the start (such rows make the unit's cohort-0 row without adding to its
     values); -1 otherwise, or when the experiment has no exposure-age analysis. -#}

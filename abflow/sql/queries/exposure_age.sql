@@ -12,7 +12,7 @@
 -- stored partials) already keeps each unit's cohort values y_k, x_k and whether it has a row in
 -- cohort k (in_k) in the stage abflow_unit_values; the values block unpivots them.
 
-{% from "macros.sql" import cohorts %}
+{% from "macros.sql" import cohorts, of_cohort %}
 
 -- name: cohorts
 -- first day and segment of each cohort: bound values (abflow/cohorts.py); plan.py puts this
@@ -107,12 +107,7 @@ select
     c.segment,
     {% for column in ["units", "sum", "sum_squares", "denominator_sum",
         "denominator_sum_squares", "sum_products"] %}
-    case c.cohort
-        {% for k in cohorts[:-1] %}
-        when {{ k }} then s.{{ column }}_{{ k }}
-        {% endfor %}
-        else s.{{ column }}_{{ cohorts[-1] }}
-    end as {{ column }},
+    {{ of_cohort("s", column) }} as {{ column }},
     {% endfor %}
     cast(null as double precision) as covariate_sum,
     cast(null as double precision) as covariate_sum_squares,
@@ -137,12 +132,7 @@ from (
     select
         e.variant_key,
         c.segment,
-        case c.cohort
-            {% for k in cohorts[:-1] %}
-            when {{ k }} then e.exposed_{{ k }}
-            {% endfor %}
-            else e.exposed_{{ cohorts[-1] }}
-        end as exposed_units
+        {{ of_cohort("e", "exposed") }} as exposed_units
     from (
         select
             variant_key,
